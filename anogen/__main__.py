@@ -1,0 +1,5 @@
+import sys
+
+from anogen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``anogen`` sub-command; each exposes ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Files in: image and mask I/O, dataset readers, the project workspace, the demo data."""
