@@ -1,0 +1,1 @@
+"""Stage 3: weakly supervised DRAEM and DeSTSeg detectors, anomaly synthesis, training, export."""
