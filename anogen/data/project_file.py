@@ -1,0 +1,421 @@
+"""The project manifest (``project.json``): its records and their JSON codec.
+
+This module only turns a JSON object into typed records and back, and reports every
+structural problem it finds (wrong type, missing field, unknown status, ...). Checks that
+need the files on disk (does the image exist, is the box inside it, does a path leave the
+project) live in :mod:`anogen.data.workspace`. Like labelme's label file, it is Qt-free
+and torch-free so the CLI, the GUI and notebooks share it.
+
+Paths in the manifest are strings relative to the project folder, written with ``/``.
+Boxes are pixels with ``x1``/``y1`` exclusive. Unknown keys are ignored so a file edited
+by hand keeps loading; anything that changes the meaning of a field bumps
+:data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from anogen.errors import InputError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "project.json"
+SAMPLE_STATUSES = ("pending", "accepted", "rejected")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in pixel coordinates of its image; ``x1`` and ``y1`` are exclusive."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    defect_kind: str = ""  # the kind to generate in this box; "" means "the current kind"
+
+    def __post_init__(self) -> None:
+        for name in ("x0", "y0", "x1", "y1"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"box {name} must be an integer pixel coordinate, got {value!r}")
+        if self.x0 < 0 or self.y0 < 0:
+            raise InputError(f"box {self.as_list()} starts left of or above the image")
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise InputError(f"box {self.as_list()} is empty (x1 must exceed x0 and y1 exceed y0)")
+        if not isinstance(self.defect_kind, str):
+            raise InputError(f"box defect_kind must be a string, got {self.defect_kind!r}")
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def as_list(self) -> list[int]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+    def inside(self, width: int, height: int) -> bool:
+        """True when the box lies within an image of ``width`` x ``height`` pixels."""
+        return self.x1 <= width and self.y1 <= height
+
+
+@dataclass
+class SupportImage:
+    """One real defect photo of a defect kind and its painted mask (``None`` until painted)."""
+
+    image: str
+    mask: Optional[str] = None
+
+
+@dataclass
+class DefectKind:
+    """A defect kind learned as one embedding (stage 1) from its support images.
+
+    ``box_size`` is the range of box sizes proposed for this kind, as fractions of the
+    image: ``(w_lo, w_hi, h_lo, h_hi)``; ``None`` lets the box proposer decide.
+    """
+
+    name: str
+    token: str
+    support: list[SupportImage] = field(default_factory=list)
+    box_size: Optional[tuple[float, float, float, float]] = None
+    embedding: Optional[str] = None
+    init_word: str = "defect"
+
+
+@dataclass
+class GoodImage:
+    """A defect-free image and the boxes drawn on it for generation."""
+
+    image: str
+    boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass
+class GeneratedSample:
+    """One generated defect with its provenance (stage 2 output)."""
+
+    image: str
+    mask: str
+    source: str
+    box: Box
+    defect_kind: str
+    seed: int
+    status: str = "pending"
+    model: str = ""
+    embedding_hash: str = ""
+    steps: int = 0
+    guidance: float = 0.0
+
+
+@dataclass
+class GeneratedSet:
+    """A folder of generated samples inside the project."""
+
+    name: str
+    folder: str
+    samples: list[GeneratedSample] = field(default_factory=list)
+
+
+@dataclass
+class DetectorEntry:
+    """A trained detector (DRAEM or DeSTSeg) saved in ``folder`` with its test metrics."""
+
+    name: str
+    folder: str
+    detector: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Project:
+    """Everything ``project.json`` holds."""
+
+    name: str
+    model: str = ""  # diffusion model spec: a folder, a Hugging Face id, or a checkpoint file
+    linked_datasets: list[str] = field(default_factory=list)
+    defect_kinds: list[DefectKind] = field(default_factory=list)
+    good_images: list[GoodImage] = field(default_factory=list)
+    generated_sets: list[GeneratedSet] = field(default_factory=list)
+    detectors: list[DetectorEntry] = field(default_factory=list)
+    view: dict[str, Any] = field(default_factory=dict)  # free-form GUI state (zoom, panels)
+
+    def defect_kind(self, name: str) -> DefectKind:
+        for kind in self.defect_kinds:
+            if kind.name == name:
+                return kind
+        raise InputError(f"no defect kind named {name!r} in project {self.name!r}")
+
+    def good_image(self, image: str) -> GoodImage:
+        for good in self.good_images:
+            if good.image == image:
+                return good
+        raise InputError(f"no good image {image!r} in project {self.name!r}")
+
+    def generated_set(self, name: str) -> GeneratedSet:
+        for generated in self.generated_sets:
+            if generated.name == name:
+                return generated
+        raise InputError(f"no generated set named {name!r} in project {self.name!r}")
+
+
+class ProjectFileError(InputError):
+    """A manifest that does not decode; ``problems`` lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}: " + "; ".join(self.problems))
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def _box_to_dict(box: Box) -> dict[str, Any]:
+    out: dict[str, Any] = {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1}
+    if box.defect_kind:
+        out["defect_kind"] = box.defect_kind
+    return out
+
+
+def project_to_dict(project: Project) -> dict[str, Any]:
+    """The JSON object written to ``project.json`` (schema version first)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": project.name,
+        "model": project.model,
+        "linked_datasets": list(project.linked_datasets),
+        "defect_kinds": [
+            {
+                "name": kind.name,
+                "token": kind.token,
+                "init_word": kind.init_word,
+                "support": [{"image": s.image, "mask": s.mask} for s in kind.support],
+                "box_size": list(kind.box_size) if kind.box_size is not None else None,
+                "embedding": kind.embedding,
+            }
+            for kind in project.defect_kinds
+        ],
+        "good_images": [
+            {"image": good.image, "boxes": [_box_to_dict(b) for b in good.boxes]}
+            for good in project.good_images
+        ],
+        "generated_sets": [
+            {
+                "name": gen.name,
+                "folder": gen.folder,
+                "samples": [
+                    {
+                        "image": s.image, "mask": s.mask, "source": s.source, "box": _box_to_dict(s.box),
+                        "defect_kind": s.defect_kind, "seed": s.seed, "status": s.status, "model": s.model,
+                        "embedding_hash": s.embedding_hash, "steps": s.steps, "guidance": s.guidance,
+                    }
+                    for s in gen.samples
+                ],
+            }
+            for gen in project.generated_sets
+        ],
+        "detectors": [
+            {"name": d.name, "folder": d.folder, "detector": d.detector, "metrics": dict(d.metrics)}
+            for d in project.detectors
+        ],
+        "view": project.view,
+    }
+
+
+# ----------------------------------------------------------------------------- decoding
+
+_REQUIRED = object()
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object",
+               type(None): "null"}
+
+
+class _Reader:
+    """Reads typed fields out of JSON objects, collecting problems instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def get(self, obj: dict[str, Any], key: str, types: tuple[type, ...], where: str,
+            default: Any = _REQUIRED) -> Any:
+        """``obj[key]`` if it has one of ``types``; otherwise record a problem and return None."""
+        if key not in obj:
+            if default is _REQUIRED:
+                self.problem(f"{where}.{key}", "missing")
+                return None
+            return default() if callable(default) else default
+        value = obj[key]
+        # bool is an int subclass in Python but never a valid count or coordinate here.
+        if isinstance(value, bool) or not isinstance(value, types):
+            if float in types and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            self.problem(f"{where}.{key}", f"expected {expected}, got {shown}")
+            return None
+        if float in types and isinstance(value, int):
+            return float(value)
+        return value
+
+    def objects(self, obj: dict[str, Any], key: str, where: str) -> list[tuple[str, dict[str, Any]]]:
+        """The JSON objects in list ``obj[key]`` (default empty), each with its location."""
+        items = self.get(obj, key, (list,), where, default=list)
+        out = []
+        for index, item in enumerate(items or []):
+            location = f"{where}.{key}[{index}]"
+            if isinstance(item, dict):
+                out.append((location, item))
+            else:
+                self.problem(location, f"expected an object, got {type(item).__name__}")
+        return out
+
+
+def _read_box(reader: _Reader, value: Any, where: str) -> Optional[Box]:
+    if isinstance(value, list):  # [x0, y0, x1, y1] is accepted too (the generated-set format)
+        if len(value) != 4:
+            reader.problem(where, f"expected [x0, y0, x1, y1], got {value!r}")
+            return None
+        value = dict(zip(("x0", "y0", "x1", "y1"), value))
+    if not isinstance(value, dict):
+        reader.problem(where, f"expected a box object, got {type(value).__name__}")
+        return None
+    before = len(reader.problems)
+    coords = [reader.get(value, key, (int,), where) for key in ("x0", "y0", "x1", "y1")]
+    kind = reader.get(value, "defect_kind", (str,), where, default="")
+    if len(reader.problems) > before:
+        return None
+    try:
+        return Box(*coords, defect_kind=kind)
+    except InputError as exc:
+        reader.problem(where, str(exc))
+        return None
+
+
+def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> Optional[DefectKind]:
+    before = len(reader.problems)
+    name = reader.get(obj, "name", (str,), where)
+    token = reader.get(obj, "token", (str,), where)
+    init_word = reader.get(obj, "init_word", (str,), where, default="defect")
+    embedding = reader.get(obj, "embedding", (str, type(None)), where, default=None)
+    support = []
+    for location, item in reader.objects(obj, "support", where):
+        image = reader.get(item, "image", (str,), location)
+        mask = reader.get(item, "mask", (str, type(None)), location, default=None)
+        support.append(SupportImage(image=image, mask=mask))
+    box_size = reader.get(obj, "box_size", (list, type(None)), where, default=None)
+    if box_size is not None:
+        valid = (len(box_size) == 4
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box_size))
+        if not valid or not (0 < box_size[0] <= box_size[1] <= 1 and 0 < box_size[2] <= box_size[3] <= 1):
+            reader.problem(f"{where}.box_size",
+                           f"expected [w_lo, w_hi, h_lo, h_hi] fractions with 0 < lo <= hi <= 1, got {box_size!r}")
+        else:
+            box_size = tuple(float(v) for v in box_size)
+    if len(reader.problems) > before:
+        return None
+    return DefectKind(name=name, token=token, support=support, box_size=box_size,
+                      embedding=embedding, init_word=init_word)
+
+
+def _read_sample(reader: _Reader, obj: dict[str, Any], where: str) -> Optional[GeneratedSample]:
+    before = len(reader.problems)
+    values = {
+        "image": reader.get(obj, "image", (str,), where),
+        "mask": reader.get(obj, "mask", (str,), where),
+        "source": reader.get(obj, "source", (str,), where),
+        "defect_kind": reader.get(obj, "defect_kind", (str,), where),
+        "seed": reader.get(obj, "seed", (int,), where),
+        "status": reader.get(obj, "status", (str,), where, default="pending"),
+        "model": reader.get(obj, "model", (str,), where, default=""),
+        "embedding_hash": reader.get(obj, "embedding_hash", (str,), where, default=""),
+        "steps": reader.get(obj, "steps", (int,), where, default=0),
+        "guidance": reader.get(obj, "guidance", (float,), where, default=0.0),
+    }
+    box = _read_box(reader, obj["box"], f"{where}.box") if "box" in obj else None
+    if "box" not in obj:
+        reader.problem(f"{where}.box", "missing")
+    if values["status"] is not None and values["status"] not in SAMPLE_STATUSES:
+        reader.problem(f"{where}.status", f"expected one of {', '.join(SAMPLE_STATUSES)}, got {values['status']!r}")
+    if len(reader.problems) > before:
+        return None
+    return GeneratedSample(box=box, **values)
+
+
+def decode_project(data: Any, source: str = MANIFEST_NAME) -> tuple[Project, list[str]]:
+    """Decode a manifest as far as possible: the records that decode, and every problem.
+
+    Records with problems are left out of the returned project so that the file checks
+    of :mod:`anogen.data.workspace` can still run on the rest and report their problems
+    too. A wrong or newer ``schema_version`` raises :class:`ProjectFileError` at once.
+    """
+    reader = _Reader()
+    if not isinstance(data, dict):
+        raise ProjectFileError(source, [f"expected a JSON object at the top level, got {type(data).__name__}"])
+    version = data.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ProjectFileError(source, [f"schema_version: expected an integer, got {version!r}"])
+    if version > SCHEMA_VERSION:
+        raise ProjectFileError(source, [f"schema_version {version} was written by a newer AnoGen; "
+                                        f"this version reads up to {SCHEMA_VERSION}"])
+    if version < 1:
+        raise ProjectFileError(source, [f"schema_version: {version} is not a valid version"])
+
+    where = "project"
+    name = reader.get(data, "name", (str,), where) or ""
+    model = reader.get(data, "model", (str,), where, default="") or ""
+    linked = []
+    for index, folder in enumerate(reader.get(data, "linked_datasets", (list,), where, default=list) or []):
+        if isinstance(folder, str):
+            linked.append(folder)
+        else:
+            reader.problem(f"{where}.linked_datasets[{index}]", f"expected a string, got {folder!r}")
+    view = reader.get(data, "view", (dict,), where, default=dict) or {}
+
+    kinds = [_read_defect_kind(reader, obj, loc) for loc, obj in reader.objects(data, "defect_kinds", where)]
+
+    good_images = []
+    for location, obj in reader.objects(data, "good_images", where):
+        image = reader.get(obj, "image", (str,), location)
+        boxes_value = reader.get(obj, "boxes", (list,), location, default=list) or []
+        boxes = [_read_box(reader, b, f"{location}.boxes[{i}]") for i, b in enumerate(boxes_value)]
+        if image is not None:
+            good_images.append(GoodImage(image=image, boxes=[b for b in boxes if b is not None]))
+
+    generated_sets = []
+    for location, obj in reader.objects(data, "generated_sets", where):
+        set_name = reader.get(obj, "name", (str,), location)
+        folder = reader.get(obj, "folder", (str,), location)
+        samples = [_read_sample(reader, s, loc) for loc, s in reader.objects(obj, "samples", location)]
+        if set_name is not None and folder is not None:
+            generated_sets.append(GeneratedSet(name=set_name, folder=folder,
+                                               samples=[s for s in samples if s is not None]))
+
+    detectors = []
+    for location, obj in reader.objects(data, "detectors", where):
+        before = len(reader.problems)
+        values = {key: reader.get(obj, key, (str,), location) for key in ("name", "folder", "detector")}
+        metrics = reader.get(obj, "metrics", (dict,), location, default=dict) or {}
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                reader.problem(f"{location}.metrics.{key}", f"expected a number, got {value!r}")
+        if len(reader.problems) == before:
+            detectors.append(DetectorEntry(metrics={k: float(v) for k, v in metrics.items()}, **values))
+
+    project = Project(name=name, model=model, linked_datasets=linked,
+                      defect_kinds=[k for k in kinds if k is not None], good_images=good_images,
+                      generated_sets=generated_sets, detectors=detectors, view=view)
+    return project, reader.problems
+
+
+def project_from_dict(data: Any, source: str = MANIFEST_NAME) -> Project:
+    """Decode a manifest; raise :class:`ProjectFileError` listing every problem found."""
+    project, problems = decode_project(data, source)
+    if problems:
+        raise ProjectFileError(source, problems)
+    return project

@@ -1,0 +1,577 @@
+"""The project folder the GUI edits: a manifest plus the images it references.
+
+Layout (a folder the user can zip and move)::
+
+    project.json          the manifest (see anogen.data.project_file), schema-versioned
+    images/good/          good images copied into the project
+    support/<kind>/       real defect photos of each kind and their painted masks (PNG)
+    embeddings/           learned defect embeddings (stage 1), <kind>.safetensors
+    generated/<set>/      generated sets (stage 2): images/, masks/, manifest.jsonl
+    detectors/<name>/     trained detectors (stage 3) with their metrics
+    anogen.log            the log of jobs run on this project
+
+Every path in the manifest is relative to the project folder and may not leave it
+(``..``, absolute paths, symlinks pointing out), except paths inside a dataset folder the
+user linked explicitly with :meth:`Workspace.link_dataset`; those are stored absolute.
+
+Methods change the in-memory :attr:`Workspace.project` and write the image files they
+need; :meth:`Workspace.save` writes the manifest. Every file is written atomically
+(temporary file, fsync, ``os.replace``), so a crash or a kill at any moment leaves either
+the old manifest or the new one. Files a removed record pointed at are left in place:
+deleting them before the manifest is saved could break the saved project.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from anogen.atomic import atomic_write_bytes, atomic_write_json
+from anogen.data.imageio import IMAGE_SUFFIXES, list_images, read_image, read_mask, write_mask
+from anogen.data.project_file import (
+    MANIFEST_NAME,
+    SAMPLE_STATUSES,
+    Box,
+    DefectKind,
+    DetectorEntry,
+    GeneratedSample,
+    GeneratedSet,
+    GoodImage,
+    Project,
+    ProjectFileError,
+    SupportImage,
+    decode_project,
+    project_to_dict,
+)
+from anogen.errors import InputError
+
+__all__ = [
+    "Box", "DefectKind", "DetectorEntry", "GeneratedSample", "GeneratedSet", "GoodImage", "Project",
+    "SupportImage", "Workspace", "WorkspaceError", "MANIFEST_NAME",
+]
+
+log = logging.getLogger(__name__)
+
+GOOD_IMAGES_DIR = "images/good"
+SUPPORT_DIR = "support"
+EMBEDDINGS_DIR = "embeddings"
+GENERATED_DIR = "generated"
+DETECTORS_DIR = "detectors"
+LOG_NAME = "anogen.log"
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+class WorkspaceError(InputError):
+    """A project that cannot be opened; ``problems`` lists every problem found."""
+
+    def __init__(self, root: Path, problems: Sequence[str]) -> None:
+        self.root = root
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"project {root}: {count} problem{'s' if count != 1 else ''}: " + "; ".join(self.problems))
+
+
+def _check_name(name: str, what: str) -> str:
+    """Names become folder names, so keep them to letters, digits, space, '.', '_' and '-'."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name.endswith((" ", ".")):
+        raise InputError(f"{what} {name!r}: use 1-64 letters, digits, spaces, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip("_").lower() or "item"
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
+
+    Reads only the header, so validating a project with many images stays fast.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            try:
+                orientation = image.getexif().get(0x0112, 1)
+            except Exception:  # a broken EXIF block: read_image ignores it too
+                orientation = 1
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+    # EXIF orientations 5-8 are rotated by 90 degrees, so width and height swap.
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+@dataclass
+class _PathCheck:
+    path: Optional[Path]
+    problem: Optional[str]
+
+
+class Workspace:
+    """An open project folder. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, root: Path, project: Project) -> None:
+        self.root = Path(root).absolute()
+        self.project = project
+        self._lock = threading.RLock()  # the GUI autosaves from one thread while jobs report from another
+
+    # ------------------------------------------------------------------ folders
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / EMBEDDINGS_DIR
+
+    @property
+    def generated_dir(self) -> Path:
+        return self.root / GENERATED_DIR
+
+    @property
+    def detectors_dir(self) -> Path:
+        return self.root / DETECTORS_DIR
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LOG_NAME
+
+    # ------------------------------------------------------------------ create, open, save
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, name: str) -> "Workspace":
+        """Make a new project in ``root`` (a new or empty folder) and save its manifest."""
+        root = Path(root).absolute()
+        if (root / MANIFEST_NAME).exists():
+            raise InputError(f"{root}: already holds a project ({MANIFEST_NAME} exists)")
+        if root.exists() and not root.is_dir():
+            raise InputError(f"{root}: exists and is not a folder")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("a project needs a non-empty name")
+        for folder in (GOOD_IMAGES_DIR, SUPPORT_DIR, EMBEDDINGS_DIR, GENERATED_DIR, DETECTORS_DIR):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        workspace = cls(root, Project(name=name.strip()))
+        workspace.save()
+        return workspace
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Workspace":
+        """Open and validate a project; raise :class:`WorkspaceError` listing every problem."""
+        root = Path(root).absolute()
+        manifest = root / MANIFEST_NAME
+        if not root.is_dir():
+            raise WorkspaceError(root, ["folder not found"])
+        if not manifest.is_file():
+            raise WorkspaceError(root, [f"not an AnoGen project (no {MANIFEST_NAME})"])
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise WorkspaceError(root, [f"{MANIFEST_NAME} is not UTF-8 text ({exc.reason})"]) from None
+        except json.JSONDecodeError as exc:
+            raise WorkspaceError(root, [f"{MANIFEST_NAME} is not valid JSON (line {exc.lineno} "
+                                        f"column {exc.colno}: {exc.msg})"]) from None
+        try:
+            project, problems = decode_project(data, MANIFEST_NAME)
+        except ProjectFileError as exc:
+            raise WorkspaceError(root, exc.problems) from None
+        workspace = cls(root, project)
+        problems += workspace.validate()  # the file checks run on every record that decoded
+        if problems:
+            raise WorkspaceError(root, problems)
+        return workspace
+
+    def save(self) -> None:
+        """Write the manifest atomically: readers see the old file or the new one, never a mix."""
+        with self._lock:
+            atomic_write_json(self.manifest_path, project_to_dict(self.project))
+
+    # ------------------------------------------------------------------ paths
+
+    def _linked_roots(self) -> list[Path]:
+        return [Path(os.path.realpath(folder)) for folder in self.project.linked_datasets]
+
+    def _check_path(self, rel: str) -> _PathCheck:
+        if not isinstance(rel, str) or not rel:
+            return _PathCheck(None, "empty path")
+        if "\\" in rel:
+            return _PathCheck(None, f"{rel!r}: write paths with '/', not '\\'")
+        posix = PurePosixPath(rel)
+        escapes = posix.is_absolute() or PureWindowsPath(rel).drive != "" or ".." in posix.parts
+        candidate = Path(rel) if posix.is_absolute() else self.root / posix
+        real = Path(os.path.realpath(candidate))
+        if any(real.is_relative_to(linked) for linked in self._linked_roots()):
+            return _PathCheck(candidate, None)  # inside a dataset the user linked explicitly
+        if escapes:
+            return _PathCheck(None, f"{rel!r} leaves the project folder (absolute paths and '..' are "
+                                    "only allowed inside a linked dataset folder)")
+        if not real.is_relative_to(Path(os.path.realpath(self.root))):
+            return _PathCheck(None, f"{rel!r} is a symbolic link that leads outside the project folder")
+        return _PathCheck(candidate, None)
+
+    def resolve(self, rel: str) -> Path:
+        """The absolute path of a manifest path; refuses any path that escapes the project."""
+        check = self._check_path(rel)
+        if check.problem is not None:
+            raise InputError(f"project {self.root}: {check.problem}")
+        assert check.path is not None
+        return check.path
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """The manifest string for a file: relative inside the project, absolute in a linked dataset."""
+        path = Path(os.path.abspath(path))
+        if path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        real = Path(os.path.realpath(path))
+        for folder, linked in zip(self.project.linked_datasets, self._linked_roots()):
+            if real.is_relative_to(linked):
+                return (Path(folder) / real.relative_to(linked)).as_posix()
+        raise InputError(f"{path} is outside the project {self.root} and not in a linked dataset folder")
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> list[str]:
+        """Every problem with the project's files: unsafe or missing paths, size mismatches,
+        boxes off their image, duplicate names. An empty list means the project is sound."""
+        problems: list[str] = []
+        project = self.project
+
+        def existing(rel: str, where: str, folder: bool = False) -> Optional[Path]:
+            check = self._check_path(rel)
+            if check.problem is not None:
+                problems.append(f"{where}: {check.problem}")
+                return None
+            assert check.path is not None
+            if folder and not check.path.is_dir():
+                problems.append(f"{where}: folder {rel!r} not found")
+                return None
+            if not folder and not check.path.is_file():
+                problems.append(f"{where}: file {rel!r} not found")
+                return None
+            return check.path
+
+        def size_of(path: Path, where: str) -> Optional[tuple[int, int]]:
+            try:
+                return image_size(path)
+            except InputError as exc:
+                problems.append(f"{where}: {exc}")
+                return None
+
+        def duplicates(values: Iterable[str], what: str) -> None:
+            seen: set[str] = set()
+            for value in values:
+                if value in seen:
+                    problems.append(f"{what} {value!r} appears more than once")
+                seen.add(value)
+
+        for index, folder in enumerate(project.linked_datasets):
+            if not Path(folder).is_absolute():
+                problems.append(f"linked_datasets[{index}]: {folder!r} must be an absolute path")
+            elif not Path(folder).is_dir():
+                problems.append(f"linked_datasets[{index}]: linked dataset folder {folder} not found")
+
+        duplicates((k.name for k in project.defect_kinds), "defect kind")
+        duplicates((k.token for k in project.defect_kinds), "defect kind token")
+        kind_names = {k.name for k in project.defect_kinds}
+        for k_index, kind in enumerate(project.defect_kinds):
+            where = f"defect_kinds[{k_index}] ({kind.name})"
+            if not re.fullmatch(r"<[^<>\s]+>", kind.token):
+                problems.append(f"{where}: token {kind.token!r} must look like <name>, without spaces")
+            for s_index, support in enumerate(kind.support):
+                image_path = existing(support.image, f"{where}.support[{s_index}].image")
+                mask_path = existing(support.mask, f"{where}.support[{s_index}].mask") if support.mask else None
+                if image_path is not None and mask_path is not None:
+                    image_wh = size_of(image_path, f"{where}.support[{s_index}].image")
+                    mask_wh = size_of(mask_path, f"{where}.support[{s_index}].mask")
+                    if image_wh and mask_wh and image_wh != mask_wh:
+                        problems.append(f"{where}.support[{s_index}]: mask {support.mask} is "
+                                        f"{mask_wh[0]}x{mask_wh[1]} but image {support.image} is "
+                                        f"{image_wh[0]}x{image_wh[1]}")
+            if kind.embedding is not None:
+                existing(kind.embedding, f"{where}.embedding")
+
+        duplicates((g.image for g in project.good_images), "good image")
+        for g_index, good in enumerate(project.good_images):
+            where = f"good_images[{g_index}]"
+            path = existing(good.image, f"{where}.image")
+            size = size_of(path, f"{where}.image") if path is not None else None
+            for b_index, box in enumerate(good.boxes):
+                if size is not None and not box.inside(*size):
+                    problems.append(f"{where}.boxes[{b_index}]: box {box.as_list()} lies outside image "
+                                    f"{good.image} of {size[0]}x{size[1]}")
+                if box.defect_kind and box.defect_kind not in kind_names:
+                    problems.append(f"{where}.boxes[{b_index}]: unknown defect kind {box.defect_kind!r}")
+
+        duplicates((g.name for g in project.generated_sets), "generated set")
+        for g_index, generated in enumerate(project.generated_sets):
+            where = f"generated_sets[{g_index}] ({generated.name})"
+            existing(generated.folder, f"{where}.folder", folder=True)
+            for s_index, sample in enumerate(generated.samples):
+                existing(sample.image, f"{where}.samples[{s_index}].image")
+                existing(sample.mask, f"{where}.samples[{s_index}].mask")
+
+        duplicates((d.name for d in project.detectors), "detector")
+        for d_index, detector in enumerate(project.detectors):
+            existing(detector.folder, f"detectors[{d_index}] ({detector.name}).folder", folder=True)
+        return problems
+
+    # ------------------------------------------------------------------ images
+
+    def import_image(self, src: str | os.PathLike, subdir: str) -> str:
+        """Copy an image into ``subdir`` of the project under a name not yet taken.
+
+        The file is read first so a corrupt image is refused with its path; its bytes are
+        copied unchanged (no re-encoding). Returns the manifest path of the copy.
+        """
+        src = Path(src)
+        read_image(src)
+        if src.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{src}: unsupported image type '{src.suffix}'")
+        folder = self.resolve(subdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem, suffix = _slug(src.stem), src.suffix.lower()
+        with self._lock:
+            target = folder / f"{stem}{suffix}"
+            counter = 1
+            while target.exists() or target.with_name(f"{target.stem}_mask.png").exists():
+                target = folder / f"{stem}_{counter}{suffix}"
+                counter += 1
+            atomic_write_bytes(target, src.read_bytes())
+        return self.relative(target)
+
+    # ------------------------------------------------------------------ defect kinds
+
+    def add_defect_kind(self, name: str, init_word: str = "defect") -> DefectKind:
+        """Add a defect kind with a placeholder token unique in the project, e.g. ``<scratch>``."""
+        _check_name(name, "defect kind")
+        if not isinstance(init_word, str) or not init_word.strip() or len(init_word.split()) != 1:
+            raise InputError(f"init word {init_word!r}: give one plain word, e.g. 'scratch' or 'defect'")
+        with self._lock:
+            if any(k.name == name for k in self.project.defect_kinds):
+                raise InputError(f"defect kind {name!r} already exists")
+            taken = {k.token for k in self.project.defect_kinds}
+            base = _slug(name).replace(".", "_")
+            token, counter = f"<{base}>", 2
+            while token in taken:
+                token, counter = f"<{base}_{counter}>", counter + 1
+            kind = DefectKind(name=name, token=token, init_word=init_word.strip())
+            self.project.defect_kinds.append(kind)
+        return kind
+
+    def remove_defect_kind(self, name: str) -> None:
+        with self._lock:
+            kind = self.project.defect_kind(name)
+            self.project.defect_kinds.remove(kind)
+
+    def _support_folder(self, kind: DefectKind) -> str:
+        return f"{SUPPORT_DIR}/{_slug(kind.name)}"
+
+    def add_support_image(self, kind: str, src: str | os.PathLike,
+                          mask_src: str | os.PathLike | None = None) -> SupportImage:
+        """Copy a defect photo (and optionally its mask, checked against the image size) into the kind."""
+        defect = self.project.defect_kind(kind)
+        mask = None
+        if mask_src is not None:
+            height, width = read_image(src).shape[:2]
+            mask = read_mask(mask_src, expected_size=(height, width), image_path=src)
+        image_rel = self.import_image(src, self._support_folder(defect))
+        support = SupportImage(image=image_rel)
+        if mask is not None:
+            support.mask = self._write_mask_for(image_rel, mask)
+        with self._lock:
+            defect.support.append(support)
+        return support
+
+    def _write_mask_for(self, image_rel: str, mask: np.ndarray) -> str:
+        path = PurePosixPath(image_rel)
+        mask_rel = str(path.with_name(f"{path.stem}_mask.png"))
+        write_mask(self.resolve(mask_rel), mask)
+        return mask_rel
+
+    def write_support_mask(self, kind: str, index: int, mask: np.ndarray) -> str:
+        """Save the painted mask of support image ``index`` as a PNG the size of the image."""
+        defect = self.project.defect_kind(kind)
+        if not 0 <= index < len(defect.support):
+            raise InputError(f"defect kind {kind!r} has no support image #{index}")
+        support = defect.support[index]
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise InputError(f"a mask must be a 2-D array, got shape {mask.shape}")
+        width, height = image_size(self.resolve(support.image))
+        if mask.shape != (height, width):
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but support image "
+                             f"{support.image} is {width}x{height}")
+        mask_rel = self._write_mask_for(support.image, mask)
+        with self._lock:
+            support.mask = mask_rel
+        return mask_rel
+
+    def remove_support_image(self, kind: str, index: int) -> None:
+        defect = self.project.defect_kind(kind)
+        if not 0 <= index < len(defect.support):
+            raise InputError(f"defect kind {kind!r} has no support image #{index}")
+        with self._lock:
+            del defect.support[index]
+
+    def set_embedding(self, kind: str, path: str | os.PathLike) -> None:
+        """Record the learned embedding file of a defect kind (a file inside the project)."""
+        defect = self.project.defect_kind(kind)
+        rel = self.relative(path) if Path(path).is_absolute() else str(path)
+        if not self.resolve(rel).is_file():
+            raise InputError(f"embedding file {rel} not found in project {self.root}")
+        with self._lock:
+            defect.embedding = rel
+
+    def set_box_size(self, kind: str, box_size: Optional[tuple[float, float, float, float]]) -> None:
+        defect = self.project.defect_kind(kind)
+        if box_size is not None:
+            w_lo, w_hi, h_lo, h_hi = (float(v) for v in box_size)
+            if not (0 < w_lo <= w_hi <= 1 and 0 < h_lo <= h_hi <= 1):
+                raise InputError(f"box size {box_size}: give (w_lo, w_hi, h_lo, h_hi) fractions, 0 < lo <= hi <= 1")
+            box_size = (w_lo, w_hi, h_lo, h_hi)
+        with self._lock:
+            defect.box_size = box_size
+
+    # ------------------------------------------------------------------ good images and boxes
+
+    def link_dataset(self, folder: str | os.PathLike, add_images: bool = True) -> list[GoodImage]:
+        """Reference a dataset folder in place (nothing is copied).
+
+        With ``add_images`` its good images become the project's: ``train/good`` of an
+        MVTec AD category, otherwise the images directly inside ``folder``.
+        """
+        folder = Path(os.path.abspath(folder))
+        if not folder.is_dir():
+            raise InputError(f"{folder}: dataset folder not found")
+        with self._lock:
+            if str(folder) not in self.project.linked_datasets:
+                self.project.linked_datasets.append(str(folder))
+        if not add_images:
+            return []
+        source = folder / "train" / "good" if (folder / "train" / "good").is_dir() else folder
+        return self.add_good_images(list_images(source))
+
+    def add_good_images(self, paths: Iterable[str | os.PathLike]) -> list[GoodImage]:
+        """Add good images: copied into the project, or referenced when inside a linked dataset.
+
+        Images already in the project are skipped. Every image is read first; the first
+        unreadable one raises before anything is added.
+        """
+        paths = [Path(os.path.abspath(p)) for p in paths]
+        for path in paths:
+            read_image(path)
+        linked = self._linked_roots()
+        added = []
+        with self._lock:
+            present = {g.image for g in self.project.good_images}
+            for path in paths:
+                real = Path(os.path.realpath(path))
+                in_place = path.is_relative_to(self.root) or any(real.is_relative_to(r) for r in linked)
+                rel = self.relative(path) if in_place else self.import_image(path, GOOD_IMAGES_DIR)
+                if rel in present:
+                    continue
+                good = GoodImage(image=rel)
+                self.project.good_images.append(good)
+                present.add(rel)
+                added.append(good)
+        return added
+
+    def remove_good_image(self, image_rel: str) -> None:
+        with self._lock:
+            self.project.good_images.remove(self.project.good_image(image_rel))
+
+    def set_boxes(self, image_rel: str, boxes: Sequence[Box]) -> None:
+        """Replace the boxes of a good image; every box must lie inside the image."""
+        good = self.project.good_image(image_rel)
+        width, height = image_size(self.resolve(image_rel))
+        kinds = {k.name for k in self.project.defect_kinds}
+        for box in boxes:
+            if not isinstance(box, Box):
+                raise InputError(f"expected a Box, got {box!r}")
+            if not box.inside(width, height):
+                raise InputError(f"box {box.as_list()} lies outside image {image_rel} of {width}x{height}")
+            if box.defect_kind and box.defect_kind not in kinds:
+                raise InputError(f"box {box.as_list()}: unknown defect kind {box.defect_kind!r}")
+        with self._lock:
+            good.boxes = list(boxes)
+
+    # ------------------------------------------------------------------ generated sets, detectors
+
+    def add_generated_set(self, name: str, samples: Sequence[GeneratedSample] = (),
+                          folder: str | None = None) -> GeneratedSet:
+        """Record a generated set whose files already lie in ``folder`` (default ``generated/<name>``).
+
+        Sample ``image``/``mask`` paths are manifest paths (relative to the project).
+        """
+        _check_name(name, "generated set")
+        folder = folder if folder is not None else f"{GENERATED_DIR}/{_slug(name)}"
+        if not self.resolve(folder).is_dir():
+            raise InputError(f"generated set folder {folder} not found in project {self.root}")
+        for sample in samples:
+            if sample.status not in SAMPLE_STATUSES:
+                raise InputError(f"sample {sample.image}: status must be one of {', '.join(SAMPLE_STATUSES)}")
+            for rel in (sample.image, sample.mask):
+                if not self.resolve(rel).is_file():
+                    raise InputError(f"generated file {rel} not found in project {self.root}")
+        with self._lock:
+            if any(g.name == name for g in self.project.generated_sets):
+                raise InputError(f"generated set {name!r} already exists")
+            generated = GeneratedSet(name=name, folder=folder, samples=list(samples))
+            self.project.generated_sets.append(generated)
+        return generated
+
+    def import_generated_folder(self, name: str, folder: str | os.PathLike) -> GeneratedSet:
+        """Record a generated set written by ``anogen generate`` (``manifest.jsonl``) inside the project."""
+        from anogen.data.generated import read_generated_set
+
+        folder = Path(folder).absolute()
+        folder_rel = self.relative(folder)
+        self.resolve(folder_rel)
+        samples = []
+        for item in read_generated_set(folder):
+            samples.append(GeneratedSample(
+                image=self.relative(item.image_path), mask=self.relative(item.mask_path),
+                source=item.source, box=Box(*item.box, defect_kind=item.defect_kind),
+                defect_kind=item.defect_kind, seed=item.seed, status=item.status, model=item.model,
+                embedding_hash=item.embedding_hash, steps=item.steps, guidance=float(item.guidance)))
+        return self.add_generated_set(name, samples, folder=folder_rel)
+
+    def set_sample_status(self, set_name: str, index: int, status: str) -> None:
+        """Accept or reject one generated sample (``pending``, ``accepted`` or ``rejected``)."""
+        if status not in SAMPLE_STATUSES:
+            raise InputError(f"sample status must be one of {', '.join(SAMPLE_STATUSES)}, got {status!r}")
+        generated = self.project.generated_set(set_name)
+        if not 0 <= index < len(generated.samples):
+            raise InputError(f"generated set {set_name!r} has no sample #{index}")
+        with self._lock:
+            generated.samples[index].status = status
+
+    def add_detector(self, name: str, folder: str, detector: str,
+                     metrics: Optional[Mapping[str, float]] = None) -> DetectorEntry:
+        """Record a trained detector saved in ``folder`` (inside the project) with its metrics.
+
+        A detector of the same name is replaced (retraining under one name is common).
+        """
+        _check_name(name, "detector")
+        if not self.resolve(folder).is_dir():
+            raise InputError(f"detector folder {folder} not found in project {self.root}")
+        entry = DetectorEntry(name=name, folder=folder, detector=detector,
+                              metrics={k: float(v) for k, v in (metrics or {}).items()})
+        with self._lock:
+            self.project.detectors = [d for d in self.project.detectors if d.name != name] + [entry]
+        return entry
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r}, name={self.project.name!r})"
