@@ -1,0 +1,83 @@
+"""``anogen boxes``: propose defect boxes on a folder of good images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "boxes", help="propose defect boxes on good images",
+        description="Propose boxes on good images: a size drawn from a range per defect kind, placed on the "
+                    "object found by GrabCut/Otsu. Writes OUT/boxes.json (image name -> [[x0,y0,x1,y1], ...]), "
+                    "OUT/masks/<image>_<k>.png (box masks) and OUT/foreground/<image>.png.")
+    parser.add_argument("--images", type=Path, required=True, help="folder of good images")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
+    parser.add_argument("--per-image", type=int, default=2, metavar="N", help="boxes per image (default 2)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
+                      help="box width and height ranges as fractions of the image side (default 0.1 0.2 0.1 0.2)")
+    size.add_argument("--from-masks", type=Path, metavar="DIR",
+                      help="derive the size range from the defect masks in DIR (the support set)")
+    size.add_argument("--kind", metavar="CATEGORY/KIND",
+                      help="use the reference range of an MVTec AD defect kind, e.g. hazelnut/crack")
+    parser.add_argument("--foreground", choices=("grabcut", "otsu", "all"), default="grabcut",
+                        help="how to find the object: grabcut (paper, falls back to otsu), otsu, or all "
+                             "(texture categories)")
+    parser.add_argument("--rule", choices=("iou", "inside"), default="inside",
+                        help="accept a box when >= --min-inside of it is foreground (default, reference code) "
+                             "or when its IoU with the foreground >= --min-iou (paper; only boxes about the "
+                             "object's size pass)")
+    parser.add_argument("--min-iou", type=float, default=0.5)
+    parser.add_argument("--min-inside", type=float, default=0.75)
+    parser.add_argument("--max-tries", type=int, default=1000, help="candidates per box before giving up")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anogen.data.boxes import (
+        DEFAULT_SIZE_RANGE,
+        BoxProposalConfig,
+        BoxSizeRange,
+        reference_size_range,
+        reference_size_table,
+        run_box_proposals,
+        size_range_from_masks,
+    )
+    from anogen.data.imageio import list_images, read_mask
+    from anogen.errors import InputError
+    from anogen.jobs import TqdmProgress
+
+    if args.size is not None:
+        size_range = BoxSizeRange.from_sequence(args.size)
+    elif args.from_masks is not None:
+        mask_paths = list_images(args.from_masks)
+        if not mask_paths:
+            raise InputError(f"{args.from_masks}: no mask images found")
+        size_range = size_range_from_masks(read_mask(p) for p in mask_paths)
+    elif args.kind is not None:
+        category, _, kind = args.kind.partition("/")
+        found = reference_size_range(category, kind)
+        if found is None:
+            known = ", ".join(sorted(reference_size_table()))
+            raise InputError(f"no reference box size for {args.kind!r}; known: {known}")
+        size_range = found
+    else:
+        size_range = DEFAULT_SIZE_RANGE
+    if args.per_image < 1:
+        raise InputError(f"--per-image must be >= 1, got {args.per_image}")
+
+    config = BoxProposalConfig(
+        images=args.images, out=args.out, size_range=size_range, per_image=args.per_image,
+        foreground=args.foreground, rule=args.rule, min_iou=args.min_iou, min_inside=args.min_inside,
+        seed=args.seed, max_tries=args.max_tries, limit=args.limit)
+    with TqdmProgress("boxes", disable=args.quiet) as progress:
+        result = run_box_proposals(config, progress)
+    count = sum(len(b) for b in result.boxes.values())
+    print(f"{count} boxes on {len(result.boxes)} images (size range {size_range.to_list()}) -> "
+          f"{result.out / 'boxes.json'}")
+    return 0
