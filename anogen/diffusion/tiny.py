@@ -1,0 +1,247 @@
+"""Tiny random latent diffusion models, for tests and benchmarks.
+
+:func:`build_tiny_model` writes a complete model folder in the layout a real one
+has (``model_index.json`` plus one sub-folder per component, saved with
+``save_pretrained``), so the real loader in :mod:`anogen.diffusion.models` and
+diffusers' own pipelines read it exactly as they read Stable Diffusion or CompVis
+LDM. Weights are random (seeded); the tokenizer is built offline from an in-memory
+vocabulary, so nothing is downloaded.
+
+Sizes: UNet with 32/64 channels, a text encoder 32 wide, a VAE that downsamples by
+8 like the real one (so crop arithmetic in stage 2 is exercised for real), 64 px
+native resolution by default. Building one takes a fraction of a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from anogen.diffusion.captions import caption_words
+from anogen.errors import InputError
+
+TINY_FAMILIES = ("sd1", "sd2", "ldm")
+TINY_TEXT_WIDTH = 32
+TINY_MAX_LENGTH = 77
+VAE_SCALE_FACTOR = 8
+
+# Words the tiny tokenizers know as whole tokens, on top of single characters.
+BASE_WORDS = (
+    "a", "an", "the", "of", "photo", "picture", "image", "defect", "defects", "scratch",
+    "crack", "hole", "stain", "dent", "cut", "broken", "bent", "small", "large",
+    "surface", "metal", "wood", "fabric", "bottle", "screw", "part", "object", "with",
+    "and", "on", "in", "one", "good", "normal", "anomaly", "damage", "damaged",
+)
+CHARACTERS = tuple("abcdefghijklmnopqrstuvwxyz0123456789") + tuple(".,-!?'\"()*<>_:;/")
+
+
+def tiny_vocabulary_words() -> list[str]:
+    """The whole words every tiny tokenizer encodes as one token."""
+    return sorted(set(BASE_WORDS) | {w for w in caption_words() if w.isalpha()})
+
+
+def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-pair vocabulary in CLIP's format (word-final pieces end in ``</w>``).
+
+    Every single character is a token (with and without ``</w>``), so any text can be
+    encoded; every known word is reachable through a chain of left-to-right merges.
+    """
+    tokens: list[str] = ["<|startoftext|>", "<|endoftext|>"]
+    for char in CHARACTERS:
+        tokens += [char, f"{char}</w>"]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in tiny_vocabulary_words():
+        # Apply the merges made so far (as the tokenizer will), then finish the word
+        # left to right; later merges rank after earlier ones, so they never break
+        # the chain of a word added before them.
+        pieces = _apply_merges(list(word[:-1]) + [f"{word[-1]}</w>"], ranks)
+        while len(pieces) > 1:
+            ranks[(pieces[0], pieces[1])] = len(ranks)
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            tokens.append(pieces[0])
+    merges = sorted(ranks, key=ranks.__getitem__)
+    vocab: dict[str, int] = {}
+    for token in tokens:
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encode one word: repeatedly merge the adjacent pair of lowest rank."""
+    while len(pieces) > 1:
+        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
+        rank, index = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = pieces[:index] + [pieces[index] + pieces[index + 1]] + pieces[index + 2:]
+    return pieces
+
+
+def build_clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab_and_merges()
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TINY_MAX_LENGTH)
+
+
+def build_bert_tokenizer():
+    from transformers import BertTokenizer
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(CHARACTERS) + [f"##{c}" for c in CHARACTERS] + tiny_vocabulary_words()
+    vocab: dict[str, int] = {}
+    for token in tokens:
+        vocab.setdefault(token, len(vocab))
+    return BertTokenizer(vocab=vocab, model_max_length=TINY_MAX_LENGTH)
+
+
+def _vocab_size(tokenizer) -> int:
+    # transformers 5: len(tokenizer) can disagree with the ids of a hand-made
+    # vocabulary, so size embedding tables from the largest id instead.
+    return max(tokenizer.get_vocab().values()) + 1
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=16,
+        latent_channels=4,
+        scaling_factor=0.18215,
+    )
+
+
+def _tiny_unet(resolution: int, in_channels: int, cross_attention_dim: int, linear_projection: bool):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=resolution // VAE_SCALE_FACTOR,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(2, 4) if linear_projection else 8,
+        use_linear_projection=linear_projection,
+        norm_num_groups=32,
+    )
+
+
+def _scheduler():
+    from diffusers import DDIMScheduler
+
+    # The Stable Diffusion / LDM training schedule.
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def _clip_text_encoder(tokenizer, sd2: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=_vocab_size(tokenizer),
+        hidden_size=TINY_TEXT_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=TINY_MAX_LENGTH,
+        # SD 2 uses OpenCLIP's text tower: plain GELU where SD 1 uses quick-GELU.
+        hidden_act="gelu" if sd2 else "quick_gelu",
+        projection_dim=TINY_TEXT_WIDTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def _ldm_bert(tokenizer):
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+
+    config = LDMBertConfig(
+        vocab_size=_vocab_size(tokenizer),
+        max_position_embeddings=TINY_MAX_LENGTH,
+        encoder_layers=2,
+        encoder_ffn_dim=37,
+        encoder_attention_heads=4,
+        head_dim=8,
+        d_model=TINY_TEXT_WIDTH,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LDMBertModel(config)
+
+
+def build_tiny_model(
+    folder: str | os.PathLike,
+    family: str = "sd1",
+    *,
+    inpainting: bool = False,
+    resolution: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random model of ``family`` (``sd1``, ``sd2`` or ``ldm``) to ``folder``.
+
+    ``inpainting`` gives the UNet 9 input channels (latent, mask, masked-image latent)
+    like ``stable-diffusion-inpainting``; it is not available for ``ldm``. Returns the
+    folder, ready for :func:`anogen.diffusion.models.load_model`.
+    """
+    if family not in TINY_FAMILIES:
+        raise InputError(f"unknown tiny model family '{family}'; choose one of {', '.join(TINY_FAMILIES)}")
+    if family == "ldm" and inpainting:
+        raise InputError("the LDM text-to-image family has no inpainting variant")
+    if resolution % (VAE_SCALE_FACTOR * 2) or resolution <= 0:
+        raise InputError(f"tiny model resolution must be a positive multiple of {VAE_SCALE_FACTOR * 2}, got {resolution}")
+    folder = Path(folder)
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # random init draws from the global generator
+    try:
+        if family == "ldm":
+            from diffusers import LDMTextToImagePipeline
+
+            tokenizer = build_bert_tokenizer()
+            pipe = LDMTextToImagePipeline(
+                vqvae=_tiny_vae(),
+                bert=_ldm_bert(tokenizer),
+                tokenizer=tokenizer,
+                unet=_tiny_unet(resolution, 4, TINY_TEXT_WIDTH, linear_projection=False),
+                scheduler=_scheduler(),
+            )
+        else:
+            from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+            tokenizer = build_clip_tokenizer()
+            pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+            pipe = pipeline_class(
+                vae=_tiny_vae(),
+                text_encoder=_clip_text_encoder(tokenizer, sd2=family == "sd2"),
+                tokenizer=tokenizer,
+                unet=_tiny_unet(resolution, 9 if inpainting else 4, TINY_TEXT_WIDTH,
+                                linear_projection=family == "sd2"),
+                scheduler=_scheduler(),
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    pipe.save_pretrained(folder)
+    return folder
