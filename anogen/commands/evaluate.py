@@ -1,0 +1,66 @@
+"""``anogen evaluate``: score a trained detector on a category's test set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+METRIC_ROWS = (
+    ("image_auroc", "image AUROC"),
+    ("image_ap", "image AP"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("pixel_ap", "pixel AP"),
+    ("pixel_aupro", "pixel AUPRO (FPR 0.3)"),
+    ("f1_max", "image F1-max"),
+    ("f1_threshold", "  at threshold"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="metrics of a trained detector on a test set",
+        description="Score every test image of an MVTec AD category and print image/pixel AUROC and AP, AUPRO "
+                    "and F1-max. Support images (--exclude, and those named at training) and the validation "
+                    "images the training run used are left out and counted.")
+    parser.add_argument("--data", type=Path, required=True, metavar="CAT_DIR", help="one MVTec AD category")
+    parser.add_argument("--detector-dir", type=Path, required=True, metavar="DIR", help="the --out folder of train")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
+                        help="support images to leave out of the test set")
+    parser.add_argument("--include-validation", action="store_true",
+                        help="also score the test images the training run validated on")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics as JSON")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def format_table(metrics: dict) -> str:
+    lines = [f"{'metric':<24}{'value':>8}"]
+    for key, label in METRIC_ROWS:
+        value = metrics.get(key)
+        lines.append(f"{label:<24}{'n/a' if value is None else format(value, '.4f'):>8}")
+    lines.append(f"{'test images':<24}{metrics.get('n_images', 0):>8}")
+    lines.append(f"{'  defective':<24}{metrics.get('n_defective', 0):>8}")
+    lines.append(f"{'  excluded':<24}{metrics.get('n_excluded', 0):>8}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anogen.atomic import atomic_write_json
+    from anogen.detection.evaluate import evaluate
+    from anogen.jobs import TqdmProgress
+
+    with TqdmProgress("evaluate", disable=args.quiet) as progress:
+        report = evaluate(args.data, args.detector_dir, list(args.exclude), which=args.checkpoint,
+                          device=args.device, batch_size=args.batch_size,
+                          include_validation=args.include_validation, progress=progress)
+    metrics = report.to_json()
+    print(format_table(metrics))
+    for note in metrics.get("notes", []):
+        print(f"note: {note}")
+    if args.json is not None:
+        atomic_write_json(args.json, metrics)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,242 @@
+"""Training batches that mix the detector's own synthetic anomalies with generated ones.
+
+Each sample of a batch comes from the detector's own anomaly synthesis with probability
+``mix`` (0.5 in the paper), else from the generated set:
+
+* **synthesis**: a random good training image, passed through the
+  :class:`~anogen.detection.synthesis.AnomalySynthesizer` (which leaves about half of
+  its samples clean); the pixel mask is exact, so ``weak`` is False.
+* **generated, DRAEM**: half of the draws are clean (the sample's *source* good image,
+  an all-zero mask); the rest are the generated image with its box mask and
+  ``weak=True``. The source good image is the reconstruction target in both cases.
+* **generated, DeSTSeg**: the generated image with its box mask and ``weak=True``;
+  the source good image is the teacher's clean input.
+
+With no generated set every sample comes from synthesis (the plain DRAEM / DeSTSeg
+baselines). All images are resized once, up front, to the detector's square input size
+and kept in memory as float32 in [0, 1], so building a batch is only synthesis and
+copying.
+
+A batch is a pure function of ``(seed, step)``: its random generator is seeded from both.
+That keeps training reproducible, lets a prefetch thread build the next batch while the
+current step runs, and makes resuming from a checkpoint draw exactly the batches an
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from anogen.data.generated import GeneratedSample, read_generated_set, usable_samples
+from anogen.data.imageio import read_image, read_mask
+from anogen.detection.base import TrainBatch
+from anogen.errors import InputError
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 or float image -> float32 ``(size, size, 3)`` in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    else:
+        image = np.clip(image.astype(np.float32), 0.0, 1.0)
+    if image.shape[:2] != (size, size):
+        shrinking = image.shape[0] > size or image.shape[1] > size
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """bool/float mask -> float32 ``(size, size)`` in {0, 1} (area-resized, then >= 0.5)."""
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.shape != (size, size):
+        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+    return (mask >= 0.5).astype(np.float32)
+
+
+@dataclass
+class GeneratedItem:
+    """One generated sample, resized: the image, its box mask and its source good image."""
+
+    id: str
+    image: np.ndarray  # float32 (S, S, 3)
+    mask: np.ndarray  # float32 (S, S), the box
+    clean: np.ndarray  # float32 (S, S, 3), the source good image
+
+
+def _resolve_source(sample: GeneratedSample, set_folder: Path, search_dirs: Sequence[Path],
+                    by_name: dict[str, Path]) -> Optional[Path]:
+    """Find the good image a generated sample came from.
+
+    ``source`` is kept in the manifest as given, so it may be absolute, relative to the
+    set folder, relative to the category folder, or (after the data moved) only a file
+    name that still exists among the category's good training images.
+    """
+    source = Path(sample.source)
+    if source.is_absolute():
+        if source.is_file():
+            return source
+    else:
+        for base in (set_folder, *search_dirs):
+            candidate = base / source
+            if candidate.is_file():
+                return candidate
+    return by_name.get(source.name)
+
+
+def load_generated_items(folder: str | os.PathLike, size: int, *,
+                         good_paths: Sequence[Path] = (),
+                         search_dirs: Sequence[Path] = ()) -> list[GeneratedItem]:
+    """Read a generated set, drop rejected samples, and resize everything to ``size``.
+
+    Raises :class:`InputError` when the set has no usable sample, when a sample's source
+    good image cannot be found, or when image, mask and source differ in size.
+    """
+    folder = Path(folder)
+    samples = usable_samples(read_generated_set(folder))
+    if not samples:
+        raise InputError(f"{folder}: the generated set has no usable samples "
+                         "(it is empty or every sample was rejected)")
+    by_name = {Path(p).name: Path(p) for p in good_paths}
+    items: list[GeneratedItem] = []
+    sources: dict[Path, np.ndarray] = {}
+    for sample in samples:
+        source_path = _resolve_source(sample, folder, search_dirs, by_name)
+        if source_path is None:
+            raise InputError(f"{folder}: sample {sample.id}: its source good image '{sample.source}' was not "
+                             f"found (looked next to the set, in {', '.join(map(str, search_dirs)) or 'no other folder'}"
+                             " and among the good training images by name)")
+        image = sample.load_image()
+        mask = read_mask(sample.mask_path, expected_size=image.shape[:2], image_path=sample.image_path)
+        if not mask.any():
+            raise InputError(f"{sample.mask_path}: the box mask of sample {sample.id} is empty")
+        if source_path not in sources:
+            sources[source_path] = read_image(source_path)
+        source = sources[source_path]
+        if source.shape[:2] != image.shape[:2]:
+            raise InputError(
+                f"{folder}: sample {sample.id}: generated image is {image.shape[1]}x{image.shape[0]} but its "
+                f"source {source_path} is {source.shape[1]}x{source.shape[0]}; they must be the same size")
+        items.append(GeneratedItem(id=sample.id, image=resize_image(image, size), mask=resize_mask(mask, size),
+                                   clean=resize_image(source, size)))
+    return items
+
+
+class MixedBatchSampler:
+    """Builds :class:`TrainBatch` es from synthesis and (optionally) a generated set.
+
+    ``good_images`` are the good training images, already float32 ``(S, S, 3)``;
+    ``synthesizer`` has ``sample(image, rng) -> SynthesisResult(image, mask, has_anomaly)``.
+    """
+
+    def __init__(self, good_images: Sequence[np.ndarray], synthesizer, *, kind: str,
+                 generated: Sequence[GeneratedItem] = (), mix: float = 0.5, seed: int = 0) -> None:
+        if not good_images:
+            raise InputError("there are no good training images to synthesise anomalies on")
+        if not 0.0 <= mix <= 1.0:
+            raise InputError(f"mix must be between 0 and 1 (the share of synthetic samples), got {mix}")
+        if kind not in ("draem", "destseg"):
+            raise InputError(f"unknown detector kind '{kind}'")
+        size = good_images[0].shape[0]
+        for array in list(good_images) + [g.image for g in generated]:
+            if array.shape != (size, size, 3):
+                raise InputError(f"all training images must be resized to {size}x{size}; got {array.shape}")
+        self.good_images = list(good_images)
+        self.synthesizer = synthesizer
+        self.kind = kind
+        self.generated = list(generated)
+        # Without a generated set every sample is synthetic (the plain baseline).
+        self.mix = mix if self.generated else 1.0
+        self.seed = int(seed)
+        self.size = size
+
+    def rng_for(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(step)])
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """One sample: ``(image, clean, mask, weak)`` as float32 arrays (HWC, HWC, HW)."""
+        if rng.random() < self.mix:
+            good = self.good_images[int(rng.integers(len(self.good_images)))]
+            result = self.synthesizer.sample(good, rng)
+            image = np.asarray(result.image, dtype=np.float32)
+            mask = np.asarray(result.mask, dtype=np.float32)
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            return image, good, mask, False
+        item = self.generated[int(rng.integers(len(self.generated)))]
+        if self.kind == "draem" and rng.random() < 0.5:
+            # A clean draw: teaches DRAEM that the good image itself is normal everywhere.
+            return item.clean, item.clean, np.zeros_like(item.mask), False
+        return item.image, item.clean, item.mask, True
+
+    def batch_arrays(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
+        """The batch for ``step`` as NCHW numpy arrays (deterministic in ``(seed, step)``)."""
+        rng = self.rng_for(step)
+        samples = [self.sample(rng) for _ in range(batch_size)]
+        return {
+            "image": np.stack([s[0] for s in samples]).transpose(0, 3, 1, 2),
+            "clean": np.stack([s[1] for s in samples]).transpose(0, 3, 1, 2),
+            "mask": np.stack([s[2] for s in samples])[:, None],
+            "weak": np.array([s[3] for s in samples], dtype=bool),
+        }
+
+    def batch(self, step: int, batch_size: int, device: torch.device | str = "cpu") -> TrainBatch:
+        return to_train_batch(self.batch_arrays(step, batch_size), device)
+
+
+def to_train_batch(arrays: dict[str, np.ndarray], device: torch.device | str) -> TrainBatch:
+    return TrainBatch(
+        image=torch.from_numpy(np.ascontiguousarray(arrays["image"], dtype=np.float32)).to(device),
+        clean=torch.from_numpy(np.ascontiguousarray(arrays["clean"], dtype=np.float32)).to(device),
+        mask=torch.from_numpy(np.ascontiguousarray(arrays["mask"], dtype=np.float32)).to(device),
+        weak=torch.from_numpy(arrays["weak"]).to(device),
+    )
+
+
+class BatchPrefetcher:
+    """Builds the batch for the next step on a worker thread while the current one trains.
+
+    numpy and OpenCV release the GIL for most of the synthesis work, so this hides the
+    data time behind the training step. Batches stay deterministic because each depends
+    only on ``(seed, step)``.
+    """
+
+    def __init__(self, sampler: MixedBatchSampler, batch_size: int, device: torch.device | str) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.device = device
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anogen-batches")
+        self._pending: dict[int, Future] = {}
+
+    def _submit(self, step: int) -> None:
+        if step not in self._pending:
+            self._pending[step] = self._pool.submit(self.sampler.batch_arrays, step, self.batch_size)
+
+    def get(self, step: int, *, prefetch_next: bool = True) -> TrainBatch:
+        self._submit(step)
+        arrays = self._pending.pop(step).result()
+        if prefetch_next:
+            self._submit(step + 1)
+        return to_train_batch(arrays, self.device)
+
+    def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
