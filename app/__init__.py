@@ -1,0 +1,5 @@
+"""AnoGen Studio, the PySide6 desktop app.
+
+Presentation only: every data operation (project files, images, models, jobs) goes
+through the :mod:`anogen` library. Qt is imported here and nowhere in ``anogen``.
+"""

@@ -1,0 +1,708 @@
+"""The image canvas: zoom, pan, mask painting, boxes, heat map and compare overlays.
+
+The canvas knows nothing about projects or files. Panels give it arrays
+(:meth:`ImageCanvas.set_image`, :meth:`set_mask`, :meth:`set_boxes`, ...) and listen to
+its signals (:attr:`maskEdited`, :attr:`boxesEdited`) to save edits through the workspace.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional, Sequence
+
+import numpy as np
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QResizeEvent,
+                           QTransform, QWheelEvent)
+from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView, QWidget
+
+from app import theme
+from app.canvas.boxes import MIN_SIDE, BoxItem, BoxTuple, clamp_box
+from app.canvas.brush import fill_region, paint_segment
+from app.canvas.history import DEFAULT_MAX_BYTES, MaskHistory, Rect
+from app.canvas.layers import Z_CURSOR, CompareLayer, HeatmapLayer, ImageLayer, MaskLayer
+
+MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
+WHEEL_ZOOM_STEP = 1.25
+MAX_BRUSH_RADIUS = 500
+
+
+class Tool(str, enum.Enum):
+    PAN = "pan"
+    BRUSH = "brush"
+    ERASER = "eraser"
+    FILL = "fill"
+    BOX = "box"
+
+
+def _union(a: Rect | None, b: Rect | None) -> Rect | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+class ImageCanvas(QGraphicsView):
+    """A zoomable image with an optional editable mask, boxes, heat map or compare view."""
+
+    maskEdited = Signal(object)          # the whole bool mask after a stroke/fill/clear/undo/redo
+    maskAreaChanged = Signal(int, float)  # masked pixels, percent of the image
+    boxesEdited = Signal(object)          # list[(x0, y0, x1, y1)] after a draw/move/resize/delete
+    cursorMoved = Signal(int, int, str)   # image x, y and a pixel description; (-1, -1, "") outside
+    zoomChanged = Signal(float)
+    historyChanged = Signal(bool, bool)   # can undo, can redo
+    brushRadiusChanged = Signal(int)
+    toolChanged = Signal(str)
+    compareChanged = Signal(float)
+    message = Signal(str)                 # short notes for the status bar
+
+    def __init__(self, parent: Optional[QWidget] = None, *, history_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing, True)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAcceptDrops(False)  # panels handle file drops
+
+        self._rgb: Optional[np.ndarray] = None
+        self._image_layer: Optional[ImageLayer] = None
+        self._mask_layer: Optional[MaskLayer] = None
+        self._heat_layer: Optional[HeatmapLayer] = None
+        self._compare_layer: Optional[CompareLayer] = None
+        self._boxes: list[BoxItem] = []
+        self._history = MaskHistory(history_bytes)
+        self._tool = Tool.PAN
+        self._brush_radius = 12
+        self._mask_opacity = 0.5
+        self._mask_editable = False
+        self._boxes_editable = False
+        self._fit_on_resize = True
+
+        # Interaction state.
+        self._stroke_before: Optional[np.ndarray] = None
+        self._stroke_rect: Optional[Rect] = None
+        self._stroke_last: Optional[QPointF] = None
+        self._stroke_value = True
+        self._pan_last: Optional[QPoint] = None
+        self._space_held = False
+        self._new_box: Optional[BoxItem] = None
+        self._new_box_origin: Optional[QPointF] = None
+        self._dragging_split = False
+
+        self._cursor_item = QGraphicsEllipseItem()
+        self._cursor_item.setZValue(Z_CURSOR)
+        pen = QPen(QColor(255, 255, 255, 230), 1.5)
+        pen.setCosmetic(True)
+        self._cursor_item.setPen(pen)
+        self._cursor_item.setVisible(False)
+        self.scene().addItem(self._cursor_item)
+        self._cursor_inner = QGraphicsEllipseItem(self._cursor_item)  # dark ring: visible on any image
+        inner_pen = QPen(QColor(0, 0, 0, 200), 1)
+        inner_pen.setCosmetic(True)
+        self._cursor_inner.setPen(inner_pen)
+
+        self._apply_theme()
+        theme.theme_changed().connect(lambda _dark: self._apply_theme())
+
+    # ================================================================== content
+    def has_image(self) -> bool:
+        return self._rgb is not None
+
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the current image, (0, 0) without one."""
+        if self._rgb is None:
+            return (0, 0)
+        return (self._rgb.shape[1], self._rgb.shape[0])
+
+    def set_image(self, rgb: Optional[np.ndarray], *, keep_view: bool = False) -> None:
+        """Show an RGB uint8 image; drops mask, boxes, heat map and compare overlays."""
+        self.clear_mask_layer()
+        self.clear_heatmap()
+        self.clear_compare()
+        self.set_boxes([])
+        if self._image_layer is not None:
+            self.scene().removeItem(self._image_layer)
+            self._image_layer = None
+        self._rgb = None if rgb is None else np.asarray(rgb)
+        if self._rgb is None:
+            self.scene().setSceneRect(QRectF(0, 0, 1, 1))
+            self.viewport().update()
+            return
+        if self._rgb.ndim == 2:
+            self._rgb = np.repeat(self._rgb[:, :, None], 3, axis=2)
+        self._image_layer = ImageLayer(self._rgb)
+        self.scene().addItem(self._image_layer)
+        w, h = self.image_size()
+        self.scene().setSceneRect(QRectF(0, 0, w, h))
+        if not keep_view:
+            self.fit()
+
+    def image(self) -> Optional[np.ndarray]:
+        return self._rgb
+
+    # ------------------------------------------------------------------ mask
+    def set_mask(self, mask: Optional[np.ndarray], *, editable: bool = True) -> None:
+        """Show ``mask`` (bool, the image's size; None = empty) and allow painting it."""
+        if self._rgb is None:
+            raise ValueError("set_image() before set_mask()")
+        w, h = self.image_size()
+        if mask is None:
+            mask = np.zeros((h, w), dtype=bool)
+        mask = np.array(mask, dtype=bool, copy=True)
+        if mask.shape != (h, w):
+            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
+        self.clear_mask_layer()
+        self._mask_layer = MaskLayer(mask, theme.colors().bad)
+        self._mask_layer.setOpacity(self._mask_opacity)
+        self.scene().addItem(self._mask_layer)
+        self._mask_editable = editable
+        self._history.clear()
+        self._emit_history()
+        self._emit_area()
+
+    def clear_mask_layer(self) -> None:
+        self._end_stroke(commit=False)
+        if self._mask_layer is not None:
+            self.scene().removeItem(self._mask_layer)
+            self._mask_layer = None
+        self._mask_editable = False
+        self._history.clear()
+        self._emit_history()
+
+    def mask(self) -> Optional[np.ndarray]:
+        """A copy of the current mask (bool HxW), or None without a mask layer."""
+        return None if self._mask_layer is None else self._mask_layer.mask.copy()
+
+    def mask_area(self) -> tuple[int, float]:
+        if self._mask_layer is None:
+            return (0, 0.0)
+        count = int(np.count_nonzero(self._mask_layer.mask))
+        return count, 100.0 * count / max(1, self._mask_layer.mask.size)
+
+    def set_mask_opacity(self, opacity: float) -> None:
+        self._mask_opacity = min(1.0, max(0.0, float(opacity)))
+        if self._mask_layer is not None:
+            self._mask_layer.setOpacity(self._mask_opacity)
+
+    def mask_opacity(self) -> float:
+        return self._mask_opacity
+
+    def clear_mask(self) -> None:
+        """Erase the whole mask (one undoable step)."""
+        if self._mask_layer is None or not self._mask_editable:
+            return
+        mask = self._mask_layer.mask
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            return
+        rect = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        x0, y0, x1, y1 = rect
+        before = mask[y0:y1, x0:x1].copy()
+        mask[y0:y1, x0:x1] = False
+        self._commit_edit(rect, before)
+
+    def fill_at(self, x: int, y: int) -> bool:
+        """Fill the closed region around image pixel (x, y); False when it is not closed."""
+        if self._mask_layer is None or not self._mask_editable:
+            return False
+        mask = self._mask_layer.mask
+        before = mask.copy()
+        rect = fill_region(mask, int(x), int(y))
+        if rect is None:
+            self.message.emit("Fill: click inside a closed outline (the region reaches the image border)")
+            return False
+        x0, y0, x1, y1 = rect
+        self._commit_edit(rect, before[y0:y1, x0:x1])
+        return True
+
+    # ------------------------------------------------------------------ undo / redo
+    def can_undo(self) -> bool:
+        return self._history.can_undo
+
+    def can_redo(self) -> bool:
+        return self._history.can_redo
+
+    def history(self) -> MaskHistory:
+        return self._history
+
+    def undo(self) -> bool:
+        if self._mask_layer is None or self._stroke_before is not None:
+            return False
+        rect = self._history.undo(self._mask_layer.mask)
+        return self._after_history_step(rect)
+
+    def redo(self) -> bool:
+        if self._mask_layer is None or self._stroke_before is not None:
+            return False
+        rect = self._history.redo(self._mask_layer.mask)
+        return self._after_history_step(rect)
+
+    def _after_history_step(self, rect: Rect | None) -> bool:
+        if rect is None:
+            return False
+        assert self._mask_layer is not None
+        self._mask_layer.refresh(rect)
+        self._emit_history()
+        self._emit_area()
+        self.maskEdited.emit(self._mask_layer.mask.copy())
+        return True
+
+    def _commit_edit(self, rect: Rect, before: np.ndarray) -> None:
+        assert self._mask_layer is not None
+        x0, y0, x1, y1 = rect
+        after = self._mask_layer.mask[y0:y1, x0:x1]
+        self._mask_layer.refresh(rect)
+        if self._history.record(rect, before, after):
+            self._emit_history()
+            self._emit_area()
+            self.maskEdited.emit(self._mask_layer.mask.copy())
+
+    def _emit_history(self) -> None:
+        self.historyChanged.emit(self._history.can_undo, self._history.can_redo)
+
+    def _emit_area(self) -> None:
+        self.maskAreaChanged.emit(*self.mask_area())
+
+    # ------------------------------------------------------------------ boxes
+    def set_boxes(self, boxes: Sequence[Sequence[int]], *, editable: bool = True,
+                  labels: Optional[Sequence[str]] = None) -> None:
+        """Show boxes ``(x0, y0, x1, y1)``; editable ones can be moved, resized, deleted."""
+        for item in self._boxes:
+            self.scene().removeItem(item)
+        self._boxes = []
+        self._boxes_editable = editable
+        if self._rgb is None:
+            return
+        for i, box in enumerate(boxes):
+            label = labels[i] if labels is not None and i < len(labels) else ""
+            self._add_box_item(tuple(int(v) for v in box), label)  # type: ignore[arg-type]
+        self._update_box_interaction()
+
+    def boxes(self) -> list[BoxTuple]:
+        return [item.box for item in self._boxes if item is not self._new_box]
+
+    def selected_boxes(self) -> list[int]:
+        return [i for i, item in enumerate(self._boxes) if item.isSelected()]
+
+    def delete_selected_boxes(self) -> int:
+        doomed = [item for item in self._boxes if item.isSelected()]
+        for item in doomed:
+            self.scene().removeItem(item)
+            self._boxes.remove(item)
+        if doomed:
+            self.boxesEdited.emit(self.boxes())
+        return len(doomed)
+
+    def _add_box_item(self, box: BoxTuple, label: str = "") -> BoxItem:
+        item = BoxItem(box, self.image_size(), theme.colors().accent, self._box_changed, label)
+        item.set_view_scale(self.zoom())
+        self.scene().addItem(item)
+        self._boxes.append(item)
+        return item
+
+    def _box_changed(self, _item: BoxItem) -> None:
+        self.boxesEdited.emit(self.boxes())
+
+    def _update_box_interaction(self) -> None:
+        active = self._boxes_editable and self._tool == Tool.BOX
+        for item in self._boxes:
+            item.setAcceptedMouseButtons(Qt.MouseButton.LeftButton if active else Qt.MouseButton.NoButton)
+            item.setAcceptHoverEvents(active)
+            if not active:
+                item.setSelected(False)
+
+    # ------------------------------------------------------------------ heat map
+    def set_heatmap(self, heat: Optional[np.ndarray], *, opacity: float = 0.5, threshold: float = 0.5) -> None:
+        """Show an anomaly map (float, 0..1, any size) over the image."""
+        self.clear_heatmap()
+        if heat is None or self._rgb is None:
+            return
+        self._heat_layer = HeatmapLayer(heat, self.image_size(), QColor("white"))
+        self._heat_layer.setOpacity(opacity)
+        self._heat_layer.set_threshold(threshold)
+        self.scene().addItem(self._heat_layer)
+
+    def set_heatmap_opacity(self, opacity: float) -> None:
+        if self._heat_layer is not None:
+            self._heat_layer.setOpacity(min(1.0, max(0.0, opacity)))
+
+    def set_heatmap_threshold(self, threshold: float) -> None:
+        if self._heat_layer is not None:
+            self._heat_layer.set_threshold(threshold)
+
+    def clear_heatmap(self) -> None:
+        if self._heat_layer is not None:
+            self.scene().removeItem(self._heat_layer)
+            self._heat_layer = None
+
+    # ------------------------------------------------------------------ compare
+    def set_compare(self, before: np.ndarray, after: np.ndarray, split: float = 0.5) -> None:
+        """Show ``after`` with ``before`` left of a draggable vertical split."""
+        if self._rgb is None or before.shape[:2] != after.shape[:2]:
+            self.set_image(after)
+        self.clear_compare()
+        self._compare_layer = CompareLayer(before, after, theme.colors().accent)
+        self._compare_layer.set_split(split)
+        self.scene().addItem(self._compare_layer)
+        self.compareChanged.emit(self._compare_layer.split)
+
+    def set_compare_split(self, fraction: float) -> None:
+        if self._compare_layer is not None:
+            self._compare_layer.set_split(fraction)
+            self.compareChanged.emit(self._compare_layer.split)
+
+    def compare_split(self) -> Optional[float]:
+        return None if self._compare_layer is None else self._compare_layer.split
+
+    def clear_compare(self) -> None:
+        if self._compare_layer is not None:
+            self.scene().removeItem(self._compare_layer)
+            self._compare_layer = None
+        self._dragging_split = False
+
+    # ================================================================== view
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, zoom: float, anchor: Optional[QPointF] = None) -> None:
+        """Zoom to ``zoom`` (1 = one image pixel per screen pixel) keeping ``anchor`` still."""
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, float(zoom)))
+        self._fit_on_resize = False
+        old_anchor = self.transformationAnchor()
+        if anchor is None:
+            self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setTransform(QTransform.fromScale(zoom, zoom))
+        self.setTransformationAnchor(old_anchor)
+        self._zoom_updated()
+
+    def zoom_around(self, zoom: float, viewport_pos: QPoint) -> None:
+        """Zoom keeping the image point under ``viewport_pos`` where it is (wheel zoom)."""
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, float(zoom)))
+        self._fit_on_resize = False
+        before = self.mapToScene(viewport_pos)
+        old_anchor = self.transformationAnchor()
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setTransform(QTransform.fromScale(zoom, zoom))
+        self.setTransformationAnchor(old_anchor)
+        after = self.mapToScene(viewport_pos)
+        # Scroll so the point that was under the cursor is under it again.
+        hbar, vbar = self.horizontalScrollBar(), self.verticalScrollBar()
+        hbar.setValue(hbar.value() + round((before.x() - after.x()) * zoom))
+        vbar.setValue(vbar.value() + round((before.y() - after.y()) * zoom))
+        self._zoom_updated()
+
+    def zoom_by(self, factor: float) -> None:
+        self.set_zoom(self.zoom() * factor)
+
+    def fit(self) -> None:
+        """Show the whole image."""
+        if self._rgb is None:
+            return
+        self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fit_on_resize = True
+        self._zoom_updated()
+
+    def actual_size(self) -> None:
+        """One image pixel per screen pixel, around the view centre."""
+        self.set_zoom(1.0)
+
+    def view_state(self) -> dict:
+        """Zoom and centre (image coordinates), to restore the view on reopen."""
+        centre = self.mapToScene(self.viewport().rect().center())
+        return {"zoom": round(self.zoom(), 4), "center": [round(centre.x(), 1), round(centre.y(), 1)],
+                "fit": self._fit_on_resize}
+
+    def restore_view_state(self, state: dict) -> None:
+        try:
+            if state.get("fit", True):
+                self.fit()
+                return
+            self.set_zoom(float(state["zoom"]))
+            cx, cy = state["center"]
+            self.centerOn(QPointF(float(cx), float(cy)))
+        except (KeyError, TypeError, ValueError):
+            self.fit()
+
+    def _zoom_updated(self) -> None:
+        z = self.zoom()
+        for item in self._boxes:
+            item.set_view_scale(z)
+        self.zoomChanged.emit(z)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if self._fit_on_resize:
+            self.fit()
+
+    # ================================================================== tools
+    def tool(self) -> Tool:
+        return self._tool
+
+    def set_tool(self, tool: Tool | str) -> None:
+        tool = Tool(tool)
+        self._end_stroke(commit=True)
+        self._tool = tool
+        self._update_box_interaction()
+        self._update_cursor()
+        self.toolChanged.emit(tool.value)
+
+    def brush_radius(self) -> int:
+        return self._brush_radius
+
+    def set_brush_radius(self, radius: int) -> None:
+        radius = int(min(MAX_BRUSH_RADIUS, max(1, radius)))
+        if radius != self._brush_radius:
+            self._brush_radius = radius
+            self.brushRadiusChanged.emit(radius)
+        self._update_cursor_outline()
+
+    def grow_brush(self) -> None:
+        self.set_brush_radius(max(self._brush_radius + 1, round(self._brush_radius * 1.25)))
+
+    def shrink_brush(self) -> None:
+        self.set_brush_radius(min(self._brush_radius - 1, round(self._brush_radius / 1.25)))
+
+    def _painting_tool(self) -> bool:
+        return self._tool in (Tool.BRUSH, Tool.ERASER) and self._mask_editable and self._mask_layer is not None
+
+    def _update_cursor(self) -> None:
+        if self._space_held or self._pan_last is not None:
+            cursor = Qt.CursorShape.ClosedHandCursor if self._pan_last is not None else Qt.CursorShape.OpenHandCursor
+        elif self._painting_tool():
+            cursor = Qt.CursorShape.BlankCursor
+        elif self._tool in (Tool.FILL, Tool.BOX):
+            cursor = Qt.CursorShape.CrossCursor
+        elif self._compare_layer is not None:
+            cursor = Qt.CursorShape.SplitHCursor
+        else:
+            cursor = Qt.CursorShape.OpenHandCursor
+        self.viewport().setCursor(cursor)
+        self._update_cursor_outline()
+
+    def _update_cursor_outline(self, scene_pos: Optional[QPointF] = None) -> None:
+        visible = self._painting_tool() and not self._space_held and self.underMouse()
+        if scene_pos is None:
+            scene_pos = self.mapToScene(self.viewport().mapFromGlobal(self.cursor().pos()))
+        r = float(self._brush_radius)
+        rect = QRectF(scene_pos.x() - r, scene_pos.y() - r, 2 * r, 2 * r)
+        self._cursor_item.setRect(rect)
+        inset = 1.0 / max(self.zoom(), 1e-6)
+        self._cursor_inner.setRect(rect.adjusted(inset, inset, -inset, -inset))
+        self._cursor_item.setVisible(visible)
+
+    def _apply_theme(self) -> None:
+        self.setBackgroundBrush(theme.colors().canvas_background)
+        if self._mask_layer is not None:
+            self._mask_layer.set_color(theme.colors().bad)
+
+    # ================================================================== events
+    def _image_point(self, event_pos: QPoint | QPointF) -> QPointF:
+        return self.mapToScene(QPoint(int(event_pos.x()), int(event_pos.y())))
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta().y()
+        if delta == 0:
+            return
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and self._tool in (Tool.BRUSH, Tool.ERASER):
+            self.grow_brush() if delta > 0 else self.shrink_brush()
+            event.accept()
+            return
+        factor = WHEEL_ZOOM_STEP ** (delta / 120.0)
+        self.zoom_around(self.zoom() * factor, event.position().toPoint())
+        self._update_cursor_outline(self._image_point(event.position()))
+        event.accept()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        button = event.button()
+        pos = self._image_point(event.position())
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and (
+                self._space_held or (self._tool == Tool.PAN and self._compare_layer is None))):
+            self._pan_last = event.position().toPoint()
+            self._update_cursor()
+            event.accept()
+            return
+        if self._rgb is None:
+            return super().mousePressEvent(event)
+        if self._compare_layer is not None and button == Qt.MouseButton.LeftButton and self._tool == Tool.PAN:
+            self._dragging_split = True
+            self.set_compare_split(pos.x() / max(1, self.image_size()[0]))
+            event.accept()
+            return
+        if self._painting_tool() and button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            # Right button paints the opposite of the tool: erase with the brush, paint with the eraser.
+            erase = (self._tool == Tool.ERASER) != (button == Qt.MouseButton.RightButton)
+            self._begin_stroke(pos, not erase)
+            event.accept()
+            return
+        if self._tool == Tool.FILL and button == Qt.MouseButton.LeftButton and self._mask_editable:
+            self.fill_at(int(np.floor(pos.x())), int(np.floor(pos.y())))
+            event.accept()
+            return
+        if self._tool == Tool.BOX and self._boxes_editable and button == Qt.MouseButton.LeftButton:
+            item = self.itemAt(event.position().toPoint())
+            if isinstance(item, BoxItem):
+                return super().mousePressEvent(event)
+            self.scene().clearSelection()
+            w, h = self.image_size()
+            x = min(max(0.0, pos.x()), w)
+            y = min(max(0.0, pos.y()), h)
+            self._new_box_origin = QPointF(round(x), round(y))
+            self._new_box = self._add_box_item(clamp_box(x, y, x + MIN_SIDE, y + MIN_SIDE, w, h))
+            self._new_box.setSelected(True)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = self._image_point(event.position())
+        self._report_cursor(pos)
+        if self._pan_last is not None:
+            delta = event.position().toPoint() - self._pan_last
+            self._pan_last = event.position().toPoint()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - delta.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - delta.y())
+            event.accept()
+            return
+        if self._dragging_split:
+            self.set_compare_split(pos.x() / max(1, self.image_size()[0]))
+            return
+        if self._stroke_before is not None:
+            self._continue_stroke(pos)
+            self._update_cursor_outline(pos)
+            event.accept()
+            return
+        if self._new_box is not None and self._new_box_origin is not None:
+            w, h = self.image_size()
+            o = self._new_box_origin
+            self._new_box.set_box(clamp_box(o.x(), o.y(), min(max(0.0, pos.x()), w), min(max(0.0, pos.y()), h), w, h))
+            return
+        self._update_cursor_outline(pos)
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_last is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+            self._pan_last = None
+            self._update_cursor()
+            return
+        if self._dragging_split:
+            self._dragging_split = False
+            return
+        if self._stroke_before is not None:
+            self._end_stroke(commit=True)
+            return
+        if self._new_box is not None:
+            item, self._new_box, self._new_box_origin = self._new_box, None, None
+            x0, y0, x1, y1 = item.box
+            if x1 - x0 < 2 * MIN_SIDE or y1 - y0 < 2 * MIN_SIDE:  # a click, not a drag
+                self.scene().removeItem(item)
+                self._boxes.remove(item)
+            else:
+                self._update_box_interaction()
+                self.boxesEdited.emit(self.boxes())
+            return
+        super().mouseReleaseEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+        self._cursor_item.setVisible(False)
+        self.cursorMoved.emit(-1, -1, "")
+        super().leaveEvent(event)
+
+    def enterEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+        self._update_cursor()
+        super().enterEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        if key == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_held = True
+            self._cursor_item.setVisible(False)
+            self._update_cursor()
+            return
+        if key == Qt.Key.Key_BracketRight:
+            self.grow_brush()
+        elif key == Qt.Key.Key_BracketLeft:
+            self.shrink_brush()
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and self._tool == Tool.BOX:
+            self.delete_selected_boxes()
+        elif key == Qt.Key.Key_Z and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.redo() if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else self.undo()
+        else:
+            super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_held = False
+            self._pan_last = None
+            self._update_cursor()
+            return
+        super().keyReleaseEvent(event)
+
+    def focusOutEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+        self._space_held = False
+        self._end_stroke(commit=True)
+        super().focusOutEvent(event)
+
+    # ------------------------------------------------------------------ strokes
+    def _begin_stroke(self, pos: QPointF, value: bool) -> None:
+        assert self._mask_layer is not None
+        self._stroke_before = self._mask_layer.mask.copy()
+        self._stroke_value = value
+        self._stroke_rect = None
+        self._stroke_last = pos
+        self._stamp(pos, pos)
+
+    def _continue_stroke(self, pos: QPointF) -> None:
+        if self._stroke_last is None:
+            return
+        self._stamp(self._stroke_last, pos)
+        self._stroke_last = pos
+
+    def _stamp(self, a: QPointF, b: QPointF) -> None:
+        assert self._mask_layer is not None
+        rect = paint_segment(self._mask_layer.mask, (a.x(), a.y()), (b.x(), b.y()),
+                             self._brush_radius, self._stroke_value)
+        if rect is not None:
+            self._mask_layer.refresh(rect)
+            self._stroke_rect = _union(self._stroke_rect, rect)
+
+    def _end_stroke(self, commit: bool) -> None:
+        before, rect = self._stroke_before, self._stroke_rect
+        self._stroke_before = self._stroke_rect = self._stroke_last = None
+        if before is None or self._mask_layer is None:
+            return
+        if rect is None:
+            return
+        x0, y0, x1, y1 = rect
+        if not commit:  # put the pixels back
+            self._mask_layer.mask[y0:y1, x0:x1] = before[y0:y1, x0:x1]
+            self._mask_layer.refresh(rect)
+            return
+        self._commit_edit(rect, before[y0:y1, x0:x1])
+
+    def is_stroking(self) -> bool:
+        return self._stroke_before is not None
+
+    # ------------------------------------------------------------------ status
+    def _report_cursor(self, pos: QPointF) -> None:
+        if self._rgb is None:
+            return
+        x, y = int(np.floor(pos.x())), int(np.floor(pos.y()))
+        w, h = self.image_size()
+        if not (0 <= x < w and 0 <= y < h):
+            self.cursorMoved.emit(-1, -1, "")
+            return
+        r, g, b = (int(v) for v in self._rgb[y, x, :3])
+        text = f"RGB {r} {g} {b}"
+        if self._mask_layer is not None:
+            text += "  mask " + ("1" if self._mask_layer.mask[y, x] else "0")
+        if self._heat_layer is not None:
+            value = self._heat_layer.value_at(x, y)
+            if value is not None:
+                text += f"  score {value:.3f}"
+        self.cursorMoved.emit(x, y, text)
