@@ -1,0 +1,75 @@
+"""``anogen generate``: paint a learned defect into boxes on good images (stage 2)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate defect images from a learned embedding (stage 2)",
+        description="Generate defects inside boxes on good images with a learned embedding and write a generated "
+                    "set: OUT/images/, OUT/masks/ (box masks) and OUT/manifest.jsonl. Boxes are proposed on each "
+                    "image (ceil(per-image / 2) boxes x 2 samples) unless --boxes gives them.")
+    parser.add_argument("--model", required=True, help="diffusers folder, Hugging Face id or .safetensors file")
+    parser.add_argument("--embedding", type=Path, required=True, help="learned embedding (.safetensors)")
+    parser.add_argument("--normals", type=Path, required=True, help="folder of good images")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0, deterministic)")
+    parser.add_argument("--prompt", default=None, help="prompt; '{}' stands for the learned token (default: the token)")
+    parser.add_argument("--negative-prompt", default="", help="unconditional prompt (default empty)")
+    parser.add_argument("--per-image", type=int, default=4, metavar="N", help="samples per good image (default 4)")
+    parser.add_argument("--samples-per-box", type=int, default=2, metavar="N",
+                        help="samples per proposed box (default 2: 4 per image = 2 boxes x 2)")
+    parser.add_argument("--boxes", type=Path, default=None, help="boxes.json from `anogen boxes` (image name -> boxes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
+                      help="size range of proposed boxes, fractions of the image side (default 0.1 0.2 0.1 0.2)")
+    size.add_argument("--kind", metavar="CATEGORY/KIND", help="reference box size of an MVTec AD kind")
+    parser.add_argument("--foreground", choices=("grabcut", "otsu", "all"), default="grabcut")
+    parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
+    parser.add_argument("--feather", type=int, default=0, metavar="PX", help="soft edge inside the box, in pixels")
+    parser.add_argument("--context-margin", type=float, default=1.0,
+                        help="context around the box for generation, in box sides (default 1.0)")
+    parser.add_argument("--whole-image", action="store_true",
+                        help="generate on the whole image resized to the model's resolution (the reference code)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per UNet call (default 4)")
+    parser.add_argument("--defect-kind", default=None, help="name recorded in the manifest (default: from the embedding)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N good images")
+    parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
+    parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (default auto: fp32 on CPU)")
+    parser.add_argument("--allow-download", action="store_true", help="download a Hugging Face model if not cached")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anogen.data.boxes import BoxSizeRange, reference_size_range
+    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.errors import InputError
+    from anogen.jobs import TqdmProgress
+
+    size_range = None
+    if args.size is not None:
+        size_range = BoxSizeRange.from_sequence(args.size)
+    elif args.kind is not None:
+        category, _, kind = args.kind.partition("/")
+        size_range = reference_size_range(category, kind)
+        if size_range is None:
+            raise InputError(f"no reference box size for {args.kind!r} (see `anogen boxes --help`)")
+    config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, prompt=args.prompt,
+                            negative_prompt=args.negative_prompt, feather=args.feather,
+                            context_margin=args.context_margin, whole_image=args.whole_image,
+                            batch_size=args.batch_size, seed=args.seed)
+    with TqdmProgress("generate", disable=args.quiet) as progress:
+        result = generate_set(args.model, args.embedding, args.normals, args.out, per_image=args.per_image,
+                              samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,
+                              foreground=args.foreground, rule=args.rule, config=config,
+                              defect_kind=args.defect_kind, device=args.device, precision=args.precision,
+                              allow_download=args.allow_download, limit=args.limit, progress=progress)
+    print(f"{len(result.samples)} images with token {result.token} -> {result.out}")
+    return 0

@@ -1,0 +1,561 @@
+"""Stage 2: paint a learned defect into a box on a good image.
+
+For each request (good image, box, seed) the sampler
+
+1. cuts a crop around the box (the box plus a context margin; the whole image when the
+   box is large) and resizes it to the model's native resolution, so a 60 px box on a
+   2048 px image is generated at full detail;
+2. runs the DDIM loop explicitly (diffusers' :class:`~diffusers.DDIMScheduler` does the
+   step arithmetic) with classifier-free guidance:
+
+   * 4-channel UNets use blended latent sampling (paper, eq. 7): before every step the
+     latent outside the box is replaced by the good image's latent noised to that step,
+     ``z_t = z_t^normal * (1 - M) + z_t^gen * M``;
+   * 9-channel inpainting UNets get their native conditioning instead (mask and masked
+     image latent concatenated to the input), with the same box;
+
+3. decodes the latent, resizes it back to the crop and composites it in pixel space:
+   outside the box the output is the input image, bit for bit; inside, the generated
+   pixels (optionally blended over a feathered edge that stays inside the box).
+
+Many requests share one UNet call (batch x 2 with guidance); every request has its own
+random generator, so a seed gives the same image whatever else is in the batch.
+
+:func:`generate_set` is the job behind ``anogen generate``: it proposes boxes (or takes
+given ones), generates ``per_image`` samples per good image and writes a generated set
+(:mod:`anogen.data.generated`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from anogen.data.boxes import Box, BoxRule, BoxSizeRange, ForegroundMethod
+from anogen.errors import InputError, ModelError
+from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+
+if TYPE_CHECKING:
+    from anogen.data.generated import GeneratedSample
+    from anogen.diffusion.models import DiffusionModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    """How stage 2 samples. Defaults are the paper's (DDIM 50 steps, eta 0, guidance 10)."""
+
+    steps: int = 50
+    guidance: float = 10.0  # classifier-free guidance scale; 1.0 turns guidance off
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM)
+    prompt: Optional[str] = None  # None: just the token; "{}" in a prompt is replaced by the token
+    negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
+    feather: int = 0  # pixels of soft edge, inside the box only
+    context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin)
+    whole_image: bool = False  # True: always generate on the whole image (the reference code)
+    batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
+    preview_every: int = 0  # send a preview image every k steps (0 = never)
+    seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"eta must be in [0, 1], got {self.eta}")
+        if self.feather < 0:
+            raise InputError(f"feather must be >= 0 pixels, got {self.feather}")
+        if not math.isfinite(self.context_margin) or self.context_margin < 0:
+            raise InputError(f"context margin must be >= 0, got {self.context_margin}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.preview_every < 0:
+            raise InputError(f"preview_every must be >= 0, got {self.preview_every}")
+
+
+@dataclass
+class GenerationRequest:
+    """One image to generate: a good image (RGB uint8), a box on it and a seed."""
+
+    image: np.ndarray
+    box: Box
+    seed: int
+
+
+@dataclass
+class GeneratedImage:
+    """A generated image at the size of its source; equal to it outside ``box``."""
+
+    image: np.ndarray
+    box: Box
+    seed: int
+    crop: Box  # the region of the source that was generated at the model's resolution
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def context_crop(box: Box, height: int, width: int, context_margin: float = 1.0,
+                 whole_image: bool = False) -> Box:
+    """The region generated for ``box``: a square of side ``box side * (1 + 2 * margin)``
+    centred on the box, shifted to stay inside the image and never smaller than the box;
+    the whole image when it is asked for or when the square would not fit."""
+    if whole_image:
+        return Box(0, 0, width, height)
+    side = math.ceil(max(box.width, box.height) * (1.0 + 2.0 * context_margin))
+    crop_w = min(width, max(side, box.width))
+    crop_h = min(height, max(side, box.height))
+    if crop_w == width and crop_h == height:
+        return Box(0, 0, width, height)
+
+    def place(lo: int, hi: int, size: int, limit: int) -> int:
+        start = int(round((lo + hi) / 2 - size / 2))
+        start = min(max(start, 0), limit - size)
+        # Rounding must never cut the box: it lies inside [start, start + size).
+        return min(max(start, hi - size), lo)
+
+    x0 = place(box.x0, box.x1, crop_w, width)
+    y0 = place(box.y0, box.y1, crop_h, height)
+    return Box(x0, y0, x0 + crop_w, y0 + crop_h)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width < image.shape[1] or height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def _latent_box(box: Box, crop: Box, resolution: int, factor: int) -> tuple[int, int, int, int]:
+    """The box in latent cells of the resized crop, rounded outward so it covers the box."""
+    latent = resolution // factor
+    sx = resolution / crop.width
+    sy = resolution / crop.height
+    x0 = math.floor((box.x0 - crop.x0) * sx / factor)
+    y0 = math.floor((box.y0 - crop.y0) * sy / factor)
+    x1 = math.ceil((box.x1 - crop.x0) * sx / factor)
+    y1 = math.ceil((box.y1 - crop.y0) * sy / factor)
+    return max(0, x0), max(0, y0), min(latent, max(x1, x0 + 1)), min(latent, max(y1, y0 + 1))
+
+
+def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
+    """Blend weights of the generated pixels inside a box, ``(height, width, 1)``:
+    1 in the interior, ramping down over ``feather`` pixels towards the box edge."""
+    if feather <= 0:
+        return np.ones((height, width, 1), dtype=np.float32)
+    ys = np.arange(height, dtype=np.float32)
+    xs = np.arange(width, dtype=np.float32)
+    dy = np.minimum(ys + 1, height - ys)[:, None]
+    dx = np.minimum(xs + 1, width - xs)[None, :]
+    return np.clip(np.minimum(dy, dx) / (feather + 1), 0.0, 1.0)[:, :, None]
+
+
+def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box, feather: int = 0) -> np.ndarray:
+    """Paste the generated pixels of ``box`` into a copy of ``source``. Outside the box the
+    result is ``source`` exactly; ``generated_crop`` covers ``crop`` at the source scale."""
+    result = source.copy()
+    inner = generated_crop[box.y0 - crop.y0:box.y1 - crop.y0, box.x0 - crop.x0:box.x1 - crop.x0]
+    if feather <= 0:
+        result[box.y0:box.y1, box.x0:box.x1] = inner
+        return result
+    weights = feather_weights(box.height, box.width, feather)
+    original = source[box.y0:box.y1, box.x0:box.x1].astype(np.float32)
+    blended = weights * inner.astype(np.float32) + (1.0 - weights) * original
+    result[box.y0:box.y1, box.x0:box.x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return result
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class _Prepared:
+    """A request cut and resized for the model."""
+
+    request: GenerationRequest
+    crop: Box
+    canvas: np.ndarray  # the crop at the model's resolution, RGB uint8
+    latent_box: tuple[int, int, int, int]
+    generator: torch.Generator = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def _check_request(index: int, request: GenerationRequest) -> None:
+    image = request.image
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise InputError(f"request {index}: the image must be RGB uint8 (H, W, 3), got "
+                         f"{getattr(image, 'dtype', type(image).__name__)} {shape}")
+    if not isinstance(request.box, Box):
+        raise InputError(f"request {index}: box must be a Box, got {request.box!r}")
+    request.box.validate(image.shape[0], image.shape[1], what=f"request {index}")
+    if not isinstance(request.seed, (int, np.integer)) or isinstance(request.seed, bool):
+        raise InputError(f"request {index}: seed must be an integer, got {request.seed!r}")
+
+
+def _to_tensor(images: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) images -> (B, 3, H, W) in [-1, 1]."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    return (batch.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> RGB uint8 (B, H, W, 3)."""
+    pixels = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _noise(items: Sequence[_Prepared], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One standard-normal draw per request from its own generator (CPU, so a seed gives
+    the same numbers on every device and in every batch)."""
+    draws = [torch.randn(shape, generator=item.generator, dtype=torch.float32) for item in items]
+    return torch.stack(draws).to(device=device, dtype=dtype)
+
+
+def _prompt(config: GenerateConfig, token: str) -> str:
+    if config.prompt is None:
+        return token
+    return config.prompt.replace("{}", token)
+
+
+def _check_token(model: "DiffusionModel", token: str, prompt: str) -> None:
+    if not token:
+        raise InputError("no placeholder token given")
+    if token not in model.tokenizer.get_vocab():
+        raise ModelError(f"the token {token!r} is not in the model's vocabulary; load the embedding into this "
+                         "model first (apply_embedding)")
+    if token not in prompt:
+        log.warning("the prompt %r does not contain the learned token %r", prompt, token)
+
+
+@torch.no_grad()
+def generate(
+    model: "DiffusionModel",
+    token: str,
+    requests: Sequence[GenerationRequest],
+    config: Optional[GenerateConfig] = None,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[threading.Event] = None,
+) -> list[GeneratedImage]:
+    """Generate one image per request, in batches of ``config.batch_size``.
+
+    ``token`` is the placeholder token already added to ``model`` (see
+    :func:`anogen.diffusion.embedding.apply_embedding`). Reports progress once per
+    denoising step (with a preview every ``config.preview_every`` steps) and checks
+    ``cancel`` before every step.
+    """
+    config = config or GenerateConfig()
+    config.validate()
+    progress = progress or no_progress
+    for index, request in enumerate(requests):
+        _check_request(index, request)
+    if not requests:
+        return []
+    prompt = _prompt(config, token)
+    _check_token(model, token, prompt)
+
+    guided = config.guidance != 1.0
+    conditioning = model.encode_prompts([prompt])  # (1, L, D), shared by every request
+    unconditional = model.encode_prompts([config.negative_prompt]) if guided else None
+
+    batches = [requests[i:i + config.batch_size] for i in range(0, len(requests), config.batch_size)]
+    total = len(batches) * config.steps
+    results: list[GeneratedImage] = []
+    for number, batch in enumerate(batches):
+        def report(step: int, preview: Optional[np.ndarray] = None, _number: int = number) -> None:
+            progress(Progress(_number * config.steps + step, total,
+                              message=f"batch {_number + 1}/{len(batches)}", preview=preview))
+
+        results += _generate_batch(model, batch, conditioning, unconditional, config, report, cancel)
+    return results
+
+
+def _generate_batch(
+    model: "DiffusionModel",
+    requests: Sequence[GenerationRequest],
+    conditioning: torch.Tensor,
+    unconditional: Optional[torch.Tensor],
+    config: GenerateConfig,
+    report: Callable[..., None],
+    cancel: Optional[threading.Event],
+) -> list[GeneratedImage]:
+    device, dtype = model.device, model.dtype
+    resolution, factor = model.resolution, model.vae_scale_factor
+    latent_size = resolution // factor
+    latent_shape = (model.latent_channels, latent_size, latent_size)
+
+    # 1. Crops at the model's resolution, the box on the latent grid, one generator each.
+    items: list[_Prepared] = []
+    for request in requests:
+        height, width = request.image.shape[:2]
+        crop = context_crop(request.box, height, width, config.context_margin, config.whole_image)
+        region = request.image[crop.y0:crop.y1, crop.x0:crop.x1]
+        items.append(_Prepared(request, crop, _to_resolution(region, resolution),
+                               _latent_box(request.box, crop, resolution, factor),
+                               torch.Generator("cpu").manual_seed(int(request.seed))))
+    count = len(items)
+    mask = torch.zeros((count, 1, latent_size, latent_size), device=device, dtype=dtype)
+    for i, item in enumerate(items):
+        x0, y0, x1, y1 = item.latent_box
+        mask[i, :, y0:y1, x0:x1] = 1.0
+    canvases = _to_tensor([item.canvas for item in items], device, dtype)
+
+    # 2. What conditions the loop: the good image's latent (blending) or the inpainting input.
+    if model.is_inpainting:
+        pixel_mask = torch.nn.functional.interpolate(mask, scale_factor=factor, mode="nearest")
+        masked_latents = model.encode_images(canvases * (1.0 - pixel_mask))
+        inpaint_extra = torch.cat([mask, masked_latents], dim=1)
+        normal_latents = None
+    else:
+        normal_latents = model.encode_images(canvases)
+        inpaint_extra = None
+
+    text = conditioning.expand(count, -1, -1)
+    if unconditional is not None:
+        text = torch.cat([unconditional.expand(count, -1, -1), text])
+        inpaint_extra = None if inpaint_extra is None else torch.cat([inpaint_extra, inpaint_extra])
+
+    scheduler = model.ddim_scheduler()
+    scheduler.set_timesteps(config.steps, device=device)
+    latents = _noise(items, latent_shape, device, dtype) * scheduler.init_noise_sigma
+
+    # 3. The DDIM loop.
+    for step, timestep in enumerate(scheduler.timesteps):
+        check_cancel(cancel)
+        if normal_latents is not None:
+            # Eq. 7: outside the box, the good image's latent noised to this step.
+            noised_normal = scheduler.add_noise(normal_latents, _noise(items, latent_shape, device, dtype),
+                                                timestep.repeat(count))
+            latents = noised_normal * (1.0 - mask) + latents * mask
+
+        unet_input = torch.cat([latents, latents]) if unconditional is not None else latents
+        unet_input = scheduler.scale_model_input(unet_input, timestep)
+        if inpaint_extra is not None:
+            unet_input = torch.cat([unet_input, inpaint_extra], dim=1)
+        prediction = model.unet(unet_input, timestep, encoder_hidden_states=text).sample
+        if unconditional is not None:
+            prediction_uncond, prediction_cond = prediction.chunk(2)
+            prediction = prediction_uncond + config.guidance * (prediction_cond - prediction_uncond)
+
+        variance_noise = _noise(items, latent_shape, device, dtype) if config.eta > 0 else None
+        output = scheduler.step(prediction, timestep, latents, eta=config.eta, variance_noise=variance_noise)
+        latents = output.prev_sample
+
+        preview = None
+        if config.preview_every and (step + 1) % config.preview_every == 0 and step + 1 < config.steps:
+            preview = _preview(model, items[0], output.pred_original_sample[:1], normal_latents, mask[:1], config)
+        report(step + 1, preview)
+
+    # 4. Decode, back to the crop's size, composite in pixel space.
+    if normal_latents is not None:
+        latents = normal_latents * (1.0 - mask) + latents * mask  # consistent context for the decoder
+    decoded = _to_uint8(model.decode_latents(latents))
+    results = []
+    for item, pixels in zip(items, decoded):
+        generated_crop = _resize(pixels, item.crop.width, item.crop.height)
+        image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather)
+        results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
+                                      crop=item.crop))
+    return results
+
+
+def _to_resolution(region: np.ndarray, resolution: int) -> np.ndarray:
+    return np.ascontiguousarray(_resize(region, resolution, resolution))
+
+
+def _preview(model: "DiffusionModel", item: _Prepared, predicted: torch.Tensor,
+             normal_latents: Optional[torch.Tensor], mask: torch.Tensor, config: GenerateConfig) -> np.ndarray:
+    """The current estimate of the final image of the batch's first request."""
+    if normal_latents is not None:
+        predicted = normal_latents[:1] * (1.0 - mask) + predicted * mask
+    pixels = _to_uint8(model.decode_latents(predicted))[0]
+    generated_crop = _resize(pixels, item.crop.width, item.crop.height)
+    return composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass
+class GenerateSetResult:
+    out: Path
+    samples: list["GeneratedSample"]
+    token: str
+    embedding_hash: str
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, hex: recorded with every sample so a set names its embedding."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_seed(seed: int, image_name: str, index: int) -> int:
+    """The seed of sample ``index`` of one good image: depends only on the base seed, the
+    image's file name and the index, so adding images never changes other samples."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(image_name.encode("utf-8")), index])
+    return int(state.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _safe_id(stem: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "image"
+    return cleaned[:150]
+
+
+def generate_set(
+    model_source: "str | os.PathLike | DiffusionModel",
+    embedding_path: str | os.PathLike,
+    normals: "str | os.PathLike | Sequence[str | os.PathLike]",
+    out: str | os.PathLike,
+    *,
+    per_image: int = 4,
+    samples_per_box: int = 2,
+    boxes: "str | os.PathLike | dict[str, list[Box]] | None" = None,
+    size_range: Optional[BoxSizeRange] = None,
+    foreground: ForegroundMethod = "grabcut",
+    rule: BoxRule = "inside",
+    config: Optional[GenerateConfig] = None,
+    defect_kind: Optional[str] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_download: bool = False,
+    limit: Optional[int] = None,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[threading.Event] = None,
+) -> GenerateSetResult:
+    """Generate ``per_image`` defect images for every good image and write a generated set.
+
+    Boxes: when ``boxes`` (a ``boxes.json`` or an ``{image name: [Box, ...]}`` dict) is
+    given, each listed image uses its boxes (unlisted images are skipped); otherwise
+    ``ceil(per_image / samples_per_box)`` boxes are proposed per image (the paper's
+    default: 2 boxes x 2 samples). Sample ``k`` of an image uses box ``k % boxes`` and the
+    seed :func:`sample_seed` ``(config.seed, image name, k)``. All or nothing: a cancel
+    or an error leaves no output folder.
+    """
+    from anogen.data.boxes import (
+        DEFAULT_SIZE_RANGE,
+        foreground_mask,
+        image_seed,
+        propose_boxes,
+        read_boxes_file,
+    )
+    from anogen.data.generated import GeneratedSetWriter
+    from anogen.data.imageio import list_images, read_image
+    from anogen.diffusion.embedding import apply_embedding, load_embedding
+    from anogen.diffusion.models import DiffusionModel, load_model
+
+    config = config or GenerateConfig()
+    config.validate()
+    progress = progress or no_progress
+    if per_image < 1:
+        raise InputError(f"per_image must be >= 1, got {per_image}")
+    if samples_per_box < 1:
+        raise InputError(f"samples_per_box must be >= 1, got {samples_per_box}")
+
+    # Inputs first, so a typo fails before a model is loaded.
+    if isinstance(normals, (str, os.PathLike)):
+        paths = list_images(normals)
+    else:
+        paths = [Path(p) for p in normals]
+    if limit is not None:
+        paths = paths[:max(0, limit)]
+    given = read_boxes_file(boxes) if isinstance(boxes, (str, os.PathLike)) else boxes
+    if given is not None:
+        listed = [p for p in paths if p.name in given and given[p.name]]
+        skipped = len(paths) - len(listed)
+        if skipped:
+            log.warning("%d good images have no boxes in the boxes file and are skipped", skipped)
+        paths = listed
+    if not paths:
+        raise InputError(f"{normals}: no good images to generate on" + (" (none is in the boxes file)" if given else ""))
+    embedding_path = Path(embedding_path)
+    if not embedding_path.is_file():
+        raise InputError(f"{embedding_path}: embedding file not found")
+
+    check_cancel(cancel)
+    model = model_source if isinstance(model_source, DiffusionModel) else load_model(
+        model_source, device=device, precision=precision, allow_download=allow_download)
+    embedding = load_embedding(embedding_path)
+    token = apply_embedding(model, embedding)
+    embedding_hash = file_hash(embedding_path)
+    kind = defect_kind or _embedding_kind(embedding, embedding_path)
+    model_name = model.source
+    size_range = size_range or DEFAULT_SIZE_RANGE
+    boxes_per_image = math.ceil(per_image / samples_per_box)
+
+    total_requests = len(paths) * per_image
+    steps_total = math.ceil(total_requests / config.batch_size) * config.steps
+    done_batches = 0
+
+    def batch_progress(report: Progress) -> None:
+        progress(Progress(done_batches * config.steps + report.step, steps_total,
+                          message=f"{min(total_requests, done_batches * config.batch_size)}/{total_requests} images",
+                          preview=report.preview))
+
+    with GeneratedSetWriter(out) as writer:
+        pending: list[tuple[Path, int, GenerationRequest]] = []
+
+        def flush() -> None:
+            nonlocal done_batches
+            outputs = generate(model, token, [request for _, _, request in pending], config, batch_progress, cancel)
+            for (path, k, _), output in zip(pending, outputs):
+                writer.add(output.image, box=output.box.to_list(), source=str(path), defect_kind=kind,
+                           seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
+                           guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}")
+            done_batches += 1
+            pending.clear()
+
+        for path in paths:
+            check_cancel(cancel)
+            image = read_image(path)
+            height, width = image.shape[:2]
+            if given is not None:
+                image_boxes = [box.validate(height, width, what=f"{path.name} in the boxes file")
+                               for box in given[path.name]]
+            else:
+                try:
+                    image_boxes = propose_boxes(image, size_range, boxes_per_image,
+                                                foreground=foreground_mask(image, foreground), rule=rule,
+                                                seed=image_seed(config.seed, path.name))
+                except InputError as exc:
+                    raise InputError(f"{path}: {exc}") from None
+            for k in range(per_image):
+                seed = sample_seed(config.seed, path.name, k)
+                pending.append((path, k, GenerationRequest(image, image_boxes[k % len(image_boxes)], seed)))
+                if len(pending) == config.batch_size:
+                    flush()
+        if pending:
+            flush()
+        check_cancel(cancel)
+        samples = list(writer.samples)
+    return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
+
+
+def _embedding_kind(embedding: object, path: Path) -> str:
+    """The defect kind an embedding was learned for, from its metadata, else its file name."""
+    metadata = getattr(embedding, "metadata", None)
+    if isinstance(metadata, dict):
+        for key in ("defect_kind", "kind"):
+            if metadata.get(key):
+                return str(metadata[key])
+    for attribute in ("defect_kind", "kind"):
+        value = getattr(embedding, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return path.stem
