@@ -57,11 +57,13 @@ def run_check(args: argparse.Namespace) -> int:
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)
     categories = len({row.category for row in report.rows})
-    summary = (f"{report.image_count} images in {categories} "
-               f"categor{'y' if categories == 1 else 'ies'}: "
-               f"{len(report.errors)} errors, {len(report.warnings)} warnings")
-    print(summary)
+    print(f"{_count(report.image_count, 'image')} in {_count(categories, 'category', 'categories')}: "
+          f"{_count(len(report.errors), 'error')}, {_count(len(report.warnings), 'warning')}")
     return 0 if report.ok else 2
+
+
+def _count(number: int, singular: str, plural: str = "") -> str:
+    return f"{number} {singular if number == 1 else (plural or singular + 's')}"
 
 
 def run_demo(args: argparse.Namespace) -> int:

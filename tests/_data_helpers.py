@@ -1,0 +1,43 @@
+"""Tiny MVTec-AD-like folders built with numpy, for the dataset and CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from anogen.data.imageio import write_image, write_mask
+
+
+def textured(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A noisy grey surface: enough texture that images differ, small enough to write fast."""
+    base = rng.integers(90, 140)
+    noise = rng.normal(0, 12, (height, width, 1))
+    return np.clip(base + noise + np.zeros((1, 1, 3)), 0, 255).astype(np.uint8)
+
+
+def make_category(root: Path, *, size: tuple[int, int] = (32, 40), train: int = 3, test_good: int = 2,
+                  kinds: Sequence[str] = ("hole", "scratch"), per_kind: int = 2, seed: int = 0) -> Path:
+    """Write an MVTec AD category: train/good, test/good, test/<kind> and ground_truth masks.
+
+    Each defect is a dark rectangle painted into the image at a random place, and its mask
+    covers exactly that rectangle.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    (root / "train" / "good").mkdir(parents=True, exist_ok=True)
+    for index in range(train):
+        write_image(root / "train" / "good" / f"{index:03d}.png", textured(rng, height, width))
+    for index in range(test_good):
+        write_image(root / "test" / "good" / f"{index:03d}.png", textured(rng, height, width))
+    for kind in kinds:
+        for index in range(per_kind):
+            image = textured(rng, height, width)
+            y0, x0 = int(rng.integers(0, height - 8)), int(rng.integers(0, width - 8))
+            mask = np.zeros((height, width), bool)
+            mask[y0:y0 + 6, x0:x0 + 6] = True
+            image[mask] = 20
+            write_image(root / "test" / kind / f"{index:03d}.png", image)
+            write_mask(root / "ground_truth" / kind / f"{index:03d}_mask.png", mask)
+    return root
