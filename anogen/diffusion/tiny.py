@@ -14,6 +14,7 @@ native resolution by default. Building one takes a fraction of a second on a CPU
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -215,33 +216,46 @@ def build_tiny_model(
     torch.manual_seed(seed)  # random init draws from the global generator
     try:
         if family == "ldm":
-            from diffusers import LDMTextToImagePipeline
-
             tokenizer = build_bert_tokenizer()
-            pipe = LDMTextToImagePipeline(
-                vqvae=_tiny_vae(),
-                bert=_ldm_bert(tokenizer),
-                tokenizer=tokenizer,
-                unet=_tiny_unet(resolution, 4, TINY_TEXT_WIDTH, linear_projection=False),
-                scheduler=_scheduler(),
-            )
+            text_encoder = _ldm_bert(tokenizer)
+            unet = _tiny_unet(resolution, 4, TINY_TEXT_WIDTH, linear_projection=False)
         else:
-            from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
-
             tokenizer = build_clip_tokenizer()
-            pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
-            pipe = pipeline_class(
-                vae=_tiny_vae(),
-                text_encoder=_clip_text_encoder(tokenizer, sd2=family == "sd2"),
-                tokenizer=tokenizer,
-                unet=_tiny_unet(resolution, 9 if inpainting else 4, TINY_TEXT_WIDTH,
-                                linear_projection=family == "sd2"),
-                scheduler=_scheduler(),
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
+            text_encoder = _clip_text_encoder(tokenizer, sd2=family == "sd2")
+            unet = _tiny_unet(resolution, 9 if inpainting else 4, TINY_TEXT_WIDTH, linear_projection=family == "sd2")
+        vae = _tiny_vae()
     finally:
         torch.random.set_rng_state(generator_state)
-    pipe.save_pretrained(folder)
+
+    # Save component by component with the index diffusers' pipelines write, without
+    # importing the pipeline classes (which pull in image processors and more).
+    if family == "ldm":
+        components = {"vqvae": vae, "bert": text_encoder, "tokenizer": tokenizer, "unet": unet}
+        index = {
+            "_class_name": "LDMTextToImagePipeline",
+            "bert": ["latent_diffusion", "LDMBertModel"],
+            "tokenizer": ["transformers", "BertTokenizer"],
+            "vqvae": ["diffusers", "AutoencoderKL"],
+        }
+    else:
+        components = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
+        index = {
+            "_class_name": "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline",
+            "feature_extractor": [None, None],
+            "image_encoder": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+    import diffusers
+
+    index.update({"_diffusers_version": diffusers.__version__, "scheduler": ["diffusers", "DDIMScheduler"],
+                  "unet": ["diffusers", "UNet2DConditionModel"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, component in components.items():
+        component.save_pretrained(folder / name)
+    _scheduler().save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
