@@ -42,7 +42,7 @@ def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
     try:
         return ImageOps.exif_transpose(image)
@@ -57,7 +57,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        top = 65535 if array.max(initial=0) > 255 else 255
+        # A uint16 array comes from a 16-bit file: full scale is 65535 even when the image is
+        # dark (max <= 255). Wider integer modes ("I") do not say their depth, so guess.
+        top = 65535 if array.dtype == np.uint16 or array.max(initial=0) > 255 else 255
         return np.clip(np.round(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
     array = np.nan_to_num(array.astype(np.float64))
     scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
@@ -95,7 +97,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike, expected_size: Optional[tuple[int, int]] = None,
               image_path: str | os.PathLike | None = None) -> np.ndarray:
-    """Read a mask as ``bool (H, W)``: any non-zero pixel (any channel, alpha ignored) is True.
+    """Read a mask as ``bool (H, W)``: any non-zero pixel (any channel, alpha ignored) is True
+    (for JPEG, any pixel above half brightness).
 
     ``expected_size`` is ``(height, width)`` of the image the mask belongs to; a mismatch
     is an error naming both sizes (and the image, when ``image_path`` is given).
@@ -107,7 +110,9 @@ def read_mask(path: str | os.PathLike, expected_size: Optional[tuple[int, int]] 
     pixels = _pixels(image) if image.mode not in ("P", "1", "CMYK", "YCbCr") else np.asarray(image.convert("L"))
     if pixels.ndim == 3:
         pixels = pixels.max(axis=2)
-    mask = pixels > 0
+    # JPEG ringing leaves faint non-zero pixels around a painted region, so there only
+    # bright pixels count; lossless formats keep exact values (0/1 label maps included).
+    mask = pixels > (127 if path.suffix.lower() in (".jpg", ".jpeg") else 0)
     if expected_size is not None and tuple(mask.shape) != tuple(expected_size):
         owner = f" of image {image_path}" if image_path is not None else ""
         raise InputError(
