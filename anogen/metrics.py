@@ -153,9 +153,10 @@ class _Points:
     weighted: np.ndarray  # float64: cumulative sum of id_weights[id] (the PRO)
 
 
-def _walk(ranked: _Ranked, id_weights: Optional[np.ndarray] = None, chunk: int = _CHUNK) -> Iterator[_Points]:
+def _walk(ranked: _Ranked, id_weights: Optional[np.ndarray] = None) -> Iterator[_Points]:
     """Cumulative counts at every distinct threshold, chunk by chunk."""
     n = len(ranked)
+    chunk = _CHUNK
     tp_carry, fp_carry, w_carry = 0, 0, 0.0
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
