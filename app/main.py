@@ -58,6 +58,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from app.qtcompat import protect_bool_singletons
+
+    protect_bool_singletons()  # before any signal is emitted; see app/qtcompat.py
+
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -1,0 +1,302 @@
+"""Runs library jobs on a QThread and turns their progress into Qt signals.
+
+A job is any ``anogen`` function ``fn(config, progress, cancel) -> result`` (see
+:mod:`anogen.jobs`). The engine runs one heavy job at a time and queues the others.
+The worker thread never touches widgets: progress reports go into a thread-safe queue
+that a UI-thread timer drains every ``DRAIN_MS``, so a job that reports thousands of
+times a second cannot flood the event loop, and only the newest preview image of each
+batch is passed on.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
+
+from anogen.errors import AnoGenError, JobCancelled
+from anogen.jobs import Progress
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[Any, Callable[[Progress], None], threading.Event], Any]
+DRAIN_MS = 50
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+@dataclass(eq=False)
+class Job:
+    """One submitted job and what is known about it so far."""
+
+    id: int
+    title: str
+    fn: JobFn
+    config: Any
+    heavy: bool = True
+    on_result: Optional[Callable[[Any], None]] = None
+    on_failure: Optional[Callable[[str], None]] = None  # called with the final state (failed / cancelled)
+    state: str = QUEUED
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: Optional[BaseException] = None
+    error_details: str = ""
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    last: Optional[Progress] = None
+    metrics_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    _reports: collections.deque = field(default_factory=collections.deque, repr=False)
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.last is None else self.last.fraction
+
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    def eta_seconds(self) -> Optional[float]:
+        """Seconds left, judged from the pace so far; None until there is a pace."""
+        f = self.fraction
+        if self.started_at is None or f <= 0.0 or f >= 1.0:
+            return None
+        return self.elapsed() * (1.0 - f) / f
+
+    def is_active(self) -> bool:
+        return self.state in (QUEUED, RUNNING)
+
+
+def format_eta(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s left"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s left"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min left"
+
+
+class _Worker(QThread):
+    """Calls the job function; everything it learns goes into the job record."""
+
+    def __init__(self, job: Job, parent: QObject) -> None:
+        super().__init__(parent)
+        self.job = job
+
+    def run(self) -> None:
+        job = self.job
+
+        def progress(report: Progress) -> None:
+            job._reports.append(report)  # deque.append is thread-safe
+
+        try:
+            job.result = job.fn(job.config, progress, job.cancel_event)
+            job.state = DONE
+        except JobCancelled as exc:
+            job.error = exc
+            job.state = CANCELLED
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the app
+            if job.cancel_event.is_set() and isinstance(exc, (KeyboardInterrupt,)):
+                job.state = CANCELLED
+            else:
+                job.state = FAILED
+            job.error = exc
+            job.error_details = "".join(traceback.format_exception(exc))
+
+
+class JobEngine(QObject):
+    """Queue and run jobs; one heavy job at a time."""
+
+    jobQueued = Signal(object)        # Job
+    jobStarted = Signal(object)       # Job
+    jobProgress = Signal(object, object)  # Job, Progress
+    jobFinished = Signal(object, object)  # Job, result
+    jobFailed = Signal(object, str, str)  # Job, message, details
+    jobCancelled = Signal(object)     # Job
+    queueChanged = Signal()
+
+    def __init__(self, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._queue: list[Job] = []
+        self._running: dict[int, tuple[Job, _Worker]] = {}
+        self._timer = QTimer(self)
+        self._timer.setInterval(DRAIN_MS)
+        self._timer.timeout.connect(self._drain)
+        self._log_handler: Optional[logging.Handler] = None
+
+    # ------------------------------------------------------------------ public
+    def submit(self, title: str, fn: JobFn, config: Any, *, heavy: bool = True,
+               on_result: Optional[Callable[[Any], None]] = None,
+               on_failure: Optional[Callable[[str], None]] = None) -> Job:
+        """Queue ``fn(config, progress, cancel)``; it starts as soon as nothing heavy runs."""
+        job = Job(next(self._ids), title, fn, config, heavy, on_result, on_failure)
+        self._queue.append(job)
+        self.jobQueued.emit(job)
+        self.queueChanged.emit()
+        self._start_next()
+        return job
+
+    def running(self) -> list[Job]:
+        return [job for job, _ in self._running.values()]
+
+    def current(self) -> Optional[Job]:
+        """The running heavy job (the one the job area shows), else any running job."""
+        jobs = self.running()
+        heavy = [j for j in jobs if j.heavy]
+        return (heavy or jobs or [None])[0]
+
+    def queued(self) -> list[Job]:
+        return list(self._queue)
+
+    def is_busy(self) -> bool:
+        return bool(self._running or self._queue)
+
+    def cancel(self, job: Optional[Job] = None) -> None:
+        """Cancel ``job`` (default: the current one). A queued job is dropped at once; a
+        running one stops at its next cancel check (at least once per step)."""
+        job = job or self.current()
+        if job is None:
+            return
+        job.cancel_event.set()
+        if job in self._queue:
+            self._queue.remove(job)
+            job.state = CANCELLED
+            self.jobCancelled.emit(job)
+            self.queueChanged.emit()
+            if job.on_failure is not None:
+                job.on_failure(CANCELLED)
+
+    def cancel_all(self) -> None:
+        for job in list(self._queue):
+            self.cancel(job)
+        for job in self.running():
+            job.cancel_event.set()
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Block until every job has ended (tests, shutdown); returns False on timeout."""
+        from PySide6.QtCore import QCoreApplication
+
+        deadline = time.monotonic() + timeout_s
+        while self.is_busy():
+            if time.monotonic() > deadline:
+                return False
+            QCoreApplication.processEvents()
+            for _, worker in list(self._running.values()):
+                worker.wait(20)
+            self._drain()
+        return True
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        self.cancel_all()
+        self.wait(timeout_s)
+
+    def set_log_file(self, path: Optional[Path]) -> None:
+        """Append library and app log records (job errors included) to ``path``."""
+        targets = [logging.getLogger("anogen"), logging.getLogger("app")]
+        if self._log_handler is not None:
+            for logger in targets:
+                logger.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        if path is None:
+            return
+        handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for logger in targets:
+            logger.addHandler(handler)
+            if logger.level == logging.NOTSET or logger.level > logging.INFO:
+                logger.setLevel(logging.INFO)
+        self._log_handler = handler
+
+    # ------------------------------------------------------------------ internals
+    def _start_next(self) -> None:
+        heavy_running = any(job.heavy for job, _ in self._running.values())
+        for job in list(self._queue):
+            if job.heavy and heavy_running:
+                continue
+            self._queue.remove(job)
+            job.state = RUNNING
+            job.started_at = time.monotonic()
+            worker = _Worker(job, self)
+            worker.finished.connect(lambda job_id=job.id: self._on_worker_finished(job_id))
+            self._running[job.id] = (job, worker)
+            heavy_running = heavy_running or job.heavy
+            log.info("job %d started: %s", job.id, job.title)
+            self.jobStarted.emit(job)
+            worker.start()
+        if self._running and not self._timer.isActive():
+            self._timer.start()
+        self.queueChanged.emit()
+
+    def _drain(self) -> None:
+        for job, _ in list(self._running.values()):
+            self._drain_job(job)
+
+    def _drain_job(self, job: Job) -> None:
+        reports = []
+        while job._reports:
+            reports.append(job._reports.popleft())
+        if not reports:
+            return
+        newest_preview = max((i for i, r in enumerate(reports) if r.preview is not None), default=-1)
+        for i, report in enumerate(reports):
+            if report.metrics:
+                job.metrics_history.append((report.step, dict(report.metrics)))
+            if report.preview is not None and i != newest_preview:
+                report = Progress(report.step, report.total, report.message, report.metrics, None)
+            job.last = report
+            self.jobProgress.emit(job, report)
+
+    def _on_worker_finished(self, job_id: int) -> None:
+        job, worker = self._running.pop(job_id)
+        worker.deleteLater()
+        job.finished_at = time.monotonic()
+        self._drain_job(job)
+        if job.state == DONE:
+            log.info("job %d done in %.1f s: %s", job.id, job.elapsed(), job.title)
+            if job.on_result is not None:
+                try:
+                    job.on_result(job.result)
+                except Exception as exc:  # noqa: BLE001 - storing a result failed: report it like a job error
+                    job.state = FAILED
+                    job.error = exc
+                    job.error_details = "".join(traceback.format_exception(exc))
+            if job.state == DONE:
+                self.jobFinished.emit(job, job.result)
+        if job.state == CANCELLED:
+            log.info("job %d cancelled: %s", job.id, job.title)
+            self.jobCancelled.emit(job)
+            if job.on_failure is not None:
+                job.on_failure(CANCELLED)
+        elif job.state == FAILED:
+            message = error_message(job.error)
+            log.error("job %d failed: %s: %s\n%s", job.id, job.title, message, job.error_details)
+            self.jobFailed.emit(job, message, job.error_details)
+            if job.on_failure is not None:
+                job.on_failure(FAILED)
+        if not self._running:
+            self._timer.stop()
+        self._start_next()
+
+
+def error_message(error: Optional[BaseException]) -> str:
+    """The one line a user reads: the message of an AnoGenError, else the type and text."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, AnoGenError):
+        return str(error)
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"Unexpected error ({error.__class__.__name__}){': ' + text if text else ''}"
