@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a detector config field, e.g. --set image_size=64 (repeatable)")
     parser.add_argument("--teacher", type=Path, metavar="PATH",
                         help="DeSTSeg: ImageNet ResNet18 weights (a transformers folder or a state-dict file)")
+    parser.add_argument("--textures", type=Path, metavar="DIR",
+                        help="texture images for the synthetic anomalies (e.g. DTD); default: built-in textures")
     parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
                         help="support images (used to learn the defect): kept out of validation and evaluation")
     parser.add_argument("--validate-every", type=int, metavar="N", help="validate every N steps (default: ~10 times)")
@@ -72,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data, detector=args.detector, out_dir=args.out, generated_dir=args.generated,
         preset=args.preset, overrides=parse_overrides(args.overrides), steps=args.steps, tau=args.tau,
         mix=args.mix, weak_all=args.weak_all, seed=args.seed, device=args.device,
-        validate_every=args.validate_every, teacher_weights=args.teacher, exclude=list(args.exclude),
-        resume=args.resume, overwrite=args.overwrite)
+        validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
+        exclude=list(args.exclude), resume=args.resume, overwrite=args.overwrite)
     with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:
         result = train(config, progress)
     best = result.best_metrics

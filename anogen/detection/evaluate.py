@@ -82,8 +82,8 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image, read_mask
     from anogen.detection.checkpoint import load_detector
-    from anogen.detection.train import _is_anomalous, score_images
-    from anogen.detection.training_data import resize_image, resize_mask
+    from anogen.detection.train import score_images
+    from anogen.detection.training_data import is_defective, resize_image, resize_mask
     from anogen.metrics import compute_metrics
 
     report = progress or no_progress
@@ -114,7 +114,7 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     if not kept:
         raise InputError(f"{data_dir}: no test image is left after excluding {len(support_hits)} support and "
                          f"{len(validation_hits)} validation image(s)")
-    labels = np.array([int(_is_anomalous(r)) for r in kept])
+    labels = np.array([int(is_defective(r)) for r in kept])
 
     size = loaded.image_size
     maps: list[np.ndarray] = []
@@ -125,7 +125,7 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
         chunk = kept[start:start + batch_size]
         images = np.stack([resize_image(read_image(r.path), size) for r in chunk])
         for record in chunk:
-            if _is_anomalous(record) and record.mask_path is not None:
+            if is_defective(record) and record.mask_path is not None:
                 masks.append(resize_mask(read_mask(record.mask_path), size) > 0.5)
             else:
                 masks.append(np.zeros((size, size), dtype=bool))

@@ -56,6 +56,7 @@ from anogen.detection.checkpoint import (
 from anogen.detection.training_data import (
     BatchPrefetcher,
     GeneratedItem,
+    is_defective,
     MixedBatchSampler,
     load_generated_items,
     resize_image,
@@ -96,6 +97,7 @@ class TrainConfig:
     val_fraction: float = 0.3  # share of each test kind (or of train/good) held out
     max_val_images: int = 64
     teacher_weights: Optional[Path] = None  # DeSTSeg: ResNet18 weights (folder or file)
+    textures_dir: Optional[Path] = None  # texture images for synthesis (e.g. DTD); default: built-in
     exclude: Sequence[Path] = ()
     resume: bool = False
     overwrite: bool = False
@@ -164,16 +166,9 @@ def _read_resized(paths: Sequence[Path], size: int) -> list[np.ndarray]:
 def _read_mask_resized(record: Any, size: int) -> np.ndarray:
     from anogen.data.imageio import read_mask
 
-    if not _is_anomalous(record) or record.mask_path is None:
+    if not is_defective(record) or record.mask_path is None:
         return np.zeros((size, size), dtype=bool)
     return resize_mask(read_mask(record.mask_path), size) > 0.5
-
-
-def _is_anomalous(record: Any) -> bool:
-    label = record.label
-    if isinstance(label, str):
-        return label != "good"
-    return bool(label)
 
 
 def _stratified_holdout(records: Sequence[Any], fraction: float, limit: int, rng: np.random.Generator) -> list[Any]:
@@ -216,14 +211,11 @@ def _synthetic_validation(good: Sequence[np.ndarray], names: Sequence[str], synt
                          source="synthetic", names=all_names)
 
 
-def _make_synthesizer(det_config: Any, size: int, good: Sequence[np.ndarray], seed: int):
+def _make_synthesizer(config: "TrainConfig", det_config: Any, size: int, good: Sequence[np.ndarray]):
     from anogen.detection.synthesis import AnomalySynthesizer, SynthesisConfig
 
-    extra = {}
-    texture_dir = getattr(det_config, "texture_dir", None)
-    if texture_dir:
-        extra["texture_dir"] = texture_dir
-    return AnomalySynthesizer(SynthesisConfig(size=size, **extra), list(good), seed=seed)
+    textures = config.textures_dir or getattr(det_config, "textures_dir", None)
+    return AnomalySynthesizer(SynthesisConfig(size=size, textures_dir=textures), list(good), seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -293,7 +285,11 @@ def _build_detector(config: TrainConfig) -> Any:
     context: dict[str, Any] = {}
     if config.teacher_weights is not None:
         context["teacher_weights"] = Path(config.teacher_weights)
-    return build_detector(config.detector, preset=config.preset, overrides=dict(config.overrides) or None, **context)
+    overrides = dict(config.overrides)
+    if config.steps is not None:
+        # Stored in the detector config, so the checkpoint says how long the run was.
+        overrides["steps"] = int(config.steps)
+    return build_detector(config.detector, preset=config.preset, overrides=overrides or None, **context)
 
 
 def _relative_or_absolute(path: Path, base: Path) -> str:
@@ -349,23 +345,23 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
 
     # -- data ------------------------------------------------------------------------
     category = read_mvtec_category(config.data_dir)
-    train_records = [r for r in category.train if not _is_anomalous(r)]
+    train_records = [r for r in category.train if not is_defective(r)]
     if not train_records:
         raise InputError(f"{config.data_dir}: no good training images (train/good is empty)")
     test_records = list(category.test)
     excluded = excluded_indices(test_records, config.exclude)
     candidates = [r for i, r in enumerate(test_records) if i not in excluded]
-    has_labels = any(_is_anomalous(r) for r in candidates) and any(not _is_anomalous(r) for r in candidates)
+    has_labels = any(is_defective(r) for r in candidates) and any(not is_defective(r) for r in candidates)
     split_rng = np.random.default_rng([config.seed, 0xA1])
     check_cancel(cancel)
 
     if has_labels:
         val_records = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
         good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(det_config, size, good, config.seed)
+        synthesizer = _make_synthesizer(config, det_config, size, good)
         vset = ValidationSet(
             images=np.stack(_read_resized([r.path for r in val_records], size)),
-            labels=np.array([int(_is_anomalous(r)) for r in val_records]),
+            labels=np.array([int(is_defective(r)) for r in val_records]),
             masks=np.stack([_read_mask_resized(r, size) for r in val_records]),
             source="test",
             names=[_relative_or_absolute(Path(r.path), Path(config.data_dir)) for r in val_records],
@@ -378,7 +374,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         held_paths = {Path(r.path) for r in held}
         train_records = [r for r in train_records if Path(r.path) not in held_paths]
         good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(det_config, size, good, config.seed)
+        synthesizer = _make_synthesizer(config, det_config, size, good)
         held_images = _read_resized([r.path for r in held], size)
         vset = _synthetic_validation(held_images, [Path(r.path).name for r in held], synthesizer, config.seed)
     check_cancel(cancel)
@@ -413,6 +409,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         "data_dir": str(Path(config.data_dir).resolve()),
         "generated_set": str(Path(config.generated_dir).resolve()) if config.generated_dir else None,
         "generated_samples": len(generated),
+        "textures_dir": str(Path(config.textures_dir).resolve()) if config.textures_dir else None,
         "train_images": len(good),
         "validation_source": vset.source,
         "validation_images": vset.names,

@@ -64,6 +64,11 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (mask >= 0.5).astype(np.float32)
 
 
+def is_defective(record) -> bool:
+    """True for a defective :class:`~anogen.data.datasets.ImageRecord` (label 1)."""
+    return bool(record.label)
+
+
 @dataclass
 class GeneratedItem:
     """One generated sample, resized: the image, its box mask and its source good image."""
