@@ -143,6 +143,13 @@ def test_open_refuses_a_folder_without_project(tmp_path: Path) -> None:
     Workspace.create(tmp_path / "p", "p")
     with pytest.raises(InputError, match="already holds a project"):
         Workspace.create(tmp_path / "p", "again")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        Workspace.create(tmp_path / "busy", "p")
+    with pytest.raises(WorkspaceError, match="name: expected a string"):  # undecodable: never opens
+        (tmp_path / "p" / "project.json").write_text('{"schema_version": 1, "name": 5}')
+        Workspace.open(tmp_path / "p", strict=False)
 
 
 def test_paths_may_not_escape_the_project(tmp_path: Path, sources: Path) -> None:
@@ -174,6 +181,18 @@ def test_linked_dataset_is_referenced_in_place(tmp_path: Path) -> None:
     ws.save()
     assert Workspace.open(ws.root).project == ws.project
     assert ws.add_good_images([dataset / "train" / "good" / "000.png"]) == []  # already there
+
+    # The dataset moves: a strict open lists every dangling path, a lenient one opens so
+    # the GUI can relink the folder, and the relinked project opens strictly again.
+    moved = dataset.rename(tmp_path / "moved_dataset")
+    with pytest.raises(WorkspaceError) as info:
+        Workspace.open(ws.root)
+    assert len(info.value.problems) == 4 and "linked dataset folder" in info.value.problems[0]
+    lenient = Workspace.open(ws.root, strict=False)
+    assert len(lenient.problems) == 4
+    assert lenient.relink_dataset(str(dataset), moved) == 3
+    lenient.save()
+    assert Workspace.open(ws.root).project.good_images[1].boxes == [Box(0, 0, 5, 5)]
     # Unlinked again (the user removed it by hand): the absolute paths become errors.
     data = json.loads(ws.manifest_path.read_text())
     data["linked_datasets"] = []

@@ -125,6 +125,7 @@ class Workspace:
     def __init__(self, root: Path, project: Project) -> None:
         self.root = Path(root).absolute()
         self.project = project
+        self.problems: list[str] = []  # file problems found by a non-strict open
         self._lock = threading.RLock()  # the GUI autosaves from one thread while jobs report from another
 
     # ------------------------------------------------------------------ folders
@@ -159,6 +160,8 @@ class Workspace:
             raise InputError(f"{root}: already holds a project ({MANIFEST_NAME} exists)")
         if root.exists() and not root.is_dir():
             raise InputError(f"{root}: exists and is not a folder")
+        if root.is_dir() and any(root.iterdir()):
+            raise InputError(f"{root}: folder is not empty; choose a new or empty folder for the project")
         if not isinstance(name, str) or not name.strip():
             raise InputError("a project needs a non-empty name")
         for folder in (GOOD_IMAGES_DIR, SUPPORT_DIR, EMBEDDINGS_DIR, GENERATED_DIR, DETECTORS_DIR):
@@ -168,8 +171,14 @@ class Workspace:
         return workspace
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "Workspace":
-        """Open and validate a project; raise :class:`WorkspaceError` listing every problem."""
+    def open(cls, root: str | os.PathLike, strict: bool = True) -> "Workspace":
+        """Open and validate a project; raise :class:`WorkspaceError` listing every problem.
+
+        With ``strict=False`` a manifest that decodes cleanly opens even when files are
+        missing or wrong (a moved dataset, a deleted image): the problems are kept in
+        :attr:`problems` for the GUI to show and fix. A manifest that does not decode
+        always raises, because saving it back would drop the broken records.
+        """
         root = Path(root).absolute()
         manifest = root / MANIFEST_NAME
         if not root.is_dir():
@@ -188,9 +197,10 @@ class Workspace:
         except ProjectFileError as exc:
             raise WorkspaceError(root, exc.problems) from None
         workspace = cls(root, project)
-        problems += workspace.validate()  # the file checks run on every record that decoded
-        if problems:
-            raise WorkspaceError(root, problems)
+        file_problems = workspace.validate()  # the file checks run on every record that decoded
+        if problems or (strict and file_problems):
+            raise WorkspaceError(root, problems + file_problems)
+        workspace.problems = file_problems
         return workspace
 
     def save(self) -> None:
@@ -462,6 +472,32 @@ class Workspace:
             return []
         source = folder / "train" / "good" if (folder / "train" / "good").is_dir() else folder
         return self.add_good_images(list_images(source))
+
+    def relink_dataset(self, old: str, new: str | os.PathLike) -> int:
+        """Point a linked dataset at its new location; returns how many paths were rewritten."""
+        new_folder = str(Path(os.path.abspath(new)))
+        if not Path(new_folder).is_dir():
+            raise InputError(f"{new_folder}: dataset folder not found")
+        if old not in self.project.linked_datasets:
+            raise InputError(f"{old} is not a linked dataset of project {self.project.name!r}")
+        count = 0
+
+        def moved(path: str) -> str:
+            nonlocal count
+            if path == old or path.startswith(old.rstrip("/") + "/"):
+                count += 1
+                return new_folder + path[len(old.rstrip("/")):]
+            return path
+
+        with self._lock:
+            self.project.linked_datasets = [new_folder if f == old else f for f in self.project.linked_datasets]
+            for good in self.project.good_images:
+                good.image = moved(good.image)
+            for kind in self.project.defect_kinds:
+                for support in kind.support:
+                    support.image = moved(support.image)
+                    support.mask = moved(support.mask) if support.mask else None
+        return count
 
     def add_good_images(self, paths: Iterable[str | os.PathLike]) -> list[GoodImage]:
         """Add good images: copied into the project, or referenced when inside a linked dataset.
