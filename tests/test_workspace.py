@@ -301,3 +301,25 @@ def test_killed_writer_always_leaves_old_or_new_state(tmp_path: Path, sources: P
     assert kills >= 20
     # Proof that the kills really landed inside save(), not only between saves.
     assert mid_write >= 3, f"only {mid_write} of {kills} kills hit a save in progress"
+
+
+def test_generated_folder_import_and_status_reach_the_set_manifest(tmp_path: Path, sources: Path) -> None:
+    from anogen.data.generated import GeneratedSetWriter, read_generated_set, usable_samples
+
+    ws = _full_project(tmp_path / "proj", sources)
+    source = ws.project.good_images[0].image
+    with GeneratedSetWriter(ws.generated_dir / "run2") as writer:
+        for seed in range(3):
+            writer.add(np.zeros((48, 64, 3), np.uint8), box=(4, 4, 20, 16), source=source,
+                       defect_kind="scratch", seed=seed, model="sd", embedding_hash="h", steps=10,
+                       guidance=5.0, status="pending")
+    imported = ws.import_generated_folder("run2", ws.generated_dir / "run2")
+    assert imported.folder == "generated/run2" and len(imported.samples) == 3
+    assert imported.samples[2].box == Box(4, 4, 20, 16, "scratch") and imported.samples[2].seed == 2
+    ws.set_sample_status("run2", 1, "rejected")
+    ws.save()
+    # The trainer reads the set folder: the rejection must be there, not only in project.json.
+    on_disk = read_generated_set(ws.generated_dir / "run2")
+    assert [s.status for s in on_disk] == ["pending", "rejected", "pending"]
+    assert len(usable_samples(on_disk)) == 2
+    assert Workspace.open(ws.root).project.generated_set("run2").samples[1].status == "rejected"

@@ -245,6 +245,9 @@ class Workspace:
         if path.is_relative_to(self.root):
             return path.relative_to(self.root).as_posix()
         real = Path(os.path.realpath(path))
+        real_root = Path(os.path.realpath(self.root))
+        if real.is_relative_to(real_root):  # the same file reached through a symlinked parent
+            return real.relative_to(real_root).as_posix()
         for folder, linked in zip(self.project.linked_datasets, self._linked_roots()):
             if real.is_relative_to(linked):
                 return (Path(folder) / real.relative_to(linked)).as_posix()
@@ -585,7 +588,12 @@ class Workspace:
         return self.add_generated_set(name, samples, folder=folder_rel)
 
     def set_sample_status(self, set_name: str, index: int, status: str) -> None:
-        """Accept or reject one generated sample (``pending``, ``accepted`` or ``rejected``)."""
+        """Accept or reject one generated sample (``pending``, ``accepted`` or ``rejected``).
+
+        When the set folder has its own ``manifest.jsonl`` (written by ``anogen generate``),
+        the status is written there too, atomically, because the detector trainer reads
+        the set folder, not the project.
+        """
         if status not in SAMPLE_STATUSES:
             raise InputError(f"sample status must be one of {', '.join(SAMPLE_STATUSES)}, got {status!r}")
         generated = self.project.generated_set(set_name)
@@ -593,6 +601,24 @@ class Workspace:
             raise InputError(f"generated set {set_name!r} has no sample #{index}")
         with self._lock:
             generated.samples[index].status = status
+            self._sync_set_manifest(generated)
+
+    def _sync_set_manifest(self, generated: GeneratedSet) -> None:
+        from anogen.data.generated import MANIFEST_NAME as SET_MANIFEST
+        from anogen.data.generated import read_generated_set, write_manifest
+
+        folder = self.resolve(generated.folder)
+        if not (folder / SET_MANIFEST).is_file():
+            return
+        status_by_image = {os.path.realpath(self.resolve(s.image)): s.status for s in generated.samples}
+        samples = read_generated_set(folder)
+        changed = False
+        for sample in samples:
+            wanted = status_by_image.get(os.path.realpath(sample.image_path))
+            if wanted is not None and wanted != sample.status:
+                sample.status, changed = wanted, True
+        if changed:
+            write_manifest(folder, samples)
 
     def add_detector(self, name: str, folder: str, detector: str,
                      metrics: Optional[Mapping[str, float]] = None) -> DetectorEntry:
