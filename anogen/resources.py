@@ -1,0 +1,43 @@
+"""Finding the files shipped in ``resources/`` (demo model, icons, configs).
+
+One helper for every caller, so the same code works from a source checkout, an
+editable install and a PyInstaller bundle (where files live under ``sys._MEIPASS``).
+Nothing is ever written into this folder: user data goes to the project folder or the
+platform's data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from anogen.errors import ModelError
+
+DEMO_MODEL = ("models", "demo-ldm")
+
+
+def resources_root() -> Path:
+    """The folder holding the shipped resources."""
+    override = os.environ.get("ANOGEN_RESOURCES")
+    if override:
+        return Path(override)
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def resource_path(*parts: str) -> Path:
+    return resources_root().joinpath(*parts)
+
+
+def demo_model_path() -> Path:
+    """The embedded demo diffusion model, or a clear error saying where it should be."""
+    path = resource_path(*DEMO_MODEL)
+    if not (path / "model_index.json").is_file():
+        raise ModelError(
+            f"the demo model is missing: expected a diffusers folder at {path} "
+            "(it ships with the repository; rebuild it with scripts/train_demo_model.py)"
+        )
+    return path
