@@ -108,7 +108,7 @@ def find_categories(root: str | os.PathLike) -> list[Path]:
     """``root`` itself when it is a category, otherwise its sub-folders that are categories."""
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"{root}: folder not found")
+        raise InputError(f"{root}: {'not a folder' if root.exists() else 'folder not found'}")
     if _is_category(root):
         return [root]
     return [folder for folder in _subfolders(root) if _is_category(folder)]
