@@ -32,10 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--foreground", choices=("grabcut", "otsu", "all"), default="grabcut")
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
     parser.add_argument("--feather", type=int, default=0, metavar="PX", help="soft edge inside the box, in pixels")
+    parser.add_argument("--crop", choices=("auto", "on", "off"), default="auto",
+                        help="generate on a crop around the box resized to the model's resolution (auto: when the "
+                             "box is small in its image, as stage 1 crops its shots; off: the whole image, as the "
+                             "reference code did)")
     parser.add_argument("--context-margin", type=float, default=1.0,
-                        help="context around the box for generation, in box sides (default 1.0)")
-    parser.add_argument("--whole-image", action="store_true",
-                        help="generate on the whole image resized to the model's resolution (the reference code)")
+                        help="context around the box in the crop, in box sides (default 1.0)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per UNet call (default 4)")
     parser.add_argument("--defect-kind", default=None, help="name recorded in the manifest (default: from the embedding)")
     parser.add_argument("--seed", type=int, default=0)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no reference box size for {args.kind!r} (see `anogen boxes --help`)")
     config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, prompt=args.prompt,
                             negative_prompt=args.negative_prompt, feather=args.feather,
-                            context_margin=args.context_margin, whole_image=args.whole_image,
+                            crop=args.crop, context_margin=args.context_margin,
                             batch_size=args.batch_size, seed=args.seed)
     with TqdmProgress("generate", disable=args.quiet) as progress:
         result = generate_set(args.model, args.embedding, args.normals, args.out, per_image=args.per_image,

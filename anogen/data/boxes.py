@@ -435,6 +435,7 @@ def run_box_proposals(config: BoxProposalConfig, progress: "ProgressFn | None" =
         raise InputError(f"{config.images}: no images found")
     boxes: dict[str, list[Box]] = {}
     with staged_directory(config.out) as staging:
+        staging.chmod(0o755)  # mkdtemp makes it private; the output is ordinary data
         (staging / "masks").mkdir()
         (staging / "foreground").mkdir()
         for index, path in enumerate(paths):

@@ -268,6 +268,7 @@ class GeneratedSetWriter:
         self.samples: list[GeneratedSample] = []
         self._stack = contextlib.ExitStack()
         self.staging: Path = self._stack.enter_context(staged_directory(self.folder))
+        self.staging.chmod(0o755)  # mkdtemp makes it private; a generated set is ordinary data
         (self.staging / IMAGES_DIR).mkdir()
         (self.staging / MASKS_DIR).mkdir()
         self._ids: set[str] = set()

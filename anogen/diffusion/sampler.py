@@ -28,7 +28,6 @@ given ones), generates ``per_image`` samples per good image and writes a generat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -53,6 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CROP_CHOICES = ("auto", "on", "off")
+
 
 @dataclass
 class GenerateConfig:
@@ -64,8 +65,9 @@ class GenerateConfig:
     prompt: Optional[str] = None  # None: just the token; "{}" in a prompt is replaced by the token
     negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
     feather: int = 0  # pixels of soft edge, inside the box only
-    context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin)
-    whole_image: bool = False  # True: always generate on the whole image (the reference code)
+    crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)
+    context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin), as in stage 1
+    auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
     batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
     preview_every: int = 0  # send a preview image every k steps (0 = never)
     seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
@@ -79,8 +81,12 @@ class GenerateConfig:
             raise InputError(f"eta must be in [0, 1], got {self.eta}")
         if self.feather < 0:
             raise InputError(f"feather must be >= 0 pixels, got {self.feather}")
+        if self.crop not in CROP_CHOICES:
+            raise InputError(f"crop must be one of {', '.join(CROP_CHOICES)}, got {self.crop!r}")
         if not math.isfinite(self.context_margin) or self.context_margin < 0:
             raise InputError(f"context margin must be >= 0, got {self.context_margin}")
+        if not 0.0 <= self.auto_crop_below <= 1.0:
+            raise InputError(f"auto_crop_below must be in [0, 1], got {self.auto_crop_below}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.preview_every < 0:
@@ -109,18 +115,23 @@ class GeneratedImage:
 # ----------------------------------------------------------------------------- geometry
 
 
-def context_crop(box: Box, height: int, width: int, context_margin: float = 1.0,
-                 whole_image: bool = False) -> Box:
-    """The region generated for ``box``: a square of side ``box side * (1 + 2 * margin)``
-    centred on the box, shifted to stay inside the image and never smaller than the box;
-    the whole image when it is asked for or when the square would not fit."""
-    if whole_image:
-        return Box(0, 0, width, height)
+def context_crop(box: Box, height: int, width: int, context_margin: float = 1.0, mode: str = "auto",
+                 auto_crop_below: float = 0.5) -> Box:
+    """The region generated for ``box``, chosen the way stage 1 crops its support shots
+    (so a defect is generated at the scale it was learned at).
+
+    A square of side ``longer box side * (1 + 2 * margin)`` centred on the box and shifted
+    to stay inside the image. ``mode="off"`` or, with ``"auto"``, a square of at least
+    ``auto_crop_below`` of the image's shorter side gives the whole image instead.
+    """
+    full = Box(0, 0, width, height)
     side = math.ceil(max(box.width, box.height) * (1.0 + 2.0 * context_margin))
+    if mode == "off" or (mode == "auto" and side >= auto_crop_below * min(height, width)):
+        return full
     crop_w = min(width, max(side, box.width))
     crop_h = min(height, max(side, box.height))
     if crop_w == width and crop_h == height:
-        return Box(0, 0, width, height)
+        return full
 
     def place(lo: int, hi: int, size: int, limit: int) -> int:
         start = int(round((lo + hi) / 2 - size / 2))
@@ -301,7 +312,7 @@ def _generate_batch(
     items: list[_Prepared] = []
     for request in requests:
         height, width = request.image.shape[:2]
-        crop = context_crop(request.box, height, width, config.context_margin, config.whole_image)
+        crop = context_crop(request.box, height, width, config.context_margin, config.crop, config.auto_crop_below)
         region = request.image[crop.y0:crop.y1, crop.x0:crop.x1]
         items.append(_Prepared(request, crop, _to_resolution(region, resolution),
                                _latent_box(request.box, crop, resolution, factor),
@@ -397,15 +408,6 @@ class GenerateSetResult:
     embedding_hash: str
 
 
-def file_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, hex: recorded with every sample so a set names its embedding."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sample_seed(seed: int, image_name: str, index: int) -> int:
     """The seed of sample ``index`` of one good image: depends only on the base seed, the
     image's file name and the index, so adding images never changes other samples."""
@@ -457,7 +459,7 @@ def generate_set(
     )
     from anogen.data.generated import GeneratedSetWriter
     from anogen.data.imageio import list_images, read_image
-    from anogen.diffusion.embedding import apply_embedding, load_embedding
+    from anogen.diffusion.embedding import apply_embedding, file_sha256, load_embedding
     from anogen.diffusion.models import DiffusionModel, load_model
 
     config = config or GenerateConfig()
@@ -493,7 +495,7 @@ def generate_set(
         model_source, device=device, precision=precision, allow_download=allow_download)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
-    embedding_hash = file_hash(embedding_path)
+    embedding_hash = embedding.sha256 or file_sha256(embedding_path)
     kind = defect_kind or _embedding_kind(embedding, embedding_path)
     model_name = model.source
     size_range = size_range or DEFAULT_SIZE_RANGE
@@ -548,14 +550,10 @@ def generate_set(
 
 
 def _embedding_kind(embedding: object, path: Path) -> str:
-    """The defect kind an embedding was learned for, from its metadata, else its file name."""
-    metadata = getattr(embedding, "metadata", None)
-    if isinstance(metadata, dict):
-        for key in ("defect_kind", "kind"):
-            if metadata.get(key):
-                return str(metadata[key])
-    for attribute in ("defect_kind", "kind"):
-        value = getattr(embedding, attribute, None)
-        if isinstance(value, str) and value:
-            return value
-    return path.stem
+    """The defect kind an embedding stands for: its metadata's ``defect_kind`` when it
+    has one, else its token without the brackets (``<scratch>`` -> ``scratch``)."""
+    metadata = getattr(embedding, "metadata", None) or {}
+    if metadata.get("defect_kind"):
+        return str(metadata["defect_kind"])
+    token = str(getattr(embedding, "token", "") or "").strip("<>")
+    return token or path.stem

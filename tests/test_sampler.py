@@ -1,0 +1,174 @@
+"""Stage 2 on tiny random models: exact background, seeds, crops, inpainting UNets, cancel."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from anogen.data.boxes import Box
+from anogen.diffusion.sampler import (
+    GenerateConfig,
+    GenerationRequest,
+    composite,
+    context_crop,
+    generate,
+)
+from anogen.errors import InputError, JobCancelled, ModelError
+
+FAST = GenerateConfig(steps=2, guidance=5.0, batch_size=4)
+
+
+def _with_token(model, token="<defect-kind>"):
+    """Teach the model a placeholder token with a random vector, as a learned one would be."""
+    import torch
+
+    from anogen.diffusion.embedding import LearnedEmbedding, apply_embedding
+
+    vector = torch.randn(model.token_width, generator=torch.Generator().manual_seed(0))
+    return apply_embedding(model, LearnedEmbedding(token=token, vector=vector, family=model.family))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two threads
+    per process oversubscribe the CPU many times over."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("sd1") / "model", "sd1")
+    model = load_model(folder, device="cpu")
+    return model, _with_token(model)
+
+
+@pytest.fixture(scope="module")
+def tiny_inpainting(tmp_path_factory):
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("inpaint") / "model", "sd1", inpainting=True)
+    model = load_model(folder, device="cpu")
+    return model, _with_token(model)
+
+
+def _image(h=80, w=96, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _changed(source, output):
+    return (source != output).any(axis=2)
+
+
+def _assert_only_box_changed(source, output, box):
+    changed = _changed(source, output)
+    inside = box.to_mask(*source.shape[:2])
+    assert not changed[~inside].any(), "pixels outside the box changed"
+    assert changed[inside].mean() > 0.5, "the box was not repainted"
+
+
+def test_outside_the_box_is_bit_identical_inside_differs(tiny):
+    model, token = tiny
+    image = _image()
+    box = Box(20, 16, 52, 40)
+    [result] = generate(model, token, [GenerationRequest(image, box, seed=1)], FAST)
+    assert result.image.shape == image.shape and result.image.dtype == np.uint8
+    _assert_only_box_changed(image, result.image, box)
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny):
+    model, token = tiny
+    image = _image()
+    box = Box(10, 10, 50, 50)
+    requests = [GenerationRequest(image, box, 7), GenerationRequest(image, box, 8), GenerationRequest(image, box, 7)]
+    first, other, again = generate(model, token, requests, FAST)
+    np.testing.assert_array_equal(first.image, again.image)
+    assert not np.array_equal(first.image, other.image)
+
+
+def test_crop_and_paste_on_a_large_image_with_a_small_box(tiny):
+    model, token = tiny
+    image = _image(2048, 2048, seed=3)
+    box = Box(1500, 300, 1560, 360)
+    [result] = generate(model, token, [GenerationRequest(image, box, 0)], FAST)
+    assert result.crop.width == result.crop.height == 180  # 60 px box with a 1-box margin
+    assert result.crop.x0 <= box.x0 and result.crop.x1 >= box.x1
+    _assert_only_box_changed(image, result.image, box)
+
+
+def test_nine_channel_inpainting_unet(tiny_inpainting):
+    model, token = tiny_inpainting
+    assert model.is_inpainting and model.unet.config.in_channels == 9
+    image = _image(64, 64)
+    box = Box(8, 24, 40, 56)
+    results = generate(model, token, [GenerationRequest(image, box, 5), GenerationRequest(image, box, 5)], FAST)
+    _assert_only_box_changed(image, results[0].image, box)
+    np.testing.assert_array_equal(results[0].image, results[1].image)
+
+
+def test_progress_preview_and_cancel_within_a_step(tiny):
+    model, token = tiny
+    image = _image()
+    requests = [GenerationRequest(image, Box(4, 4, 30, 30), s) for s in range(3)]
+    reports = []
+    generate(model, token, requests, GenerateConfig(steps=2, batch_size=2, preview_every=1), reports.append)
+    assert [r.step for r in reports] == [1, 2, 3, 4] and {r.total for r in reports} == {4}
+    previews = [r.preview for r in reports if r.preview is not None]
+    assert len(previews) == 2 and previews[0].shape == image.shape  # step 1 of each batch, not the last
+
+    cancel = threading.Event()
+    seen = []
+
+    def stop_after_first_step(report):
+        seen.append(report.step)
+        cancel.set()
+
+    with pytest.raises(JobCancelled):
+        generate(model, token, requests, GenerateConfig(steps=2, batch_size=2), stop_after_first_step, cancel)
+    assert seen == [1]
+
+
+def test_feathered_edge_stays_inside_the_box():
+    source = np.zeros((20, 20, 3), dtype=np.uint8)
+    generated = np.full((20, 20, 3), 200, dtype=np.uint8)
+    box = Box(5, 5, 15, 15)
+    result = composite(source, generated, Box(0, 0, 20, 20), box, feather=3)
+    assert not result[~box.to_mask(20, 20)].any()
+    assert 0 < result[5, 10, 0] < result[7, 10, 0] < 200 and result[10, 10, 0] == 200
+
+
+def test_context_crop_geometry():
+    box = Box(1990, 5, 2040, 45)  # near a corner of a wide image
+    crop = context_crop(box, 1000, 3000, context_margin=1.0)
+    assert crop.width == crop.height == 150
+    assert crop.x0 <= box.x0 and crop.y0 <= box.y0 and crop.x1 >= box.x1 and crop.y1 >= box.y1
+    assert crop.y0 == 0 and crop.x1 <= 3000
+    full = Box(0, 0, 100, 100)
+    assert context_crop(Box(10, 10, 30, 30), 100, 100) == full  # 60 px window >= half the image: whole image
+    assert context_crop(Box(10, 10, 30, 30), 100, 100, mode="on") == Box(0, 0, 60, 60)
+    assert context_crop(Box(10, 10, 12, 12), 100, 100, mode="off") == full
+
+
+def test_bad_requests_fail_clearly(tiny):
+    model, token = tiny
+    image = _image()
+    with pytest.raises(InputError, match="off the 96x80 image"):
+        generate(model, token, [GenerationRequest(image, Box(80, 10, 120, 30), 0)], FAST)
+    with pytest.raises(InputError, match="empty"):
+        generate(model, token, [GenerationRequest(image, Box(10, 10, 10, 30), 0)], FAST)
+    with pytest.raises(InputError, match="RGB uint8"):
+        generate(model, token, [GenerationRequest(image.astype(np.float32), Box(0, 0, 8, 8), 0)], FAST)
+    with pytest.raises(ModelError, match="not in the model's vocabulary"):
+        generate(model, "<never-learned>", [GenerationRequest(image, Box(0, 0, 8, 8), 0)], FAST)
+    with pytest.raises(InputError, match="steps"):
+        generate(model, token, [GenerationRequest(image, Box(0, 0, 8, 8), 0)], GenerateConfig(steps=0))
