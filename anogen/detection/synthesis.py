@@ -87,30 +87,11 @@ def _fade(t: np.ndarray) -> np.ndarray:
     return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
 
 
-@dataclass(frozen=True)
-class _Axis:
-    """Where each pixel of one axis sits among ``cells + 1`` lattice points.
-
-    ``index``: the cell's first lattice point; ``weight0/1``: fade weights of the cell's
-    two lattice points; ``offset0/1``: the same times the pixel's signed distance to
-    them in cell units. Depends only on (length, cells), so it is computed once.
-    """
-
-    index: np.ndarray
-    weight0: np.ndarray
-    weight1: np.ndarray
-    offset0: np.ndarray
-    offset1: np.ndarray
-
-
 @lru_cache(maxsize=64)
-def _axis(length: int, cells: int) -> _Axis:
-    cell = -(-length // cells)  # a side that is not a multiple is computed on the next multiple and cropped
-    position = np.arange(length)
-    t = (position % cell) / cell
-    fade = _fade(t)
-    as32 = lambda a: a.astype(np.float32)  # noqa: E731
-    return _Axis(position // cell, as32(1.0 - fade), as32(fade), as32((1.0 - fade) * t), as32(fade * (t - 1.0)))
+def _cell_weights(cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position t in [0, 1) of each pixel row of a lattice cell, and its fade weight."""
+    t = np.arange(cell, dtype=np.float64) / cell
+    return t.astype(np.float32), _fade(t).astype(np.float32)
 
 
 def perlin_noise(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -118,27 +99,38 @@ def perlin_noise(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Ge
 
     Values lie in about [-1, 1] (scaled by sqrt(2) as in DRAEM). At a pixel the noise is
     the fade-weighted sum, over its cell's four corners, of dot(gradient, offset). The
-    sum separates by axis: interpolate the gradients along x at the lattice rows first
-    (a small array), then along y by gathering whole rows. That is a handful of
-    full-size passes, without BLAS (whose threads stall on a busy machine).
+    sum separates by axis: interpolate along x on the lattice rows first (small arrays),
+    then along y with the image viewed as (rows, cell height, width), so every
+    full-size pass broadcasts over whole contiguous image rows. No BLAS (its threads
+    stall on a busy machine), seven full-size passes.
     """
     height, width = shape
     rows, cols = res
+    cell_h, cell_w = -(-height // rows), -(-width // cols)  # sides that are not a multiple are cropped
     angles = rng.random((rows + 1, cols + 1), dtype=np.float32) * np.float32(2.0 * math.pi)
-    grad_y, grad_x = np.sin(angles), np.cos(angles)
-    ay, ax = _axis(height, rows), _axis(width, cols)
-    # Along x, at each lattice row: the x-gradient term carries the x offset, the
-    # y-gradient term only the x weight (its offset is along y).
-    gx_term = grad_x[:, ax.index] * ax.offset0 + grad_x[:, ax.index + 1] * ax.offset1
-    gy_term = grad_y[:, ax.index] * ax.weight0 + grad_y[:, ax.index + 1] * ax.weight1
-    wy0, wy1 = ay.weight0[:, None], ay.weight1[:, None]
-    oy0, oy1 = ay.offset0[:, None], ay.offset1[:, None]
-    noise = gx_term[ay.index] * wy0
-    noise += gx_term[ay.index + 1] * wy1
-    noise += gy_term[ay.index] * oy0
-    noise += gy_term[ay.index + 1] * oy1
-    noise *= np.float32(math.sqrt(2.0))
-    return noise
+    grad_y = np.sin(angles) * np.float32(math.sqrt(2.0))
+    grad_x = np.cos(angles) * np.float32(math.sqrt(2.0))
+
+    # Along x, for every lattice row: column j of the padded image lies in cell j // cell_w
+    # at position tx. Each corner's x-gradient is dotted with the x offset (tx or tx - 1);
+    # its y-gradient waits for the y offset, so it is only interpolated here.
+    tx, fx = _cell_weights(cell_w)
+    tx, fx = np.tile(tx, cols)[None, :width], np.tile(fx, cols)[None, :width]
+    left = np.repeat(np.arange(cols), cell_w)[:width]
+    gx_left, gx_right = grad_x[:, left], grad_x[:, left + 1]
+    gy_left, gy_right = grad_y[:, left], grad_y[:, left + 1]
+    x_term = gx_left * tx + fx * (gx_right * (tx - 1.0) - gx_left * tx)  # (rows + 1, W)
+    y_grad = gy_left + fx * (gy_right - gy_left)  # (rows + 1, W)
+
+    # Along y: (rows, cell_h, W); top corner row r, bottom corner row r + 1.
+    ty, fy = _cell_weights(cell_h)
+    ty, fy = ty[None, :, None], fy[None, :, None]
+    top = x_term[:-1, None, :] + ty * y_grad[:-1, None, :]
+    bottom = x_term[1:, None, :] + (ty - 1.0) * y_grad[1:, None, :]
+    bottom -= top
+    bottom *= fy
+    top += bottom
+    return top.reshape(rows * cell_h, width)[:height]
 
 
 def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, max_exponent: int = 5,
@@ -150,7 +142,9 @@ def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, max_exponent: 
         height, width = shape
         angle = rng.uniform(-rotation, rotation)
         matrix = cv2.getRotationMatrix2D((width / 2.0 - 0.5, height / 2.0 - 0.5), angle, 1.0)
-        noise = cv2.warpAffine(noise, matrix, (width, height), flags=cv2.INTER_LINEAR,
+        # Nearest-neighbour is enough for a smooth field about to be thresholded
+        # (edges move by under half a pixel) and costs half of bilinear.
+        noise = cv2.warpAffine(noise, matrix, (width, height), flags=cv2.INTER_NEAREST,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     return noise > threshold
 
@@ -228,9 +222,8 @@ class AnomalySynthesizer:
         image = self._check_image(image)
         height, width = image.shape[:2]
         out = image.copy()
-        mask = np.zeros((height, width), np.float32)
         if rng.random() < self.config.clean_probability:
-            return SynthesisResult(out, mask, False)
+            return SynthesisResult(out, np.zeros((height, width), np.float32), False)
         region = perlin_mask((height, width), rng, self.config.perlin_max_exponent,
                              self.config.perlin_threshold, self.config.noise_rotation)
         if foreground is not None:
@@ -239,17 +232,24 @@ class AnomalySynthesizer:
                 raise InputError(f"foreground mask shape {foreground.shape} does not match image {(height, width)}")
             region &= foreground if foreground.dtype == bool else foreground > 0.5
         if not region.any():
-            return SynthesisResult(out, mask, False)
+            return SynthesisResult(out, np.zeros((height, width), np.float32), False)
         texture = self.texture(image, rng)
         beta = np.float32(rng.uniform(0.0, self.config.beta_max))
-        # Blend only inside the region's bounding box: masks are often small.
+        # out += (1 - beta) * region * (texture - out), only over the region's bounding box
+        # (masks are often small). Where region is 0 the increment is exactly zero, so
+        # pixels outside the region keep their values; plain arithmetic is ~5x faster
+        # here than a masked copy.
         x, y, w, h = cv2.boundingRect(region.view(np.uint8))
         box = (slice(y, y + h), slice(x, x + w))
-        inside = region[box]
         patch = out[box]
-        blended = texture[box][inside].astype(np.float32) * np.float32((1.0 - beta) / 255.0) + beta * patch[inside]
-        patch[inside] = blended  # pixels outside the region stay bit-identical
-        mask[region] = 1.0
+        weight = region[box].astype(np.float32)[..., None]
+        weight *= np.float32(1.0) - beta
+        delta = texture[box].astype(np.float32)
+        delta *= np.float32(1.0 / 255.0)
+        delta -= patch
+        delta *= weight
+        patch += delta
+        mask = region.astype(np.float32)
         return SynthesisResult(out, mask, True)
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
