@@ -54,7 +54,7 @@ __all__ = [
 ArrayLike = Union[np.ndarray, Sequence[float]]
 MapsLike = Union[np.ndarray, Sequence[np.ndarray]]
 
-_CHUNK = 1 << 20  # pixels walked per step after the sort: bounds the temporaries
+_CHUNK = 1 << 18  # pixels walked per step after the sort: bounds the temporaries (~10 MB)
 _PACKED_MIN_SIZE = 1 << 16  # below this, a plain float64 argsort is simpler and as fast
 
 
@@ -162,12 +162,8 @@ def _walk(ranked: _Ranked, id_weights: Optional[np.ndarray] = None) -> Iterator[
         stop = min(start + chunk, n)
         keys, ids = ranked.chunk(start, stop)
         # A run of ties ends where the next score differs (or at the very end).
-        if stop < n:
-            next_keys, _ = ranked.chunk(start + 1, stop + 1)
-        else:
-            next_keys = np.concatenate([keys[1:], keys[-1:]])
-        ends = np.flatnonzero(keys != next_keys)
-        if stop == n:
+        ends = np.flatnonzero(keys[1:] != keys[:-1])
+        if stop == n or ranked.chunk(stop, stop + 1)[0][0] != keys[-1]:
             ends = np.append(ends, len(keys) - 1)
         positive = ids != 0
         tp = np.cumsum(positive, dtype=np.int64)
@@ -429,12 +425,14 @@ def pixel_metrics(anomaly_maps: MapsLike, gt_masks: MapsLike, fpr_limit: float =
             raise InputError(f"anomaly map {i} must hold numbers, got dtype {score_map.dtype}")
         if np.isnan(score_map).any():
             raise InputError(f"anomaly map {i} contains NaN")
-        binary = (mask if mask.dtype == bool else mask > 0.5).astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
-        offset = len(areas) - 1
-        ids = np.where(labels > 0, labels + offset, 0).astype(np.uint32)
-        areas.extend(stats[1:count, cv2.CC_STAT_AREA].astype(np.float64).tolist())
-        ids_per_map.append(ids)
+        binary = np.ascontiguousarray(mask if mask.dtype == bool else mask > 0.5).view(np.uint8)
+        if not binary.any():  # a good image: all normal pixels, no regions
+            ids_per_map.append(np.zeros(mask.shape, dtype=np.uint32))
+        else:
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
+            offset = len(areas) - 1
+            ids_per_map.append(np.where(labels > 0, labels + offset, 0).astype(np.uint32))
+            areas.extend(stats[1:count, cv2.CC_STAT_AREA].astype(np.float64).tolist())
         total += score_map.size
     n_regions = len(areas) - 1
     area = np.asarray(areas)
@@ -443,8 +441,11 @@ def pixel_metrics(anomaly_maps: MapsLike, gt_masks: MapsLike, fpr_limit: float =
     id_weights = np.zeros(len(area))
     if n_regions:
         id_weights[1:] = 1.0 / (area[1:] * n_regions)  # each region weighs 1/n_regions in the mean
-    ranked = _RankedPacked.from_parts(
-        ((np.asarray(m, dtype=np.float32), ids) for m, ids in zip(maps, ids_per_map)), total)
+    def parts():  # hand each map's region ids over once packed, so they are freed early
+        for score_map in maps:
+            yield np.asarray(score_map, dtype=np.float32), ids_per_map.pop(0)
+
+    ranked = _RankedPacked.from_parts(parts(), total)
     s = _scalars(ranked, n_pos, n_neg, id_weights, fpr_limit)
     return PixelMetrics(auroc=s.auroc, ap=s.ap, aupro=s.aupro, f1_max=s.f1_max, f1_threshold=s.f1_threshold,
                         n_pixels=total, n_defective_pixels=n_pos, n_regions=n_regions)
