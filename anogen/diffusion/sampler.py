@@ -47,6 +47,8 @@ from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
+
     from anogen.data.generated import GeneratedSample
     from anogen.diffusion.models import DiffusionModel
 
@@ -279,8 +281,14 @@ def generate(
     _check_token(model, token, prompt)
 
     guided = config.guidance != 1.0
-    conditioning = model.encode_prompts([prompt])  # (1, L, D), shared by every request
-    unconditional = model.encode_prompts([config.negative_prompt]) if guided else None
+    # One text-encoder call for both prompts; (1, L, D) each, shared by every request.
+    if guided:
+        unconditional, conditioning = model.encode_prompts([config.negative_prompt, prompt]).chunk(2)
+    else:
+        unconditional, conditioning = None, model.encode_prompts([prompt])
+    # One scheduler for the whole call: DDIM's step arithmetic keeps no per-sample state.
+    scheduler = model.ddim_scheduler()
+    scheduler.set_timesteps(config.steps, device=model.device)
 
     batches = [requests[i:i + config.batch_size] for i in range(0, len(requests), config.batch_size)]
     total = len(batches) * config.steps
@@ -290,12 +298,13 @@ def generate(
             progress(Progress(_number * config.steps + step, total,
                               message=f"batch {_number + 1}/{len(batches)}", preview=preview))
 
-        results += _generate_batch(model, batch, conditioning, unconditional, config, report, cancel)
+        results += _generate_batch(model, scheduler, batch, conditioning, unconditional, config, report, cancel)
     return results
 
 
 def _generate_batch(
     model: "DiffusionModel",
+    scheduler: "DDIMScheduler",
     requests: Sequence[GenerationRequest],
     conditioning: torch.Tensor,
     unconditional: Optional[torch.Tensor],
@@ -339,8 +348,6 @@ def _generate_batch(
         text = torch.cat([unconditional.expand(count, -1, -1), text])
         inpaint_extra = None if inpaint_extra is None else torch.cat([inpaint_extra, inpaint_extra])
 
-    scheduler = model.ddim_scheduler()
-    scheduler.set_timesteps(config.steps, device=device)
     latents = _noise(items, latent_shape, device, dtype) * scheduler.init_noise_sigma
 
     # 3. The DDIM loop.
