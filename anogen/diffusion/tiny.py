@@ -138,6 +138,23 @@ def _tiny_unet(resolution: int, in_channels: int, cross_attention_dim: int, line
     )
 
 
+def _strengthen_cross_attention(unet, sharpness: float = 8.0, gain: float = 4.0) -> None:
+    """Make the prompt matter in a random UNet.
+
+    With default initialisation a random UNet attends almost uniformly over the 77
+    text tokens and adds little of them to its output, so no prompt (and no learned
+    token) visibly changes a prediction and stage-1 tests could not see learning.
+    Sharper attention (query/key weights scaled) and a larger output projection fix
+    that; the model is random either way.
+    """
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if name.endswith("attn2"):  # the cross-attention of each transformer block
+                module.to_q.weight.mul_(sharpness ** 0.5)
+                module.to_k.weight.mul_(sharpness ** 0.5)
+                module.to_out[0].weight.mul_(gain)
+
+
 def _scheduler():
     from diffusers import DDIMScheduler
 
@@ -224,6 +241,7 @@ def build_tiny_model(
             text_encoder = _clip_text_encoder(tokenizer, sd2=family == "sd2")
             unet = _tiny_unet(resolution, 9 if inpainting else 4, TINY_TEXT_WIDTH, linear_projection=family == "sd2")
         vae = _tiny_vae()
+        _strengthen_cross_attention(unet)
     finally:
         torch.random.set_rng_state(generator_state)
 

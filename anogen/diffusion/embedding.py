@@ -1,0 +1,507 @@
+"""Stage 1: learn one token embedding for a defect kind from a few masked examples.
+
+Textual inversion with the paper's masked loss (eq. 6). The model stays frozen; a new
+placeholder token (``<scratch>``) is added, initialised from the embedding of
+``init_word`` ("defect"; a phrase of several tokens is averaged), and only that one
+vector is optimised with AdamW so that the UNet, conditioned on captions containing
+the token, predicts the noise added to the support latents *inside the defect mask*.
+
+How the pieces fit:
+
+1. :func:`prepare_support` reads each image and mask, optionally crops around the
+   defect with a context margin (small defects on large images), and resizes to the
+   model's resolution (bicubic image, bilinear mask).
+2. The support latents are encoded once, for both horizontal flips, and the masks
+   are moved to the latent grid the way the reference code does (bilinear resize,
+   then every non-zero cell becomes 1).
+3. Each step draws a batch of (shot, flip, caption, timestep, noise) from generators
+   seeded by ``(seed, step)``, so a resumed run continues exactly as an uninterrupted
+   one would.
+4. The placeholder's row is injected with a forward hook on the embedding table; the
+   table itself is never written during training, so every other row stays
+   bit-identical. The learned vector is written into the model's table at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from anogen.atomic import atomic_write_bytes
+from anogen.data.imageio import read_image_and_mask
+from anogen.diffusion.captions import sample_caption
+from anogen.diffusion.textual_inversion import (  # noqa: F401  (re-exported: one import for stage 1)
+    LearnedEmbedding,
+    add_placeholder_token,
+    apply_embedding,
+    file_sha256,
+    load_embedding,
+    save_embedding,
+)
+from anogen.errors import InputError, TrainingDiverged
+from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+
+log = logging.getLogger(__name__)
+
+CROP_CHOICES = ("auto", "on", "off")
+
+
+@dataclass
+class LearnConfig:
+    """Everything stage 1 needs besides the model. Defaults are the paper's."""
+
+    images: list[Path]
+    masks: list[Path]
+    token: str = "<defect>"
+    init_word: str = "defect"
+    steps: int = 6000
+    batch_size: int = 4
+    lr: float = 0.005
+    scale_lr: bool = False  # the reference code multiplied lr by the batch size (0.02)
+    weight_decay: float = 0.01  # AdamW's default, as in the reference code
+    seed: int = 0
+    resolution: Optional[int] = None  # None: the model's native resolution
+    crop_to_defect: str = "auto"  # auto: crop when the defect is small in its image
+    context_margin: float = 1.0  # crop side = defect box side * (1 + 2 * margin)
+    auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
+    area_normalised: bool = False  # divide by the mask area instead of all latent elements
+    flip: bool = True  # joint random horizontal flips of image and mask
+    checkpoint_every: int = 500
+    checkpoint_path: Optional[Path] = None  # None: no checkpoints
+    resume_from: Optional[Path] = None
+    device: str = "auto"  # used by callers that load the model (CLI, GUI)
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size if self.scale_lr else self.lr
+
+
+@dataclass
+class SupportShot:
+    """One support example after cropping and resizing to the training resolution."""
+
+    image_path: Path
+    mask_path: Path
+    image: np.ndarray  # (R, R, 3) uint8
+    mask: np.ndarray  # (R, R) float32 in [0, 1] (bilinear resize of the binary mask)
+    crop: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image
+
+
+@dataclass
+class LearnResult:
+    """What stage 1 produced. Save it with :func:`save_embedding`."""
+
+    token: str
+    vector: torch.Tensor  # float32 (token_width,), CPU
+    loss_curve: list[float]
+    final_loss: float
+    steps_done: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    family: Optional[str] = None
+    model_source: Optional[str] = None
+    init_word: Optional[str] = None
+
+    def to_embedding(self) -> LearnedEmbedding:
+        return LearnedEmbedding(token=self.token, vector=self.vector, family=self.family,
+                                model_source=self.model_source, init_word=self.init_word,
+                                loss_curve=list(self.loss_curve),
+                                metadata={k: v if isinstance(v, str) else json.dumps(v)
+                                          for k, v in self.metadata.items()})
+
+
+# ---------------------------------------------------------------------------------
+# Support set
+# ---------------------------------------------------------------------------------
+def _validate(config: LearnConfig) -> None:
+    if not config.images:
+        raise InputError("no support image given: stage 1 needs at least one defect image with its mask")
+    if len(config.images) != len(config.masks):
+        raise InputError(f"{len(config.images)} support images but {len(config.masks)} masks; give one mask per image")
+    if config.steps < 1:
+        raise InputError(f"steps must be at least 1, got {config.steps}")
+    if config.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {config.batch_size}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise InputError(f"learning rate must be a positive number, got {config.lr}")
+    if config.crop_to_defect not in CROP_CHOICES:
+        raise InputError(f"crop_to_defect must be one of {', '.join(CROP_CHOICES)}, got '{config.crop_to_defect}'")
+    if config.context_margin < 0:
+        raise InputError(f"context margin must be >= 0, got {config.context_margin}")
+    if config.checkpoint_every < 1:
+        raise InputError(f"checkpoint_every must be at least 1, got {config.checkpoint_every}")
+    if not config.init_word.strip():
+        raise InputError("init word must not be empty")
+
+
+def defect_crop(mask: np.ndarray, mode: str, margin: float, auto_below: float) -> tuple[int, int, int, int]:
+    """The square window (left, top, right, bottom) to learn from.
+
+    The defect's bounding box grown by ``margin`` times its longer side on every side,
+    kept inside the image. ``auto`` crops only when that window is smaller than
+    ``auto_below`` of the image's shorter side, i.e. when the defect would otherwise be
+    a few latent cells in a downscaled image.
+    """
+    height, width = mask.shape
+    full = (0, 0, width, height)
+    if mode == "off":
+        return full
+    ys, xs = np.nonzero(mask)
+    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = int(math.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
+    side = max(1, min(side, height, width))
+    if mode == "auto" and side >= auto_below * min(height, width):
+        return full
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    x0 = int(round(min(max(cx - side / 2, 0), width - side)))
+    y0 = int(round(min(max(cy - side / 2, 0), height - side)))
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
+    """Read, check, crop and resize every support image and mask."""
+    _validate(config)
+    shots = []
+    for image_path, mask_path in zip(config.images, config.masks):
+        image_path, mask_path = Path(image_path), Path(mask_path)
+        image, mask = read_image_and_mask(image_path, mask_path)
+        if not mask.any():
+            raise InputError(f"{mask_path}: the mask has no defect pixels; paint the defect before learning")
+        crop = defect_crop(mask, config.crop_to_defect, config.context_margin, config.auto_crop_below)
+        left, top, right, bottom = crop
+        image_crop = Image.fromarray(image[top:bottom, left:right])
+        mask_crop = Image.fromarray(mask[top:bottom, left:right].astype(np.float32))
+        size = (resolution, resolution)
+        resized_image = np.asarray(image_crop.resize(size, Image.BICUBIC), dtype=np.uint8)
+        resized_mask = np.clip(np.asarray(mask_crop.resize(size, Image.BILINEAR), dtype=np.float32), 0, 1)
+        if not (resized_mask > 0).any():
+            raise InputError(f"{mask_path}: the defect vanishes at {resolution} px; use --crop on")
+        shots.append(SupportShot(image_path, mask_path, resized_image, resized_mask, crop))
+    return shots
+
+
+@dataclass
+class EncodedSupport:
+    """Support latents and latent-grid masks, both flips, encoded once."""
+
+    latents: torch.Tensor  # (N, C, h, w) scaled latents; flipped copies follow the originals
+    loss_masks: torch.Tensor  # (N, 1, h, w) binary, float32
+    inpaint_conditioning: Optional[torch.Tensor]  # (N, 5, h, w): box mask + masked-image latents
+    shots: int  # originals; index i + shots is the flip of i when flipped copies exist
+
+
+def _bounding_box_mask(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask > 0)
+    box = np.zeros_like(mask, dtype=np.float32)
+    box[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] = 1.0
+    return box
+
+
+@torch.no_grad()
+def encode_support(model, shots: list[SupportShot], flip: bool, batch_size: int = 4) -> EncodedSupport:
+    """Encode every shot (and its mirror image when ``flip``) with the VAE once."""
+    images = np.stack([shot.image for shot in shots])
+    masks = np.stack([shot.mask for shot in shots])
+    if flip:
+        images = np.concatenate([images, images[:, :, ::-1]])
+        masks = np.concatenate([masks, masks[:, :, ::-1]])
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pixel_masks = torch.from_numpy(np.ascontiguousarray(masks))[:, None]
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model.encode_images(chunk).float() for chunk in x.split(batch_size)])
+
+    latents = encode(pixels)
+    grid = latents.shape[-2:]
+    # The reference code: bilinear resize to the latent grid, then any non-zero -> 1.
+    # With antialiasing, so a defect thinner than one latent cell is never skipped.
+    loss_masks = (F.interpolate(pixel_masks, size=grid, mode="bilinear", align_corners=False,
+                                antialias=True) > 0).float()
+
+    conditioning = None
+    if model.is_inpainting:
+        # A 9-channel UNet sees the region to fill and the image outside it. Stage 2
+        # fills a box, so learn with the defect's bounding box as the region.
+        boxes = torch.from_numpy(np.stack([_bounding_box_mask(m) for m in masks]))[:, None]
+        masked_latents = encode(pixels * (boxes < 0.5))
+        conditioning = torch.cat([F.interpolate(boxes, size=grid), masked_latents], dim=1)
+    return EncodedSupport(latents.cpu(), loss_masks, None if conditioning is None else conditioning.cpu(),
+                          len(shots))
+
+
+# ---------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------
+def masked_noise_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      area_normalised: bool = False) -> torch.Tensor:
+    """Eq. 6: squared error of the noise prediction, counted only inside the mask.
+
+    The mean runs over every latent element (as the reference code does), so a small
+    defect gives a small loss; ``area_normalised`` divides by the masked elements
+    instead.
+    """
+    squared = (prediction.float() - target.float()) ** 2 * mask
+    if area_normalised:
+        return squared.sum() / (mask.expand_as(squared).sum().clamp_min(1.0))
+    return squared.mean()
+
+
+class _PlaceholderHook:
+    """Replaces the placeholder's row in the embedding lookup with a trainable vector."""
+
+    def __init__(self, table: torch.nn.Embedding, token_id: int, vector: torch.nn.Parameter) -> None:
+        self.token_id = token_id
+        self.vector = vector
+        self.handle = table.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        hit = (inputs[0] == self.token_id).unsqueeze(-1)
+        return torch.where(hit, self.vector.to(output.dtype), output)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def _step_generators(seed: int, step: int, device: torch.device) -> tuple[torch.Generator, random.Random]:
+    """Randomness of one step depends only on (seed, step): resumable, reproducible."""
+    mixed = (seed * 1_000_003 + step * 7919) % (2 ** 63)
+    generator = torch.Generator(device="cpu").manual_seed(mixed)
+    return generator, random.Random(mixed)
+
+
+@dataclass
+class _Batch:
+    latents: torch.Tensor
+    loss_masks: torch.Tensor
+    conditioning: Optional[torch.Tensor]
+    prompts: list[str]
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+
+
+def _draw_batch(support: EncodedSupport, config: LearnConfig, step: int, num_train_timesteps: int) -> _Batch:
+    generator, rng = _step_generators(config.seed, step, torch.device("cpu"))
+    indices = torch.randint(0, support.shots, (config.batch_size,), generator=generator)
+    if config.flip:
+        flips = torch.rand(config.batch_size, generator=generator) < 0.5
+        indices = indices + flips.long() * support.shots
+    latents = support.latents[indices]
+    timesteps = torch.randint(0, num_train_timesteps, (config.batch_size,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    prompts = [sample_caption(config.token, rng) for _ in range(config.batch_size)]
+    conditioning = None if support.inpaint_conditioning is None else support.inpaint_conditioning[indices]
+    return _Batch(latents, support.loss_masks[indices], conditioning, prompts, timesteps, noise)
+
+
+def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool) -> torch.Tensor:
+    device, dtype = model.device, model.dtype
+    latents = batch.latents.to(device)
+    noise = batch.noise.to(device)
+    timesteps = batch.timesteps.to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if model.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    unet_input = noisy if batch.conditioning is None else torch.cat([noisy, batch.conditioning.to(device)], dim=1)
+    text = model.encode_prompts(batch.prompts)
+    prediction = model.unet(unet_input.to(dtype), timesteps, encoder_hidden_states=text.to(dtype)).sample
+    return masked_noise_loss(prediction, target, batch.loss_masks.to(device), area_normalised)
+
+
+# ---------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------
+def _fingerprint(model, config: LearnConfig, shot_hashes: list[dict[str, str]], resolution: int) -> dict[str, Any]:
+    """The settings a checkpoint must share with the run that resumes it."""
+    return {"family": model.family, "model": model.source, "token_width": model.token_width,
+            "token": config.token, "init_word": config.init_word, "batch_size": config.batch_size,
+            "lr": config.effective_lr, "weight_decay": config.weight_decay, "seed": config.seed,
+            "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
+            "context_margin": config.context_margin, "area_normalised": config.area_normalised,
+            "shots": [h["image_sha256"] + h["mask_sha256"] for h in shot_hashes]}
+
+
+def _save_checkpoint(path: Path, vector: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,
+                     loss_curve: list[float], fingerprint: dict[str, Any]) -> None:
+    from safetensors.torch import save
+
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    tensors = {"vector": vector.detach().cpu().float().contiguous()}
+    if state:
+        tensors["exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
+        tensors["exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
+        tensors["adam_step"] = torch.as_tensor(float(state["step"])).reshape(1)
+    metadata = {"format": "anogen-stage1-checkpoint", "step": str(step), "loss_curve": json.dumps(loss_curve),
+                "fingerprint": json.dumps(fingerprint, sort_keys=True)}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.optim.Optimizer,
+                     fingerprint: dict[str, Any]) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint to resume from not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable stage-1 checkpoint ({exc})") from None
+    if metadata.get("format") != "anogen-stage1-checkpoint" or "vector" not in tensors:
+        raise InputError(f"{path}: not a stage-1 checkpoint")
+    saved = json.loads(metadata.get("fingerprint", "{}"))
+    different = sorted(key for key in fingerprint if saved.get(key) != json.loads(json.dumps(fingerprint[key])))
+    if different:
+        raise InputError(f"{path}: the checkpoint was made with other settings ({', '.join(different)}); "
+                         "resume with the same model, support set and options, or start afresh")
+    with torch.no_grad():
+        vector.copy_(tensors["vector"])
+    if "exp_avg" in tensors:
+        device = vector.device
+        optimizer.state[vector] = {"step": torch.tensor(float(tensors["adam_step"][0])),
+                                   "exp_avg": tensors["exp_avg"].to(device),
+                                   "exp_avg_sq": tensors["exp_avg_sq"].to(device)}
+    return int(metadata["step"]), [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
+
+
+# ---------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------
+def init_vector(model, init_word: str) -> torch.Tensor:
+    """The mean embedding of the tokens of ``init_word`` (float32, CPU)."""
+    ids = model.tokenizer(init_word, add_special_tokens=False).input_ids
+    if not ids:
+        raise InputError(f"init word '{init_word}' gives no tokens")
+    unknown = getattr(model.tokenizer, "unk_token_id", None)
+    if unknown is not None and unknown in ids and len(set(ids)) == 1:
+        raise InputError(f"init word '{init_word}' is unknown to the model's tokenizer")
+    table = model.token_embedding_table().weight
+    return table[torch.tensor(ids, device=table.device)].detach().float().mean(dim=0).cpu()
+
+
+def _resolution(model, config: LearnConfig) -> int:
+    resolution = int(config.resolution or model.resolution)
+    unet_levels = len(model.unet.config.block_out_channels) - 1
+    multiple = model.vae_scale_factor * 2 ** unet_levels
+    if resolution <= 0 or resolution % multiple:
+        raise InputError(f"resolution {resolution} must be a positive multiple of {multiple} for this model")
+    return resolution
+
+
+def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progress,
+                    cancel: Optional[threading.Event] = None) -> LearnResult:
+    """Learn ``config.token`` from the support set; the job contract of :mod:`anogen.jobs`.
+
+    On success the model knows the token (its row holds the learned vector). Raises
+    :class:`~anogen.errors.JobCancelled` within one step of ``cancel`` being set, and
+    :class:`~anogen.errors.TrainingDiverged` when the loss stops being finite (the last
+    checkpoint, if any, is kept).
+    """
+    resolution = _resolution(model, config)
+    shots = prepare_support(config, resolution)
+    check_cancel(cancel)
+    shot_hashes = [{"image": shot.image_path.name, "image_sha256": file_sha256(shot.image_path),
+                    "mask": shot.mask_path.name, "mask_sha256": file_sha256(shot.mask_path),
+                    "crop": list(shot.crop)} for shot in shots]
+    progress(Progress(0, config.steps, "encoding the support set"))
+    support = encode_support(model, shots, config.flip, config.batch_size)
+    check_cancel(cancel)
+
+    initial = init_vector(model, config.init_word)
+    token_id = add_placeholder_token(model, config.token)
+    vector = torch.nn.Parameter(initial.to(model.device))
+    optimizer = torch.optim.AdamW([vector], lr=config.effective_lr, weight_decay=config.weight_decay)
+    scheduler = model.ddpm_scheduler()
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(model.device)
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+
+    fingerprint = _fingerprint(model, config, shot_hashes, resolution)
+    start, loss_curve = 0, []
+    if config.resume_from is not None:
+        start, loss_curve = _load_checkpoint(Path(config.resume_from), vector, optimizer, fingerprint)
+        start = min(start, config.steps)
+    checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
+    last_checkpoint: Optional[int] = start if config.resume_from is not None else None
+
+    table = model.token_embedding_table()
+    hook = _PlaceholderHook(table, token_id, vector)
+    num_train_timesteps = int(scheduler.config.num_train_timesteps)
+    try:
+        for step in range(start, config.steps):
+            check_cancel(cancel)
+            batch = _draw_batch(support, config, step, num_train_timesteps)
+            loss = _batch_loss(model, scheduler, batch, config.area_normalised)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(_diverged_message(step + 1, value, checkpoint_path, last_checkpoint))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if not torch.isfinite(vector.detach()).all():
+                raise TrainingDiverged(_diverged_message(step + 1, float("nan"), checkpoint_path, last_checkpoint))
+            loss_curve.append(value)
+            done = step + 1
+            if checkpoint_path is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+                _save_checkpoint(checkpoint_path, vector, optimizer, done, loss_curve, fingerprint)
+                last_checkpoint = done
+            progress(Progress(done, config.steps, f"learning {config.token}", metrics={"loss": value}))
+    finally:
+        hook.remove()
+
+    learned = vector.detach().float().cpu()
+    with torch.no_grad():
+        table.weight[token_id] = learned.to(table.weight.device, table.weight.dtype)
+    final_loss = float(np.mean(loss_curve[-50:])) if loss_curve else float("nan")
+    metadata = {
+        "family": model.family, "model": model.source, "token_width": model.token_width,
+        "token": config.token, "init_word": config.init_word, "shots": shot_hashes,
+        "steps": config.steps, "lr": config.effective_lr, "base_lr": config.lr, "scale_lr": config.scale_lr,
+        "batch_size": config.batch_size, "weight_decay": config.weight_decay, "seed": config.seed,
+        "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
+        "context_margin": config.context_margin, "area_normalised": config.area_normalised,
+        "final_loss": final_loss, "loss_curve": loss_curve,
+    }
+    return LearnResult(token=config.token, vector=learned, loss_curve=list(loss_curve), final_loss=final_loss,
+                       steps_done=len(loss_curve), metadata=metadata, family=model.family,
+                       model_source=model.source, init_word=config.init_word)
+
+
+def _diverged_message(step: int, value: float, checkpoint: Optional[Path], last_good: Optional[int]) -> str:
+    message = f"the loss became {value} at step {step}"
+    if checkpoint is not None and last_good:
+        return f"{message}; the last good checkpoint ({checkpoint}, step {last_good}) is kept: resume from it with a lower learning rate"
+    return f"{message}; try a lower learning rate"
+
+
+@torch.no_grad()
+def support_loss(model, config: LearnConfig, vector: torch.Tensor, *, samples: int = 16, seed: int = 12345) -> float:
+    """The masked loss of ``vector`` as the placeholder on the support set, with fixed
+    noise and timesteps: a like-for-like measure to compare vectors (before/after)."""
+    resolution = _resolution(model, config)
+    support = encode_support(model, prepare_support(config, resolution), config.flip, config.batch_size)
+    token_id = add_placeholder_token(model, config.token)
+    scheduler = model.ddpm_scheduler()
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(model.device)
+    probe = LearnConfig(**{**asdict(config), "batch_size": samples, "seed": seed})
+    hook = _PlaceholderHook(model.token_embedding_table(), token_id, vector.to(model.device).float())
+    try:
+        batch = _draw_batch(support, probe, 0, int(scheduler.config.num_train_timesteps))
+        return float(_batch_loss(model, scheduler, batch, config.area_normalised))
+    finally:
+        hook.remove()
