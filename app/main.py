@@ -80,10 +80,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     window = MainWindow(settings=settings, restore_geometry=not args.screenshot)
     if args.screenshot:
         window.resize(*_window_size(args.size))
+        window.confirm_close = False
     window.show()
 
     if args.demo:
-        window.open_demo_project(Path(args.project) if args.project else None)
+        window.open_demo_project(Path(args.project) if args.project else None, wait=bool(args.screenshot))
     elif args.project:
         window.open_project(Path(args.project))
     if args.panel:

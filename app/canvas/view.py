@@ -287,6 +287,10 @@ class ImageCanvas(QGraphicsView):
     def boxes(self) -> list[BoxTuple]:
         return [item.box for item in self._boxes if item is not self._new_box]
 
+    def box_labels(self) -> list[str]:
+        """The label of each box of :meth:`boxes`, in the same order."""
+        return [item.label for item in self._boxes if item is not self._new_box]
+
     def selected_boxes(self) -> list[int]:
         return [i for i, item in enumerate(self._boxes) if item.isSelected()]
 

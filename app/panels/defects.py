@@ -1,0 +1,504 @@
+"""Stage 1: defect kinds, their support images and masks, the model, and Learn."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QInputDialog,
+                               QLabel, QLineEdit, QMessageBox, QPushButton, QSlider, QSpinBox, QToolButton,
+                               QWidget)
+
+from anogen.data.imageio import is_image_file, read_image
+from anogen.errors import AnoGenError
+
+from app.canvas import Tool
+from app.canvas_controller import CanvasController
+from app.engine import Job
+from app.icons import icon
+from app.panels.base import Panel
+from app.studio import Selection, Studio
+from app.tasks import LearnTask, check_model, run_learn
+from app.widgets.collapsible import Collapsible
+from app.widgets.gallery import Gallery
+from app.widgets.plot import PlotWidget
+
+MIN_SHOTS = 3  # the paper's k; fewer works but learns worse
+DEFAULT_CPU_STEPS = 500
+
+
+class DefectsPanel(Panel):
+    name = "defects"
+    title = "Defects"
+
+    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+        super().__init__(studio, controller, parent)
+        self.setAcceptDrops(True)
+        self._learn_job: Optional[Job] = None
+        self._check_job: Optional[Job] = None
+
+        # -- defect kind
+        self.heading("Defect kind")
+        row = QHBoxLayout()
+        self.kind_combo = QComboBox()
+        self.kind_combo.setObjectName("kindCombo")
+        self.kind_combo.setMinimumWidth(150)
+        self.add_kind_button = QPushButton(icon("add"), "Add kind…")
+        self.remove_kind_button = QToolButton()
+        self.remove_kind_button.setIcon(icon("delete"))
+        self.remove_kind_button.setToolTip("Remove this defect kind from the project")
+        row.addWidget(self.kind_combo, 1)
+        row.addWidget(self.add_kind_button)
+        row.addWidget(self.remove_kind_button)
+        self.form.addLayout(row)
+        self.kind_info = self.note()
+        self.form.addWidget(self.kind_info)
+
+        # -- support images
+        self.heading("Support images (real defects)")
+        self.gallery = Gallery(side=72)
+        self.gallery.setObjectName("supportGallery")
+        self.gallery.setMaximumHeight(130)
+        self.form.addWidget(self.gallery)
+        row = QHBoxLayout()
+        self.import_button = QPushButton(icon("import"), "Import images…")
+        self.remove_support_button = QPushButton(icon("delete"), "Remove")
+        row.addWidget(self.import_button)
+        row.addWidget(self.remove_support_button)
+        row.addStretch(1)
+        self.form.addLayout(row)
+        self.shots_warning = self.note(warning=True)
+        self.shots_warning.setObjectName("shotsWarning")
+        self.form.addWidget(self.shots_warning)
+        self.form.addWidget(self.note("Drop image files here to import them. Paint over each defect on the canvas."))
+
+        # -- mask tools
+        self.heading("Mask")
+        row = QHBoxLayout()
+        self.tool_buttons: dict[Tool, QToolButton] = {}
+        for tool, text, key in ((Tool.BRUSH, "Brush", "B"), (Tool.ERASER, "Eraser", "E"), (Tool.FILL, "Fill", "G"),
+                                (Tool.PAN, "Pan", "H")):
+            button = QToolButton()
+            button.setIcon(icon(tool.value))
+            button.setText(text)
+            button.setToolTip(f"{text} ({key})")
+            button.setCheckable(True)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            button.clicked.connect(lambda _c=False, t=tool: self.canvas.set_tool(t))
+            row.addWidget(button)
+            self.tool_buttons[tool] = button
+        self.clear_button = QToolButton()
+        self.clear_button.setIcon(icon("clear"))
+        self.clear_button.setText("Clear")
+        self.clear_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.clear_button.setToolTip("Clear the mask (Ctrl+Shift+X)")
+        self.clear_button.clicked.connect(self.canvas.clear_mask)
+        row.addWidget(self.clear_button)
+        row.addStretch(1)
+        self.form.addLayout(row)
+        grid = QFormLayout()
+        self.radius_spin = QSpinBox()
+        self.radius_spin.setRange(1, 500)
+        self.radius_spin.setSuffix(" px")
+        self.radius_spin.setValue(self.canvas.brush_radius())
+        self.radius_spin.valueChanged.connect(self.canvas.set_brush_radius)
+        self.canvas.brushRadiusChanged.connect(self.radius_spin.setValue)
+        grid.addRow("Brush radius", self.radius_spin)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(self.canvas.mask_opacity() * 100))
+        self.opacity_slider.valueChanged.connect(lambda v: self.canvas.set_mask_opacity(v / 100))
+        grid.addRow("Mask opacity", self.opacity_slider)
+        self.area_label = QLabel("–")
+        self.area_label.setObjectName("maskArea")
+        grid.addRow("Mask area", self.area_label)
+        self.form.addLayout(grid)
+        self.canvas.maskAreaChanged.connect(lambda n, pct: self.area_label.setText(f"{n:,} px  ({pct:.2f} %)"))
+        self.canvas.toolChanged.connect(self._tool_changed)
+
+        # -- model
+        self.heading("Diffusion model")
+        row = QHBoxLayout()
+        self.model_edit = QLineEdit()
+        self.model_edit.setObjectName("modelEdit")
+        self.model_edit.setPlaceholderText("folder, Hugging Face id (cached) or .safetensors file")
+        self.model_folder_button = QToolButton()
+        self.model_folder_button.setIcon(icon("open"))
+        self.model_folder_button.setToolTip("Choose a diffusers model folder")
+        self.model_file_button = QToolButton()
+        self.model_file_button.setIcon(icon("model"))
+        self.model_file_button.setToolTip("Choose a single-file checkpoint (.safetensors)")
+        row.addWidget(self.model_edit, 1)
+        row.addWidget(self.model_folder_button)
+        row.addWidget(self.model_file_button)
+        self.form.addLayout(row)
+        self.model_status = self.note()
+        self.model_status.setObjectName("modelStatus")
+        self.form.addWidget(self.model_status)
+
+        # -- learn settings
+        self.heading("Learn (stage 1)")
+        grid = QFormLayout()
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setValue(DEFAULT_CPU_STEPS)
+        self.steps_spin.setToolTip("The paper trains 6000 steps on a GPU; a few hundred give a usable demo on a CPU")
+        grid.addRow("Steps", self.steps_spin)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(4)
+        self.lr_spin.setRange(0.0001, 1.0)
+        self.lr_spin.setSingleStep(0.001)
+        self.lr_spin.setValue(0.005)
+        grid.addRow("Learning rate", self.lr_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        grid.addRow("Seed", self.seed_spin)
+        self.form.addLayout(grid)
+        advanced = QWidget()
+        adv = QFormLayout(advanced)
+        adv.setContentsMargins(12, 0, 0, 0)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 64)
+        self.batch_spin.setValue(4)
+        adv.addRow("Batch size", self.batch_spin)
+        self.crop_combo = QComboBox()
+        self.crop_combo.addItems(["auto", "on", "off"])
+        self.crop_combo.setToolTip("Crop around the defect when it is small in its image")
+        adv.addRow("Crop to defect", self.crop_combo)
+        self.scale_lr_check = QComboBox()
+        self.scale_lr_check.addItems(["paper (lr as given)", "reference code (lr x batch)"])
+        adv.addRow("LR scaling", self.scale_lr_check)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        adv.addRow("Device", self.device_combo)
+        self.form.addWidget(Collapsible("Advanced", advanced))
+
+        row = QHBoxLayout()
+        self.learn_button = QPushButton(icon("learn"), "Learn")
+        self.learn_button.setObjectName("learnButton")
+        self.learn_button.setMinimumHeight(34)
+        row.addWidget(self.learn_button, 1)
+        self.form.addLayout(row)
+        self.learn_status = self.note()
+        self.learn_status.setObjectName("learnStatus")
+        self.form.addWidget(self.learn_status)
+        self.loss_plot = PlotWidget("Stage 1 loss", x_label="step", log_y=True)
+        self.loss_plot.setObjectName("learnLoss")
+        self.form.addWidget(self.loss_plot)
+        self.form.addStretch(1)
+
+        self.learn_action = self.action("&Learn defect embedding", "Ctrl+L", self.learn, "learn")
+        self.import_action = self.action("&Import support images…", "Ctrl+I", self.import_dialog, "import")
+        self.add_kind_action = self.action("Add &defect kind…", "Ctrl+K", self.add_kind_dialog, "add")
+
+        self.kind_combo.currentTextChanged.connect(self._kind_changed)
+        self.add_kind_button.clicked.connect(self.add_kind_dialog)
+        self.remove_kind_button.clicked.connect(self.remove_kind)
+        self.import_button.clicked.connect(self.import_dialog)
+        self.remove_support_button.clicked.connect(self.remove_support)
+        self.gallery.itemSelectedKey.connect(self._support_clicked)
+        self.model_edit.editingFinished.connect(lambda: self.set_model(self.model_edit.text()))
+        self.model_folder_button.clicked.connect(self._choose_model_folder)
+        self.model_file_button.clicked.connect(self._choose_model_file)
+        self.learn_button.clicked.connect(self.learn)
+        studio.projectEdited.connect(self._project_edited)
+        studio.selectionChanged.connect(self._selection_changed)
+        studio.engine.jobProgress.connect(self._job_progress)
+        self.project_changed()
+
+    # ================================================================== state
+    def current_kind(self) -> Optional[str]:
+        text = self.kind_combo.currentText()
+        return text or None
+
+    def _kind(self):
+        project = self.studio.project
+        name = self.current_kind()
+        if project is None or name is None:
+            return None
+        try:
+            return project.defect_kind(name)
+        except (KeyError, AnoGenError, ValueError):
+            return None
+
+    def project_changed(self) -> None:
+        self._fill_kinds()
+        project = self.studio.project
+        self.model_edit.setText(project.model if project is not None else "")
+        self.model_status.setText("")
+        if project is not None and project.model:
+            self._validate_model(project.model, quiet=True)
+        self.loss_plot.clear()
+        self.learn_status.setText("")
+        self.update_enabled()
+
+    def _project_edited(self, area: str) -> None:
+        if area in ("defects", "model"):
+            self._fill_kinds()
+
+    def _fill_kinds(self) -> None:
+        project = self.studio.project
+        current = self.current_kind()
+        self.kind_combo.blockSignals(True)
+        self.kind_combo.clear()
+        if project is not None:
+            self.kind_combo.addItems([k.name for k in project.defect_kinds])
+            if current and current in [k.name for k in project.defect_kinds]:
+                self.kind_combo.setCurrentText(current)
+        self.kind_combo.blockSignals(False)
+        self._kind_changed(self.current_kind() or "", select=False)
+
+    def _kind_changed(self, _name: str, select: bool = True) -> None:
+        kind = self._kind()
+        self.gallery.clear()
+        if kind is None:
+            self.kind_info.setText("Add a defect kind, then import 1–5 photos of it." if self.studio.project else
+                                   "Open or create a project (File menu), or open the demo project.")
+            self.shots_warning.setText("")
+            self.update_enabled()
+            return
+        for i, support in enumerate(kind.support):
+            try:
+                image = read_image(self.studio.resolve(support.image))
+            except AnoGenError:
+                continue
+            self.gallery.add(i, image, Path(support.image).name, "accepted" if support.mask else "")
+        embedding = f"embedding: {Path(kind.embedding).name}" if kind.embedding else "not learned yet"
+        self.kind_info.setText(f"token {kind.token} · init word '{kind.init_word}' · {embedding}")
+        masked = sum(1 for s in kind.support if s.mask)
+        warnings = []
+        if len(kind.support) < MIN_SHOTS:
+            warnings.append(f"Only {len(kind.support)} support image{'s' if len(kind.support) != 1 else ''}: "
+                            f"{MIN_SHOTS} or more learn the defect better.")
+        if masked < len(kind.support):
+            warnings.append(f"{len(kind.support) - masked} image(s) have no mask yet: paint the defect on each.")
+        self.shots_warning.setText(" ".join(warnings))
+        self.shots_warning.setVisible(bool(warnings))
+        if select and kind.support and self.studio.selection.name != kind.name:
+            self.studio.select(Selection("support", kind.name, 0))
+        self._highlight_selection(self.studio.selection)
+        self.update_enabled()
+
+    def _selection_changed(self, selection: Selection) -> None:
+        if selection.kind in ("support", "defect_kind", "embedding") and selection.name != self.current_kind():
+            self.kind_combo.setCurrentText(selection.name)
+        self._highlight_selection(selection)
+
+    def _highlight_selection(self, selection: Selection) -> None:
+        if selection.kind == "support" and selection.name == self.current_kind():
+            item = self.gallery.item_for(selection.index)
+            if item is not None:
+                self.gallery.blockSignals(True)
+                self.gallery.setCurrentItem(item)
+                self.gallery.blockSignals(False)
+
+    def _support_clicked(self, index: int) -> None:
+        kind = self.current_kind()
+        if kind is not None:
+            self.studio.select(Selection("support", kind, int(index)))
+
+    def _tool_changed(self, tool: str) -> None:
+        for t, button in self.tool_buttons.items():
+            button.setChecked(t.value == tool)
+
+    def update_enabled(self) -> None:
+        has_project = self.studio.project is not None
+        kind = self._kind()
+        learning = self.is_running(self._learn_job)
+        self.add_kind_button.setEnabled(has_project)
+        self.remove_kind_button.setEnabled(kind is not None and not learning)
+        self.import_button.setEnabled(kind is not None)
+        self.remove_support_button.setEnabled(kind is not None and bool(kind.support) and not learning)
+        ready = kind is not None and any(s.mask for s in kind.support) and bool(self.model_edit.text().strip())
+        self.learn_button.setEnabled(ready and not learning)
+        self.learn_action.setEnabled(ready and not learning)
+        self.learn_button.setText("Learning…" if learning else "Learn")
+        for widget in (self.model_edit, self.model_folder_button, self.model_file_button):
+            widget.setEnabled(has_project)
+
+    # ================================================================== kinds and images
+    def add_kind_dialog(self) -> None:
+        if self.studio.project is None:
+            return
+        name, ok = QInputDialog.getText(self, "Add defect kind", "Name of the defect kind (e.g. scratch):")
+        if ok and name.strip():
+            word, ok = QInputDialog.getText(self, "Add defect kind",
+                                            "One word the learning starts from (e.g. scratch, hole, stain):",
+                                            text=name.strip().split()[0].lower())
+            if ok:
+                self.add_kind(name.strip(), word.strip() or "defect")
+
+    def add_kind(self, name: str, init_word: str = "defect") -> bool:
+        try:
+            self.studio.workspace.add_defect_kind(name, init_word)
+        except AnoGenError as exc:
+            QMessageBox.warning(self, "Cannot add defect kind", str(exc))
+            return False
+        self.studio.edited("defects")
+        self.kind_combo.setCurrentText(name)
+        return True
+
+    def remove_kind(self) -> None:
+        kind = self._kind()
+        if kind is None:
+            return
+        answer = QMessageBox.question(self, "Remove defect kind",
+                                      f"Remove '{kind.name}' and its {len(kind.support)} support image(s) from the "
+                                      "project? The files stay in the project folder.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.studio.workspace.remove_defect_kind(kind.name)
+            self.studio.select(Selection())
+            self.studio.edited("defects")
+
+    def import_dialog(self) -> None:
+        if self._kind() is None:
+            return
+        files, _ = QFileDialog.getOpenFileNames(self, "Import defect photos", self.studio.settings.last_folder,
+                                                "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff)")
+        if files:
+            self.studio.settings.last_folder = str(Path(files[0]).parent)
+            self.import_files([Path(f) for f in files])
+
+    def import_files(self, paths: list[Path]) -> int:
+        """Copy defect photos into the current kind; returns how many were added."""
+        kind = self._kind()
+        if kind is None:
+            return 0
+        added, problems = 0, []
+        for path in paths:
+            try:
+                self.studio.workspace.add_support_image(kind.name, path)
+                added += 1
+            except AnoGenError as exc:
+                problems.append(str(exc))
+        if added:
+            self.studio.edited("defects")
+            self.studio.select(Selection("support", kind.name, len(kind.support) - 1))
+        if problems:
+            QMessageBox.warning(self, "Some images were not imported", "\n".join(problems))
+        return added
+
+    def remove_support(self) -> None:
+        kind = self._kind()
+        keys = self.gallery.selected_keys()
+        if kind is None or not keys:
+            return
+        for index in sorted(keys, reverse=True):
+            self.studio.workspace.remove_support_image(kind.name, int(index))
+        self.studio.select(Selection("defect_kind", kind.name))
+        self.studio.edited("defects")
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and self._kind() is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        images = [p for p in paths if p.is_file() and is_image_file(p)]
+        if images:
+            self.import_files(images)
+            event.acceptProposedAction()
+
+    # ================================================================== model
+    def _choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Diffusers model folder", self.studio.settings.last_folder)
+        if folder:
+            self.set_model(folder)
+
+    def _choose_model_file(self) -> None:
+        file, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", self.studio.settings.last_folder,
+                                              "Checkpoints (*.safetensors *.ckpt)")
+        if file:
+            self.set_model(file)
+
+    def set_model(self, source: str) -> None:
+        """Store the model choice in the project and validate it (the reason shows if it fails)."""
+        source = source.strip()
+        self.model_edit.setText(source)
+        project = self.studio.project
+        if project is None:
+            return
+        if project.model != source:
+            project.model = source
+            self.studio.edited("model")
+        self._validate_model(source)
+        self.update_enabled()
+
+    def _validate_model(self, source: str, quiet: bool = False) -> None:
+        if not source:
+            self.model_status.setText("No model chosen.")
+            return
+        path = Path(source).expanduser()
+        if path.is_dir():
+            try:
+                description = check_model(source, lambda _p: None, None)  # folder layout only: instant
+            except AnoGenError as exc:
+                self._model_result(False, str(exc))
+                return
+            self._model_result(True, description)
+            return
+        if quiet:
+            self.model_status.setText(f"Model: {source}")
+            return
+        self.model_status.setText("Checking the model…")
+        self._check_job = self.studio.engine.submit(
+            f"Check model {source}", check_model, source, heavy=False,
+            on_result=lambda description: self._model_result(True, description))
+
+    def _model_result(self, ok: bool, text: str) -> None:
+        self.model_status.setText(("✓ " if ok else "✗ ") + text)
+        color = "good" if ok else "bad"
+        from app import theme
+
+        self.model_status.setStyleSheet(f"color: {getattr(theme.colors(), color).name()};")
+
+    # ================================================================== learn
+    def learn(self) -> Optional[Job]:
+        """Start stage 1 for the current defect kind in the background."""
+        from anogen.diffusion.embedding import LearnConfig
+
+        kind = self._kind()
+        workspace = self.studio.workspace
+        if kind is None or workspace is None or self.is_running(self._learn_job):
+            return None
+        shots = [s for s in kind.support if s.mask]
+        if not shots:
+            QMessageBox.information(self, "Learn", "Paint the defect mask on at least one support image first.")
+            return None
+        model = self.model_edit.text().strip() or workspace.project.model
+        config = LearnConfig(
+            images=[workspace.resolve(s.image) for s in shots],
+            masks=[workspace.resolve(s.mask) for s in shots],
+            token=kind.token, init_word=kind.init_word, steps=self.steps_spin.value(), lr=self.lr_spin.value(),
+            seed=self.seed_spin.value(), batch_size=self.batch_spin.value(),
+            crop_to_defect=self.crop_combo.currentText(), scale_lr=self.scale_lr_check.currentIndex() == 1,
+            device=self.device_combo.currentText())
+        out = workspace.embeddings_dir / f"{kind.token.strip('<>')}.safetensors"
+        self.loss_plot.clear()
+        self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s)…")
+        name = kind.name
+        self._learn_job = self.studio.engine.submit(
+            f"Learn '{name}'", run_learn, LearnTask(model, config, out),
+            on_result=lambda path: self._learned(name, path),
+            on_failure=lambda state: self.learn_status.setText(f"Learning {state}."))
+        self.update_enabled()
+        return self._learn_job
+
+    def _learned(self, kind: str, path: Path) -> None:
+        workspace = self.studio.workspace
+        workspace.set_embedding(kind, path)
+        self.studio.edited("defects")
+        job = self._learn_job
+        final = job.metrics_history[-1][1].get("loss") if job and job.metrics_history else None
+        self.learn_status.setText(f"Embedding saved: {workspace.relative(path)}"
+                                  + (f" (final loss {final:.4g})" if final is not None else ""))
+
+    def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
+        if job is self._learn_job and "loss" in report.metrics and math.isfinite(report.metrics["loss"]):
+            self.loss_plot.add_point("loss", report.step, report.metrics["loss"])
+
+    def prepare_for_screenshot(self) -> None:
+        self.canvas.set_tool(Tool.BRUSH)

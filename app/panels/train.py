@@ -1,0 +1,483 @@
+"""Stage 3: one-button detector training, live curves, metrics, heat maps, export."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QMessageBox, QPushButton, QSlider, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QWidget)
+
+from anogen.data.imageio import read_image
+from anogen.errors import AnoGenError
+
+from app.canvas_controller import CanvasController
+from app.engine import Job
+from app.icons import icon
+from app.panels.base import Panel
+from app.studio import Studio
+from app.tasks import ExportTask, TestResults, TestTask, run_export, run_test, run_train
+from app.widgets.collapsible import Collapsible
+from app.widgets.gallery import Gallery
+from app.widgets.plot import PlotWidget
+
+METRIC_ROWS = (("image_auroc", "Image AUROC"), ("image_ap", "Image AP"), ("pixel_auroc", "Pixel AUROC"),
+               ("pixel_ap", "Pixel AP"), ("pixel_aupro", "Pixel AUPRO"), ("f1_max", "Image F1-max"))
+GALLERY_LIMIT = 200
+
+
+def gpu_available() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch  # noqa: F811 - imported lazily, the window opens without it
+        except ImportError:
+            return False
+    return bool(torch.cuda.is_available())
+
+
+class TrainPanel(Panel):
+    name = "train"
+    title = "Train"
+
+    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+        super().__init__(studio, controller, parent)
+        self._train_job: Optional[Job] = None
+        self._test_job: Optional[Job] = None
+        self._export_job: Optional[Job] = None
+        self.results: Optional[TestResults] = None
+        self._ordered: list[int] = []
+        self._thumbs: dict[int, np.ndarray] = {}
+
+        self.heading("Data")
+        row = QHBoxLayout()
+        self.dataset_label = QLabel()
+        self.dataset_label.setWordWrap(True)
+        self.link_button = QPushButton(icon("open"), "Link dataset…")
+        self.link_button.setToolTip("An MVTec AD category folder: train/good, test/<kind>, ground_truth/<kind>")
+        row.addWidget(self.dataset_label, 1)
+        row.addWidget(self.link_button)
+        self.form.addLayout(row)
+        grid = QFormLayout()
+        self.set_combo = QComboBox()
+        self.set_combo.setObjectName("trainSetCombo")
+        grid.addRow("Generated set", self.set_combo)
+        self.form.addLayout(grid)
+
+        self.train_button = QPushButton(icon("train"), "Train detector")
+        self.train_button.setObjectName("trainButton")
+        self.train_button.setMinimumHeight(40)
+        font = self.train_button.font()
+        font.setBold(True)
+        self.train_button.setFont(font)
+        self.form.addWidget(self.train_button)
+        self.preset_info = self.note()
+        self.form.addWidget(self.preset_info)
+
+        advanced = QWidget()
+        adv = QFormLayout(advanced)
+        adv.setContentsMargins(12, 0, 0, 0)
+        self.detector_combo = QComboBox()
+        self.detector_combo.addItems(["draem", "destseg"])
+        adv.addRow("Detector", self.detector_combo)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(["auto (quick on CPU, paper on GPU)", "quick", "paper"])
+        adv.addRow("Preset", self.preset_combo)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 1_000_000)
+        self.steps_spin.setSpecialValueText("preset default")
+        adv.addRow("Steps", self.steps_spin)
+        self.tau_spin = QDoubleSpinBox()
+        self.tau_spin.setRange(0.01, 1.0)
+        self.tau_spin.setSingleStep(0.05)
+        self.tau_spin.setValue(0.9)
+        self.tau_spin.setToolTip("Box-loss filter: pixels of a box whose predicted score is below tau are ignored")
+        adv.addRow("Tau (box filter)", self.tau_spin)
+        self.mix_spin = QDoubleSpinBox()
+        self.mix_spin.setRange(0.0, 1.0)
+        self.mix_spin.setSingleStep(0.1)
+        self.mix_spin.setValue(0.5)
+        self.mix_spin.setToolTip("Share of anomalous training samples taken from the generated set")
+        adv.addRow("Mix", self.mix_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        adv.addRow("Seed", self.seed_spin)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        adv.addRow("Device", self.device_combo)
+        self.name_combo = QComboBox()
+        self.name_combo.setEditable(True)
+        self.name_combo.setToolTip("Detector name in the project; training under an existing name replaces it")
+        adv.addRow("Name", self.name_combo)
+        self.form.addWidget(Collapsible("Advanced", advanced))
+
+        self.heading("Training")
+        self.loss_plot = PlotWidget("Training loss", x_label="step", log_y=True)
+        self.loss_plot.setObjectName("trainLoss")
+        self.form.addWidget(self.loss_plot)
+        self.val_plot = PlotWidget("Validation", x_label="step", fixed_range=None)
+        self.form.addWidget(self.val_plot)
+
+        self.heading("Results")
+        row = QHBoxLayout()
+        self.result_combo = QComboBox()
+        self.result_combo.setObjectName("detectorCombo")
+        self.test_button = QPushButton(icon("heatmap"), "Test")
+        self.test_button.setToolTip("Score the test images with this detector (Ctrl+Shift+E)")
+        self.export_button = QPushButton(icon("export"), "Export ONNX")
+        self.export_button.setObjectName("exportButton")
+        row.addWidget(self.result_combo, 1)
+        row.addWidget(self.test_button)
+        row.addWidget(self.export_button)
+        self.form.addLayout(row)
+        self.metrics_table = QTableWidget(len(METRIC_ROWS), 2)
+        self.metrics_table.setObjectName("metricsTable")
+        self.metrics_table.setHorizontalHeaderLabels(["Metric", "Value"])
+        self.metrics_table.verticalHeader().setVisible(False)
+        self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for r, (_key, label) in enumerate(METRIC_ROWS):
+            self.metrics_table.setItem(r, 0, QTableWidgetItem(label))
+            self.metrics_table.setItem(r, 1, QTableWidgetItem("–"))
+        self.metrics_table.setFixedHeight(self.metrics_table.horizontalHeader().height()
+                                          + 24 * len(METRIC_ROWS) + 4)
+        for r in range(len(METRIC_ROWS)):
+            self.metrics_table.setRowHeight(r, 24)
+        self.form.addWidget(self.metrics_table)
+        row = QHBoxLayout()
+        self.roc_plot = PlotWidget("ROC", x_label="FPR", fixed_range=(0, 1, 0, 1), diagonal=True)
+        self.pr_plot = PlotWidget("PR", x_label="recall", fixed_range=(0, 1, 0, 1))
+        self.roc_plot.setObjectName("rocPlot")
+        self.pr_plot.setObjectName("prPlot")
+        row.addWidget(self.roc_plot)
+        row.addWidget(self.pr_plot)
+        self.form.addLayout(row)
+
+        grid = QFormLayout()
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setObjectName("thresholdSlider")
+        self.threshold_slider.setRange(0, 1000)
+        self.threshold_slider.setValue(500)
+        grid.addRow("Threshold", self.threshold_slider)
+        self.counts_label = QLabel("–")
+        self.counts_label.setObjectName("passFailCounts")
+        grid.addRow("", self.counts_label)
+        self.heat_opacity = QSlider(Qt.Orientation.Horizontal)
+        self.heat_opacity.setRange(0, 100)
+        self.heat_opacity.setValue(50)
+        grid.addRow("Heat-map opacity", self.heat_opacity)
+        self.form.addLayout(grid)
+        self.gallery = Gallery(side=80)
+        self.gallery.setObjectName("heatmapGallery")
+        self.gallery.setMinimumHeight(200)
+        self.form.addWidget(self.gallery, 1)
+        self.result_notes = self.note()
+        self.form.addWidget(self.result_notes)
+
+        self.train_action = self.action("&Train detector", "Ctrl+T", self.train, "train")
+        self.test_action = self.action("T&est detector on the test images", "Ctrl+Shift+E", self.test, "heatmap")
+        self.export_action = self.action("E&xport detector to ONNX", "Ctrl+E", self.export, "export")
+
+        self.link_button.clicked.connect(self.link_dataset_dialog)
+        self.train_button.clicked.connect(self.train)
+        self.test_button.clicked.connect(self.test)
+        self.export_button.clicked.connect(self.export)
+        self.result_combo.currentTextChanged.connect(lambda _t: self._detector_changed())
+        self.threshold_slider.valueChanged.connect(lambda _v: self._threshold_changed())
+        self.heat_opacity.valueChanged.connect(lambda v: self.canvas.set_heatmap_opacity(v / 100))
+        self.gallery.itemSelectedKey.connect(self._show_test_image)
+        studio.projectEdited.connect(self._project_edited)
+        studio.engine.jobProgress.connect(self._job_progress)
+        self.project_changed()
+
+    # ================================================================== state
+    def dataset_dir(self) -> Optional[Path]:
+        """The first linked dataset folder in MVTec AD layout (it has train/good)."""
+        project = self.studio.project
+        if project is None:
+            return None
+        for folder in project.linked_datasets:
+            if (Path(folder) / "train" / "good").is_dir():
+                return Path(folder)
+        return None
+
+    def project_changed(self) -> None:
+        self._fill()
+        self.loss_plot.clear()
+        self.val_plot.clear()
+        self._clear_results()
+        self.update_enabled()
+
+    def _project_edited(self, area: str) -> None:
+        if area in ("generated", "generated_status", "detectors", "datasets"):
+            self._fill()
+        self.update_enabled()
+
+    def _fill(self) -> None:
+        project = self.studio.project
+        data = self.dataset_dir()
+        self.dataset_label.setText(f"Dataset: {data}" if data else
+                                   "No dataset in MVTec AD layout linked: link one to train and test.")
+        current = self.set_combo.currentData()
+        self.set_combo.blockSignals(True)
+        self.set_combo.clear()
+        self.set_combo.addItem("none (synthetic anomalies only)", None)
+        if project is not None:
+            for generated in project.generated_sets:
+                usable = sum(1 for s in generated.samples if s.status != "rejected")
+                self.set_combo.addItem(f"{generated.name} ({usable} usable)", generated.name)
+            index = self.set_combo.findData(current) if current else self.set_combo.count() - 1
+            self.set_combo.setCurrentIndex(max(0, index))
+        self.set_combo.blockSignals(False)
+        names = [d.name for d in project.detectors] if project is not None else []
+        selected = self.result_combo.currentText()
+        self.result_combo.blockSignals(True)
+        self.result_combo.clear()
+        self.result_combo.addItems(names)
+        if selected in names:
+            self.result_combo.setCurrentText(selected)
+        elif names:
+            self.result_combo.setCurrentIndex(len(names) - 1)
+        self.result_combo.blockSignals(False)
+        self.name_combo.clear()
+        self.name_combo.addItems(names)
+        self.name_combo.setEditText("")
+        self._update_preset_info()
+        self._show_metrics(self._detector_entry().metrics if self._detector_entry() else {})
+
+    def _detector_entry(self):
+        project = self.studio.project
+        name = self.result_combo.currentText()
+        if project is None or not name:
+            return None
+        return next((d for d in project.detectors if d.name == name), None)
+
+    def _preset(self) -> str:
+        choice = self.preset_combo.currentIndex()
+        if choice == 0:
+            return "paper" if gpu_available() else "quick"
+        return self.preset_combo.currentText()
+
+    def _update_preset_info(self) -> None:
+        self.preset_info.setText(f"{self.detector_combo.currentText().upper()}, preset '{self._preset()}', "
+                                 f"tau {self.tau_spin.value():g}, mix {self.mix_spin.value():g}. "
+                                 "Change them under Advanced.")
+
+    def update_enabled(self) -> None:
+        training = self.is_running(self._train_job)
+        ready = self.studio.project is not None and self.dataset_dir() is not None
+        self.train_button.setEnabled(ready and not training)
+        self.train_action.setEnabled(ready and not training)
+        self.train_button.setText("Training…" if training else "Train detector")
+        has_detector = self._detector_entry() is not None
+        self.test_button.setEnabled(has_detector and ready and not self.is_running(self._test_job))
+        self.test_action.setEnabled(self.test_button.isEnabled())
+        self.export_button.setEnabled(has_detector and not self.is_running(self._export_job))
+        self.export_action.setEnabled(self.export_button.isEnabled())
+        self.link_button.setEnabled(self.studio.project is not None)
+
+    def link_dataset_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Dataset folder (MVTec AD category)",
+                                                  self.studio.settings.last_folder)
+        if folder:
+            self.link_dataset(Path(folder))
+
+    def link_dataset(self, folder: Path) -> bool:
+        try:
+            self.studio.workspace.link_dataset(folder)
+        except AnoGenError as exc:
+            QMessageBox.warning(self, "Cannot link dataset", str(exc))
+            return False
+        self.studio.edited("datasets")
+        self.studio.projectEdited.emit("good")
+        return True
+
+    # ================================================================== training
+    def _support_images(self) -> list[Path]:
+        project = self.studio.project
+        return [self.studio.resolve(s.image) for k in project.defect_kinds for s in k.support] if project else []
+
+    def train(self) -> Optional[Job]:
+        """Train a detector with the chosen settings, then test it on the test images."""
+        from anogen.detection.train import TrainConfig
+
+        workspace = self.studio.workspace
+        data = self.dataset_dir()
+        if workspace is None or data is None or self.is_running(self._train_job):
+            return None
+        set_name = self.set_combo.currentData()
+        generated_dir = workspace.resolve(workspace.project.generated_set(set_name).folder) if set_name else None
+        detector = self.detector_combo.currentText()
+        name = self.name_combo.currentText().strip() or f"{detector}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder_rel = f"detectors/{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name).lower()}"
+        config = TrainConfig(data_dir=data, detector=detector, out_dir=workspace.resolve(folder_rel),
+                             generated_dir=generated_dir, preset=self._preset(),
+                             steps=self.steps_spin.value() or None, tau=self.tau_spin.value(),
+                             mix=self.mix_spin.value(), seed=self.seed_spin.value(),
+                             device=self.device_combo.currentText(), exclude=self._support_images(),
+                             overwrite=True)
+        self.loss_plot.clear()
+        self.val_plot.clear()
+        self._update_preset_info()
+
+        def store(result) -> None:  # noqa: ANN001 - anogen.detection.train.TrainResult
+            metrics = {k: float(v) for k, v in result.best_metrics.items()
+                       if isinstance(v, (int, float)) and math.isfinite(float(v))}
+            workspace.add_detector(name, folder_rel, result.kind, metrics)
+            self.studio.edited("detectors")
+            self.result_combo.setCurrentText(name)
+            self.test()
+
+        self._train_job = self.studio.engine.submit(f"Train {detector} '{name}'", run_train, config, on_result=store)
+        self.update_enabled()
+        return self._train_job
+
+    def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
+        if job is not self._train_job:
+            return
+        for key, value in report.metrics.items():
+            if not math.isfinite(value):
+                continue
+            if key.startswith("val_"):
+                self.val_plot.add_point(key[4:], report.step, value)
+            elif key == "loss":
+                self.loss_plot.add_point("loss", report.step, value)
+
+    # ================================================================== results
+    def _clear_results(self) -> None:
+        self.results = None
+        self.gallery.clear()
+        self.roc_plot.clear()
+        self.pr_plot.clear()
+        self.counts_label.setText("–")
+        self.result_notes.setText("")
+
+    def _detector_changed(self) -> None:
+        self._clear_results()
+        entry = self._detector_entry()
+        self._show_metrics(entry.metrics if entry else {})
+        self.update_enabled()
+
+    def _show_metrics(self, metrics: dict) -> None:
+        for r, (key, _label) in enumerate(METRIC_ROWS):
+            value = metrics.get(key)
+            text = f"{float(value):.3f}" if isinstance(value, (int, float)) and math.isfinite(float(value)) else "–"
+            self.metrics_table.item(r, 1).setText(text)
+
+    def test(self) -> Optional[Job]:
+        entry = self._detector_entry()
+        data = self.dataset_dir()
+        if entry is None or data is None:
+            return None
+        task = TestTask(data, self.studio.resolve(entry.folder), exclude=self._support_images(),
+                        device=self.device_combo.currentText())
+        self.result_notes.setText("Scoring the test images…")
+        self._test_job = self.studio.engine.submit(f"Test '{entry.name}'", run_test, task, on_result=self.show_results)
+        self.update_enabled()
+        return self._test_job
+
+    def show_results(self, results: TestResults) -> None:
+        self.results = results
+        self._show_metrics(results.metrics)
+        self.roc_plot.clear()
+        self.pr_plot.clear()
+        if results.roc is not None:
+            self.roc_plot.set_series("ROC", *results.roc)
+        if results.pr is not None:
+            self.pr_plot.set_series("PR", *results.pr)
+        self._ordered = sorted(range(len(results.images)), key=lambda i: -results.images[i].normalised)
+        self._thumbs = {}
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setValue(round(results.threshold * 1000))
+        self.threshold_slider.blockSignals(False)
+        self._fill_gallery()
+        self._threshold_changed()
+        n = results.metrics.get("n_images", len(results.images))
+        self.result_notes.setText(f"{n} test images scored, most anomalous first. "
+                                  + " ".join(results.notes))
+
+    def threshold(self) -> float:
+        return self.threshold_slider.value() / 1000
+
+    def _fill_gallery(self) -> None:
+        self.gallery.clear()
+        if self.results is None:
+            return
+        threshold = self.threshold()
+        for i in self._ordered[:GALLERY_LIMIT]:
+            item = self.results.images[i]
+            thumb = self._thumb(i)
+            verdict = "fail" if item.normalised >= threshold else "pass"
+            truth = "good" if item.label == 0 else item.defect_kind
+            self.gallery.add(i, thumb, f"{item.normalised:.2f} {truth}", verdict)
+
+    def _thumb(self, index: int) -> np.ndarray:
+        """The test image blended with its heat map (the library's overlay), cached."""
+        from anogen.detection.infer import heatmap_overlay
+
+        if index not in self._thumbs:
+            item = self.results.images[index]
+            self._thumbs[index] = heatmap_overlay(read_image(item.path), item.anomaly_map, alpha=0.45)
+        return self._thumbs[index]
+
+    def pass_fail_counts(self) -> tuple[int, int]:
+        if self.results is None:
+            return (0, 0)
+        threshold = self.threshold()
+        failed = sum(1 for t in self.results.images if t.normalised >= threshold)
+        return len(self.results.images) - failed, failed
+
+    def _threshold_changed(self) -> None:
+        if self.results is None:
+            self.counts_label.setText("–")
+            return
+        passed, failed = self.pass_fail_counts()
+        threshold = self.threshold()
+        wrong_pass = sum(1 for t in self.results.images if t.normalised < threshold and t.label == 1)
+        wrong_fail = sum(1 for t in self.results.images if t.normalised >= threshold and t.label == 0)
+        self.counts_label.setText(f"{passed} pass · {failed} fail  (threshold {threshold:.3f}; "
+                                  f"{wrong_pass} missed defects, {wrong_fail} false alarms)")
+        for i in range(self.gallery.count()):
+            item = self.gallery.item(i)
+            index = item.data(Qt.ItemDataRole.UserRole + 1)
+            test = self.results.images[index]
+            verdict = "fail" if test.normalised >= threshold else "pass"
+            truth = "good" if test.label == 0 else test.defect_kind
+            self.gallery.set_status(item, self._thumb(index), f"{test.normalised:.2f} {truth}", verdict)
+        self.canvas.set_heatmap_threshold(self._map_threshold())
+
+    def _map_threshold(self) -> float:
+        return 0.5
+
+    def _show_test_image(self, index: int) -> None:
+        if self.results is None:
+            return
+        item = self.results.images[int(index)]
+        self.controller.show_image(read_image(item.path), item.anomaly_map, threshold=self._map_threshold(),
+                                   opacity=self.heat_opacity.value() / 100)
+
+    def export(self) -> Optional[Job]:
+        entry = self._detector_entry()
+        if entry is None:
+            return None
+        folder = self.studio.resolve(entry.folder)
+
+        def done(result) -> None:  # noqa: ANN001 - ExportResult
+            self.result_notes.setText(f"Exported {result.path} (input {result.image_size} px; ONNX matches torch "
+                                      f"within {result.max_abs_diff_map:.1e}).")
+
+        self._export_job = self.studio.engine.submit(f"Export '{entry.name}' to ONNX", run_export,
+                                                     ExportTask(folder), heavy=False, on_result=done)
+        self.update_enabled()
+        return self._export_job
+
+    def prepare_for_screenshot(self) -> None:
+        if self.gallery.count():
+            self.gallery.setCurrentRow(0)

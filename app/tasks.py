@@ -1,0 +1,264 @@
+"""The jobs the panels start: thin compositions of library calls, run on the engine thread.
+
+Each is a job function ``fn(config, progress, cancel)`` (see :mod:`anogen.jobs`). They
+only chain ``anogen`` functions (load a model, learn, save; generate; train; predict);
+no pixel or file-format work happens here. Imports of torch and diffusers stay inside
+the functions so the window opens fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from anogen.jobs import Progress, ProgressFn, check_cancel
+
+# ============================================================================ stage 1
+
+
+@dataclass
+class LearnTask:
+    model: str
+    learn: Any  # anogen.diffusion.embedding.LearnConfig
+    out: Path   # the embedding file inside the project
+
+
+def run_learn(task: LearnTask, progress: ProgressFn, cancel: threading.Event) -> Path:
+    """Load the model, learn the defect kind's embedding, save it (atomic)."""
+    from anogen.diffusion.embedding import learn_embedding
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.textual_inversion import save_embedding
+
+    progress(Progress(0, task.learn.steps, "loading the model"))
+    model = load_model(task.model, device=task.learn.device, precision=task.learn.precision)
+    check_cancel(cancel)
+    result = learn_embedding(model, task.learn, progress, cancel)
+    check_cancel(cancel)
+    task.out.parent.mkdir(parents=True, exist_ok=True)
+    return save_embedding(task.out, result)
+
+
+def check_model(source: str, progress: ProgressFn, cancel: threading.Event) -> str:
+    """Validate a model choice: folders by their layout (fast), anything else by loading it."""
+    from anogen.diffusion.models import detect_family, load_model
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        layout = detect_family(path)
+        return f"{layout.family}{' inpainting' if layout.is_inpainting else ''} model folder"
+    model = load_model(source, device="cpu")
+    return model.description
+
+
+# ============================================================================ stage 2
+
+
+@dataclass
+class PreviewTask:
+    model: str
+    embedding: Path
+    image: Path
+    box: tuple[int, int, int, int]
+    seed: int
+    generate: Any  # anogen.diffusion.sampler.GenerateConfig
+    device: str = "auto"
+
+
+@dataclass
+class PreviewResult:
+    source: np.ndarray
+    image: np.ndarray
+    box: tuple[int, int, int, int]
+    seed: int
+
+
+def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
+    """Generate one sample in one box, sending intermediate previews while it denoises."""
+    from anogen.data.boxes import Box
+    from anogen.data.imageio import read_image
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.sampler import GenerationRequest, generate
+    from anogen.diffusion.textual_inversion import apply_embedding, load_embedding
+
+    progress(Progress(0, task.generate.steps, "loading the model"))
+    model = load_model(task.model, device=task.device)
+    token = apply_embedding(model, load_embedding(task.embedding))
+    source = read_image(task.image)
+    check_cancel(cancel)
+    [result] = generate(model, token, [GenerationRequest(source, Box(*task.box), task.seed)],
+                        task.generate, progress, cancel)
+    return PreviewResult(source, result.image, task.box, task.seed)
+
+
+@dataclass
+class GenerateTask:
+    model: str
+    embedding: Path
+    normals: list[Path]
+    out: Path
+    defect_kind: str
+    per_image: int = 4
+    samples_per_box: int = 2
+    boxes: Optional[dict[str, list]] = None  # {image name: [anogen.data.boxes.Box]}; None = propose
+    size_range: Any = None  # anogen.data.boxes.BoxSizeRange
+    generate: Any = None  # GenerateConfig
+    device: str = "auto"
+
+
+def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
+    from anogen.diffusion.sampler import generate_set
+
+    generate_set(task.model, task.embedding, task.normals, task.out, per_image=task.per_image,
+                 samples_per_box=task.samples_per_box, boxes=task.boxes, size_range=task.size_range,
+                 config=task.generate, defect_kind=task.defect_kind, device=task.device,
+                 progress=progress, cancel=cancel)
+    return task.out
+
+
+@dataclass
+class RegenerateTask:
+    preview: PreviewTask
+    set_folder: Path
+    sample_image: Path  # the sample's image file inside the set, replaced atomically
+
+
+def run_regenerate(task: RegenerateTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
+    """Generate the sample again with a new seed and replace its image and manifest line."""
+    from anogen.data.generated import read_generated_set, write_manifest
+    from anogen.data.imageio import write_image
+
+    result = run_preview(task.preview, progress, cancel)
+    check_cancel(cancel)
+    samples = read_generated_set(task.set_folder)
+    for sample in samples:
+        if sample.image_path.resolve() == task.sample_image.resolve():
+            sample.seed = task.preview.seed
+            sample.status = "pending"
+    write_image(task.sample_image, result.image)
+    write_manifest(task.set_folder, samples)
+    return result
+
+
+@dataclass
+class ProposeTask:
+    images: list[Path]
+    size_range: Any  # BoxSizeRange
+    per_image: int = 2
+    seed: int = 0
+
+
+def run_propose(task: ProposeTask, progress: ProgressFn, cancel: threading.Event) -> dict[Path, list]:
+    """Propose boxes (the library's proposer) for each image; returns {path: [Box]}."""
+    from anogen.data.boxes import foreground_mask, image_seed, propose_boxes
+    from anogen.data.imageio import read_image
+
+    found: dict[Path, list] = {}
+    for index, path in enumerate(task.images):
+        check_cancel(cancel)
+        image = read_image(path)
+        found[path] = propose_boxes(image, task.size_range, task.per_image, foreground=foreground_mask(image),
+                                    seed=image_seed(task.seed, path.name))
+        progress(Progress(index + 1, len(task.images), path.name))
+    return found
+
+
+# ============================================================================ stage 3
+
+
+def run_train(config: Any, progress: ProgressFn, cancel: threading.Event) -> Any:
+    from anogen.detection.train import train
+
+    return train(config, progress, cancel)
+
+
+@dataclass
+class TestTask:
+    data_dir: Path
+    detector_dir: Path
+    exclude: Sequence[Path] = ()
+    device: str = "auto"
+    max_images: int = 400
+
+
+@dataclass
+class TestImage:
+    path: Path
+    label: int
+    defect_kind: str
+    score: float
+    normalised: float
+    anomaly_map: np.ndarray  # float32 (H, W) in [0, 1]
+
+
+@dataclass
+class TestResults:
+    images: list[TestImage]
+    metrics: dict[str, Any]
+    roc: Optional[tuple[np.ndarray, np.ndarray]] = None  # fpr, tpr
+    pr: Optional[tuple[np.ndarray, np.ndarray]] = None  # recall, precision
+    threshold: float = 0.5  # the detector's calibrated image threshold, as a normalised score
+    notes: list[str] = field(default_factory=list)
+
+
+def run_test(task: TestTask, progress: ProgressFn, cancel: threading.Event) -> TestResults:
+    """Score the test images of the dataset: heat maps, metrics, ROC and PR curves."""
+    from anogen.data.datasets import read_mvtec_category
+    from anogen.data.imageio import read_image, read_mask
+    from anogen.detection.checkpoint import load_detector
+    from anogen.detection.evaluate import excluded_indices
+    from anogen.detection.infer import predict
+    from anogen.errors import InputError
+    from anogen.metrics import compute_metrics, pr_curve_points, roc_curve_points
+
+    loaded = load_detector(task.detector_dir, device=task.device)
+    records = list(read_mvtec_category(task.data_dir).test)
+    skipped = excluded_indices(records, list(task.exclude))
+    records = [r for i, r in enumerate(records) if i not in skipped][: task.max_images]
+    if not records:
+        raise InputError(f"{task.data_dir}: no test images to score")
+    images: list[TestImage] = []
+    gts: list[np.ndarray] = []
+    batch = 8
+    for start in range(0, len(records), batch):
+        check_cancel(cancel)
+        chunk = records[start:start + batch]
+        pixels = [read_image(r.path) for r in chunk]
+        for record, image, prediction in zip(chunk, pixels, predict(loaded, pixels)):
+            images.append(TestImage(Path(record.path), int(record.label), record.defect_kind, prediction.score,
+                                    prediction.normalised_score, prediction.anomaly_map))
+            h, w = image.shape[:2]
+            gts.append(read_mask(record.mask_path) if record.mask_path is not None else np.zeros((h, w), bool))
+        progress(Progress(min(start + batch, len(records)), len(records), "scoring test images"))
+    scores = np.array([t.score for t in images])
+    labels = np.array([t.label for t in images])
+    report = compute_metrics(scores, labels, [t.anomaly_map for t in images], gts, n_excluded=len(skipped))
+    results = TestResults(images, report.to_json(), notes=list(report.notes))
+    try:
+        fpr, tpr, _ = roc_curve_points(scores, labels)
+        results.roc = (fpr, tpr)
+        recall, precision, _ = pr_curve_points(scores, labels)
+        results.pr = (recall, precision)
+    except InputError as exc:  # one class only: no curves, the note says why
+        results.notes.append(str(exc))
+    results.threshold = 0.5  # normalised scores put the calibrated threshold at 0.5
+    return results
+
+
+@dataclass
+class ExportTask:
+    detector_dir: Path
+    out: Optional[Path] = None
+
+
+def run_export(task: ExportTask, progress: ProgressFn, cancel: threading.Event) -> Any:
+    from anogen.detection.export import export_onnx
+
+    progress(Progress(0, 1, "exporting to ONNX"))
+    check_cancel(cancel)
+    result = export_onnx(task.detector_dir, task.out)
+    progress(Progress(1, 1, "exported"))
+    return result
