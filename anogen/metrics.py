@@ -107,24 +107,20 @@ def _float32_from_sort_bits(bits: np.ndarray) -> np.ndarray:
     return raw.view(np.float32).astype(np.float64)
 
 
+def _pack(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """uint64 sort keys: order-preserving float32 bits in the high word, the id in the low."""
+    keys = _float32_sort_bits(scores.ravel()).astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= ids.ravel().astype(np.uint64, copy=False)
+    return keys
+
+
 class _RankedPacked(_Ranked):
     """Large inputs (pixels): one uint64 per pixel, sorted in place, read backwards."""
 
     def __init__(self, keys: np.ndarray):
         keys.sort()
         self._desc = keys[::-1]
-
-    @classmethod
-    def from_parts(cls, parts: Iterator[tuple[np.ndarray, np.ndarray]], total: int) -> "_RankedPacked":
-        keys = np.empty(total, dtype=np.uint64)
-        offset = 0
-        for scores, ids in parts:
-            n = scores.size
-            keys[offset:offset + n] = (_float32_sort_bits(scores.ravel()).astype(np.uint64) << np.uint64(32)) \
-                | ids.ravel().astype(np.uint64)
-            offset += n
-        assert offset == total
-        return cls(keys)
 
     def __len__(self) -> int:
         return len(self._desc)
@@ -139,7 +135,7 @@ class _RankedPacked(_Ranked):
 
 def _rank(scores: np.ndarray, ids: np.ndarray) -> _Ranked:
     if scores.size >= _PACKED_MIN_SIZE and scores.dtype in (np.float32, np.float16):
-        return _RankedPacked.from_parts(iter([(scores, ids)]), scores.size)
+        return _RankedPacked(_pack(scores, ids))
     return _RankedFloat64(scores.astype(np.float64), ids)
 
 
@@ -257,7 +253,8 @@ def _scores_1d(scores: ArrayLike, what: str) -> np.ndarray:
         raise InputError(f"{what} must be one-dimensional, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise InputError(f"{what} must be numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)  # float32 stays: large float32 inputs take the packed path
     bad = np.flatnonzero(np.isnan(array))
     if len(bad):
         raise InputError(f"{what}: {len(bad)} value(s) are NaN (first at index {bad[0]})")
@@ -415,25 +412,27 @@ def pixel_metrics(anomaly_maps: MapsLike, gt_masks: MapsLike, fpr_limit: float =
         raise InputError(f"{len(maps)} anomaly maps but {len(masks)} ground-truth masks")
     if not maps:
         raise InputError("no anomaly maps")
-    areas = [0.0]  # region id -> pixel count; id 0 = normal pixel
-    ids_per_map = []
-    total = 0
     for i, (score_map, mask) in enumerate(zip(maps, masks)):
         if score_map.shape != mask.shape:
             raise InputError(f"anomaly map {i} has shape {score_map.shape} but its mask has shape {mask.shape}")
         if not np.issubdtype(score_map.dtype, np.number):
             raise InputError(f"anomaly map {i} must hold numbers, got dtype {score_map.dtype}")
-        if np.isnan(score_map).any():
+    total = sum(m.size for m in maps)
+    keys = np.empty(total, dtype=np.uint64)  # the only per-pixel array that lives long
+    areas = [0.0]  # region id -> pixel count; id 0 = normal pixel
+    offset = 0
+    for i, (score_map, mask) in enumerate(zip(maps, masks)):
+        scores = np.asarray(score_map, dtype=np.float32)
+        if np.isnan(scores).any():
             raise InputError(f"anomaly map {i} contains NaN")
         binary = np.ascontiguousarray(mask if mask.dtype == bool else mask > 0.5).view(np.uint8)
-        if not binary.any():  # a good image: all normal pixels, no regions
-            ids_per_map.append(np.zeros(mask.shape, dtype=np.uint32))
-        else:
+        ids = np.zeros(mask.shape, dtype=np.uint64)
+        if binary.any():  # label its regions with ids unique over all maps (8-connected, as MVTec)
             count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
-            offset = len(areas) - 1
-            ids_per_map.append(np.where(labels > 0, labels + offset, 0).astype(np.uint32))
+            np.add(labels, len(areas) - 1, out=ids, where=labels > 0, casting="unsafe")
             areas.extend(stats[1:count, cv2.CC_STAT_AREA].astype(np.float64).tolist())
-        total += score_map.size
+        keys[offset:offset + scores.size] = _pack(scores, ids)
+        offset += scores.size
     n_regions = len(areas) - 1
     area = np.asarray(areas)
     n_pos = int(area[1:].sum())
@@ -441,11 +440,7 @@ def pixel_metrics(anomaly_maps: MapsLike, gt_masks: MapsLike, fpr_limit: float =
     id_weights = np.zeros(len(area))
     if n_regions:
         id_weights[1:] = 1.0 / (area[1:] * n_regions)  # each region weighs 1/n_regions in the mean
-    def parts():  # hand each map's region ids over once packed, so they are freed early
-        for score_map in maps:
-            yield np.asarray(score_map, dtype=np.float32), ids_per_map.pop(0)
-
-    ranked = _RankedPacked.from_parts(parts(), total)
+    ranked = _RankedPacked(keys)
     s = _scalars(ranked, n_pos, n_neg, id_weights, fpr_limit)
     return PixelMetrics(auroc=s.auroc, ap=s.ap, aupro=s.aupro, f1_max=s.f1_max, f1_threshold=s.f1_threshold,
                         n_pixels=total, n_defective_pixels=n_pos, n_regions=n_regions)
