@@ -25,11 +25,22 @@ from anogen.detection.train import TrainConfig, train
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items, resize_image
 from anogen.errors import AnoGenError, InputError, JobCancelled, TrainingDiverged
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest on one thread (and do not fight other tests for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Tiny networks at 32 px: a step takes a fraction of a second on one CPU core.
 TINY = {
     "draem": {"image_size": 32, "batch_size": 4, "recon_base_width": 4, "disc_base_width": 4,
               "learning_rate": 1e-3},
-    "destseg": {"image_size": 32, "batch_size": 4},
+    "destseg": {"image_size": 32, "batch_size": 4, "teacher_embedding_size": 8, "teacher_hidden_sizes": [8, 16, 32],
+                "student_embedding_size": 8, "student_hidden_sizes": [8, 16, 16, 16], "seg_width": 16,
+                "top_k": 10},
 }
 
 
@@ -142,7 +153,7 @@ def test_a_few_steps_lower_the_loss(kind, category, tmp_path):
     config = config_for(kind, category, tmp_path / "out", steps=6, validate_every=6,
                         generated_dir=make_generated_set(tmp_path / "gen", category))
     torch.manual_seed(config.seed)  # train() builds its detector from the same seed
-    initial = build_detector(kind, preset="quick", overrides={**TINY[kind], "steps": 6})
+    initial = build_detector(kind, preset="quick", overrides=TINY[kind])
     phases = initial.training_phases(6)
     seen: list[dict] = []
     result = train(config, lambda report: seen.append({"step": report.step, **report.metrics}))
@@ -222,9 +233,9 @@ def test_bad_settings_fail_before_any_work(category, tmp_path):
         train(config_for("draem", category, tmp_path / "a", tau=0.0))
     with pytest.raises(InputError, match="unknown detector"):
         train(config_for("draem", category, tmp_path / "b", detector="patchcore"))
-    with pytest.raises(AnoGenError, match="(?i)teacher"):
+    with pytest.raises(AnoGenError, match="(?i)teacher weights.*not found"):
         train(TrainConfig(data_dir=category, detector="destseg", preset="paper", out_dir=tmp_path / "c",
-                          device="cpu"))
+                          teacher_weights=tmp_path / "resnet18.pth", device="cpu"))
     with pytest.raises(InputError, match="nothing to resume"):
         train(config_for("draem", category, tmp_path / "d", resume=True))
     assert not any((tmp_path / name).exists() for name in "abcd")

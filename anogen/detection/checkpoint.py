@@ -162,12 +162,15 @@ def read_checkpoint_info(folder: str | os.PathLike, which: str = "best") -> Chec
 def build_empty_detector(info: CheckpointInfo) -> Detector:
     """A detector with the checkpoint's architecture, before its weights are loaded.
 
-    The config is passed as overrides of its own preset, so every field comes back as
-    saved; no teacher weights are needed because the checkpoint carries them.
+    No teacher weights are looked up (``for_loading``): the checkpoint carries them.
     """
-    from anogen.detection.registry import build_detector
+    from anogen.detection.registry import config_from_dict, detector_from_config
 
-    return build_detector(info.kind, preset=info.preset, overrides=info.config, for_loading=True)
+    try:
+        config = config_from_dict(info.kind, info.config)
+    except InputError as exc:
+        raise ModelError(f"the checkpoint's {info.kind} config does not fit this anogen version ({exc})") from None
+    return detector_from_config(config, preset=info.preset, for_loading=True)
 
 
 def load_weights(detector: Detector, folder: Path, device: torch.device) -> None:

@@ -282,14 +282,10 @@ def _steps_for(det_config: Any, n_train: int, override: Optional[int]) -> int:
 def _build_detector(config: TrainConfig) -> Any:
     from anogen.detection.registry import build_detector
 
-    context: dict[str, Any] = {}
-    if config.teacher_weights is not None:
-        context["teacher_weights"] = Path(config.teacher_weights)
     overrides = dict(config.overrides)
-    if config.steps is not None:
-        # Stored in the detector config, so the checkpoint says how long the run was.
-        overrides["steps"] = int(config.steps)
-    return build_detector(config.detector, preset=config.preset, overrides=overrides or None, **context)
+    if config.teacher_weights is not None:
+        overrides["teacher_weights"] = str(config.teacher_weights)
+    return build_detector(config.detector, preset=config.preset, overrides=overrides or None)
 
 
 def _relative_or_absolute(path: Path, base: Path) -> str:
@@ -390,7 +386,11 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     check_cancel(cancel)
 
     # -- schedule --------------------------------------------------------------------
-    total = _steps_for(det_config, len(good), config.steps)
+    resume_info = read_checkpoint_info(last_dir) if config.resume else None
+    if resume_info is not None and config.steps is None:
+        total = resume_info.total_steps  # resuming needs no repeat of --steps
+    else:
+        total = _steps_for(det_config, len(good), config.steps)
     validate_every = config.validate_every or max(1, math.ceil(total / 10))
     detector.to(device)
     phases = detector.training_phases(total)
@@ -423,8 +423,8 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     history: list[dict[str, Any]] = []
     best_metrics: dict[str, Any] = {}
     last_metrics: dict[str, Any] = {}
-    if config.resume:
-        info = read_checkpoint_info(last_dir)
+    if resume_info is not None:
+        info = resume_info
         if info.kind != config.detector or info.config != det_config.to_dict():
             raise InputError(f"{last_dir}: was trained as {info.kind} with another config; resume with the same "
                              "detector, preset and overrides")
