@@ -190,6 +190,25 @@ def test_each_augmentation_keeps_shape_and_type():
     assert out.shape == texture.shape
 
 
+def test_three_distinct_augmentations_in_random_order(monkeypatch):
+    calls = []
+
+    def recorder(index):
+        def op(texture, rng):
+            calls.append(index)
+            return texture
+        return op
+
+    monkeypatch.setattr(augment, "AUGMENTATIONS", tuple(recorder(i) for i in range(10)))
+    orders = set()
+    for seed in range(20):
+        calls.clear()
+        augment.augment_texture(np.zeros((4, 4, 3), np.uint8), np.random.default_rng(seed))
+        assert len(calls) == 3 and len(set(calls)) == 3
+        orders.add(tuple(calls))
+    assert len(orders) > 10
+
+
 def test_augmentations_do_what_they_say():
     rng = np.random.default_rng(0)
     ramp = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (4, 1, 3))
