@@ -22,7 +22,7 @@ Usage::
     python benchmarks/bench_stage2.py memory
     python benchmarks/bench_stage2.py all          # both, then write the report
 
-Results are merged into docs/benchmarks-stage2.md (each section replaced by the latest run).
+Results are merged into docs/benchmarks-stage2.md (each part replaced by its latest run).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks-stage2.md"
-RESULTS = ROOT / "docs" / ".benchmarks-stage2.json"  # raw numbers of the last runs, for the report
+RAW_MARKER = "<!-- raw results (bench_stage2.py reads them back to merge runs): "
 
 
 # ----------------------------------------------------------------------------- timers
@@ -294,7 +294,8 @@ def write_report(results: dict) -> None:
             f"{', '.join(f'{t:.3f}' for t in compare['ours_all_s'])}; diffusers "
             f"{', '.join(f'{t:.3f}' for t in compare['diffusers_all_s'])}.", "",
             "Reproduce: `python benchmarks/bench_stage2.py compare --steps "
-            f"{compare['steps']} --images {compare['images']} --batch {compare['batch']} --repeats {compare['repeats']}`", ""]
+            f"{compare['steps']} --images {compare['images']} --batch {compare['batch']} --repeats {compare['repeats']} "
+            f"--threads {compare['threads']}`", ""]
     memory = results.get("memory")
     if memory:
         params = memory["params"]
@@ -311,8 +312,19 @@ def write_report(results: dict) -> None:
             f"(UNet {memory['unet_s']:.1f} s, VAE {memory['vae_s']:.1f} s) |", "",
             "No GPU was lent to this task, so there is no GPU figure. Reproduce: "
             "`python benchmarks/bench_stage2.py memory`", ""]
+    lines.append(RAW_MARKER + json.dumps(results) + " -->")
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines))
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def read_previous_results() -> dict:
+    """The raw numbers of earlier runs, kept at the end of the report."""
+    if not REPORT.is_file():
+        return {}
+    for line in REPORT.read_text().splitlines():
+        if line.startswith(RAW_MARKER):
+            return json.loads(line[len(RAW_MARKER):-len(" -->")])
+    return {}
 
 
 def _version(name: str) -> str:
@@ -340,14 +352,13 @@ def main() -> None:
     if args.what == "memory-child":
         print(json.dumps(memory_child(args.steps or 2)))
         return
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results = read_previous_results()
     if args.what in ("compare", "all"):
         results["compare"] = run_compare(args.steps or 20, args.images, args.batch, args.repeats, args.resolution)
         print(json.dumps(results["compare"], indent=1))
     if args.what in ("memory", "all"):
         results["memory"] = run_memory(args.steps or 2)
         print(json.dumps(results["memory"], indent=1))
-    RESULTS.write_text(json.dumps(results, indent=1))
     write_report(results)
     print(f"report: {REPORT}")
 

@@ -71,6 +71,7 @@ class GenerateConfig:
     context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin), as in stage 1
     auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
     batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
+    vae_batch_size: int = 1  # crops per VAE call; 1 keeps the peak memory of 512 px decoding low
     preview_every: int = 0  # send a preview image every k steps (0 = never)
     seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
 
@@ -91,6 +92,8 @@ class GenerateConfig:
             raise InputError(f"auto_crop_below must be in [0, 1], got {self.auto_crop_below}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.vae_batch_size < 1:
+            raise InputError(f"VAE batch size must be >= 1, got {self.vae_batch_size}")
         if self.preview_every < 0:
             raise InputError(f"preview_every must be >= 0, got {self.preview_every}")
 
@@ -336,11 +339,11 @@ def _generate_batch(
     # 2. What conditions the loop: the good image's latent (blending) or the inpainting input.
     if model.is_inpainting:
         pixel_mask = torch.nn.functional.interpolate(mask, scale_factor=factor, mode="nearest")
-        masked_latents = model.encode_images(canvases * (1.0 - pixel_mask))
+        masked_latents = _encode(model, canvases * (1.0 - pixel_mask), config.vae_batch_size)
         inpaint_extra = torch.cat([mask, masked_latents], dim=1)
         normal_latents = None
     else:
-        normal_latents = model.encode_images(canvases)
+        normal_latents = _encode(model, canvases, config.vae_batch_size)
         inpaint_extra = None
 
     text = conditioning.expand(count, -1, -1)
@@ -380,7 +383,7 @@ def _generate_batch(
     # 4. Decode, back to the crop's size, composite in pixel space.
     if normal_latents is not None:
         latents = normal_latents * (1.0 - mask) + latents * mask  # consistent context for the decoder
-    decoded = _to_uint8(model.decode_latents(latents))
+    decoded = _to_uint8(torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)]))
     results = []
     for item, pixels in zip(items, decoded):
         generated_crop = _resize(pixels, item.crop.width, item.crop.height)
@@ -388,6 +391,11 @@ def _generate_batch(
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
+
+
+def _encode(model: "DiffusionModel", images: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Posterior-mean latents, ``chunk`` images per VAE call."""
+    return torch.cat([model.encode_images(part) for part in images.split(chunk)])
 
 
 def _to_resolution(region: np.ndarray, resolution: int) -> np.ndarray:
