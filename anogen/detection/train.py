@@ -337,8 +337,6 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     det_config = detector.config
     size = int(det_config.image_size)
     batch_size = int(det_config.batch_size)
-    report(Progress(0, 0, "reading images"))
-
     # -- data ------------------------------------------------------------------------
     category = read_mvtec_category(config.data_dir)
     train_records = [r for r in category.train if not is_defective(r)]
@@ -351,6 +349,16 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     split_rng = np.random.default_rng([config.seed, 0xA1])
     check_cancel(cancel)
 
+    # The generated set first: its problems are cheaper to find than reading every image.
+    generated: list[GeneratedItem] = []
+    if config.generated_dir is not None:
+        report(Progress(0, 0, "reading the generated set"))
+        generated = load_generated_items(config.generated_dir, size,
+                                         good_paths=[Path(r.path) for r in category.train],
+                                         search_dirs=[Path(config.data_dir), Path(config.data_dir).parent])
+    check_cancel(cancel)
+
+    report(Progress(0, 0, "reading images"))
     if has_labels:
         val_records = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
         good = _read_resized([r.path for r in train_records], size)
@@ -375,12 +383,6 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         vset = _synthetic_validation(held_images, [Path(r.path).name for r in held], synthesizer, config.seed)
     check_cancel(cancel)
 
-    generated: list[GeneratedItem] = []
-    if config.generated_dir is not None:
-        report(Progress(0, 0, "reading the generated set"))
-        generated = load_generated_items(config.generated_dir, size,
-                                         good_paths=[Path(r.path) for r in category.train],
-                                         search_dirs=[Path(config.data_dir), Path(config.data_dir).parent])
     sampler = MixedBatchSampler(good, synthesizer, kind=config.detector, generated=generated,
                                 mix=config.mix, seed=config.seed)
     check_cancel(cancel)
