@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import multiprocessing
 import sys
 from typing import Optional, Sequence
 
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anogen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--selftest", action="store_true",
+                        help="check that this installation works (imports, model, one generation, "
+                             "one detector step, on the CPU) and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -53,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.selftest:
+        from anogen.selftest import run_selftest
+
+        return run_selftest()
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

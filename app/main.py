@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+from anogen import __version__
 
 PANELS = ("defects", "generate", "train")
 
@@ -30,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", default="1440x900", metavar="WxH",
                         help="window size for --screenshot (default 1440x900)")
     parser.add_argument("--theme", choices=("auto", "light", "dark"), help="colour theme")
+    parser.add_argument("--version", action="version", version=f"anogen-studio {__version__}")
+    parser.add_argument("--selftest", action="store_true",
+                        help="check that this installation works (imports, model, one generation, "
+                             "one detector step, on the CPU) and exit")
     return parser
 
 
@@ -55,7 +62,12 @@ def save_screenshot(window, out: Path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
     args = build_parser().parse_args(argv)
+    if args.selftest:
+        from anogen.selftest import run_selftest
+
+        return run_selftest(("anogen", "app"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from app.qtcompat import protect_bool_singletons
