@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ DEFECT_KINDS: dict[str, tuple[str, ...]] = {
 }
 # Generic blemishes used to pretrain the demo diffusion model. They are deliberately
 # different from the few-shot defect kinds above (and never named in captions).
-BLEMISH_KINDS: tuple[str, ...] = ("spots", "smudge", "streak", "discoloration", "dent", "fleck")
+BLEMISH_KINDS: tuple[str, ...] = ("spots", "smudge", "streak", "hairline", "discoloration", "dent", "fleck")
 
 MIN_SIZE = 32
 
@@ -406,6 +406,9 @@ def _blemish(image: np.ndarray, scene: _Scene, rng: np.random.Generator, kind: s
     if kind == "streak":  # a broad, short, blurred straight mark
         return _line_defect(image, scene, rng, length=(0.06, 0.2), width=(6.0, 12.0), jagged=0.0, bend=0.0,
                             dark_probability=0.5, strength=(0.4, 0.7))
+    if kind == "hairline":  # a long, faint, very thin line of either polarity
+        return _line_defect(image, scene, rng, length=(0.1, 0.45), width=(0.8, 2.0), jagged=0.02, bend=0.05,
+                            dark_probability=0.5, strength=(0.35, 0.7))
     if kind == "dent":  # a shallow pit: one side dark, the other lit
         radius = size * rng.uniform(0.015, 0.04)
         center = _random_point(rng, scene.foreground, margin=int(radius) + 2)
@@ -485,20 +488,29 @@ def render_defect(category: str, kind: str, rng: np.random.Generator, size: int 
 
 
 def render_blemish(category: str, rng: np.random.Generator, size: int = 256,
-                   kind: str | None = None, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """A sample with ``count`` generic blemishes (random kinds unless ``kind`` is given).
+                   kind: str | Sequence[str] | None = None, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A sample with generic blemishes: ``(image, mask)`` like :func:`render_defect`.
 
-    Used to pretrain the demo diffusion model on "a surface with a blemish" without ever
-    showing it the few-shot defect kinds by name. Returns ``(image, mask)`` like
-    :func:`render_defect`.
+    ``kind`` is one of :data:`BLEMISH_KINDS`, a sequence of them (one blemish each), or
+    ``None`` for ``count`` blemishes of random kinds. Used to pretrain the demo diffusion
+    model on "a surface with a blemish" without ever showing it the few-shot defect
+    kinds by name.
     """
-    if kind is not None and kind not in BLEMISH_KINDS:
-        raise InputError(f"unknown blemish kind '{kind}'; expected one of {', '.join(BLEMISH_KINDS)}")
+    if kind is None:
+        kinds: list[str | None] = [None] * max(1, int(count))
+    else:
+        kinds = [kind] if isinstance(kind, str) else list(kind)
+    for chosen in kinds:
+        if chosen is not None and chosen not in BLEMISH_KINDS:
+            raise InputError(f"unknown blemish kind '{chosen}'; expected one of {', '.join(BLEMISH_KINDS)}")
+    if not kinds:
+        raise InputError("no blemish kind given")
 
     def paint(image: np.ndarray, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
         mask = np.zeros(image.shape[:2], bool)
-        for _ in range(max(1, int(count))):
-            chosen = kind if kind is not None else BLEMISH_KINDS[int(rng.integers(len(BLEMISH_KINDS)))]
+        for chosen in kinds:
+            if chosen is None:
+                chosen = BLEMISH_KINDS[int(rng.integers(len(BLEMISH_KINDS)))]
             image, added = _blemish(image, scene, rng, chosen)
             mask |= added
         return image, mask
