@@ -44,9 +44,12 @@ class CanvasController(QObject):
         self.current = None
         self.canvas.set_image(None)
 
-    def show_selection(self, selection: Selection) -> None:
+    def show_selection(self, selection: Selection, force: bool = False) -> None:
+        """Show ``selection``; re-selecting what is shown keeps the canvas (and its undo history)."""
         workspace = self.studio.workspace
         if workspace is None:
+            return
+        if not force and selection == self.current and self.canvas.has_image():
             return
         project = workspace.project
         try:
@@ -54,6 +57,8 @@ class CanvasController(QObject):
                 kind = project.defect_kind(selection.name)
                 if kind.support:
                     selection = Selection("support", kind.name, 0)
+                    if not force and selection == self.current and self.canvas.has_image():
+                        return
             if selection.kind == "support":
                 self._show_support(selection)
             elif selection.kind == "good":
@@ -79,8 +84,8 @@ class CanvasController(QObject):
         mask = read_mask(self.studio.resolve(support.mask)) if support.mask else None
         self.canvas.set_image(image)
         self.canvas.set_mask(mask, editable=True)
-        if self.canvas.tool() not in (Tool.BRUSH, Tool.ERASER, Tool.FILL, Tool.PAN):
-            self.canvas.set_tool(Tool.BRUSH)
+        if self.canvas.tool() not in (Tool.BRUSH, Tool.ERASER, Tool.FILL):
+            self.canvas.set_tool(Tool.BRUSH)  # panning stays at hand with Space or the middle button
 
     def _show_good(self, selection: Selection) -> None:
         good = self.studio.project.good_image(selection.name)
@@ -88,8 +93,7 @@ class CanvasController(QObject):
         self.canvas.set_image(image)
         self.canvas.set_boxes([(b.x0, b.y0, b.x1, b.y1) for b in good.boxes], editable=True,
                               labels=[b.defect_kind for b in good.boxes])
-        if self.canvas.tool() != Tool.PAN:
-            self.canvas.set_tool(Tool.BOX)
+        self.canvas.set_tool(Tool.BOX)
 
     def _show_sample(self, selection: Selection) -> None:
         generated = self.studio.project.generated_set(selection.name)

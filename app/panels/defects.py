@@ -207,6 +207,7 @@ class DefectsPanel(Panel):
         studio.projectEdited.connect(self._project_edited)
         studio.selectionChanged.connect(self._selection_changed)
         studio.engine.jobProgress.connect(self._job_progress)
+        studio.engine.jobFailed.connect(self._job_failed)
         self.project_changed()
 
     # ================================================================== state
@@ -448,6 +449,12 @@ class DefectsPanel(Panel):
             f"Check model {source}", check_model, source, heavy=False,
             on_result=lambda description: self._model_result(True, description))
 
+    def _job_failed(self, job: Job, message: str, _details: str) -> None:
+        if job is self._check_job:
+            self._model_result(False, message)
+        elif job is self._learn_job:
+            self.learn_status.setText(f"Learning failed: {message}")
+
     def _model_result(self, ok: bool, text: str) -> None:
         self.model_status.setText(("✓ " if ok else "✗ ") + text)
         color = "good" if ok else "bad"
@@ -483,7 +490,7 @@ class DefectsPanel(Panel):
         self._learn_job = self.studio.engine.submit(
             f"Learn '{name}'", run_learn, LearnTask(model, config, out),
             on_result=lambda path: self._learned(name, path),
-            on_failure=lambda state: self.learn_status.setText(f"Learning {state}."))
+            on_failure=lambda state: state == "cancelled" and self.learn_status.setText("Learning cancelled."))
         self.update_enabled()
         return self._learn_job
 

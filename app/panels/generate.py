@@ -337,7 +337,7 @@ class GeneratePanel(Panel):
             self.studio.edited("good")
             current = self.studio.selection
             if current.kind == "good":
-                self.controller.show_selection(current)
+                self.controller.show_selection(current, force=True)
             self.status.setText(f"Proposed boxes on {len(found)} image(s).")
 
         self._propose_job = self.studio.engine.submit(

@@ -49,6 +49,12 @@ class Gallery(QListWidget):
         self.setMinimumHeight(side + 44)
         self.currentItemChanged.connect(self._current_changed)
 
+    def clear(self) -> None:
+        """Remove every item without reporting a selection (only the user selects)."""
+        self.blockSignals(True)
+        super().clear()
+        self.blockSignals(False)
+
     def add(self, key: Any, rgb: np.ndarray, caption: str, status: str = "") -> QListWidgetItem:
         item = QListWidgetItem(QIcon(thumbnail(rgb, self.side, self._status_color(status))), caption)
         item.setData(KEY_ROLE, key)

@@ -1,0 +1,206 @@
+"""The main window driven like a user: paint, draw boxes, reopen, errors, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+
+from anogen.data.imageio import read_mask, write_image  # noqa: E402
+from anogen.data.workspace import Workspace  # noqa: E402
+from app.canvas import Tool  # noqa: E402
+from app.engine import CANCELLED  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.studio import Selection  # noqa: E402
+
+
+def _picture(seed: int, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(60, 200, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for i in range(2):
+        write_image(sources / f"defect{i}.png", _picture(i))
+        write_image(sources / f"good{i}.png", _picture(10 + i))
+    root = tmp_path / "project"
+    workspace = Workspace.create(root, "Test project")
+    workspace.add_defect_kind("scratch")
+    for i in range(2):
+        workspace.add_support_image("scratch", sources / f"defect{i}.png")
+    workspace.add_good_images([sources / "good0.png", sources / "good1.png"])
+    workspace.save()
+    return root
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    settings_file = tmp_path / "settings.ini"
+    windows = []
+
+    def make() -> MainWindow:
+        window = MainWindow(settings=Settings(settings_file), restore_geometry=False)
+        window.confirm_close = False
+        qtbot.addWidget(window)
+        window.resize(1200, 800)
+        window.show()
+        qtbot.waitExposed(window)
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.engine.shutdown()
+
+
+def _send(view, kind, pos: QPoint, button, buttons) -> None:
+    event = QMouseEvent(kind, QPointF(pos), QPointF(view.viewport().mapToGlobal(pos)), button, buttons,
+                        Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def drag(canvas, points) -> None:
+    """A left-button drag through image coordinates ``points``."""
+    positions = [canvas.mapFromScene(QPointF(x, y)) for x, y in points]
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    _send(canvas, QMouseEvent.Type.MouseButtonPress, positions[0], left, left)
+    for pos in positions[1:]:
+        _send(canvas, QMouseEvent.Type.MouseMove, pos, none, left)
+    _send(canvas, QMouseEvent.Type.MouseButtonRelease, positions[-1], left, none)
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "project.json").read_text())
+
+
+def test_painted_stroke_is_saved_as_mask_png_and_undo_is_saved_too(make_window, project, qtbot):
+    window = make_window()
+    assert window.open_project(project)
+    window.studio.select(Selection("support", "scratch", 0))
+    canvas = window.canvas
+    canvas.set_tool(Tool.BRUSH)
+    canvas.set_brush_radius(4)
+    canvas.set_zoom(2.0)
+    canvas.centerOn(48, 48)
+    drag(canvas, [(20, 40), (50, 40), (70, 40)])
+    qtbot.waitUntil(lambda: not window.studio.is_dirty(), timeout=5000)
+
+    support = Workspace.open(project).project.defect_kind("scratch").support[0]
+    assert support.mask is not None
+    mask = read_mask(project / support.mask)
+    assert mask.shape == (96, 96)
+    assert mask[40, 20:71].all() and mask[37:44, 45].all()
+    assert not mask[30, 45] and not mask[40, 80]
+    assert "*" not in window.windowTitle().split("—")[0].replace("[*]", "")
+
+    window.undo_action.trigger()
+    qtbot.waitUntil(lambda: not read_mask(project / support.mask).any(), timeout=5000)
+    window.redo_action.trigger()
+    qtbot.waitUntil(lambda: read_mask(project / support.mask)[40, 50], timeout=5000)
+
+
+def test_draw_and_move_a_box_updates_the_manifest(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    good = window.studio.project.good_images[0].image
+    window.studio.select(Selection("good", good))
+    canvas = window.canvas
+    assert canvas.tool() == Tool.BOX
+    canvas.set_zoom(3.0)
+    canvas.centerOn(48, 48)
+    drag(canvas, [(20, 20), (40, 30), (50, 45)])
+    boxes = _manifest(project)["good_images"][0]["boxes"]
+    assert [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes] == [[20, 20, 50, 45]]
+    drag(canvas, [(30, 30), (40, 35), (45, 40)])  # drag the inside: move by (15, 10)
+    boxes = _manifest(project)["good_images"][0]["boxes"]
+    assert [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes] == [[35, 30, 65, 55]]
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Delete)
+    assert _manifest(project)["good_images"][0]["boxes"] == []
+
+
+def test_reopen_restores_selection_panel_and_view(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    good = window.studio.project.good_images[1].image
+    window.studio.select(Selection("good", good))
+    window.show_panel("generate")
+    window.canvas.set_zoom(12.0)  # the image is larger than the view, so the centre matters
+    window.canvas.centerOn(30, 60)
+    zoom = window.canvas.zoom()
+    centre = window.canvas.mapToScene(window.canvas.viewport().rect().center())
+    assert abs(centre.x() - 30) < 3 and abs(centre.y() - 60) < 3
+    window.close()
+
+    again = make_window()
+    assert again.settings.recent_projects()[0] == project.resolve()
+    again.open_project(project)
+    qtbot.waitUntil(lambda: again.canvas.zoom() == pytest.approx(zoom), timeout=3000)
+    assert again.studio.selection == Selection("good", good)
+    assert again.current_panel() == "generate"
+    centre = again.canvas.mapToScene(again.canvas.viewport().rect().center())
+    assert abs(centre.x() - 30) < 3 and abs(centre.y() - 60) < 3
+
+
+def test_missing_model_shows_reason_and_error_dialog_with_details(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    panel = window.panels["defects"]
+    missing = str(project / "no-such-model")
+    with qtbot.waitSignal(window.engine.jobFailed, timeout=20000):
+        panel.set_model(missing)
+    assert panel.model_status.text().startswith("✗") and "no-such-model" in panel.model_status.text()
+    boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+    assert boxes, "an error dialog is shown"
+    assert "no-such-model" in boxes[-1].text()
+    assert "Traceback" in boxes[-1].detailedText()
+    boxes[-1].close()
+    assert "no-such-model" in (project / "anogen.log").read_text()
+
+
+def test_cancel_button_stops_a_running_job(make_window, project, qtbot):
+    from anogen.jobs import Progress, check_cancel
+
+    def slow(config, progress, cancel):
+        for step in range(10_000):
+            check_cancel(cancel)
+            time.sleep(0.02)
+            progress(Progress(step + 1, 10_000, "working"))
+
+    window = make_window()
+    window.open_project(project)
+    job = window.engine.submit("Slow job", slow, None)
+    qtbot.waitUntil(lambda: job.last is not None, timeout=3000)
+    assert window.job_area.cancel_button.isEnabled()
+    started = time.monotonic()
+    with qtbot.waitSignal(window.engine.jobCancelled, timeout=2000):
+        qtbot.mouseClick(window.job_area.cancel_button, Qt.MouseButton.LeftButton)
+    assert time.monotonic() - started < 2.0 and job.state == CANCELLED
+    assert "cancelled" in window.job_area.log.toPlainText()
+
+
+def test_every_action_has_a_shortcut_listed_in_help(make_window):
+    window = make_window()
+    rows = window.shortcut_rows()
+    assert len(rows) > 30
+    assert all(keys for _menu, _action, keys in rows), [r for r in rows if not r[2]]
+    names = {action for _menu, action, _keys in rows}
+    for expected in ("Undo stroke", "Learn defect embedding", "Preview one sample", "Train detector",
+                     "Export detector to ONNX", "Open demo project", "Cancel job"):
+        assert expected in names
+    dialog = window.show_shortcuts()
+    assert dialog.table.rowCount() == len(rows)
+    dialog.close()
