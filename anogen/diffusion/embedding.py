@@ -171,15 +171,27 @@ def defect_crop(mask: np.ndarray, mode: str, margin: float, auto_below: float) -
     return (x0, y0, x0 + side, y0 + side)
 
 
+def _read_shot(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = read_image_and_mask(image_path, mask_path)
+    if not mask.any():
+        raise InputError(f"{mask_path}: the mask has no defect pixels; paint the defect before learning")
+    return image, mask
+
+
+def validate_support(config: LearnConfig) -> None:
+    """Check the options and every image/mask pair before any model is loaded."""
+    _validate(config)
+    for image_path, mask_path in zip(config.images, config.masks):
+        _read_shot(Path(image_path), Path(mask_path))
+
+
 def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
     """Read, check, crop and resize every support image and mask."""
     _validate(config)
     shots = []
     for image_path, mask_path in zip(config.images, config.masks):
         image_path, mask_path = Path(image_path), Path(mask_path)
-        image, mask = read_image_and_mask(image_path, mask_path)
-        if not mask.any():
-            raise InputError(f"{mask_path}: the mask has no defect pixels; paint the defect before learning")
+        image, mask = _read_shot(image_path, mask_path)
         crop = defect_crop(mask, config.crop_to_defect, config.context_margin, config.auto_crop_below)
         left, top, right, bottom = crop
         image_crop = Image.fromarray(image[top:bottom, left:right])

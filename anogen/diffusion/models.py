@@ -29,13 +29,14 @@ Families, detected from the files:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -294,7 +295,29 @@ def _load_component(what: str, loader, folder: Path) -> Any:
         raise ModelError(f"{folder}: cannot load the {what} ({first_line})") from None
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide the per-component "Loading weights" bars of diffusers and transformers:
+    loading is one step of a job that reports its own progress."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    restore = [module for module in (diffusers_logging, transformers_logging) if module.is_progress_bar_enabled()]
+    for module in restore:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module in restore:
+            module.enable_progress_bar()
+
+
 def _load_folder(folder: Path, source: str, device: torch.device, dtype: torch.dtype) -> DiffusionModel:
+    with _quiet_loading():
+        return _load_folder_components(folder, source, device, dtype)
+
+
+def _load_folder_components(folder: Path, source: str, device: torch.device, dtype: torch.dtype) -> DiffusionModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
 
     layout = detect_family(folder)
@@ -435,8 +458,9 @@ def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, conf
         detect_family(config_dir) if (config_dir / "unet").is_dir() else None
         kwargs["config"] = str(config_dir)
     try:
-        pipe = pipeline_class.from_single_file(str(path), safety_checker=None, requires_safety_checker=False,
-                                               **kwargs)
+        with _quiet_loading():
+            pipe = pipeline_class.from_single_file(str(path), safety_checker=None, requires_safety_checker=False,
+                                                   **kwargs)
     except Exception as exc:
         hint = ("" if config_dir is not None else
                 "; pass a local diffusers folder of the same architecture as the config folder "

@@ -1,0 +1,130 @@
+"""``anogen learn``: stage 1, learn a defect kind's embedding from masked examples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MASK_SUFFIXES = ("", "_mask", "-mask", ".mask")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "learn", help="learn a defect embedding from a few masked defect images (stage 1)",
+        description="Learn one token embedding for a defect kind from 1..k images with pixel masks of the "
+                    "defect (textual inversion with the masked loss). Writes EMB.safetensors in the layout "
+                    "diffusers' load_textual_inversion reads, with metadata. While learning, a checkpoint "
+                    "EMB.checkpoint.safetensors is kept every --checkpoint-every steps; after an interruption "
+                    "run the same command with --resume.")
+    parser.add_argument("--model", required=True,
+                        help="diffusers folder, Hugging Face id (from the local cache) or .safetensors/.ckpt file")
+    parser.add_argument("--images", type=Path, nargs="+", required=True,
+                        help="defect images, or one folder of them")
+    parser.add_argument("--masks", type=Path, nargs="+", required=True,
+                        help="their masks in the same order, or one folder (matched by name: NAME.png or "
+                             "NAME_mask.png)")
+    parser.add_argument("--out", type=Path, required=True, help="embedding file to write (.safetensors)")
+    parser.add_argument("--token", default=None,
+                        help="placeholder token (default: <OUT file name>, e.g. <scratch> for scratch.safetensors)")
+    parser.add_argument("--init-word", default="defect", help="word(s) the embedding starts from (default: defect)")
+    parser.add_argument("--steps", type=int, default=6000, help="optimisation steps (default 6000, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (default 0.005)")
+    parser.add_argument("--scale-lr", action="store_true",
+                        help="multiply the learning rate by the batch size, as the reference code did")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=None, help="training resolution (default: the model's)")
+    parser.add_argument("--crop", choices=("auto", "on", "off"), default="auto",
+                        help="crop around each defect with context (auto: only when the defect is small)")
+    parser.add_argument("--context-margin", type=float, default=1.0,
+                        help="crop side = defect box side x (1 + 2 x margin) (default 1.0)")
+    parser.add_argument("--area-normalised", action="store_true",
+                        help="average the loss over the mask area instead of the whole latent")
+    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="N")
+    parser.add_argument("--resume", action="store_true", help="continue from EMB.checkpoint.safetensors")
+    parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
+    parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (fp32 on the CPU)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, slower steps")
+    parser.add_argument("--attention-slicing", action="store_true", help="less memory at high resolution")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download a Hugging Face model that is not in the local cache")
+    parser.add_argument("--config-dir", type=Path, default=None,
+                        help="local diffusers folder with the configs for a single-file checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def checkpoint_path_for(out: Path) -> Path:
+    """Where ``anogen learn --out OUT`` keeps its resumable checkpoint."""
+    return out.with_name(f"{out.stem}.checkpoint.safetensors")
+
+
+def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Image and mask paths in matching order, from lists of files or two folders."""
+    from anogen.data.imageio import list_images
+    from anogen.errors import InputError
+
+    if len(images) == 1 and images[0].is_dir():
+        folder = images[0]
+        images = list_images(folder)
+        if not images:
+            raise InputError(f"{folder}: no images found")
+    if len(masks) == 1 and masks[0].is_dir():
+        folder = masks[0]
+        candidates = {p.stem: p for p in list_images(folder)}
+        paired = []
+        for image in images:
+            match = next((candidates[image.stem + s] for s in MASK_SUFFIXES if image.stem + s in candidates), None)
+            if match is None:
+                raise InputError(f"{folder}: no mask for image {image.name} (expected {image.stem}.png or "
+                                 f"{image.stem}_mask.png)")
+            paired.append(match)
+        masks = paired
+    if len(images) != len(masks):
+        raise InputError(f"{len(images)} images but {len(masks)} masks; give one mask per image, in the same order")
+    return list(images), list(masks)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anogen.diffusion.embedding import LearnConfig, learn_embedding, validate_support
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.textual_inversion import save_embedding
+    from anogen.errors import InputError
+    from anogen.jobs import TqdmProgress
+
+    out: Path = args.out
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(f"{out}: the embedding file must end in .safetensors")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give a file name such as {out / 'scratch.safetensors'}")
+    images, masks = pair_support(args.images, args.masks)
+    token = args.token or f"<{out.stem}>"
+    checkpoint = checkpoint_path_for(out)
+    if args.resume and not checkpoint.is_file():
+        raise InputError(f"nothing to resume: no checkpoint at {checkpoint}")
+
+    config = LearnConfig(
+        images=images, masks=masks, token=token, init_word=args.init_word, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, scale_lr=args.scale_lr, seed=args.seed,
+        resolution=args.resolution, crop_to_defect=args.crop, context_margin=args.context_margin,
+        area_normalised=args.area_normalised, flip=not args.no_flip, checkpoint_every=args.checkpoint_every,
+        checkpoint_path=checkpoint, resume_from=checkpoint if args.resume else None, device=args.device,
+        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
+    validate_support(config)  # fail on a bad support set before the (slow) model load
+    model = load_model(args.model, device=args.device, precision=args.precision,
+                       allow_download=args.allow_download, config_dir=args.config_dir,
+                       attention_slicing=args.attention_slicing)
+    try:
+        with TqdmProgress(f"learn {token}", disable=args.quiet) as progress:
+            result = learn_embedding(model, config, progress)
+    except KeyboardInterrupt:
+        if checkpoint.is_file():
+            print(f"anogen: interrupted; continue later with the same command and --resume "
+                  f"(checkpoint: {checkpoint})")
+        raise
+    save_embedding(out, result)
+    checkpoint.unlink(missing_ok=True)  # the finished embedding replaces it
+    print(f"wrote {out}: token {token}, {result.steps_done} steps, final loss {result.final_loss:.4g}, "
+          f"{model.family} model '{model.source}'")
+    return 0
