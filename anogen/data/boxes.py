@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -361,11 +362,16 @@ def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
 
 def write_boxes_file(path: str | os.PathLike, boxes: dict[str, Sequence[Box]], **settings: Any) -> None:
     """Write ``boxes.json``: ``{"version", <settings>..., "boxes": {image name: [[x0,y0,x1,y1], ...]}}``."""
-    from anogen.atomic import atomic_write_json
+    from anogen.atomic import atomic_write_text
 
     document = {"version": BOXES_FILE_VERSION, **settings,
                 "boxes": {name: [box.to_list() for box in items] for name, items in boxes.items()}}
-    atomic_write_json(path, document)
+    text = json.dumps(document, indent=2)
+    # One line per list of numbers ([x0, y0, x1, y1], size ranges): easy to read and diff.
+    number = r"-?[0-9][0-9.eE+-]*"
+    text = re.sub(rf"\[\s*({number}(?:\s*,\s*{number})*)\s*\](?=,?$)",  # never inside a string
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text, flags=re.M)
+    atomic_write_text(path, text + "\n")
 
 
 def read_boxes_file(path: str | os.PathLike) -> dict[str, list[Box]]:

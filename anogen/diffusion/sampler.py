@@ -521,9 +521,10 @@ def generate_set(
     done_batches = 0
 
     def batch_progress(report: Progress) -> None:
+        first = done_batches * config.batch_size + 1
+        last = min(total_requests, first + config.batch_size - 1)
         progress(Progress(done_batches * config.steps + report.step, steps_total,
-                          message=f"{min(total_requests, done_batches * config.batch_size)}/{total_requests} images",
-                          preview=report.preview))
+                          message=f"images {first}-{last} of {total_requests}", preview=report.preview))
 
     with GeneratedSetWriter(out) as writer:
         pending: list[tuple[Path, int, GenerationRequest]] = []
