@@ -172,3 +172,32 @@ def test_bad_requests_fail_clearly(tiny):
         generate(model, "<never-learned>", [GenerationRequest(image, Box(0, 0, 8, 8), 0)], FAST)
     with pytest.raises(InputError, match="steps"):
         generate(model, token, [GenerationRequest(image, Box(0, 0, 8, 8), 0)], GenerateConfig(steps=0))
+
+
+def test_blended_sampling_keeps_the_good_latent_outside_the_box(tiny):
+    """Eq. 7: before every step the latent outside the box is the good image's latent
+    noised to that step; at the last step (t = 1) that is almost the clean latent."""
+    import torch
+
+    model, token = tiny
+    image = _image(64, 64, seed=9)
+    box = Box(16, 16, 48, 40)  # latent cells x 2..6, y 2..5
+    inputs = []
+    original_forward = model.unet.forward
+
+    def spy(sample, timestep, *args, **kwargs):
+        inputs.append((int(timestep), sample[:1].clone()))  # the unconditional half's latent
+        return original_forward(sample, timestep, *args, **kwargs)
+
+    model.unet.forward = spy
+    try:
+        generate(model, token, [GenerationRequest(image, box, 0)], GenerateConfig(steps=2, crop="off"))
+    finally:
+        del model.unet.forward
+    last_timestep, last_input = inputs[-1]
+    assert last_timestep == 1
+    clean = model.encode_images(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0)
+    outside = torch.ones_like(clean, dtype=torch.bool)
+    outside[:, :, 2:5, 2:6] = False
+    assert (last_input - clean)[outside].abs().max() < 0.2
+    assert (last_input - clean)[~outside].abs().mean() > 0.2
