@@ -34,7 +34,7 @@ import os
 import re
 import threading
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -206,7 +206,7 @@ class _Prepared:
     crop: Box
     canvas: np.ndarray  # the crop at the model's resolution, RGB uint8
     latent_box: tuple[int, int, int, int]
-    generator: torch.Generator = field(repr=False, default=None)  # type: ignore[assignment]
+    generator: torch.Generator  # this request's own random stream (CPU)
 
 
 def _check_request(index: int, request: GenerationRequest) -> None:
