@@ -62,7 +62,7 @@ from anogen.detection.training_data import (
     resize_image,
     resize_mask,
 )
-from anogen.errors import InputError, JobCancelled, TrainingDiverged
+from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 log = logging.getLogger(__name__)
@@ -512,7 +512,8 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
                     report(Progress(done, total, f"validation (best at step {best_step})", metrics={
                         f"val_{k}": float(v) for k, v in val_metrics.items()
                         if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")}))
-    except (JobCancelled, TrainingDiverged, KeyboardInterrupt):
+    except BaseException:
+        # Checkpoints already written stay; a folder this run created and never used goes.
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
