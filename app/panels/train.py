@@ -94,6 +94,12 @@ class TrainPanel(Panel):
         self.steps_spin.setRange(0, 1_000_000)
         self.steps_spin.setSpecialValueText("preset default")
         adv.addRow("Steps", self.steps_spin)
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(0, 1024)
+        self.size_spin.setSingleStep(32)
+        self.size_spin.setSpecialValueText("preset default")
+        self.size_spin.setToolTip("Detector input size in pixels (a multiple of 32); smaller trains faster")
+        adv.addRow("Image size", self.size_spin)
         self.tau_spin = QDoubleSpinBox()
         self.tau_spin.setRange(0.01, 1.0)
         self.tau_spin.setSingleStep(0.05)
@@ -319,6 +325,7 @@ class TrainPanel(Panel):
         folder_rel = f"detectors/{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name).lower()}"
         config = TrainConfig(data_dir=data, detector=detector, out_dir=workspace.resolve(folder_rel),
                              generated_dir=generated_dir, preset=self._preset(),
+                             overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
                              steps=self.steps_spin.value() or None, tau=self.tau_spin.value(),
                              mix=self.mix_spin.value(), seed=self.seed_spin.value(),
                              device=self.device_combo.currentText(), exclude=self._support_images(),
