@@ -239,3 +239,15 @@ def test_bad_settings_fail_before_any_work(category, tmp_path):
     with pytest.raises(InputError, match="nothing to resume"):
         train(config_for("draem", category, tmp_path / "d", resume=True))
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_without_labelled_anomalies_validation_uses_held_out_good_images(tmp_path):
+    write_demo_dataset(tmp_path / "data", categories=("fabric",), size=32, seed=4, train_good=5, test_good=2,
+                       test_per_kind=0)
+    category = tmp_path / "data" / "fabric"
+    result = train(config_for("draem", category, tmp_path / "out", steps=2))
+    assert result.validation_source == "synthetic"
+    info = read_checkpoint_info(result.out_dir)
+    held_out = info.provenance["validation_images"]
+    assert info.provenance["train_images"] == 5 - len(held_out) // 2
+    assert any(name.endswith("+synthetic") for name in held_out)  # each good image plus a synthetic anomaly
