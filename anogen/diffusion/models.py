@@ -452,7 +452,9 @@ def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, conf
         raise ModelError(f"{path}: no Stable Diffusion UNet weights found (expected the original "
                          "'model.diffusion_model.*' layout); for CompVis LDM use a diffusers folder")
     pipeline_class = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": not allow_download}
+    kwargs: dict[str, Any] = {"local_files_only": not allow_download}
+    if dtype != torch.float32:  # (float32 is the default; naming it only makes diffusers warn)
+        kwargs["torch_dtype"] = dtype
     if config_dir is not None:
         config_dir = Path(config_dir)
         detect_family(config_dir) if (config_dir / "unet").is_dir() else None
