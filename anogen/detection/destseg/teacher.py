@@ -221,7 +221,8 @@ def load_pretrained(source: str, embedding_size: int, hidden_sizes: Sequence[int
             raise ModelError(f"teacher weights '{source}' are neither a file, a folder, nor a model in the "
                              f"local Hugging Face cache ({exc.__class__.__name__}); {WHERE_TO_PUT_WEIGHTS}") from None
     _check_shape(resnet, source, embedding_size, hidden_sizes, depths)
-    return resnet
+    # A checkpoint saved in half precision loads as such; the teacher computes in fp32.
+    return resnet.float()
 
 
 def _check_shape(resnet: nn.Module, source: str, embedding_size: int, hidden_sizes: Sequence[int],
