@@ -318,7 +318,16 @@ def _draw_batch(support: EncodedSupport, config: LearnConfig, step: int, num_tra
     return _Batch(latents, support.loss_masks[indices], conditioning, prompts, timesteps, noise)
 
 
-def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool) -> torch.Tensor:
+def _token_ids(model, prompts: list[str], cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token ids of the prompts; each distinct caption is tokenized once per run."""
+    missing = sorted({p for p in prompts if p not in cache})
+    if missing:
+        cache.update(zip(missing, model.tokenize(missing)))
+    return torch.stack([cache[p] for p in prompts])
+
+
+def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
+                id_cache: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
     device, dtype = model.device, model.dtype
     latents = batch.latents.to(device)
     noise = batch.noise.to(device)
@@ -329,7 +338,7 @@ def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool) -> torch
     else:
         target = noise
     unet_input = noisy if batch.conditioning is None else torch.cat([noisy, batch.conditioning.to(device)], dim=1)
-    text = model.encode_prompts(batch.prompts)
+    text = model.encode_token_ids(_token_ids(model, batch.prompts, {} if id_cache is None else id_cache))
     prediction = model.unet(unet_input.to(dtype), timesteps, encoder_hidden_states=text.to(dtype)).sample
     return masked_noise_loss(prediction, target, batch.loss_masks.to(device), area_normalised)
 
@@ -448,17 +457,21 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
     if config.resume_from is not None:
         start, loss_curve = _load_checkpoint(Path(config.resume_from), vector, optimizer, fingerprint)
         start = min(start, config.steps)
+        loss_curve = loss_curve[:start]
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
     last_checkpoint: Optional[int] = start if config.resume_from is not None else None
 
     table = model.token_embedding_table()
+    with torch.no_grad():  # until learning ends, the token means its init word
+        table.weight[token_id] = vector.detach().to(table.weight.device, table.weight.dtype)
     hook = _PlaceholderHook(table, token_id, vector)
     num_train_timesteps = int(scheduler.config.num_train_timesteps)
+    id_cache: dict[str, torch.Tensor] = {}
     try:
         for step in range(start, config.steps):
             check_cancel(cancel)
             batch = _draw_batch(support, config, step, num_train_timesteps)
-            loss = _batch_loss(model, scheduler, batch, config.area_normalised)
+            loss = _batch_loss(model, scheduler, batch, config.area_normalised, id_cache)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(_diverged_message(step + 1, value, checkpoint_path, last_checkpoint))
