@@ -303,7 +303,9 @@ def write_report(results: dict) -> None:
             "## Peak memory: full-size Stable Diffusion 1.5 architecture, 512 px, CPU", "",
             f"Random weights: UNet {params['unet'] / 1e6:.0f} M, VAE {params['vae'] / 1e6:.0f} M, text encoder "
             f"{params['text_encoder'] / 1e6:.0f} M parameters, float32. One 512 px image, a 192 px box, "
-            f"{memory['steps']} DDIM steps, guidance 10 (UNet batch 2), {memory['threads']} torch threads.", "",
+            f"{memory['steps']} DDIM steps, guidance 10 (UNet batch 2), {memory['threads']} torch threads, "
+            f"load average {memory['load_average']:.1f} at the end (the times reflect a busy shared machine; "
+            "the memory does not depend on it).", "",
             "| | |", "|---|---|",
             f"| resident memory after building the model | {memory['rss_after_build_mib'] / 1024:.2f} GiB |",
             f"| peak resident memory, whole process | **{memory['peak_total_mib'] / 1024:.2f} GiB** |",
@@ -337,7 +339,8 @@ def _version(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("compare", "memory", "all", "memory-child"), nargs="?", default="compare")
+    parser.add_argument("what", choices=("compare", "memory", "all", "report", "memory-child"), nargs="?",
+                        default="compare", help="report: rewrite the report from the stored raw results")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (compare: 20, memory: 2)")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
