@@ -166,3 +166,22 @@ def test_cancel_leaves_no_folder(tmp_path):
         run_box_proposals(BoxProposalConfig(images=images, out=tmp_path / "out", foreground="otsu"),
                           progress, cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
+
+
+def test_cli_size_from_support_masks_and_reference_kind(tmp_path):
+    images = _good_folder(tmp_path, count=1)
+    masks = tmp_path / "masks"
+    for i, (w, h) in enumerate(((10, 6), (14, 8))):
+        mask = np.zeros((64, 64), dtype=bool)
+        mask[20:20 + h, 20:20 + w] = True
+        write_image(masks / f"{i}_mask.png", mask)
+    assert main(["boxes", "--images", str(images), "--out", str(tmp_path / "a"), "--from-masks", str(masks),
+                 "--quiet"]) == 0
+    size = json.loads((tmp_path / "a" / "boxes.json").read_text())["size_range"]
+    assert size == pytest.approx([10 / 64 * 0.75, 14 / 64 * 1.25, 6 / 64 * 0.75, 8 / 64 * 1.25])
+    assert main(["boxes", "--images", str(images), "--out", str(tmp_path / "b"), "--kind", "hazelnut/cut",
+                 "--quiet"]) == 0
+    document = json.loads((tmp_path / "b" / "boxes.json").read_text())
+    assert document["size_range"] == [0.05, 0.2, 0.2, 0.3]
+    for x0, y0, x1, y1 in document["boxes"]["000.png"]:
+        assert 0.2 * 64 - 1 <= y1 - y0 <= 0.3 * 64 + 1

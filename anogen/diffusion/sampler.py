@@ -272,6 +272,11 @@ def generate(
     :func:`anogen.diffusion.embedding.apply_embedding`). Reports progress once per
     denoising step (with a preview every ``config.preview_every`` steps) and checks
     ``cancel`` before every step.
+
+    Every random number of a request comes from its own seed, so the same requests and
+    batch size give bit-identical images. A request generated in a batch of another size
+    can differ by a grey level here and there: the UNet's floating-point sums depend on
+    the batch shape.
     """
     config = config or GenerateConfig()
     config.validate()
