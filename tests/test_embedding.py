@@ -278,3 +278,32 @@ def test_small_defects_are_cropped_with_context_and_thin_ones_survive(model_dirs
     assert encoded.latents.shape == (2, 4, 8, 8)
     assert encoded.loss_masks[0].sum() > 0
     torch.testing.assert_close(encoded.loss_masks[1], encoded.loss_masks[0].flip(-1))
+
+
+def test_v_prediction_models_learn_against_the_velocity(model_dirs, support, tmp_path):
+    import json
+    import shutil
+
+    from anogen.diffusion.embedding import _batch_loss, _draw_batch
+
+    folder = shutil.copytree(model_dirs["sd2"], tmp_path / "sd2-v")
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(scheduler_file.read_text())
+    scheduler_file.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    model = load_model(folder, device="cpu")
+    assert model.prediction_type == "v_prediction"
+
+    learn = quick_config(support)
+    encoded = encode_support(model, prepare_support(learn, 64), flip=True)
+    from anogen.diffusion.textual_inversion import add_placeholder_token
+
+    add_placeholder_token(model, learn.token)
+    batch = _draw_batch(encoded, learn, 0, 1000)
+    scheduler = model.ddpm_scheduler()
+    with torch.no_grad():
+        loss = _batch_loss(model, scheduler, batch, False)
+        noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        prediction = model.unet(noisy, batch.timesteps, encoder_hidden_states=model.encode_prompts(batch.prompts)).sample
+        velocity = scheduler.get_velocity(batch.latents, batch.noise, batch.timesteps)
+    torch.testing.assert_close(loss, masked_noise_loss(prediction, velocity, batch.loss_masks))
+    assert not torch.allclose(loss, masked_noise_loss(prediction, batch.noise, batch.loss_masks))
