@@ -359,9 +359,10 @@ def _assemble(family, is_inpainting, source, folder, vae, text_encoder, tokenize
               device, dtype, token_width) -> DiffusionModel:
     for module in (vae, text_encoder, unet):
         _freeze(module)
-        current = next(module.parameters()).dtype
-        # Passing a dtype equal to the current one still makes diffusers warn; skip it.
-        module.to(device=device) if current == dtype else module.to(device=device, dtype=dtype)
+        if next(module.parameters()).dtype == dtype:
+            module.to(device=device)  # naming an unchanged dtype still makes diffusers warn
+        else:
+            module.to(device=device, dtype=dtype)
     vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     sample_size = unet.config.sample_size
     if isinstance(sample_size, (list, tuple)):
