@@ -511,7 +511,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
                         best_score, best_step, best_metrics = score, done, val_metrics
                     report(Progress(done, total, f"validation (best at step {best_step})", metrics={
                         f"val_{k}": float(v) for k, v in val_metrics.items()
-                        if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")}))
+                        if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro") and v is not None}))
     except BaseException:
         # Checkpoints already written stay; a folder this run created and never used goes.
         if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
