@@ -294,3 +294,14 @@ def test_single_file_without_a_config_says_how_to_fix_it(tiny_models, tmp_path, 
     save_file(to_original(tiny_models[("sd1", False)]), str(checkpoint))
     with pytest.raises(ModelError, match="cannot convert the checkpoint.*--config-dir"):
         load_model(checkpoint, device="cpu")
+
+
+@pytest.mark.parametrize("width,activation,family", [(768, "quick_gelu", "sd1"), (1024, "gelu", "sd2")])
+def test_family_is_read_from_the_text_encoder_config(tiny_models, tmp_path, width, activation, family):
+    folder = shutil.copytree(tiny_models[("sd1", True)], tmp_path / "model")
+    config_file = folder / "text_encoder" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(hidden_size=width, hidden_act=activation)
+    config_file.write_text(json.dumps(config))
+    layout = detect_family(folder)
+    assert (layout.family, layout.is_inpainting) == (family, True)
