@@ -307,3 +307,11 @@ def test_v_prediction_models_learn_against_the_velocity(model_dirs, support, tmp
         velocity = scheduler.get_velocity(batch.latents, batch.noise, batch.timesteps)
     torch.testing.assert_close(loss, masked_noise_loss(prediction, velocity, batch.loss_masks))
     assert not torch.allclose(loss, masked_noise_loss(prediction, batch.noise, batch.loss_masks))
+
+
+def test_gradient_checkpointing_learns_the_same_vector(model_dirs, support):
+    plain = learn_embedding(load_model(model_dirs["sd1"], device="cpu"), quick_config(support, steps=2))
+    model = load_model(model_dirs["sd1"], device="cpu")
+    saving = learn_embedding(model, quick_config(support, steps=2, gradient_checkpointing=True))
+    assert model.unet.is_gradient_checkpointing
+    torch.testing.assert_close(saving.vector, plain.vector)
