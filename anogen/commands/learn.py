@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                        allow_download=args.allow_download, config_dir=args.config_dir,
                        attention_slicing=args.attention_slicing)
     try:
-        with TqdmProgress(f"learn {token}", disable=args.quiet) as progress:
+        with TqdmProgress("learn", disable=args.quiet) as progress:
             result = learn_embedding(model, config, progress)
     except KeyboardInterrupt:
         if checkpoint.is_file():

@@ -296,9 +296,10 @@ def _load_component(what: str, loader, folder: Path) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide the per-component "Loading weights" bars of diffusers and transformers:
-    loading is one step of a job that reports its own progress."""
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide the per-component "Loading weights" / "Writing shards" bars of diffusers
+    and transformers: loading or saving is one step of a job that reports its own
+    progress."""
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
@@ -313,7 +314,7 @@ def _quiet_loading() -> Iterator[None]:
 
 
 def _load_folder(folder: Path, source: str, device: torch.device, dtype: torch.dtype) -> DiffusionModel:
-    with _quiet_loading():
+    with quiet_progress_bars():
         return _load_folder_components(folder, source, device, dtype)
 
 
@@ -461,7 +462,7 @@ def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, conf
         detect_family(config_dir) if (config_dir / "unet").is_dir() else None
         kwargs["config"] = str(config_dir)
     try:
-        with _quiet_loading():
+        with quiet_progress_bars():
             pipe = pipeline_class.from_single_file(str(path), safety_checker=None, requires_safety_checker=False,
                                                    **kwargs)
     except Exception as exc:

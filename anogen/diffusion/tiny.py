@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from anogen.diffusion.captions import caption_words
+from anogen.diffusion.models import quiet_progress_bars
 from anogen.errors import InputError
 
 TINY_FAMILIES = ("sd1", "sd2", "ldm")
@@ -272,8 +273,9 @@ def build_tiny_model(
     index.update({"_diffusers_version": diffusers.__version__, "scheduler": ["diffusers", "DDIMScheduler"],
                   "unet": ["diffusers", "UNet2DConditionModel"]})
     folder.mkdir(parents=True, exist_ok=True)
-    for name, component in components.items():
-        component.save_pretrained(folder / name)
-    _scheduler().save_pretrained(folder / "scheduler")
+    with quiet_progress_bars():
+        for name, component in components.items():
+            component.save_pretrained(folder / name)
+        _scheduler().save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
