@@ -149,21 +149,35 @@ class ProposeTask:
     size_range: Any  # BoxSizeRange
     per_image: int = 2
     seed: int = 0
+    foreground: str = "grabcut"  # grabcut | otsu | all (textures: the whole image is the part)
+    rule: str = "inside"  # inside | iou
 
 
-def run_propose(task: ProposeTask, progress: ProgressFn, cancel: threading.Event) -> dict[Path, list]:
-    """Propose boxes (the library's proposer) for each image; returns {path: [Box]}."""
+@dataclass
+class ProposeResult:
+    boxes: dict[Path, list]  # {image path: [anogen.data.boxes.Box]}
+    problems: list[str]  # images where no box fits, with the proposer's reason
+
+
+def run_propose(task: ProposeTask, progress: ProgressFn, cancel: threading.Event) -> ProposeResult:
+    """Propose boxes with the library's proposer for each image; an image where no box
+    fits is reported, the others keep their boxes."""
     from anogen.data.boxes import foreground_mask, image_seed, propose_boxes
     from anogen.data.imageio import read_image
+    from anogen.errors import InputError
 
-    found: dict[Path, list] = {}
+    result = ProposeResult({}, [])
     for index, path in enumerate(task.images):
         check_cancel(cancel)
         image = read_image(path)
-        found[path] = propose_boxes(image, task.size_range, task.per_image, foreground=foreground_mask(image),
-                                    seed=image_seed(task.seed, path.name))
+        try:
+            result.boxes[path] = propose_boxes(image, task.size_range, task.per_image,
+                                               foreground=foreground_mask(image, task.foreground),
+                                               rule=task.rule, seed=image_seed(task.seed, path.name))
+        except InputError as exc:
+            result.problems.append(f"{path.name}: {exc}")
         progress(Progress(index + 1, len(task.images), path.name))
-    return found
+    return result
 
 
 # ============================================================================ stage 3

@@ -186,3 +186,33 @@ def test_heatmap_and_compare_overlays(canvas):
     canvas.set_tool(Tool.PAN)
     drag(canvas, [(150, 50)])
     assert canvas.compare_split() == pytest.approx(0.75, abs=0.02)
+
+
+def test_painting_on_a_4000x3000_image_stays_fast(qtbot):
+    import time
+
+    view = ImageCanvas()
+    qtbot.addWidget(view)
+    view.resize(800, 600)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_image(np.full((3000, 4000, 3), 128, np.uint8))
+    view.set_mask(None)
+    view.set_tool(Tool.BRUSH)
+    view.set_brush_radius(40)
+    view.set_zoom(0.5)
+    view.centerOn(2000, 1500)
+    points = [(1500 + 10 * i, 1500 + 4 * i) for i in range(60)]
+    positions = [_viewport_pos(view, x, y) for x, y in points]
+    _mouse(view, QMouseEvent.Type.MouseButtonPress, positions[0])
+    start = time.perf_counter()
+    for pos in positions[1:]:
+        _mouse(view, QMouseEvent.Type.MouseMove, pos, Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton)
+        view.viewport().repaint()  # paint every step, as the screen would
+    per_move_ms = (time.perf_counter() - start) * 1000 / (len(positions) - 1)
+    _mouse(view, QMouseEvent.Type.MouseButtonRelease, positions[-1], Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton)
+    mask = view.mask()
+    assert all(mask[y, x] for x, y in points) and not mask[1400, 2000]
+    print(f"4000x3000 brush: {per_move_ms:.1f} ms per mouse move (paint + repaint)")
+    assert per_move_ms < 50, f"{per_move_ms:.1f} ms per mouse move"
+    assert view.history().nbytes < 200_000  # the stroke is stored as a small packed patch

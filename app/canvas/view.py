@@ -174,6 +174,7 @@ class ImageCanvas(QGraphicsView):
         self._mask_editable = False
         self._history.clear()
         self._emit_history()
+        self.maskAreaChanged.emit(0, 0.0)
 
     def mask(self) -> Optional[np.ndarray]:
         """A copy of the current mask (bool HxW), or None without a mask layer."""

@@ -116,7 +116,8 @@ class DefectsPanel(Panel):
         self.area_label.setObjectName("maskArea")
         grid.addRow("Mask area", self.area_label)
         self.form.addLayout(grid)
-        self.canvas.maskAreaChanged.connect(lambda n, pct: self.area_label.setText(f"{n:,} px  ({pct:.2f} %)"))
+        self.canvas.maskAreaChanged.connect(
+            lambda n, pct: self.area_label.setText(f"{n:,} px  ({pct:.2f} %)" if self.canvas.mask() is not None else "–"))
         self.canvas.toolChanged.connect(self._tool_changed)
 
         # -- model

@@ -67,6 +67,10 @@ class GeneratePanel(Panel):
         self.boxes_per_image.setRange(1, 16)
         self.boxes_per_image.setValue(2)
         grid.addRow("Boxes per image", self.boxes_per_image)
+        self.foreground_combo = QComboBox()
+        self.foreground_combo.addItems(["part (GrabCut)", "part (Otsu)", "whole image (textures)"])
+        self.foreground_combo.setToolTip("Where boxes may go: inside the part found in the image, or anywhere")
+        grid.addRow("Boxes inside", self.foreground_combo)
         self.form.addLayout(grid)
         row = QHBoxLayout()
         self.propose_button = QPushButton(icon("propose"), "Propose boxes")
@@ -330,19 +334,24 @@ class GeneratePanel(Panel):
         paths = {self.studio.resolve(g.image): g.image for g in targets}
         label = kind.name if kind is not None else ""
 
-        def store(found: dict) -> None:
-            for path, boxes in found.items():
+        def store(result) -> None:  # noqa: ANN001 - app.tasks.ProposeResult
+            for path, boxes in result.boxes.items():
                 self.studio.workspace.set_boxes(paths[path], [ProjectBox(b.x0, b.y0, b.x1, b.y1, defect_kind=label)
                                                               for b in boxes])
             self.studio.edited("good")
             current = self.studio.selection
             if current.kind == "good":
                 self.controller.show_selection(current, force=True)
-            self.status.setText(f"Proposed boxes on {len(found)} image(s).")
+            text = f"Proposed boxes on {len(result.boxes)} image(s)."
+            if result.problems:
+                text += f" No box fits on {len(result.problems)}: {result.problems[0]}"
+            self.status.setText(text)
 
+        foreground = ("grabcut", "otsu", "all")[self.foreground_combo.currentIndex()]
         self._propose_job = self.studio.engine.submit(
             "Propose boxes", run_propose,
-            ProposeTask(list(paths), size_range, self.boxes_per_image.value(), self.seed_spin.value()),
+            ProposeTask(list(paths), size_range, self.boxes_per_image.value(), self.seed_spin.value(),
+                        foreground=foreground),
             heavy=False, on_result=store)
         return self._propose_job
 
