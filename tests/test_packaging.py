@@ -95,11 +95,16 @@ def test_file_filter_keeps_the_qt_plugins_a_widget_app_needs(spec):
     assert keep((f"{plugins}/platforms/libqxcb.so", "", "BINARY"))
     assert keep((f"{plugins}/platforms/libqoffscreen.so", "", "BINARY"))
     assert keep((f"{plugins}/imageformats/libqjpeg.so", "", "BINARY"))
+    assert keep((f"{plugins}/platforms/qwindows.dll", "", "BINARY"))
+    assert not keep((f"{plugins}/platforms/libqeglfs.so", "", "BINARY"))  # embedded devices only
+    assert not keep((f"{plugins}/platforms/libqminimalegl.so", "", "BINARY"))
     assert not keep((f"{plugins}/sqldrivers/libqsqlite.so", "", "BINARY"))
     assert not keep((f"{plugins}/qmltooling/libqmldbg_debugger.so", "", "BINARY"))
     assert not keep(("PySide6/Qt/translations/qtbase_de.qm", "", "DATA"))
     assert not keep(("torch/lib/libtorchbind_test.so", "", "BINARY"))
     assert not keep(("torch/include/ATen/ATen.h", "", "DATA"))
+    assert not keep(("torch/bin/protoc", "", "BINARY"))
+    assert not keep(("torch/test/Dict_test", "", "BINARY"))
     assert keep(("torch/lib/libtorch_cpu.so", "", "BINARY"))
     assert keep(("qtawesome/fonts/materialdesignicons6-webfont-6.9.96.ttf", "", "DATA"))
 
