@@ -61,6 +61,39 @@ def write_box_labelled_set(out: Path, category: str, size: int, count_per_kind: 
     return folder
 
 
+def box_filter_share(run_dir: Path, box_set: Path) -> dict[str, float]:
+    """After training: the share of box pixels the tau filter would drop, per tau.
+
+    A box pixel is dropped when the trained model calls it normal with probability
+    >= tau, i.e. p_anomaly <= 1 - tau. Reported for the final ("last") weights on the
+    box-labelled images, and separately for the box pixels inside / outside the true
+    defect (the demo renderer's pixel mask is known here).
+    """
+    from anogen.data.demo import render_defect, sample_rng
+    from anogen.data.generated import read_generated_set
+    from anogen.detection.checkpoint import load_detector
+    from anogen.detection.infer import predict
+
+    loaded = load_detector(run_dir, "last", device="cpu")
+    samples = read_generated_set(box_set)
+    predictions = predict(loaded, [s.load_image() for s in samples])
+    shares: dict[str, list[float]] = {}
+    for sample, prediction in zip(samples, predictions):
+        box = sample.load_mask()
+        kind, index = sample.defect_kind, sample.seed
+        _, true_mask = render_defect("fabric", kind, sample_rng(1000, "fabric", "study", kind, index), box.shape[0])
+        p = prediction.anomaly_map
+        for tau in (0.9, 0.8):
+            dropped = p <= 1.0 - tau
+            shares.setdefault(f"box_dropped_tau{tau}", []).append(float(dropped[box].mean()))
+            normal_in_box = box & ~true_mask
+            if normal_in_box.any():
+                shares.setdefault(f"normal_in_box_dropped_tau{tau}", []).append(float(dropped[normal_in_box].mean()))
+            if true_mask.any():
+                shares.setdefault(f"defect_dropped_tau{tau}", []).append(float(dropped[true_mask].mean()))
+    return {key: float(np.mean(values)) for key, values in shares.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -72,6 +105,9 @@ def main() -> None:
     parser.add_argument("--data-size", type=int, default=128, help="demo image size")
     parser.add_argument("--per-kind", type=int, default=8, help="box-labelled anomalies per defect kind")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="only report, for finished runs with box labels, the share of box pixels the "
+                             "tau filter drops at the end of training")
     args = parser.parse_args()
 
     import torch
@@ -87,6 +123,12 @@ def main() -> None:
         write_demo_dataset(data, categories=("fabric",), size=args.data_size, seed=0)
     category = data / "fabric"
     boxes = write_box_labelled_set(args.out, "fabric", args.data_size, args.per_kind, seed=1000)
+
+    if args.diagnose:
+        for run_dir in sorted((args.out / "runs").glob("*")):
+            if "baseline" not in run_dir.name and (run_dir / "last").is_dir():
+                print(run_dir.name, json.dumps({k: round(v, 4) for k, v in box_filter_share(run_dir, boxes).items()}))
+        return
 
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
