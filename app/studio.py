@@ -68,6 +68,7 @@ class Studio(QObject):
         self.workspace: Optional[Workspace] = None
         self.selection = Selection()
         self._dirty = False
+        self._view_pending = False
         self._pending_writes = 0
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="anogen-save")
         self._write_lock = threading.Lock()
@@ -118,6 +119,7 @@ class Studio(QObject):
             log.error("saving %s failed: %s", self.workspace.root, exc)
             self.saveFailed.emit(f"Could not save the project: {exc}")
             return False
+        self._view_pending = False
         self._set_dirty(False)
         return True
 
@@ -134,8 +136,8 @@ class Studio(QObject):
             if self.project.view.get(key) != value:
                 self.project.view[key] = value
                 changed = True
-        if changed:
-            self._set_dirty(True)
+        if changed:  # view state is not "unsaved work": no title marker, saved shortly after
+            self._view_pending = True
             self._view_timer.start()
 
     # ------------------------------------------------------------------ background writes
@@ -184,7 +186,7 @@ class Studio(QObject):
         while self._pending_writes > 0 and time.monotonic() < deadline:
             QCoreApplication.processEvents()
             time.sleep(0.005)
-        if self._dirty:
+        if self._dirty or self._view_pending:
             self.save()
 
     def close(self) -> None:
