@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import QPoint, QRect, QSize, Qt
+from PySide6.QtGui import QIcon, QIconEngine, QPainter, QPixmap
 
 from app import theme
 
@@ -78,6 +79,32 @@ def _icon(name: str, dark: bool) -> QIcon:
         return QIcon()
 
 
+class _ThemedIconEngine(QIconEngine):
+    """Draws the glyph in the colours of the theme active at paint time, so icons follow
+    a switch between light and dark without rebuilding any widget."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def paint(self, painter: QPainter, rect: QRect, mode: QIcon.Mode, state: QIcon.State) -> None:
+        _icon(self.name, theme.is_dark()).paint(painter, rect, Qt.AlignmentFlag.AlignCenter, mode, state)
+
+    def pixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QPixmap:
+        pixmap = QPixmap(size)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        self.paint(painter, QRect(QPoint(0, 0), size), mode, state)
+        painter.end()
+        return pixmap
+
+    def clone(self) -> "QIconEngine":
+        return _ThemedIconEngine(self.name)
+
+
 def icon(name: str) -> QIcon:
-    """The icon for ``name`` (a key of :data:`GLYPHS` or a qtawesome glyph id)."""
-    return _icon(name, theme.is_dark())
+    """The icon for ``name`` (a key of :data:`GLYPHS` or a qtawesome glyph id), drawn in
+    the colours of the current theme whenever it is painted."""
+    if _icon(name, theme.is_dark()).isNull():
+        return QIcon()
+    return QIcon(_ThemedIconEngine(name))

@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
         bottom.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom)
         self.resizeDocks([left, right], [260, 420], Qt.Orientation.Horizontal)
-        self.resizeDocks([bottom], [150], Qt.Orientation.Vertical)
+        self.resizeDocks([bottom], [120], Qt.Orientation.Vertical)
         self.docks = {"project": left, "task": right, "jobs": bottom}
 
     def _action(self, menu: QMenu, text: str, shortcut: str | QKeySequence | list, slot: Callable,

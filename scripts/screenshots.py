@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--learn-steps", type=int, default=150)
     parser.add_argument("--generate-steps", type=int, default=25)
     parser.add_argument("--train-steps", type=int, default=120)
+    parser.add_argument("--train-size", type=int, default=0, help="detector image size (0: the preset's)")
     parser.add_argument("--theme", default="light", choices=("light", "dark", "auto"))
     args = parser.parse_args()
 
@@ -113,6 +114,7 @@ def main() -> int:
     window.show_panel("train")
     train = window.panels["train"]
     train.steps_spin.setValue(args.train_steps)
+    train.size_spin.setValue(args.train_size)
     if not project.detectors:
         train.train()
         wait("training")

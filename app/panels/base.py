@@ -57,6 +57,15 @@ class Panel(QWidget):
     def menu_actions(self) -> list[QAction]:
         return list(self._actions)
 
+    def compact(self, *combos) -> None:  # noqa: ANN002 - QComboBox widgets
+        """Let combo boxes shrink with the panel instead of widening it to their longest item."""
+        from PySide6.QtWidgets import QComboBox, QSizePolicy
+
+        for combo in combos:
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+            combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
     def heading(self, text: str) -> QLabel:
         label = QLabel(text)
         font = label.font()

@@ -205,6 +205,7 @@ class DefectsPanel(Panel):
         self.model_folder_button.clicked.connect(self._choose_model_folder)
         self.model_file_button.clicked.connect(self._choose_model_file)
         self.learn_button.clicked.connect(self.learn)
+        self.compact(self.kind_combo, self.scale_lr_check)
         studio.projectEdited.connect(self._project_edited)
         studio.selectionChanged.connect(self._selection_changed)
         studio.engine.jobProgress.connect(self._job_progress)

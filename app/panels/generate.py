@@ -187,6 +187,7 @@ class GeneratePanel(Panel):
         self.regenerate_button.clicked.connect(self.regenerate)
         self.compare_slider.valueChanged.connect(lambda v: self.canvas.set_compare_split(v / 100))
         self.canvas.compareChanged.connect(self._compare_moved)
+        self.compact(self.kind_combo, self.set_combo, self.propose_scope, self.foreground_combo)
         studio.projectEdited.connect(self._project_edited)
         studio.selectionChanged.connect(lambda _s: self.update_enabled())
         studio.engine.jobProgress.connect(self._job_progress)

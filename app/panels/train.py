@@ -199,6 +199,7 @@ class TrainPanel(Panel):
         self.threshold_slider.valueChanged.connect(lambda _v: self._threshold_changed())
         self.heat_opacity.valueChanged.connect(lambda v: self.canvas.set_heatmap_opacity(v / 100))
         self.gallery.itemSelectedKey.connect(self._show_test_image)
+        self.compact(self.set_combo, self.result_combo, self.name_combo, self.preset_combo)
         studio.projectEdited.connect(self._project_edited)
         studio.engine.jobProgress.connect(self._job_progress)
         self.project_changed()
@@ -229,8 +230,9 @@ class TrainPanel(Panel):
     def _fill(self) -> None:
         project = self.studio.project
         data = self.dataset_dir()
-        self.dataset_label.setText(f"Dataset: {data}" if data else
+        self.dataset_label.setText(f"Dataset: {data.parent.name}/{data.name}" if data else
                                    "No dataset in MVTec AD layout linked: link one to train and test.")
+        self.dataset_label.setToolTip(str(data) if data else "")
         current = self.set_combo.currentData()
         self.set_combo.blockSignals(True)
         self.set_combo.clear()
@@ -488,3 +490,4 @@ class TrainPanel(Panel):
     def prepare_for_screenshot(self) -> None:
         if self.gallery.count():
             self.gallery.setCurrentRow(0)
+            self._show_test_image(self.gallery.item(0).data(Qt.ItemDataRole.UserRole + 1))

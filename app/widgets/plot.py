@@ -91,7 +91,7 @@ class PlotWidget(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         top = metrics.height() + 6 if self.title else 6
-        plot = QRectF(44, top, self.width() - 54, self.height() - top - metrics.height() - 10)
+        plot = QRectF(50, top, self.width() - 60, self.height() - top - metrics.height() - 10)
         if plot.width() < 20 or plot.height() < 20:
             return
         if self.title:
@@ -122,9 +122,9 @@ class PlotWidget(QWidget):
             painter.setPen(grid_pen)
             painter.drawLine(QPointF(plot.left(), p.y()), QPointF(plot.right(), p.y()))
             painter.setPen(colors.muted)
-            label = f"{10 ** fy:.2g}" if self.log_y else f"{fy:.3g}"
-            painter.drawText(QRectF(0, p.y() - 8, 40, 16), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
-        for i in range(5):
+            label = f"{10 ** fy:.3g}" if self.log_y else f"{fy:.3g}"
+            painter.drawText(QRectF(0, p.y() - 8, 46, 16), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
+        for i in range(4 if self.x_label else 5):  # the axis name takes the last tick's place
             fx = x0 + (x1 - x0) * i / 4
             p = to_screen(fx, y0)
             painter.drawText(QRectF(p.x() - 30, plot.bottom() + 2, 60, metrics.height()),
