@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_stage1.py compare [--steps 20] [--repeats 3] [--batch 4] [--resolutions 64 128]
     python benchmarks/bench_stage1.py memory [--batch 1] [--steps 1] [--no-checkpointing]
     python benchmarks/bench_stage1.py all
+    python benchmarks/bench_stage1.py report       # rewrite the page from the stored results
 
 Results are merged into docs/benchmarks-stage1.md (each part replaced by its latest run).
 """
@@ -190,7 +191,7 @@ def run_compare(steps: int, repeats: int, batch: int, resolutions: list[int], th
 # ----------------------------------------------------------------------------- memory
 
 
-def build_sd15_random():
+def build_sd15_random(device: str = "cpu", dtype=None):
     """The Stable Diffusion 1.5 architecture with random weights, as a DiffusionModel."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -210,14 +211,15 @@ def build_sd15_random():
         max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))
+    dtype = dtype or torch.float32
     for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
+        module.requires_grad_(False).eval().to(device=device, dtype=dtype)
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in
               (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
     model = DiffusionModel(
         family="sd1", source="sd15-architecture (random weights)", vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, unet=unet, scheduler_config=dict(_scheduler().config), device=torch.device("cpu"),
-        dtype=torch.float32, resolution=512, latent_channels=4, vae_scale_factor=8, scaling_factor=0.18215,
+        tokenizer=tokenizer, unet=unet, scheduler_config=dict(_scheduler().config), device=torch.device(device),
+        dtype=dtype, resolution=512, latent_channels=4, vae_scale_factor=8, scaling_factor=0.18215,
         token_width=768, is_inpainting=False)
     return model, params
 
@@ -252,18 +254,23 @@ class PeakSampler:
         self._thread.join()
 
 
-def memory_child(batch: int, steps: int, checkpointing: bool) -> dict:
+def memory_child(batch: int, steps: int, checkpointing: bool, device: str = "cpu", precision: str = "fp32") -> dict:
     """Runs in a fresh process so the memory belongs to this measurement alone."""
     import resource
 
     import torch
 
+    from anogen.device import resolve_device, resolve_dtype
     from anogen.diffusion.embedding import LearnConfig, learn_embedding
 
+    torch_device = resolve_device(device)
+    dtype = resolve_dtype(torch_device, precision)
     with PeakSampler() as sampler, tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         sampler.phase = "build"
-        model, params = build_sd15_random()
+        model, params = build_sd15_random(str(torch_device), dtype)
+        if torch_device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(torch_device)
         build_s = time.perf_counter() - start
         weights_mib = _rss_mib()
         images, masks = write_support(Path(tmp), 512, shots=2)
@@ -291,7 +298,10 @@ def memory_child(batch: int, steps: int, checkpointing: bool) -> dict:
         if previous is not None:
             step_times.append(stamps[key] - previous)
         previous = stamps[key]
-    return {"params": params, "build_s": build_s, "batch": batch, "steps": steps, "checkpointing": checkpointing,
+    gpu_peak = (torch.cuda.max_memory_allocated(torch_device) / 2 ** 20 if torch_device.type == "cuda"
+                else None)
+    return {"device": torch_device.type, "precision": str(dtype).replace("torch.", ""), "gpu_peak_mib": gpu_peak,
+            "params": params, "build_s": build_s, "batch": batch, "steps": steps, "checkpointing": checkpointing,
             "learn_s": end - learn_start, "first_step_end_s": stamps.get("step1", end) - learn_start,
             "later_step_s": step_times, "weights_rss_mib": weights_mib, "peaks_mib": sampler.peaks,
             "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -299,8 +309,9 @@ def memory_child(batch: int, steps: int, checkpointing: bool) -> dict:
             "final_loss": result.final_loss}
 
 
-def run_memory(batch: int, steps: int, checkpointing: bool) -> dict:
-    command = [sys.executable, __file__, "memory-child", "--batch", str(batch), "--steps", str(steps)]
+def run_memory(batch: int, steps: int, checkpointing: bool, device: str = "cpu", precision: str = "fp32") -> dict:
+    command = [sys.executable, __file__, "memory-child", "--batch", str(batch), "--steps", str(steps),
+               "--device", device, "--precision", precision]
     if not checkpointing:
         command.append("--no-checkpointing")
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -366,43 +377,57 @@ def write_report(results: dict) -> None:
                   f"{' '.join(str(r['resolution']) for r in compare['rows'])} --threads {compare['threads']}`", ""]
     memories = results.get("memory") or []
     if memories:
-        lines += ["## Peak memory: full-size Stable Diffusion 1.5 architecture, 512 px, CPU, fp32", "",
+        lines += ["## Peak memory: full-size Stable Diffusion 1.5 architecture, 512 px", "",
                   "Random weights built from configs in code (no download). Peak resident memory of a fresh "
-                  "process, sampled every 5 ms, per phase. `train steps` is the figure a stage-1 run needs.", "",
-                  "| batch | gradient checkpointing | weights (RSS after build) | peak: encode support | "
-                  "peak: train steps | first step (incl. encoding) | later steps |",
-                  "|---|---|---|---|---|---|---|"]
+                  "process, sampled every 5 ms, per phase (on a GPU: `torch.cuda.max_memory_allocated` after the "
+                  "build). `train steps` is the figure a stage-1 run needs.", "",
+                  "| device, precision | batch | gradient checkpointing | weights (RSS after build) | "
+                  "peak: encode support | peak: train steps | GPU peak | first step (incl. encoding) | later steps |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for run in memories:
             peaks = run["peaks_mib"]
             later = ", ".join(f"{t:.0f} s" for t in run["later_step_s"]) or "-"
+            gpu = f"{run['gpu_peak_mib'] / 1024:.2f} GiB" if run.get("gpu_peak_mib") else "-"
             lines.append(
-                f"| {run['batch']} | {'on' if run['checkpointing'] else 'off'} | {run['weights_rss_mib'] / 1024:.2f} GiB | "
+                f"| {run.get('device', 'cpu')}, {run.get('precision', 'float32')} | {run['batch']} | {'on' if run['checkpointing'] else 'off'} | {run['weights_rss_mib'] / 1024:.2f} GiB | "
                 f"{peaks.get('encode support', float('nan')) / 1024:.2f} GiB | "
-                f"{peaks.get('train steps', float('nan')) / 1024:.2f} GiB | {run['first_step_end_s']:.0f} s | {later} |")
+                f"{peaks.get('train steps', float('nan')) / 1024:.2f} GiB | {gpu} | {run['first_step_end_s']:.0f} s | "
+                f"{later} |")
         first = memories[0]
-        lines += ["", f"Parameters: UNet {first['params']['unet'] / 1e6:.0f} M, VAE {first['params']['vae'] / 1e6:.0f} M, "
+        lines += ["", "Working memory of training above the frozen weights: " + ", ".join(
+            f"batch {run['batch']}, checkpointing {'on' if run['checkpointing'] else 'off'}: "
+            f"{(run['peaks_mib'].get('train steps', float('nan')) - run['weights_rss_mib']) / 1024:.2f} GiB"
+            for run in memories) + ". Only one 768-d vector and its AdamW state are trained; the rest is "
+            "activations kept for the backward pass through the UNet and the text encoder.", "",
+            "Not measured yet: a GPU run (target: under 8 GB in bf16 with checkpointing); this session had no "
+            "GPU. On one: `python benchmarks/bench_stage1.py memory --device cuda --precision bf16 --batch 4 "
+            "--steps 2`.", ""]
+        lines += [f"Parameters: UNet {first['params']['unet'] / 1e6:.0f} M, VAE {first['params']['vae'] / 1e6:.0f} M, "
                   f"text encoder {first['params']['text_encoder'] / 1e6:.0f} M; {first['threads']} torch threads, "
                   f"load average {first['load_average']:.1f} (shared machine: times are indicative only).", "",
-                  "Reproduce: `python benchmarks/bench_stage1.py memory --batch B --steps N "
-                  "[--no-checkpointing]` (each run is added to the table).", ""]
+                  "Reproduce: `python benchmarks/bench_stage1.py memory --batch B --steps N [--no-checkpointing] "
+                  "[--device cuda --precision bf16]` (each run is added to the table).", ""]
     lines += [f"{RAW_MARKER}{json.dumps(results)} -->", ""]
     atomic_write_text(REPORT, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="compare", choices=("compare", "memory", "all", "memory-child"))
+    parser.add_argument("part", nargs="?", default="compare", choices=("compare", "memory", "all", "report", "memory-child"))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--device", default="cpu", help="memory part: cpu or cuda")
+    parser.add_argument("--precision", default="fp32", help="memory part: fp32, bf16 or fp16 (GPU only)")
     parser.add_argument("--replace-memory", action="store_true", help="drop earlier memory rows")
     args = parser.parse_args(argv)
 
     if args.part == "memory-child":
-        print(json.dumps(memory_child(args.batch or 1, args.steps or 1, not args.no_checkpointing)))
+        print(json.dumps(memory_child(args.batch or 1, args.steps or 1, not args.no_checkpointing, args.device,
+                                      args.precision)))
         return 0
     results = _previous_results()
     if args.part in ("compare", "all"):
@@ -410,10 +435,10 @@ def main(argv: list[str] | None = None) -> int:
                                          args.threads)
         print(json.dumps(results["compare"], indent=2))
     if args.part in ("memory", "all"):
-        run = run_memory(args.batch or 1, args.steps or 1, not args.no_checkpointing)
-        key = (run["batch"], run["checkpointing"])
+        run = run_memory(args.batch or 1, args.steps or 1, not args.no_checkpointing, args.device, args.precision)
+        key = (run.get("device", "cpu"), run["batch"], run["checkpointing"])
         kept = [] if args.replace_memory else [m for m in results.get("memory", [])
-                                               if (m["batch"], m["checkpointing"]) != key]
+                                               if (m.get("device", "cpu"), m["batch"], m["checkpointing"]) != key]
         results["memory"] = kept + [run]
         print(json.dumps(run, indent=2))
     write_report(results)
