@@ -23,6 +23,7 @@ state uses ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ HISTORY_NAME = "history.jsonl"
 FORMAT = "anogen-detector"
 FORMAT_VERSION = 1
 CHECKPOINT_CHOICES = ("best", "last")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,6 +149,10 @@ def checkpoint_folder(folder: str | os.PathLike, which: str = "best") -> Path:
     candidate = folder / which
     if (candidate / CONFIG_NAME).is_file():
         return candidate
+    if which == "best" and (folder / "last" / CONFIG_NAME).is_file():
+        # A run stopped before its last phase (DeSTSeg's head) has no best checkpoint yet.
+        log.warning("%s: no best checkpoint yet (training stopped early); using the last one", folder)
+        return folder / "last"
     raise InputError(f"{folder}: no '{which}' checkpoint here (expected {candidate / CONFIG_NAME}); "
                      "is this the --out folder of 'anogen train'?")
 

@@ -21,7 +21,8 @@ replaced atomically); a NaN or infinite loss raises
 :class:`~anogen.errors.TrainingDiverged` naming the step.
 
 The validation score that picks the best checkpoint is the mean of image AUROC and
-pixel AP on the validation set.
+pixel AP on the validation set; only validations in the last phase compete (before it,
+a DeSTSeg head is still untrained), and the end of training always validates.
 """
 
 from __future__ import annotations
@@ -501,7 +502,9 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
                 if done % validate_every == 0 or done == total:
                     check_cancel(cancel)
                     val_metrics, calibration, score = _validate_detector(detector, vset, device, batch_size)
-                    is_best = score > best_score
+                    # Before the last phase the detector is incomplete (DeSTSeg's head is still
+                    # untrained during the student phase), so only the last phase competes for best.
+                    is_best = phase_index == len(phases) - 1 and score > best_score
                     history.append({"step": done, "phase": "validation", **{
                         k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}})
                     check_cancel(cancel)
