@@ -27,7 +27,9 @@ def main() -> int:
     parser.add_argument("--size", default="1440x900")
     parser.add_argument("--learn-steps", type=int, default=150)
     parser.add_argument("--generate-steps", type=int, default=25)
-    parser.add_argument("--train-steps", type=int, default=120)
+    parser.add_argument("--train-steps", type=int, default=120, help="0: the preset's length")
+    parser.add_argument("--generate-images", type=int, default=6, help="good images that get boxes and samples")
+    parser.add_argument("--preset", default="quick", choices=("quick", "paper"))
     parser.add_argument("--train-size", type=int, default=0, help="detector image size (0: the preset's)")
     parser.add_argument("--theme", default="light", choices=("light", "dark", "auto"))
     args = parser.parse_args()
@@ -89,16 +91,20 @@ def main() -> int:
     # 2. Generate: boxes on good images, a preview, a generated set under review.
     window.show_panel("generate")
     generate = window.panels["generate"]
-    good = project.good_images[0]
-    studio.select(Selection("good", good.image))
-    generate.propose_scope.setCurrentIndex(1)
+    generate.propose_scope.setCurrentIndex(0)  # the selected image
     generate.foreground_combo.setCurrentIndex(2)  # the demo fabric is a texture: boxes anywhere
-    generate.propose()
-    wait("proposing boxes")
+    for good in project.good_images[: args.generate_images]:
+        if not good.boxes:
+            studio.select(Selection("good", good.image))
+            generate.propose()
+            wait("proposing boxes")
+    good = project.good_images[0]
     studio.select(Selection("good", good.image))
     if has_model and project.defect_kind(kind.name).embedding:
         generate.steps_spin.setValue(args.generate_steps)
         generate.per_image_spin.setValue(2)
+        generate.preview()
+        wait("previewing")
         if not project.generated_sets:
             generate.generate()
             wait("generating")
@@ -108,11 +114,14 @@ def main() -> int:
             generate.set_status("rejected")
             generate.gallery.setCurrentRow(0)
             generate.set_status("accepted")
+        generate.gallery.setCurrentRow(0)
+        studio.select(Selection("sample", project.generated_sets[-1].name, 0))  # sample vs its source
     shoot("generate")
 
     # 3. Train: one button; curves, metrics, heat maps of the test images.
     window.show_panel("train")
     train = window.panels["train"]
+    train.preset_combo.setCurrentText(args.preset)
     train.steps_spin.setValue(args.train_steps)
     train.size_spin.setValue(args.train_size)
     if not project.detectors:
