@@ -106,6 +106,12 @@ def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path,
     generate.set_status("rejected")
     reopened = Workspace.open(tiny_project)
     assert reopened.project.generated_sets[0].samples[0].status == "rejected"
+    generate.gallery.setCurrentRow(1)
+    old_seed, old_bytes = generated.samples[1].seed, (tiny_project / generated.samples[1].image).read_bytes()
+    generate.regenerate_button.click()
+    assert engine.wait(120) and not failures, failures
+    assert generated.samples[1].seed != old_seed and generated.samples[1].status == "pending"
+    assert (tiny_project / generated.samples[1].image).read_bytes() != old_bytes
 
     # Stage 3: one button, then the test images appear with heat maps; export ONNX.
     train = window.panels["train"]
