@@ -56,15 +56,21 @@ class Gallery(QListWidget):
         self.blockSignals(False)
 
     def add(self, key: Any, rgb: np.ndarray, caption: str, status: str = "") -> QListWidgetItem:
-        item = QListWidgetItem(QIcon(thumbnail(rgb, self.side, self._status_color(status))), caption)
+        item = QListWidgetItem(self._icon(rgb, status), caption)
         item.setData(KEY_ROLE, key)
         item.setToolTip(caption)
         self.addItem(item)
         return item
 
     def set_status(self, item: QListWidgetItem, rgb: np.ndarray, caption: str, status: str) -> None:
-        item.setIcon(QIcon(thumbnail(rgb, self.side, self._status_color(status))))
+        item.setIcon(self._icon(rgb, status))
         item.setText(caption)
+
+    def _icon(self, rgb: np.ndarray, status: str) -> QIcon:
+        pixmap = thumbnail(rgb, self.side, self._status_color(status))
+        icon = QIcon(pixmap)
+        icon.addPixmap(pixmap, QIcon.Mode.Selected)  # true colours when selected, not tinted
+        return icon
 
     def keys(self) -> list[Any]:
         return [self.item(i).data(KEY_ROLE) for i in range(self.count())]
