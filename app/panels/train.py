@@ -174,6 +174,7 @@ class TrainPanel(Panel):
         grid.addRow("Threshold", self.threshold_slider)
         self.counts_label = QLabel("–")
         self.counts_label.setObjectName("passFailCounts")
+        self.counts_label.setWordWrap(True)
         grid.addRow("", self.counts_label)
         self.heat_opacity = QSlider(Qt.Orientation.Horizontal)
         self.heat_opacity.setRange(0, 100)
