@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--learn-steps", type=int, default=150)
     parser.add_argument("--generate-steps", type=int, default=25)
     parser.add_argument("--train-steps", type=int, default=120, help="0: the preset's length")
+    parser.add_argument("--guidance", type=float, default=5.0, help="the demo model likes 5")
     parser.add_argument("--generate-images", type=int, default=6, help="good images that get boxes and samples")
     parser.add_argument("--preset", default="quick", choices=("quick", "paper"))
     parser.add_argument("--train-size", type=int, default=0, help="detector image size (0: the preset's)")
@@ -82,6 +83,7 @@ def main() -> int:
     defects = window.panels["defects"]
     if has_model and not kind.embedding:
         defects.steps_spin.setValue(args.learn_steps)
+        defects.scale_lr_check.setCurrentIndex(1)  # lr x batch, as the demo pipeline learns
         defects.learn()
         wait("learning")
     studio.select(Selection("support", kind.name, 0))
@@ -102,6 +104,7 @@ def main() -> int:
     studio.select(Selection("good", good.image))
     if has_model and project.defect_kind(kind.name).embedding:
         generate.steps_spin.setValue(args.generate_steps)
+        generate.guidance_spin.setValue(args.guidance)
         generate.per_image_spin.setValue(2)
         generate.preview()
         wait("previewing")
