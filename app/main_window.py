@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from PySide6.QtCore import QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMenu, QMessageBox, QTabWidget, QToolBar, QWidget)
@@ -91,6 +91,8 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
 
 
 class MainWindow(QMainWindow):
+    _deviceDetected = Signal(str)  # from the detection thread to the status bar
+
     def __init__(self, settings: Optional[Settings] = None, *, restore_geometry: bool = True,
                  parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -462,12 +464,22 @@ class MainWindow(QMainWindow):
 
     # ================================================================== status
     def _detect_device(self) -> None:
-        try:
-            from anogen.device import describe_device, resolve_device
+        """Name the compute device in the status bar; importing torch takes seconds, so off the UI thread."""
+        self._deviceDetected.connect(self.device_label.setText)
 
-            self.device_label.setText(describe_device(resolve_device("auto")))
-        except Exception as exc:  # noqa: BLE001 - the status bar must not break the app
-            self.device_label.setText(f"Device: unknown ({exc.__class__.__name__})")
+        def detect() -> None:
+            try:
+                from anogen.device import describe_device, resolve_device
+
+                text = describe_device(resolve_device("auto"))
+            except Exception as exc:  # noqa: BLE001 - the status bar must not break the app
+                text = f"Device: unknown ({exc.__class__.__name__})"
+            try:
+                self._deviceDetected.emit(text)
+            except RuntimeError:  # the window closed before torch finished importing
+                pass
+
+        threading.Thread(target=detect, name="anogen-device", daemon=True).start()
 
     def _update_memory(self) -> None:
         text = ""
@@ -483,9 +495,12 @@ class MainWindow(QMainWindow):
                 text = f"RAM peak {peak / (2**30 if sys.platform == 'darwin' else 2**20):.2f} GB"
             except (ImportError, OSError):
                 text = ""
-        torch = sys.modules.get("torch")  # only when a job already loaded it; importing it here is slow
-        if torch is not None and torch.cuda.is_available():
-            text += f"   GPU {torch.cuda.memory_allocated() / 2**30:.2f} GB"
+        torch = sys.modules.get("torch")  # only when a thread already loaded it; importing it here is slow
+        try:
+            if torch is not None and torch.cuda.is_available():
+                text += f"   GPU {torch.cuda.memory_allocated() / 2**30:.2f} GB"
+        except (AttributeError, RuntimeError):  # torch is still being imported by another thread
+            pass
         self.memory_label.setText(text)
 
     # ================================================================== dialogs

@@ -20,23 +20,28 @@ from anogen.jobs import Progress, ProgressFn, check_cancel
 # ============================================================================ stage 1
 
 
+# Library configs are built inside the job (their modules import torch and diffusers,
+# which takes seconds the first time): panels pass the fields as plain keyword dicts.
+
+
 @dataclass
 class LearnTask:
     model: str
-    learn: Any  # anogen.diffusion.embedding.LearnConfig
+    learn: dict[str, Any]  # fields of anogen.diffusion.embedding.LearnConfig
     out: Path   # the embedding file inside the project
 
 
 def run_learn(task: LearnTask, progress: ProgressFn, cancel: threading.Event) -> Path:
     """Load the model, learn the defect kind's embedding, save it (atomic)."""
-    from anogen.diffusion.embedding import learn_embedding
+    from anogen.diffusion.embedding import LearnConfig, learn_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.textual_inversion import save_embedding
 
-    progress(Progress(0, task.learn.steps, "loading the model"))
-    model = load_model(task.model, device=task.learn.device, precision=task.learn.precision)
+    config = LearnConfig(**task.learn)
+    progress(Progress(0, config.steps, "loading the model"))
+    model = load_model(task.model, device=config.device, precision=config.precision)
     check_cancel(cancel)
-    result = learn_embedding(model, task.learn, progress, cancel)
+    result = learn_embedding(model, config, progress, cancel)
     check_cancel(cancel)
     task.out.parent.mkdir(parents=True, exist_ok=True)
     return save_embedding(task.out, result)
@@ -64,7 +69,7 @@ class PreviewTask:
     image: Path
     box: tuple[int, int, int, int]
     seed: int
-    generate: Any  # anogen.diffusion.sampler.GenerateConfig
+    generate: dict[str, Any]  # fields of anogen.diffusion.sampler.GenerateConfig
     device: str = "auto"
 
 
@@ -81,16 +86,17 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     from anogen.data.boxes import Box
     from anogen.data.imageio import read_image
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
     from anogen.diffusion.textual_inversion import apply_embedding, load_embedding
 
-    progress(Progress(0, task.generate.steps, "loading the model"))
+    config = GenerateConfig(**task.generate)
+    progress(Progress(0, config.steps, "loading the model"))
     model = load_model(task.model, device=task.device)
     token = apply_embedding(model, load_embedding(task.embedding))
     source = read_image(task.image)
     check_cancel(cancel)
     [result] = generate(model, token, [GenerationRequest(source, Box(*task.box), task.seed)],
-                        task.generate, progress, cancel)
+                        config, progress, cancel)
     return PreviewResult(source, result.image, task.box, task.seed)
 
 
@@ -105,16 +111,16 @@ class GenerateTask:
     samples_per_box: int = 2
     boxes: Optional[dict[str, list]] = None  # {image name: [anogen.data.boxes.Box]}; None = propose
     size_range: Any = None  # anogen.data.boxes.BoxSizeRange
-    generate: Any = None  # GenerateConfig
+    generate: dict[str, Any] = field(default_factory=dict)  # GenerateConfig fields
     device: str = "auto"
 
 
 def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
-    from anogen.diffusion.sampler import generate_set
+    from anogen.diffusion.sampler import GenerateConfig, generate_set
 
     generate_set(task.model, task.embedding, task.normals, task.out, per_image=task.per_image,
                  samples_per_box=task.samples_per_box, boxes=task.boxes, size_range=task.size_range,
-                 config=task.generate, defect_kind=task.defect_kind, device=task.device,
+                 config=GenerateConfig(**task.generate), defect_kind=task.defect_kind, device=task.device,
                  progress=progress, cancel=cancel)
     return task.out
 
@@ -183,10 +189,17 @@ def run_propose(task: ProposeTask, progress: ProgressFn, cancel: threading.Event
 # ============================================================================ stage 3
 
 
-def run_train(config: Any, progress: ProgressFn, cancel: threading.Event) -> Any:
-    from anogen.detection.train import train
+def run_train(fields: dict[str, Any], progress: ProgressFn, cancel: threading.Event) -> Any:
+    """Train a detector; ``fields`` are TrainConfig's, with preset ``auto`` meaning the paper
+    preset on a GPU and the quick one on a CPU."""
+    import torch
 
-    return train(config, progress, cancel)
+    from anogen.detection.train import TrainConfig, train
+
+    fields = dict(fields)
+    if fields.get("preset") == "auto":
+        fields["preset"] = "paper" if torch.cuda.is_available() else "quick"
+    return train(TrainConfig(**fields), progress, cancel)
 
 
 @dataclass

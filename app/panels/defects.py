@@ -435,18 +435,14 @@ class DefectsPanel(Panel):
             self.model_status.setText("No model chosen.")
             return
         path = Path(source).expanduser()
-        if path.is_dir():
-            try:
-                description = check_model(source, lambda _p: None, None)  # folder layout only: instant
-            except AnoGenError as exc:
-                self._model_result(False, str(exc))
-                return
-            self._model_result(True, description)
+        if quiet and not path.is_dir():  # reopening a project: do not load a big model just to check it
+            self.model_status.setText(f"Model: {source}")
             return
         if quiet:
             self.model_status.setText(f"Model: {source}")
             return
         self.model_status.setText("Checking the model…")
+        self.model_status.setStyleSheet("")
         self._check_job = self.studio.engine.submit(
             f"Check model {source}", check_model, source, heavy=False,
             on_result=lambda description: self._model_result(True, description))
@@ -467,8 +463,6 @@ class DefectsPanel(Panel):
     # ================================================================== learn
     def learn(self) -> Optional[Job]:
         """Start stage 1 for the current defect kind in the background."""
-        from anogen.diffusion.embedding import LearnConfig
-
         kind = self._kind()
         workspace = self.studio.workspace
         if kind is None or workspace is None or self.is_running(self._learn_job):
@@ -478,7 +472,7 @@ class DefectsPanel(Panel):
             QMessageBox.information(self, "Learn", "Paint the defect mask on at least one support image first.")
             return None
         model = self.model_edit.text().strip() or workspace.project.model
-        config = LearnConfig(
+        config = dict(
             images=[workspace.resolve(s.image) for s in shots],
             masks=[workspace.resolve(s.mask) for s in shots],
             token=kind.token, init_word=kind.init_word, steps=self.steps_spin.value(), lr=self.lr_spin.value(),
@@ -487,7 +481,8 @@ class DefectsPanel(Panel):
             device=self.device_combo.currentText())
         out = workspace.embeddings_dir / f"{kind.token.strip('<>')}.safetensors"
         self.loss_plot.clear()
-        self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s)…")
+        self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s), "
+                                  f"{config['steps']} steps…")
         name = kind.name
         self._learn_job = self.studio.engine.submit(
             f"Learn '{name}'", run_learn, LearnTask(model, config, out),

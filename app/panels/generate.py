@@ -357,10 +357,9 @@ class GeneratePanel(Panel):
         return self._propose_job
 
     # ================================================================== generation
-    def _generate_config(self, preview_every: int = 0):
-        from anogen.diffusion.sampler import GenerateConfig
-
-        return GenerateConfig(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
+    def _generate_config(self, preview_every: int = 0) -> dict:
+        """GenerateConfig fields (the job builds the config, off the UI thread)."""
+        return dict(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
                               feather=self.feather_spin.value(), crop=self.crop_combo.currentText(),
                               preview_every=preview_every, seed=self.seed_spin.value())
 
@@ -369,7 +368,7 @@ class GeneratePanel(Panel):
         project = self.studio.project
         if kind is None or not kind.embedding or project is None:
             return None
-        every = max(1, self.steps_spin.value() // 10)
+        every = max(1, self.steps_spin.value() // 10)  # about ten intermediate previews
         return PreviewTask(project.model, self.studio.resolve(kind.embedding), self.studio.resolve(image_rel),
                            box, seed, self._generate_config(every), self.device_combo.currentText())
 

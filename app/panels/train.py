@@ -31,16 +31,16 @@ METRIC_ROWS = (("image_auroc", "Image AUROC"), ("image_ap", "Image AP"), ("pixel
 GALLERY_LIMIT = 200
 
 
-def gpu_available() -> bool:
+def gpu_available() -> Optional[bool]:
+    """Whether a CUDA GPU is there; None while torch is not imported yet (it takes seconds,
+    so the UI thread never imports it: the status bar's device check does, on a thread)."""
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch  # noqa: F811 - imported lazily, the window opens without it
-        except ImportError:
-            return False
-    return bool(torch.cuda.is_available())
+    try:
+        return None if torch is None else bool(torch.cuda.is_available())
+    except (AttributeError, RuntimeError):  # still being imported by another thread
+        return None
 
 
 class TrainPanel(Panel):
@@ -269,13 +269,17 @@ class TrainPanel(Panel):
         return next((d for d in project.detectors if d.name == name), None)
 
     def _preset(self) -> str:
-        choice = self.preset_combo.currentIndex()
-        if choice == 0:
-            return "paper" if gpu_available() else "quick"
+        """The preset to train with; ``auto`` is resolved by the job (paper on a GPU, else quick)."""
+        if self.preset_combo.currentIndex() == 0:
+            return "auto"
         return self.preset_combo.currentText()
 
     def _update_preset_info(self) -> None:
-        self.preset_info.setText(f"{self.detector_combo.currentText().upper()}, preset '{self._preset()}', "
+        preset = self._preset()
+        if preset == "auto":
+            gpu = gpu_available()
+            preset = "quick on CPU, paper on GPU" if gpu is None else ("paper (GPU)" if gpu else "quick (CPU)")
+        self.preset_info.setText(f"{self.detector_combo.currentText().upper()}, preset {preset}, "
                                  f"tau {self.tau_spin.value():g}, mix {self.mix_spin.value():g}. "
                                  "Change them under Advanced.")
 
@@ -315,8 +319,6 @@ class TrainPanel(Panel):
 
     def train(self) -> Optional[Job]:
         """Train a detector with the chosen settings, then test it on the test images."""
-        from anogen.detection.train import TrainConfig
-
         workspace = self.studio.workspace
         data = self.dataset_dir()
         if workspace is None or data is None or self.is_running(self._train_job):
@@ -326,7 +328,7 @@ class TrainPanel(Panel):
         detector = self.detector_combo.currentText()
         name = self.name_combo.currentText().strip() or f"{detector}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder_rel = f"detectors/{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name).lower()}"
-        config = TrainConfig(data_dir=data, detector=detector, out_dir=workspace.resolve(folder_rel),
+        config = dict(data_dir=data, detector=detector, out_dir=workspace.resolve(folder_rel),
                              generated_dir=generated_dir, preset=self._preset(),
                              overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
                              steps=self.steps_spin.value() or None, tau=self.tau_spin.value(),
