@@ -103,7 +103,8 @@ def _run_phase(name: str, step_fn, total: Optional[int], budget_s: float, cfg: T
     phase = PhaseLog()
     losses: list[float] = []
     started = time.perf_counter()
-    probe = 8
+    probe = 10
+    probe_start = started
     step = 0
     planned = total if total is not None else 10**9
     window: list[float] = []
@@ -114,8 +115,10 @@ def _run_phase(name: str, step_fn, total: Optional[int], budget_s: float, cfg: T
         if not math.isfinite(loss):
             raise RuntimeError(f"{name}: loss became {loss} at step {step}")
         step += 1
+        if step == 2:
+            probe_start = time.perf_counter()  # the first steps are slow (allocation, warm-up)
         if total is None and step == probe:
-            per_step = (time.perf_counter() - started) / probe
+            per_step = (time.perf_counter() - probe_start) / (probe - 2)
             planned = _steps_for(budget_s, per_step)
             log.info("%s: %.2f s/step -> %d steps in %.1f min", name, per_step, planned, budget_s / 60)
         if step % cfg.log_every == 0 or step == planned:
@@ -329,7 +332,7 @@ def train(cfg: TrainConfig) -> dict:
     return report
 
 
-def write_sample_grid(model_dir: Path, image_path: Path, *, seed: int = 0, steps: int = 40,
+def write_sample_grid(model_dir: Path, image_path: Path, *, seed: int = 0, steps: int = 30,
                       guidance: float = 4.0) -> None:
     """Real demo crops, their VAE reconstructions, and text-to-image samples per prompt."""
     import torch
