@@ -8,3 +8,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def pytest_configure(config):
+    # Tests run tiny models, which are fastest on one thread per process; the suite gets
+    # its parallelism from pytest-xdist workers instead (`-n 2` in the README command).
+    import torch
+
+    torch.set_num_threads(1)

@@ -17,15 +17,6 @@ from anogen.data.imageio import read_image, write_image
 from anogen.errors import JobCancelled
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on a shared 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _save_embedding(path, width, token="<scratch>"):

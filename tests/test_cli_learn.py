@@ -15,12 +15,6 @@ from anogen.diffusion.models import load_model
 from anogen.diffusion.textual_inversion import load_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,6 @@ from anogen.detection.registry import build_detector, config_for
 from anogen.errors import InputError, ModelError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and don't fight other tests for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # A ResNet of ResNet18's layout (2 blocks per stage) at 1/8 of its width.

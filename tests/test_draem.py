@@ -12,13 +12,6 @@ from anogen.detection.draem import DraemConfig, DraemDetector
 from anogen.detection.registry import build_detector, config_for
 from anogen.errors import InputError
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, and don't fight other tests for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = {"image_size": 64, "batch_size": 2, "steps": 20, "recon_base_width": 4, "disc_base_width": 4}

@@ -27,13 +27,6 @@ from anogen.diffusion.tiny import build_tiny_model
 from anogen.errors import InputError, JobCancelled, ModelError, TrainingDiverged
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models run fastest on one thread; on a busy machine more threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,6 @@ from anogen.diffusion.models import detect_family, load_model
 from anogen.diffusion.tiny import build_clip_tokenizer, build_tiny_model, tiny_vocabulary_words
 from anogen.errors import ModelError
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models run fastest on one thread; on a busy machine more threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 VARIANTS = [("sd1", False), ("sd1", True), ("sd2", False), ("sd2", True), ("ldm", False)]

@@ -30,16 +30,6 @@ def _with_token(model, token="<defect-kind>"):
     return apply_embedding(model, LearnedEmbedding(token=token, vector=vector, family=model.family))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads
-    per process oversubscribe the CPU many times over."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
