@@ -104,6 +104,7 @@ def test_file_filter_keeps_the_qt_plugins_a_widget_app_needs(spec):
     assert not keep(("torch/lib/libtorchbind_test.so", "", "BINARY"))
     assert not keep(("torch/include/ATen/ATen.h", "", "DATA"))
     assert not keep(("torch/bin/protoc", "", "BINARY"))
+    assert keep(("torch/bin/torch_shm_manager", "", "BINARY"))  # import torch needs it
     assert not keep(("torch/test/Dict_test", "", "BINARY"))
     assert keep(("torch/lib/libtorch_cpu.so", "", "BINARY"))
     assert keep(("qtawesome/fonts/materialdesignicons6-webfont-6.9.96.ttf", "", "DATA"))
