@@ -30,6 +30,7 @@ class Panel(QWidget):
         self.form.setContentsMargins(10, 8, 10, 8)
         self.form.setSpacing(8)
         scroll = QScrollArea()
+        self.scroll = scroll
         scroll.setWidget(self.body)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)

@@ -506,3 +506,5 @@ class DefectsPanel(Panel):
 
     def prepare_for_screenshot(self) -> None:
         self.canvas.set_tool(Tool.BRUSH)
+        if self.loss_plot.series():
+            self.scroll.ensureWidgetVisible(self.loss_plot, 0, 0)
