@@ -95,7 +95,9 @@ def test_file_filter_keeps_the_qt_plugins_a_widget_app_needs(spec):
     assert keep((f"{plugins}/platforms/libqxcb.so", "", "BINARY"))
     assert keep((f"{plugins}/platforms/libqoffscreen.so", "", "BINARY"))
     assert keep((f"{plugins}/imageformats/libqjpeg.so", "", "BINARY"))
-    assert keep((f"{plugins}/platforms/qwindows.dll", "", "BINARY"))
+    assert keep(("PySide6/plugins/platforms/qwindows.dll", "", "BINARY"))  # Windows wheel layout
+    assert not keep(("PySide6/plugins/sqldrivers/qsqlite.dll", "", "BINARY"))
+    assert not keep(("PySide6/translations/qtbase_de.qm", "", "DATA"))
     assert not keep((f"{plugins}/platforms/libqeglfs.so", "", "BINARY"))  # embedded devices only
     assert not keep((f"{plugins}/platforms/libqminimalegl.so", "", "BINARY"))
     assert not keep((f"{plugins}/sqldrivers/libqsqlite.so", "", "BINARY"))
