@@ -13,7 +13,7 @@ import torch
 
 from anogen.data.demo import write_demo_dataset
 from anogen.data.generated import GeneratedSetWriter
-from anogen.data.imageio import list_images, read_image, write_image
+from anogen.data.imageio import list_images, read_image
 from anogen.detection.checkpoint import (
     CheckpointInfo,
     ScoreCalibration,
