@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
@@ -17,14 +16,6 @@ from anogen.data.imageio import list_images, read_image
 
 TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
               "--set", "disc_base_width=4"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,6 @@ from anogen.detection.export import export_onnx, run_onnx
 from anogen.detection.infer import heatmap_overlay, predict
 from anogen.errors import InputError
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread (and do not fight other tests for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = {
     "draem": {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4},

@@ -25,14 +25,6 @@ from anogen.detection.train import TrainConfig, train
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items, resize_image
 from anogen.errors import AnoGenError, InputError, JobCancelled, TrainingDiverged
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread (and do not fight other tests for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # Tiny networks at 32 px: a step takes a fraction of a second on one CPU core.
 TINY = {
