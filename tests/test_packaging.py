@@ -53,6 +53,10 @@ def test_spec_names_paths_and_entry_points_that_exist(spec):
 def test_launcher_calls_the_entry_point(spec, tmp_path):
     launcher = spec["write_launcher"](tmp_path / "launchers", "anogen", "anogen.cli", "main")
     assert launcher.stem == "launch-anogen"  # never "anogen": it would shadow the package
+    written = launcher.stat().st_mtime_ns
+    os.utime(launcher, ns=(written - 10**9, written - 10**9))
+    spec["write_launcher"](tmp_path / "launchers", "anogen", "anogen.cli", "main")
+    assert launcher.stat().st_mtime_ns == written - 10**9  # unchanged: PyInstaller's cache stays valid
     result = subprocess.run([sys.executable, str(launcher), "--version"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
