@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
+import torch
 
 from anogen.atomic import atomic_write_json
 from anogen.errors import InputError
@@ -56,7 +56,7 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         return cls(categories=("fabric",), image_size=128, train_good=24, test_good=8, test_per_kind=7,
                    shots=3, learn_steps=120, learn_batch=4, generate_steps=20, guidance=5.0,
-                   generation_images=8, samples_per_image=1, detector_steps=250,
+                   generation_images=8, samples_per_image=1, detector_steps=150,
                    detector_overrides={"image_size": 64})
 
     @classmethod
@@ -168,6 +168,10 @@ def run_demo(config: DemoConfig, progress: ProgressFn = no_progress,
         stages.stage("dataset", 100)
     check_cancel(cancel)
     model = load_model(model_source, device=config.device)
+    if model.device.type == "cpu":
+        # The demo's networks are small: on a CPU, synchronising threads costs more than
+        # it gains (measured 0.26 s vs 1.6 s per stage-1 step with 1 vs 2 threads).
+        torch.set_num_threads(1)
 
     results = []
     for category in plan.categories:

@@ -114,7 +114,9 @@ def _heatmap_figure(result: "CategoryResult", data_root: Path, out: Path, count:
 
     support = {str(Path(p)) for k in result.kinds for p in k.support_images}
     records = [r for r in read_mvtec_category(data_root / result.category).test if str(r.path) not in support]
-    defective = [r for r in records if r.label == 1][: count - 2]
+    # One defect of each kind in turn, so every kind shows up in the figure.
+    by_kind = [[r for r in records if r.defect_kind == k.kind] for k in result.kinds]
+    defective = [r for group in zip(*by_kind) for r in group][: count - 2]
     good = [r for r in records if r.label == 0][:2]
     chosen = defective + good
     images = [read_image(r.path) for r in chosen]
