@@ -148,7 +148,6 @@ def _metrics_table(result: "DemoResult") -> str:
 def write_report(result: "DemoResult", data_root: Path) -> Path:
     """Draw the figures and write ``index.md``; returns its path."""
     out = result.out
-    figures = out / "figures"
     sections = ["# AnoGen demo report", "",
                 f"All three stages on the procedural demo data with the embedded demo model, "
                 f"in {result.seconds / 60:.1f} minutes.", "", "## Metrics", "", _metrics_table(result), "",
