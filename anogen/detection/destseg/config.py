@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from anogen.detection.config import DetectorConfig, require_int
 from anogen.errors import InputError
 
 
+DESTSEG_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # The teacher stays a real ResNet18 (it must match pretrained weights); the student
+    # and the head are half as wide, at 128 px. Single-thread CPU time per step of batch 8:
+    # ~0.85 s (student phase), ~1.6 s (head phase); on 2 idle cores the run takes ~4 min.
+    "quick": {"image_size": 128, "batch_size": 8, "steps": 400, "student_steps": 150,
+              "allow_random_teacher": True, "student_embedding_size": 32,
+              "student_hidden_sizes": (32, 64, 128, 256), "seg_width": 128},
+}
+
+
 @dataclass
-class DestsegConfig:
+class DestsegConfig(DetectorConfig):
     """Everything that defines a DeSTSeg detector and its training schedule.
 
     ``paper`` holds the reference values: 256 px, batch 32, 5000 SGD steps of which the
@@ -49,6 +60,8 @@ class DestsegConfig:
     aspp_rates: tuple[int, ...] = (6, 12, 18)
 
     kind: ClassVar[str] = "destseg"
+    display_name: ClassVar[str] = "DeSTSeg"
+    presets: ClassVar[dict[str, dict[str, Any]]] = DESTSEG_PRESETS
 
     def __post_init__(self) -> None:
         for name in ("teacher_hidden_sizes", "teacher_depths", "student_hidden_sizes", "student_depths",
@@ -62,8 +75,8 @@ class DestsegConfig:
                     raise InputError(f"destseg {name} must be a list of positive integers, got {value!r}")
         for name in ("image_size", "batch_size", "steps", "top_k", "teacher_embedding_size",
                      "student_embedding_size", "seg_width"):
-            _require_int(self, name, minimum=1)
-        _require_int(self, "student_steps", minimum=0)
+            require_int(self, name, minimum=1)
+        require_int(self, "student_steps", minimum=0)
         if self.student_steps > self.steps:
             raise InputError(f"destseg student_steps ({self.student_steps}) exceeds steps ({self.steps})")
         if self.image_size % 32:
@@ -91,57 +104,3 @@ class DestsegConfig:
     def total_steps(self, num_train_images: int) -> int:
         """Optimiser steps of a full run (DeSTSeg counts steps, not epochs)."""
         return self.steps
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DestsegConfig":
-        """The inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        return cls(**_checked_fields(cls, data))
-
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "DestsegConfig":
-        """A copy with some fields replaced (validated like a fresh config)."""
-        if not overrides:
-            return dataclasses.replace(self)
-        return dataclasses.replace(self, **_checked_fields(type(self), overrides))
-
-    @classmethod
-    def preset(cls, name: str) -> "DestsegConfig":
-        if name not in DESTSEG_PRESETS:
-            raise InputError(f"unknown DeSTSeg preset '{name}'; choose one of {', '.join(DESTSEG_PRESETS)}")
-        return cls(**DESTSEG_PRESETS[name])
-
-
-DESTSEG_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    # The teacher stays a real ResNet18 (it must match pretrained weights); the student
-    # and the head are half as wide, at 128 px. Single-thread CPU time per step of batch 8:
-    # ~0.85 s (student phase), ~1.6 s (head phase); on 2 idle cores the run takes ~4 min.
-    "quick": {"image_size": 128, "batch_size": 8, "steps": 400, "student_steps": 150,
-              "allow_random_teacher": True, "student_embedding_size": 32,
-              "student_hidden_sizes": (32, 64, 128, 256), "seg_width": 128},
-}
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise InputError(f"unknown {cls.kind} option(s) {', '.join(unknown)}; "
-                         f"known options: {', '.join(sorted(names))}")
-    return dict(data)
-
-
-def _require_int(config: Any, name: str, minimum: int) -> None:
-    value = getattr(config, name)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-        setattr(config, name, value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{config.kind} {name} must be an integer >= {minimum}, got {value!r}")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from anogen.detection.config import DetectorConfig, require_int
 from anogen.errors import InputError
 
 
+DRAEM_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # 8x / 4x narrower networks (~1.1 M + ~1.8 M parameters) at 128 px. One step of batch
+    # 8 costs ~60 GFLOP, ~1.9 s of single-thread CPU time (about 1 s on 2 idle cores), so
+    # 250 steps take about 4 minutes.
+    "quick": {"image_size": 128, "batch_size": 8, "steps": 250, "recon_base_width": 16,
+              "disc_base_width": 16},
+}
+
+
 @dataclass
-class DraemConfig:
+class DraemConfig(DetectorConfig):
     """Everything that defines a DRAEM detector and its training schedule.
 
     ``paper`` holds the reference values (widths 128..1024 and 64..512, 256 px, batch
@@ -36,14 +46,16 @@ class DraemConfig:
     score_pool_size: int = 21
 
     kind: ClassVar[str] = "draem"
+    display_name: ClassVar[str] = "DRAEM"
+    presets: ClassVar[dict[str, dict[str, Any]]] = DRAEM_PRESETS
 
     def __post_init__(self) -> None:
         self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
         for name in ("image_size", "batch_size", "epochs", "recon_base_width", "disc_base_width",
                      "score_pool_size"):
-            _require_positive_int(self, name)
+            require_int(self, name)
         if self.steps is not None:
-            _require_positive_int(self, "steps")
+            require_int(self, "steps")
         if self.image_size % 32:
             # The U-Net pools five times; its skips only line up on multiples of 32.
             raise InputError(f"DRAEM image_size must be a multiple of 32, got {self.image_size}")
@@ -64,56 +76,3 @@ class DraemConfig:
         if num_train_images <= 0:
             raise InputError("DRAEM needs at least one training image")
         return self.epochs * math.ceil(num_train_images / self.batch_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DraemConfig":
-        """The inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        return cls(**_checked_fields(cls, data))
-
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "DraemConfig":
-        """A copy with some fields replaced (validated like a fresh config)."""
-        if not overrides:
-            return dataclasses.replace(self)
-        return dataclasses.replace(self, **_checked_fields(type(self), overrides))
-
-    @classmethod
-    def preset(cls, name: str) -> "DraemConfig":
-        if name not in DRAEM_PRESETS:
-            raise InputError(f"unknown DRAEM preset '{name}'; choose one of {', '.join(DRAEM_PRESETS)}")
-        return cls(**DRAEM_PRESETS[name])
-
-
-DRAEM_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    # 8x / 4x narrower networks (~1.1 M + ~1.8 M parameters) at 128 px. One step of batch
-    # 8 costs ~60 GFLOP, ~1.9 s of single-thread CPU time (about 1 s on 2 idle cores), so
-    # 250 steps take about 4 minutes.
-    "quick": {"image_size": 128, "batch_size": 8, "steps": 250, "recon_base_width": 16,
-              "disc_base_width": 16},
-}
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise InputError(f"unknown {cls.kind} option(s) {', '.join(unknown)}; "
-                         f"known options: {', '.join(sorted(names))}")
-    return dict(data)
-
-
-def _require_positive_int(config: Any, name: str) -> None:
-    value = getattr(config, name)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-        setattr(config, name, value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"{config.kind} {name} must be a positive integer, got {value!r}")

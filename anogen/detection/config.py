@@ -1,0 +1,65 @@
+"""What DRAEM's and DeSTSeg's configs share: presets, overrides and the JSON round trip.
+
+A detector config is a plain dataclass that also inherits :class:`DetectorConfig`; its
+class variables name the detector (``kind``, ``display_name``) and its ``presets``
+(field overrides on top of the dataclass defaults, which are the paper's values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+from anogen.errors import InputError
+
+ConfigT = TypeVar("ConfigT", bound="DetectorConfig")
+
+
+class DetectorConfig:
+    kind: ClassVar[str]
+    display_name: ClassVar[str]
+    presets: ClassVar[dict[str, dict[str, Any]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+        """The inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        return cls(**_checked_fields(cls, data))
+
+    def with_overrides(self: ConfigT, overrides: dict[str, Any] | None) -> ConfigT:
+        """A copy with some fields replaced (validated like a fresh config)."""
+        if not overrides:
+            return dataclasses.replace(self)
+        return dataclasses.replace(self, **_checked_fields(type(self), overrides))
+
+    @classmethod
+    def preset(cls: type[ConfigT], name: str) -> ConfigT:
+        if name not in cls.presets:
+            raise InputError(f"unknown {cls.display_name} preset '{name}'; choose one of {', '.join(cls.presets)}")
+        return cls(**cls.presets[name])
+
+
+def require_int(config: DetectorConfig, name: str, minimum: int = 1) -> None:
+    """Check an integer field (a whole float from JSON or ``--set`` is accepted)."""
+    value = getattr(config, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{config.kind} {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"unknown {cls.kind} option(s) {', '.join(unknown)}; "
+                         f"known options: {', '.join(sorted(names))}")
+    return dict(data)
