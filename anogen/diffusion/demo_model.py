@@ -267,19 +267,9 @@ def build_unet(config: DemoModelConfig):
 
 
 def build_scheduler():
-    from diffusers import DDIMScheduler
+    from anogen.diffusion.tiny import sd_scheduler
 
-    # Stable Diffusion 1.x's training schedule and DDIM settings.
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    return sd_scheduler()  # Stable Diffusion 1.x's training schedule and DDIM settings
 
 
 # --------------------------------------------------------------------------- training data

@@ -156,7 +156,8 @@ def _strengthen_cross_attention(unet, sharpness: float = 8.0, gain: float = 4.0)
                 module.to_out[0].weight.mul_(gain)
 
 
-def _scheduler():
+def sd_scheduler():
+    """Stable Diffusion's training schedule with its DDIM settings (tiny and demo models)."""
     from diffusers import DDIMScheduler
 
     # The Stable Diffusion / LDM training schedule.
@@ -276,6 +277,6 @@ def build_tiny_model(
     with quiet_progress_bars():
         for name, component in components.items():
             component.save_pretrained(folder / name)
-        _scheduler().save_pretrained(folder / "scheduler")
+        sd_scheduler().save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
