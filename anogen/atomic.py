@@ -16,6 +16,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; a finished file gets the usual
+# permissions (0666 less the umask), read once at import while no thread is writing.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     if os.name != "posix":
         return
@@ -36,6 +47,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

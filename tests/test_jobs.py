@@ -83,3 +83,18 @@ def test_tqdm_progress_draws_the_bar(capsys: pytest.CaptureFixture, tmp_path: Pa
     with TqdmProgress("quiet", disable=True) as bar:
         count_job(CountConfig(tmp_path / "out2", 3), bar)
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    # The temporary file is owner-only; the published file gets 0666 less the umask,
+    # like any file the user's other programs write.
+    import os
+    import stat
+
+    from anogen.atomic import atomic_write_text
+
+    umask = os.umask(0)
+    os.umask(umask)
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "{}")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
