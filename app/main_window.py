@@ -85,6 +85,7 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
     if model is not None:
         workspace.project.model = str(model)
     workspace.project.view["panel"] = "defects"
+    workspace.project.view["foreground"] = "all"  # fabric is a texture: every pixel is surface
     workspace.save()
     progress(Progress(1, 1, "demo project ready"))
     return folder

@@ -155,6 +155,18 @@ def test_reopen_restores_selection_panel_and_view(make_window, project, qtbot):
     assert abs(centre.x() - 30) < 3 and abs(centre.y() - 60) < 3
 
 
+def test_where_boxes_may_go_is_remembered_by_the_project(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    panel = window.panels["generate"]
+    panel.foreground_combo.setCurrentText("whole image (textures)")
+    window.close()
+
+    again = make_window()
+    again.open_project(project)
+    assert again.panels["generate"].foreground_combo.currentText() == "whole image (textures)"
+
+
 def test_missing_model_shows_reason_and_error_dialog_with_details(make_window, project, qtbot):
     window = make_window()
     window.open_project(project)

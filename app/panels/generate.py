@@ -27,6 +27,7 @@ from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 
 PREVIEW_SIDE = 160
+FOREGROUND_MODES = ("grabcut", "otsu", "all")  # the order of the "Boxes inside" choices
 
 
 class GeneratePanel(Panel):
@@ -71,6 +72,8 @@ class GeneratePanel(Panel):
         self.foreground_combo.addItems(["part (GrabCut)", "part (Otsu)", "whole image (textures)"])
         self.foreground_combo.setToolTip("Where boxes may go: inside the part found in the image, or anywhere")
         grid.addRow("Boxes inside", self.foreground_combo)
+        self.foreground_combo.currentIndexChanged.connect(
+            lambda index: self.studio.update_view(foreground=FOREGROUND_MODES[index]))
         self.form.addLayout(grid)
         row = QHBoxLayout()
         self.propose_button = QPushButton(icon("propose"), "Propose boxes")
@@ -205,6 +208,9 @@ class GeneratePanel(Panel):
             return None
 
     def project_changed(self) -> None:
+        # Remembered per project: a texture project keeps "whole image" across sessions.
+        mode = self.studio.view_state().get("foreground", "grabcut")
+        self.foreground_combo.setCurrentIndex(FOREGROUND_MODES.index(mode) if mode in FOREGROUND_MODES else 0)
         self._fill_kinds()
         self._fill_sets()
         self.status.setText("")
@@ -348,7 +354,7 @@ class GeneratePanel(Panel):
                 text += f" No box fits on {len(result.problems)}: {result.problems[0]}"
             self.status.setText(text)
 
-        foreground = ("grabcut", "otsu", "all")[self.foreground_combo.currentIndex()]
+        foreground = FOREGROUND_MODES[self.foreground_combo.currentIndex()]
         self._propose_job = self.studio.engine.submit(
             "Propose boxes", run_propose,
             ProposeTask(list(paths), size_range, self.boxes_per_image.value(), self.seed_spin.value(),
