@@ -156,7 +156,9 @@ def run_demo(config: DemoConfig, progress: ProgressFn = no_progress,
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     model_source = config.model or str(demo_model_path())
-    stages = _StageProgress(progress, total=100 * len(plan.categories) * (len(DEFECT_KINDS["fabric"]) + 3) + 100)
+    # 100 units per stage: the dataset, then per category each kind (learn + generate),
+    # two detectors and the report.
+    stages = _StageProgress(progress, total=100 + sum(100 * (len(DEFECT_KINDS[c]) + 3) for c in plan.categories))
 
     data_root = out / "data"
     if not all((data_root / c / "train" / "good").is_dir() for c in plan.categories):
