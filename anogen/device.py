@@ -6,9 +6,12 @@ the CPU path always runs in float32.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from anogen.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the choices load instantly
+    import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
@@ -16,6 +19,8 @@ PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cuda|mps|cpu`` (or ``cuda:1``) into a torch device that exists here."""
+    import torch
+
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -38,6 +43,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """float32 on the CPU; on a GPU bf16 where supported, else fp16, unless told otherwise."""
+    import torch
+
     precision = (precision or "auto").lower()
     if precision not in PRECISION_CHOICES:
         raise InputError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISION_CHOICES)}")
@@ -54,6 +61,8 @@ def resolve_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 
 def describe_device(device: torch.device) -> str:
     """A short human name, for status bars and reports."""
+    import torch
+
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":

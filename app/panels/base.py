@@ -6,8 +6,9 @@ from typing import Callable, Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from anogen.device import DEVICE_CHOICES
 from app import theme
 from app.canvas_controller import CanvasController
 from app.engine import Job
@@ -66,6 +67,13 @@ class Panel(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
             combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def device_chooser(self) -> QComboBox:
+        """The device a panel's jobs run on; the choices are the library's."""
+        combo = QComboBox()
+        combo.addItems(list(DEVICE_CHOICES))
+        combo.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
+        return combo
 
     def heading(self, text: str) -> QLabel:
         label = QLabel(text)

@@ -172,8 +172,7 @@ class DefectsPanel(Panel):
         self.scale_lr_check = QComboBox()
         self.scale_lr_check.addItems(["paper (lr as given)", "reference code (lr x batch)"])
         adv.addRow("LR scaling", self.scale_lr_check)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
         self.form.addWidget(Collapsible("Advanced", advanced))
 

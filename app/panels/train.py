@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QHeaderView, QLabel, QMessageBox, QPushButton, QSlider, QSpinBox, QTableWidget,
                                QTableWidgetItem, QWidget)
 
@@ -115,8 +115,7 @@ class TrainPanel(Panel):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         adv.addRow("Seed", self.seed_spin)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
         self.name_combo = QComboBox()
         self.name_combo.setEditable(True)
