@@ -17,12 +17,14 @@ from anogen.data.boxes import (
     foreground_mask,
     propose_boxes,
     read_boxes_file,
+    reference_rotates,
     reference_size_range,
     reference_size_table,
     run_box_proposals,
     size_range_from_masks,
 )
 from anogen.data.imageio import read_mask, write_image
+from anogen.data.mvtec import MVTEC_AD_KINDS
 from anogen.errors import InputError, JobCancelled
 
 
@@ -113,12 +115,56 @@ def test_size_range_from_support_masks():
         size_range_from_masks([np.zeros((10, 10), bool)])
 
 
-def test_reference_table_has_the_mvtec_kinds():
-    table = reference_size_table()
-    assert len(table) == 71 and all(key.count("/") == 1 for key in table)
-    assert reference_size_range("hazelnut", "cut") == BoxSizeRange(0.05, 0.2, 0.2, 0.3)
-    assert reference_size_range("tile", "crack") == BoxSizeRange(0.05, 0.1, 0.2, 1.0)
-    assert reference_size_range("capsule", "scratch") is None
+# Every defect kind of MVTec AD, as its test/<kind> folders name them: 15 categories, 73 kinds.
+MVTEC_AD = {
+    "bottle": ["broken_large", "broken_small", "contamination"],
+    "cable": ["bent_wire", "cable_swap", "combined", "cut_inner_insulation", "cut_outer_insulation",
+              "missing_cable", "missing_wire", "poke_insulation"],
+    "capsule": ["crack", "faulty_imprint", "poke", "scratch", "squeeze"],
+    "carpet": ["color", "cut", "hole", "metal_contamination", "thread"],
+    "grid": ["bent", "broken", "glue", "metal_contamination", "thread"],
+    "hazelnut": ["crack", "cut", "hole", "print"],
+    "leather": ["color", "cut", "fold", "glue", "poke"],
+    "metal_nut": ["bent", "color", "flip", "scratch"],
+    "pill": ["color", "combined", "contamination", "crack", "faulty_imprint", "pill_type", "scratch"],
+    "screw": ["manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"],
+    "tile": ["crack", "glue_strip", "gray_stroke", "oil", "rough"],
+    "toothbrush": ["defective"],
+    "transistor": ["bent_lead", "cut_lead", "damaged_case", "misplaced"],
+    "wood": ["color", "combined", "hole", "liquid", "scratch"],
+    "zipper": ["broken_teeth", "combined", "fabric_border", "fabric_interior", "rough", "split_teeth",
+               "squeezed_teeth"],
+}
+
+
+def test_reference_table_covers_every_mvtec_ad_kind():
+    expected = {f"{category}/{kind}" for category, kinds in MVTEC_AD.items() for kind in kinds}
+    assert len(MVTEC_AD) == 15 and len(expected) == 73
+    assert set(reference_size_table()) == expected
+    assert set(MVTEC_AD_KINDS) == set(MVTEC_AD)
+    assert all(sorted(MVTEC_AD_KINDS[c]) == sorted(k) for c, k in MVTEC_AD.items())
+
+
+@pytest.mark.parametrize("key, size, rotated", [
+    # utils_scripts/mvtec_range.json stores [[w_lo, w_hi], [h_lo, h_hi], rotate]; creatMask_v1.py
+    # draws the first range along x, so these are width then height.
+    ("cable/cut_outer_insulation", (0.1, 0.2, 0.2, 0.4), True),
+    ("cable/combined", (0.1, 0.2, 0.1, 0.2), False),
+    ("cable/bent_wire", (0.1, 0.25, 0.1, 0.25), False),
+    ("capsule/faulty_imprint", (0.15, 0.25, 0.15, 0.25), False),
+    ("capsule/scratch", (0.05, 0.15, 0.15, 0.25), True),
+    ("leather/fold", (0.05, 0.1, 0.1, 0.2), True),
+    ("pill/crack", (0.05, 0.1, 0.1, 0.2), True),
+    ("pill/pill_type", (0.8, 0.8, 0.5, 0.5), False),
+    ("hazelnut/cut", (0.05, 0.2, 0.2, 0.3), True),
+    ("tile/crack", (0.05, 0.1, 0.2, 1.0), True),
+    ("transistor/bent_lead", (0.2, 0.4, 0.15, 0.3), False),
+])
+def test_reference_table_matches_the_reference_code(key, size, rotated):
+    category, kind = key.split("/")
+    assert reference_size_range(category, kind) == BoxSizeRange(*size)
+    assert reference_rotates(category, kind) is rotated
+    assert reference_size_range("hazelnut", "dent") is None
 
 
 def _good_folder(tmp_path, count=3):

@@ -247,6 +247,18 @@ def reference_size_range(category: str, kind: str) -> Optional[BoxSizeRange]:
     return reference_size_table().get(f"{category}/{kind}")
 
 
+@lru_cache(maxsize=1)
+def reference_rotated_kinds() -> frozenset[str]:
+    """The ``"category/kind"`` keys whose boxes the reference flags as rotatable."""
+    data = json.loads(BOX_SIZES_FILE.read_text(encoding="utf-8"))
+    return frozenset(data.get("rotated", ()))
+
+
+def reference_rotates(category: str, kind: str) -> bool:
+    """Whether the reference code flags this MVTec AD defect kind for rotated boxes."""
+    return f"{category}/{kind}" in reference_rotated_kinds()
+
+
 def size_range_from_masks(masks: Iterable[np.ndarray], *, margin: float = 0.25,
                           min_fraction: float = 0.01) -> BoxSizeRange:
     """A default size range for a new defect kind from its support masks.
