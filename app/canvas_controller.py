@@ -43,6 +43,7 @@ class CanvasController(QObject):
     def _project_changed(self) -> None:
         self.current = None
         self.canvas.set_image(None)
+        self.canvas.set_placeholder("")
 
     def show_selection(self, selection: Selection, force: bool = False) -> None:
         """Show ``selection``; re-selecting what is shown keeps the canvas (and its undo history)."""
@@ -55,10 +56,16 @@ class CanvasController(QObject):
         try:
             if selection.kind in ("defect_kind", "embedding"):
                 kind = project.defect_kind(selection.name)
-                if kind.support:
-                    selection = Selection("support", kind.name, 0)
-                    if not force and selection == self.current and self.canvas.has_image():
-                        return
+                if not kind.support:
+                    # Keeping the previous kind's image here would let the next stroke edit
+                    # that kind's mask while the panels show this one: show nothing instead.
+                    self.show_nothing(selection, f"'{kind.name}' has no support images yet.\n"
+                                                  "Import photos of this defect (Ctrl+I) or drop them on the "
+                                                  "Defects panel.")
+                    return
+                selection = Selection("support", kind.name, 0)
+                if not force and selection == self.current and self.canvas.has_image():
+                    return
             if selection.kind == "support":
                 self._show_support(selection)
             elif selection.kind == "good":
@@ -75,6 +82,13 @@ class CanvasController(QObject):
         state = self.studio.view_state().get("canvas")
         if isinstance(state, dict) and state.get("for") == selection.to_json():
             self.canvas.restore_view_state(state)
+        self.shown.emit(selection)
+
+    def show_nothing(self, selection: Optional[Selection], placeholder: str) -> None:
+        """An empty, non-editable canvas, for a selection without an image or one just removed."""
+        self.canvas.set_image(None)
+        self.canvas.set_placeholder(placeholder)
+        self.current = selection
         self.shown.emit(selection)
 
     def _show_support(self, selection: Selection) -> None:

@@ -83,6 +83,7 @@ class ImageCanvas(QGraphicsView):
         self._mask_editable = False
         self._boxes_editable = False
         self._fit_on_resize = True
+        self._placeholder = ""  # drawn in the empty canvas: says why nothing is shown
 
         # Interaction state.
         self._stroke_before: Optional[np.ndarray] = None
@@ -145,6 +146,26 @@ class ImageCanvas(QGraphicsView):
 
     def image(self) -> Optional[np.ndarray]:
         return self._rgb
+
+    def set_placeholder(self, text: str) -> None:
+        """The line shown while there is no image (what to do next), centred in the view."""
+        self._placeholder = text
+        self.viewport().update()
+
+    def placeholder(self) -> str:
+        return self._placeholder
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        if self._rgb is not None or not self._placeholder:
+            return
+        # Drawn in viewport coordinates: the empty scene has no useful geometry to anchor to.
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(theme.colors().muted)
+        area = self.viewport().rect().adjusted(24, 24, -24, -24)
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._placeholder)
+        painter.restore()
 
     # ------------------------------------------------------------------ mask
     def set_mask(self, mask: Optional[np.ndarray], *, editable: bool = True) -> None:

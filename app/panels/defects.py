@@ -279,8 +279,11 @@ class DefectsPanel(Panel):
             warnings.append(f"{len(kind.support) - masked} image(s) have no mask yet: paint the defect on each.")
         self.shots_warning.setText(" ".join(warnings))
         self.shots_warning.setVisible(bool(warnings))
-        if select and kind.support and self.studio.selection.name != kind.name:
-            self.studio.select(Selection("support", kind.name, 0))
+        if select and self.studio.selection.name != kind.name:
+            # Also without support images: the canvas must leave the previous kind's image,
+            # or painting would go on editing that kind's mask.
+            self.studio.select(Selection("support", kind.name, 0) if kind.support
+                               else Selection("defect_kind", kind.name))
         self._highlight_selection(self.studio.selection)
         self.update_enabled()
 
@@ -351,9 +354,17 @@ class DefectsPanel(Panel):
                                       f"Remove '{kind.name}' and its {len(kind.support)} support image(s) from the "
                                       "project? The files stay in the project folder.")
         if answer == QMessageBox.StandardButton.Yes:
-            self.studio.workspace.remove_defect_kind(kind.name)
-            self.studio.select(Selection())
-            self.studio.edited("defects")
+            self.delete_kind(kind.name)
+
+    def delete_kind(self, name: str) -> None:
+        """Remove a defect kind; the canvas moves to another kind rather than keep the removed one's image."""
+        self.studio.workspace.remove_defect_kind(name)
+        self.studio.select(Selection())
+        self.studio.edited("defects")
+        if self._kind() is not None:
+            self._kind_changed(self.current_kind() or "")
+        else:
+            self.controller.show_nothing(None, "No defect kind left: add one (Ctrl+K).")
 
     def import_dialog(self) -> None:
         if self._kind() is None:
@@ -392,6 +403,8 @@ class DefectsPanel(Panel):
             self.studio.workspace.remove_support_image(kind.name, int(index))
         self.studio.select(Selection("defect_kind", kind.name))
         self.studio.edited("defects")
+        # The indices moved: what the canvas shows (and where its strokes go) must be reloaded.
+        self.controller.show_selection(Selection("defect_kind", kind.name), force=True)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() and self._kind() is not None:
