@@ -18,56 +18,16 @@ area-resized and thresholded at 0.5), as the DRAEM and DeSTSeg reference evaluat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from anogen.data.exclusion import excluded_indices
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
-
-
-def _digest(path: Path) -> Optional[str]:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def excluded_indices(records: Sequence[Any], exclude: Sequence[str | os.PathLike]) -> set[int]:
-    """Indices of ``records`` (objects with ``.path``) that are one of the ``exclude`` files.
-
-    A record matches when it is the same file (resolved path) or has the same bytes as
-    an excluded file; excluded paths that do not exist are matched by path only.
-    """
-    if not exclude:
-        return set()
-    paths = {Path(p).resolve() for p in exclude}
-    sizes: dict[int, list[Path]] = {}
-    for path in paths:
-        if path.is_file():
-            sizes.setdefault(path.stat().st_size, []).append(path)
-    digests: dict[int, set[str]] = {}
-    found: set[int] = set()
-    for index, record in enumerate(records):
-        path = Path(record.path).resolve()
-        if path in paths:
-            found.add(index)
-            continue
-        try:
-            size = path.stat().st_size
-        except OSError:
-            continue
-        if size not in sizes:
-            continue  # only files of a matching size are worth hashing
-        if size not in digests:
-            digests[size] = {d for d in map(_digest, sizes[size]) if d}
-        if _digest(path) in digests[size]:
-            found.add(index)
-    return found
 
 
 def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
@@ -82,7 +42,7 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image, read_mask
     from anogen.detection.checkpoint import load_detector
-    from anogen.detection.train import score_images
+    from anogen.detection.infer import score_images
     from anogen.detection.training_data import is_defective, resize_image, resize_mask
     from anogen.metrics import compute_metrics
 

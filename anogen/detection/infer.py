@@ -50,11 +50,8 @@ def predict(loaded: LoadedDetector, images: Sequence[np.ndarray], *, batch_size:
     checked = [_check_image(image, i) for i, image in enumerate(images)]
     for start in range(0, len(checked), batch_size):
         chunk = checked[start:start + batch_size]
-        batch = np.stack([resize_image(image, size) for image in chunk]).transpose(0, 3, 1, 2)
-        tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(loaded.device)
-        maps, scores = loaded.detector.predict(tensor)
-        maps = maps[:, 0].float().cpu().numpy()
-        scores = scores.float().cpu().numpy()
+        maps, scores = score_images(loaded.detector, np.stack([resize_image(image, size) for image in chunk]),
+                                    loaded.device, batch_size)
         normalised = calibration.normalise(scores)
         for image, anomaly_map, score, norm in zip(chunk, maps, scores, normalised):
             height, width = image.shape[:2]
@@ -64,6 +61,23 @@ def predict(loaded: LoadedDetector, images: Sequence[np.ndarray], *, batch_size:
                                           score=float(score), normalised_score=float(norm),
                                           is_anomalous=bool(score >= calibration.threshold)))
     return predictions
+
+
+def score_images(detector: torch.nn.Module, images: np.ndarray, device: torch.device,
+                 batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps ``(N, S, S)`` and image scores ``(N,)`` for float32 NHWC images."""
+    was_training = detector.training
+    detector.eval()
+    maps, scores = [], []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2)))
+            anomaly_map, score = detector.predict(chunk.to(device))
+            maps.append(anomaly_map[:, 0].float().cpu().numpy())
+            scores.append(score.float().cpu().numpy())
+    finally:
+        detector.train(was_training)
+    return np.concatenate(maps), np.concatenate(scores)
 
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.5,

@@ -52,6 +52,8 @@ from anogen.detection.checkpoint import (
     load_training_state,
     load_weights,
     read_checkpoint_info,
+    recover_checkpoint,
+    run_status,
     save_checkpoint,
 )
 from anogen.detection.training_data import (
@@ -65,6 +67,7 @@ from anogen.detection.training_data import (
 )
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+from anogen.outputs import mark_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -222,25 +225,9 @@ def _make_synthesizer(config: "TrainConfig", det_config: Any, size: int, good: S
 # ----------------------------------------------------------------------------- validation
 
 
-def score_images(detector: torch.nn.Module, images: np.ndarray, device: torch.device,
-                 batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly maps ``(N, S, S)`` and image scores ``(N,)`` for float32 NHWC images."""
-    was_training = detector.training
-    detector.eval()
-    maps, scores = [], []
-    try:
-        for start in range(0, len(images), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2)))
-            anomaly_map, score = detector.predict(chunk.to(device))
-            maps.append(anomaly_map[:, 0].float().cpu().numpy())
-            scores.append(score.float().cpu().numpy())
-    finally:
-        detector.train(was_training)
-    return np.concatenate(maps), np.concatenate(scores)
-
-
 def _validate_detector(detector: torch.nn.Module, vset: ValidationSet, device: torch.device,
                        batch_size: int) -> tuple[dict[str, Any], ScoreCalibration, float]:
+    from anogen.detection.infer import score_images
     from anogen.metrics import compute_metrics
 
     maps, scores = score_images(detector, vset.images, device, batch_size)
@@ -317,7 +304,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
           cancel: Optional[threading.Event] = None) -> TrainResult:
     """Train a detector; see the module docstring. Returns when training is complete."""
     from anogen.data.datasets import read_mvtec_category
-    from anogen.detection.evaluate import excluded_indices
+    from anogen.data.exclusion import excluded_indices
     from anogen.device import describe_device, resolve_device
 
     config.validate()
@@ -325,9 +312,19 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     started = time.monotonic()
     out_dir = Path(config.out_dir)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: the output must be a folder, but this is a file")
+    for folder in (best_dir, last_dir):
+        recover_checkpoint(folder)  # a kill between two renames of a publish left it aside
+    if (last_dir / CONFIG_NAME).is_file() and not (config.resume or config.overwrite):
+        status = run_status(out_dir, "last")
+        if status is not None and not status.complete:
+            raise InputError(f"{out_dir}: holds a run that did not finish ({status.describe()}); or pass "
+                             "--overwrite to start again")
+        raise InputError(f"{out_dir}: already holds a trained detector; choose another folder or pass --overwrite")
     if last_dir.exists() and not (config.resume or config.overwrite):
-        raise InputError(f"{out_dir}: already holds a trained detector; resume it or choose another folder "
-                         "(or overwrite it)")
+        raise InputError(f"{out_dir}: already holds a damaged checkpoint ({last_dir.name}/ without {CONFIG_NAME}); "
+                         "pass --overwrite to start again")
     if config.resume and not (last_dir / CONFIG_NAME).is_file():
         raise InputError(f"{out_dir}: nothing to resume (no {last_dir.name}/{CONFIG_NAME})")
     device = resolve_device(config.device)
@@ -460,7 +457,9 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
             "optimizers": [p.optimizer.state_dict() for p in phases],
             "schedulers": [p.scheduler.state_dict() if p.scheduler is not None else None for p in phases],
         }
-        # Order matters for a crash in between: history and best first, then last (the resume point).
+        # Order matters for a crash in between: history and best first, then last (the resume point,
+        # and the run's completion record: it reaches `total` only at the end).
+        mark_output_dir(out_dir, "train")
         _write_history(out_dir, history)
         if is_best:
             save_checkpoint(best_dir, detector, info)
@@ -537,5 +536,5 @@ def train_config_to_json(config: TrainConfig) -> dict[str, Any]:
     return data
 
 
-__all__ = ["TrainConfig", "TrainResult", "ValidationSet", "score_images", "train", "train_config_to_json",
+__all__ = ["TrainConfig", "TrainResult", "ValidationSet", "train", "train_config_to_json",
            "CHECKPOINT_CHOICES"]
