@@ -268,6 +268,7 @@ def test_killed_writer_always_leaves_old_or_new_state(tmp_path: Path, sources: P
     states = [_state(tag, images) for tag in (1, 2)]
     _apply(ws, states[0])
     ws.save()
+    ws.close()  # each writer below takes the project's lock; a killed one leaves it stale
 
     rng = random.Random(0)
     kills, mid_write = 0, 0
@@ -278,7 +279,7 @@ def test_killed_writer_always_leaves_old_or_new_state(tmp_path: Path, sources: P
         if pid == 0:  # the writer: alternate the two states as fast as it can, forever
             try:
                 os.close(ready_read)
-                writer = Workspace.open(ws.root)
+                writer = Workspace.open(ws.root, read_only=False)  # takes over the dead writer's lock
                 os.write(ready_write, b"x")
                 tag = 0
                 while True:
@@ -304,7 +305,7 @@ def test_killed_writer_always_leaves_old_or_new_state(tmp_path: Path, sources: P
         mid_write += bool(leftovers)
         for leftover in leftovers:  # a killed writer leaves its temp file: harmless, tidy up
             leftover.unlink()
-        assert _observed(Workspace.open(ws.root)) in states, f"broken project after kill #{kills}"
+        assert _observed(Workspace.open(ws.root, read_only=True)) in states, f"broken project after kill #{kills}"
     assert kills >= 15
     # Proof that the kills really landed inside save(), not only between saves.
     assert mid_write >= 3, f"only {mid_write} of {kills} kills hit a save in progress"

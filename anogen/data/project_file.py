@@ -14,6 +14,7 @@ by hand keeps loading; anything that changes the meaning of a field bumps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -226,11 +227,93 @@ def project_to_dict(project: Project) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- view
+
+# ``view`` is free-form GUI state, but the GUI reads these keys and a value of the wrong
+# type (``"panel": []``) crashed it. Each known key maps to its expected JSON type;
+# a nested dict maps the keys of that object. Unknown keys are kept as they are.
+_SELECTION_SHAPE: dict[str, Any] = {"kind": str, "name": str, "index": int}
+_VIEW_SHAPE: dict[str, Any] = {
+    "panel": str,
+    "tool": str,
+    "foreground": str,
+    "selection": _SELECTION_SHAPE,
+    "canvas": {"zoom": float, "center": "point", "fit": bool, "tool": str, "for": _SELECTION_SHAPE},
+}
+MAX_VIEW_DEPTH = 32  # GUI state is shallow; a deeper value is not ours, and would strain json.dumps
+
+
+def _nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in ``value`` (stops counting past ``limit``); iterative,
+    so a hostile document cannot exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _shape_problem(value: Any, shape: Any) -> str | None:
+    """Why ``value`` does not fit ``shape`` (``None`` when it does)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(shape, dict):
+        return None if isinstance(value, dict) else f"expected an object, got {_shown(value)}"
+    if shape == "point":
+        ok = isinstance(value, list) and len(value) == 2 and all(number(v) for v in value)
+        return None if ok else f"expected [x, y] numbers, got {_shown(value)}"
+    if shape is float:
+        return None if number(value) else f"expected a number, got {_shown(value)}"
+    if shape is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"expected an integer, got {_shown(value)}"
+    if shape is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_shown(value)}"
+    return None if isinstance(value, shape) else f"expected {_TYPE_NAMES[shape]}, got {_shown(value)}"
+
+
+def _clean_view(view: dict[str, Any], where: str, notes: list[str],
+                shape: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``view`` without the entries of a wrong type or nesting; each one dropped is noted."""
+    shape = _VIEW_SHAPE if shape is None else shape
+    if shape is _VIEW_SHAPE and _nesting_depth(view, MAX_VIEW_DEPTH) > MAX_VIEW_DEPTH:
+        clean: dict[str, Any] = {}
+        for key, value in view.items():
+            if _nesting_depth(value, MAX_VIEW_DEPTH - 1) > MAX_VIEW_DEPTH - 1:
+                notes.append(f"{where}.{key}: nested more than {MAX_VIEW_DEPTH} levels deep (ignored)")
+            else:
+                clean[key] = value
+        view = clean
+    clean = {}
+    for key, value in view.items():
+        expected = shape.get(key)
+        problem = _shape_problem(value, expected) if expected is not None else None
+        if problem is not None:
+            notes.append(f"{where}.{key}: {problem} (ignored)")
+            continue
+        clean[key] = _clean_view(value, f"{where}.{key}", notes, expected) if isinstance(expected, dict) else value
+    return clean
+
+
 # ----------------------------------------------------------------------------- decoding
 
 _REQUIRED = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object",
                type(None): "null"}
+
+
+def _shown(value: Any) -> str:
+    """A short repr for a message; never the whole of a huge or deeply nested value."""
+    if isinstance(value, (dict, list)):
+        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)" if value else repr(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Reader:
@@ -256,8 +339,7 @@ class _Reader:
             if float in types and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
             expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            self.problem(f"{where}.{key}", f"expected {expected}, got {shown}")
+            self.problem(f"{where}.{key}", f"expected {expected}, got {_shown(value)}")
             return None
         if float in types and isinstance(value, int):
             return float(value)
@@ -279,7 +361,7 @@ class _Reader:
 def _read_box(reader: _Reader, value: Any, where: str) -> Optional[Box]:
     if isinstance(value, list):  # [x0, y0, x1, y1] is accepted too (the generated-set format)
         if len(value) != 4:
-            reader.problem(where, f"expected [x0, y0, x1, y1], got {value!r}")
+            reader.problem(where, f"expected [x0, y0, x1, y1], got {_shown(value)}")
             return None
         value = dict(zip(("x0", "y0", "x1", "y1"), value))
     if not isinstance(value, dict):
@@ -314,7 +396,7 @@ def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> Optio
                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box_size))
         if not valid or not (0 < box_size[0] <= box_size[1] <= 1 and 0 < box_size[2] <= box_size[3] <= 1):
             reader.problem(f"{where}.box_size",
-                           f"expected [w_lo, w_hi, h_lo, h_hi] fractions with 0 < lo <= hi <= 1, got {box_size!r}")
+                           f"expected [w_lo, w_hi, h_lo, h_hi] fractions with 0 < lo <= hi <= 1, got {_shown(box_size)}")
         else:
             box_size = tuple(float(v) for v in box_size)
     if len(reader.problems) > before:
@@ -347,19 +429,22 @@ def _read_sample(reader: _Reader, obj: dict[str, Any], where: str) -> Optional[G
     return GeneratedSample(box=box, **values)
 
 
-def decode_project(data: Any, source: str = MANIFEST_NAME) -> tuple[Project, list[str]]:
+def decode_project(data: Any, source: str = MANIFEST_NAME,
+                   notes: list[str] | None = None) -> tuple[Project, list[str]]:
     """Decode a manifest as far as possible: the records that decode, and every problem.
 
     Records with problems are left out of the returned project so that the file checks
     of :mod:`anogen.data.workspace` can still run on the rest and report their problems
     too. A wrong or newer ``schema_version`` raises :class:`ProjectFileError` at once.
+    GUI state in ``view`` that has the wrong shape is dropped, not fatal; each dropped
+    entry is appended to ``notes``, naming the field.
     """
     reader = _Reader()
     if not isinstance(data, dict):
         raise ProjectFileError(source, [f"expected a JSON object at the top level, got {type(data).__name__}"])
     version = data.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ProjectFileError(source, [f"schema_version: expected an integer, got {version!r}"])
+        raise ProjectFileError(source, [f"schema_version: expected an integer, got {_shown(version)}"])
     if version > SCHEMA_VERSION:
         raise ProjectFileError(source, [f"schema_version {version} was written by a newer AnoGen; "
                                         f"this version reads up to {SCHEMA_VERSION}"])
@@ -374,8 +459,9 @@ def decode_project(data: Any, source: str = MANIFEST_NAME) -> tuple[Project, lis
         if isinstance(folder, str):
             linked.append(folder)
         else:
-            reader.problem(f"{where}.linked_datasets[{index}]", f"expected a string, got {folder!r}")
-    view = reader.get(data, "view", (dict,), where, default=dict) or {}
+            reader.problem(f"{where}.linked_datasets[{index}]", f"expected a string, got {_shown(folder)}")
+    view = _clean_view(reader.get(data, "view", (dict,), where, default=dict) or {}, f"{where}.view",
+                       notes if notes is not None else [])
 
     kinds = [_read_defect_kind(reader, obj, loc) for loc, obj in reader.objects(data, "defect_kinds", where)]
 
@@ -403,7 +489,7 @@ def decode_project(data: Any, source: str = MANIFEST_NAME) -> tuple[Project, lis
         metrics = reader.get(obj, "metrics", (dict,), location, default=dict) or {}
         for key, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                reader.problem(f"{location}.metrics.{key}", f"expected a number, got {value!r}")
+                reader.problem(f"{location}.metrics.{key}", f"expected a number, got {_shown(value)}")
         if len(reader.problems) == before:
             detectors.append(DetectorEntry(metrics={k: float(v) for k, v in metrics.items()}, **values))
 

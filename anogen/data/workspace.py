@@ -12,7 +12,19 @@ Layout (a folder the user can zip and move)::
 
 Every path in the manifest is relative to the project folder and may not leave it
 (``..``, absolute paths, symlinks pointing out), except paths inside a dataset folder the
-user linked explicitly with :meth:`Workspace.link_dataset`; those are stored absolute.
+user linked explicitly with :meth:`Workspace.link_dataset`. A linked dataset inside the
+project is stored relative too, so the project still opens after a move or a copy; one
+outside it is stored absolute, and :meth:`Workspace.relink_dataset` points it elsewhere
+when it moved.
+
+Linked datasets are read-only: the library writes only inside the project folder and
+outside every linked dataset (:meth:`Workspace.writable_path`), whatever the manifest
+says. A mask painted on an image that lives in a linked dataset goes into the project.
+
+One process writes a project at a time. Opening takes the project's lock
+(:mod:`anogen.data.project_lock`); a second process opens it read-only, or with
+``read_only=False`` is refused with :class:`ProjectLockedError` naming the holder.
+A read-only workspace refuses every write with :class:`ReadOnlyProjectError`.
 
 Methods change the in-memory :attr:`Workspace.project` and write the image files they
 need; :meth:`Workspace.save` writes the manifest. Every file is written atomically
@@ -28,9 +40,10 @@ import logging
 import os
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Self, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,11 +65,14 @@ from anogen.data.project_file import (
     decode_project,
     project_to_dict,
 )
+from anogen.data.project_lock import LockHolder, ProjectLock, ProjectLockedError, ReadOnlyProjectError
+from anogen.data.safe_names import safe_stem
 from anogen.errors import InputError
 
 __all__ = [
     "Box", "DefectKind", "DetectorEntry", "GeneratedSample", "GeneratedSet", "GoodImage", "Project",
-    "SupportImage", "Workspace", "WorkspaceError", "MANIFEST_NAME",
+    "SupportImage", "Workspace", "WorkspaceError", "MANIFEST_NAME", "ProjectLockedError",
+    "ReadOnlyProjectError",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +83,12 @@ EMBEDDINGS_DIR = "embeddings"
 GENERATED_DIR = "generated"
 DETECTORS_DIR = "detectors"
 LOG_NAME = "anogen.log"
+# Top-level folders the project writes into itself; never part of a linked dataset.
+_OWN_FOLDERS = {"images", SUPPORT_DIR, EMBEDDINGS_DIR, GENERATED_DIR, DETECTORS_DIR}
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_PATH_CHARS = 4096  # longer manifest paths are refused before the OS sees them
 
 
 class WorkspaceError(InputError):
@@ -120,13 +140,24 @@ class _PathCheck:
 
 
 class Workspace:
-    """An open project folder. Create with :meth:`create`, open with :meth:`open`."""
+    """An open project folder. Create with :meth:`create`, open with :meth:`open`.
 
-    def __init__(self, root: Path, project: Project) -> None:
+    Use it as a context manager, or call :meth:`close`, to give the project's lock back
+    as soon as you are done; otherwise it is released when the object is collected or the
+    process exits.
+    """
+
+    def __init__(self, root: Path, project: Project, *, read_only: bool = False) -> None:
         self.root = Path(root).absolute()
         self.project = project
         self.problems: list[str] = []  # file problems found by a non-strict open
+        self.warnings: list[str] = []  # what open ignored or repaired (bad GUI state, a moved dataset)
+        self.read_only = read_only
+        self.lock_holder: LockHolder | None = None  # who holds the project when we opened it read-only
         self._lock = threading.RLock()  # the GUI autosaves from one thread while jobs report from another
+        self._project_lock = ProjectLock(self.root)
+        self._release = weakref.finalize(self, self._project_lock.release)
+        self._closed = False
 
     # ------------------------------------------------------------------ folders
 
@@ -150,11 +181,11 @@ class Workspace:
     def log_path(self) -> Path:
         return self.root / LOG_NAME
 
-    # ------------------------------------------------------------------ create, open, save
+    # ------------------------------------------------------------------ create, open, save, close
 
     @classmethod
     def create(cls, root: str | os.PathLike, name: str) -> "Workspace":
-        """Make a new project in ``root`` (a new or empty folder) and save its manifest."""
+        """Make a new project in ``root`` (a new or empty folder), lock it and save its manifest."""
         root = Path(root).absolute()
         if (root / MANIFEST_NAME).exists():
             raise InputError(f"{root}: already holds a project ({MANIFEST_NAME} exists)")
@@ -167,17 +198,24 @@ class Workspace:
         for folder in (GOOD_IMAGES_DIR, SUPPORT_DIR, EMBEDDINGS_DIR, GENERATED_DIR, DETECTORS_DIR):
             (root / folder).mkdir(parents=True, exist_ok=True)
         workspace = cls(root, Project(name=name.strip()))
+        workspace._project_lock.acquire()
         workspace.save()
         return workspace
 
     @classmethod
-    def open(cls, root: str | os.PathLike, strict: bool = True) -> "Workspace":
+    def open(cls, root: str | os.PathLike, strict: bool = True, *,
+             read_only: bool | None = None) -> Workspace:
         """Open and validate a project; raise :class:`WorkspaceError` listing every problem.
 
         With ``strict=False`` a manifest that decodes cleanly opens even when files are
         missing or wrong (a moved dataset, a deleted image): the problems are kept in
         :attr:`problems` for the GUI to show and fix. A manifest that does not decode
         always raises, because saving it back would drop the broken records.
+
+        ``read_only``: ``None`` (the default) takes the project's lock when it is free and
+        otherwise opens read-only, with :attr:`lock_holder` naming the process that has it;
+        ``False`` takes the lock or raises :class:`ProjectLockedError`; ``True`` never
+        takes it. A read-only workspace refuses every write.
         """
         root = Path(root).absolute()
         manifest = root / MANIFEST_NAME
@@ -185,6 +223,30 @@ class Workspace:
             raise WorkspaceError(root, ["folder not found"])
         if not manifest.is_file():
             raise WorkspaceError(root, [f"not an AnoGen project (no {MANIFEST_NAME})"])
+        lock = ProjectLock(root)
+        holder: LockHolder | None = None
+        if read_only is not True:
+            try:
+                lock.acquire()  # before reading, so we read what the previous writer saved last
+            except ProjectLockedError as exc:
+                if read_only is False:
+                    raise
+                holder = exc.holder
+        try:
+            workspace = cls._load(root, strict, read_only=not lock.held)
+        except BaseException:
+            lock.release()
+            raise
+        workspace.lock_holder = holder
+        # The new workspace holds the lock from here on; `lock` only carried it across the load.
+        if lock.held:
+            workspace._project_lock.acquire()
+            lock.release()
+        return workspace
+
+    @classmethod
+    def _load(cls, root: Path, strict: bool, read_only: bool) -> Workspace:
+        manifest = root / MANIFEST_NAME
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
@@ -192,36 +254,96 @@ class Workspace:
         except json.JSONDecodeError as exc:
             raise WorkspaceError(root, [f"{MANIFEST_NAME} is not valid JSON (line {exc.lineno} "
                                         f"column {exc.colno}: {exc.msg})"]) from None
+        except RecursionError:
+            deep = f"{MANIFEST_NAME} nests lists or objects too deeply to be an AnoGen project"
+            raise WorkspaceError(root, [deep]) from None
+        notes: list[str] = []
         try:
-            project, problems = decode_project(data, MANIFEST_NAME)
+            project, problems = decode_project(data, MANIFEST_NAME, notes)
         except ProjectFileError as exc:
             raise WorkspaceError(root, exc.problems) from None
-        workspace = cls(root, project)
+        workspace = cls(root, project, read_only=read_only)
+        workspace.warnings = notes
+        workspace._adopt_datasets_inside()
         file_problems = workspace.validate()  # the file checks run on every record that decoded
         if problems or (strict and file_problems):
             raise WorkspaceError(root, problems + file_problems)
         workspace.problems = file_problems
+        for warning in workspace.warnings:
+            log.warning("project %s: %s", root, warning)
         return workspace
 
+    def read_only_reason(self) -> str:
+        """Why this workspace is read-only, for a message ("" when it is not)."""
+        if not self.read_only:
+            return ""
+        if self.lock_holder is not None:
+            return f"read-only: opened by pid {self.lock_holder.pid} on host {self.lock_holder.host}"
+        return "read-only"
+
+    def _require_writable(self) -> None:
+        if self._closed:
+            raise ReadOnlyProjectError(f"project {self.root} was closed; open it again to change it")
+        if self.read_only:
+            raise ReadOnlyProjectError(f"project {self.root} is open {self.read_only_reason()}; "
+                                       "nothing was written. Close it in the other process and reopen it here.")
+
     def save(self) -> None:
-        """Write the manifest atomically: readers see the old file or the new one, never a mix."""
+        """Write the manifest atomically: readers see the old file or the new one, never a mix.
+
+        Refused in a read-only workspace, and when the lock file no longer names this
+        process (deleted by hand and taken by another one): writing then would throw
+        that process's changes away.
+        """
+        self._require_writable()
         with self._lock:
+            if not self._project_lock.still_held():
+                self._project_lock.release()
+                try:
+                    self._project_lock.acquire()  # the lock file was deleted: take it again
+                except ProjectLockedError as exc:
+                    raise ProjectLockedError(self.root, self._project_lock.path, exc.holder) from None
             atomic_write_json(self.manifest_path, project_to_dict(self.project))
+
+    def close(self) -> None:
+        """Give the project's lock back; the workspace then refuses further writes."""
+        self._release()
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ paths
 
     def _linked_roots(self) -> list[Path]:
-        return [Path(os.path.realpath(folder)) for folder in self.project.linked_datasets]
+        """The real folders of the linked datasets (relative entries lie inside the project)."""
+        roots = []
+        for folder in self.project.linked_datasets:
+            try:
+                roots.append(Path(os.path.realpath(self.root / folder)))  # an absolute entry replaces root
+            except (OSError, ValueError):
+                continue  # validate() reports it
+        return roots
 
     def _check_path(self, rel: str) -> _PathCheck:
         if not isinstance(rel, str) or not rel:
             return _PathCheck(None, "empty path")
+        if _CONTROL_CHARS.search(rel):
+            return _PathCheck(None, f"{rel[:60]!r} contains control characters")
+        if len(rel) > _MAX_PATH_CHARS:
+            return _PathCheck(None, f"{rel[:60]!r}... is longer than {_MAX_PATH_CHARS} characters")
         if "\\" in rel:
             return _PathCheck(None, f"{rel!r}: write paths with '/', not '\\'")
         posix = PurePosixPath(rel)
         escapes = posix.is_absolute() or PureWindowsPath(rel).drive != "" or ".." in posix.parts
         candidate = Path(rel) if posix.is_absolute() else self.root / posix
-        real = Path(os.path.realpath(candidate))
+        try:
+            real = Path(os.path.realpath(candidate))
+        except (OSError, ValueError) as exc:
+            return _PathCheck(None, f"{rel!r} is not a usable path ({exc})")
         if any(real.is_relative_to(linked) for linked in self._linked_roots()):
             return _PathCheck(candidate, None)  # inside a dataset the user linked explicitly
         if escapes:
@@ -231,13 +353,46 @@ class Workspace:
             return _PathCheck(None, f"{rel!r} is a symbolic link that leads outside the project folder")
         return _PathCheck(candidate, None)
 
+    def _write_problem(self, rel: str) -> str | None:
+        """Why the library may not write ``rel`` (``None`` when it may): it must lie inside the
+        project folder, after following symlinks, and outside every linked dataset."""
+        check = self._check_path(rel)
+        if check.problem is not None:
+            return check.problem
+        assert check.path is not None
+        real = Path(os.path.realpath(check.path))
+        if not real.is_relative_to(Path(os.path.realpath(self.root))):
+            return f"{rel!r} is outside the project folder {self.root}"
+        if any(real.is_relative_to(linked) for linked in self._linked_roots()):
+            return f"{rel!r} is in a linked dataset folder, which the project only reads"
+        return None
+
+    def _own_path(self, rel: str) -> Path:
+        """The path of something the project owns and rewrites (an embedding, a generated set,
+        a detector): inside the project folder and outside every linked dataset."""
+        problem = self._write_problem(rel)
+        if problem is not None:
+            raise InputError(f"project {self.root}: {problem}")
+        return self.root / PurePosixPath(rel)
+
     def resolve(self, rel: str) -> Path:
-        """The absolute path of a manifest path; refuses any path that escapes the project."""
+        """The absolute path of a manifest path, for reading; refuses any path that escapes the
+        project (a linked dataset is allowed)."""
         check = self._check_path(rel)
         if check.problem is not None:
             raise InputError(f"project {self.root}: {check.problem}")
         assert check.path is not None
         return check.path
+
+    def writable_path(self, rel: str) -> Path:
+        """The absolute path of a manifest path, for writing: only inside the project folder,
+        never in a linked dataset, never in a read-only workspace. Every file the library
+        writes into a project goes through here; tools that write into it should too."""
+        self._require_writable()
+        problem = self._write_problem(rel)
+        if problem is not None:
+            raise InputError(f"project {self.root}: will not write there: {problem}")
+        return self.root / PurePosixPath(rel)
 
     def relative(self, path: str | os.PathLike) -> str:
         """The manifest string for a file: relative inside the project, absolute in a linked dataset."""
@@ -253,6 +408,96 @@ class Workspace:
                 return (Path(folder) / real.relative_to(linked)).as_posix()
         raise InputError(f"{path} is outside the project {self.root} and not in a linked dataset folder")
 
+    # ------------------------------------------------------------------ linked datasets
+
+    def _linked_problem(self, folder: str) -> str | None:
+        """Why ``folder`` (a ``linked_datasets`` entry) is not a usable linked dataset."""
+        if _CONTROL_CHARS.search(folder) or len(folder) > _MAX_PATH_CHARS:
+            return f"{folder[:60]!r} is not a usable folder name"
+        relative = not PurePosixPath(folder).is_absolute() and not PureWindowsPath(folder).drive
+        if relative and self._check_path(folder).problem is not None:  # a dataset inside the project
+            return f"{folder!r} must be a folder inside the project or an absolute path"
+        path = self.root / folder
+        try:
+            real = Path(os.path.realpath(path))
+            found = path.is_dir()
+        except (OSError, ValueError) as exc:
+            return f"{folder[:60]!r} is not a usable folder ({exc})"
+        real_root = Path(os.path.realpath(self.root))
+        # Linked datasets are read-only: one holding the project, or one of its own
+        # folders, would forbid every write the project makes.
+        if real_root.is_relative_to(real):
+            return f"linked dataset folder {folder} contains the project folder itself"
+        if real.is_relative_to(real_root) and real.relative_to(real_root).parts[0] in _OWN_FOLDERS:
+            return f"linked dataset folder {folder} is one of the project's own folders"
+        if not found:
+            return f"linked dataset folder {folder} not found"
+        return None
+
+    def missing_linked_datasets(self) -> list[str]:
+        """The linked dataset folders that are not there (moved or deleted), for the GUI to
+        ask the user where they went and call :meth:`relink_dataset`."""
+        return [folder for folder in self.project.linked_datasets if not (self.root / folder).is_dir()]
+
+    def _adopt_datasets_inside(self) -> None:
+        """Turn absolute linked datasets that belong to this project folder into relative ones.
+
+        Projects written before linked datasets were stored relative (the demo project keeps
+        its dataset inside) hold an absolute path to the dataset. After a move that path is
+        gone; after a copy it still points at the original, which the copy would then use
+        silently. Either way, when the same dataset lies at the same place inside this
+        project, with every file the manifest names from it, the link is re-pointed here.
+        """
+        real_root = Path(os.path.realpath(self.root))
+        for folder in list(self.project.linked_datasets):
+            path = Path(folder)
+            if not path.is_absolute() or _CONTROL_CHARS.search(folder) or ".." in path.parts:
+                continue
+            try:
+                if Path(os.path.realpath(path)).is_relative_to(real_root):
+                    target: str | None = Path(os.path.realpath(path)).relative_to(real_root).as_posix()
+                else:
+                    target = self._copy_inside(path)
+            except (OSError, ValueError):
+                continue
+            if (target is None or target == "." or not (self.root / target).is_dir()
+                    or not self._dataset_files_present(folder, target)):
+                continue
+            self.relink_dataset(folder, self.root / target)
+            if not Path(os.path.realpath(path)).is_relative_to(real_root):
+                self.warnings.append(f"linked dataset {folder} now points at {target} inside the project "
+                                     "(the project was moved or copied)")
+
+    def _copy_inside(self, linked: Path) -> str | None:
+        """Where an outside dataset path lies in this project when it lay inside the project's
+        old location: the longest tail of ``linked`` that is a folder here."""
+        parts = linked.parts
+        for start in range(1, len(parts)):
+            tail = PurePosixPath(*parts[start:])
+            if not (self.root / tail).is_dir():
+                continue
+            old_root = Path(*parts[:start])
+            # A dataset that still exists is re-pointed only when it lived in a project
+            # folder (a copy); one the user linked from elsewhere on purpose is kept.
+            if linked.is_dir() and not (old_root / MANIFEST_NAME).is_file():
+                return None
+            return tail.as_posix()
+        return None
+
+    def _dataset_files_present(self, old: str, new: str) -> bool:
+        """True when every manifest path under ``old`` exists under ``new`` (relative to the project)."""
+        prefix = old.rstrip("/") + "/"
+        for path in self._paths_in_records():
+            if path.startswith(prefix) and not (self.root / new / path[len(prefix):]).exists():
+                return False
+        return True
+
+    def _paths_in_records(self) -> list[str]:
+        paths = [g.image for g in self.project.good_images]
+        for kind in self.project.defect_kinds:
+            paths += [s.image for s in kind.support] + [s.mask for s in kind.support if s.mask]
+        return paths
+
     # ------------------------------------------------------------------ validation
 
     def validate(self) -> list[str]:
@@ -261,17 +506,22 @@ class Workspace:
         problems: list[str] = []
         project = self.project
 
-        def existing(rel: str, where: str, folder: bool = False) -> Optional[Path]:
+        def existing(rel: str, where: str, folder: bool = False, own: bool = False) -> Optional[Path]:
+            """The path of ``rel`` if it is safe and exists; ``own``: the project writes there,
+            so it must be inside the project folder and outside the (read-only) linked datasets."""
             check = self._check_path(rel)
-            if check.problem is not None:
-                problems.append(f"{where}: {check.problem}")
+            problem = self._write_problem(rel) if own and check.problem is None else check.problem
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
                 return None
             assert check.path is not None
-            if folder and not check.path.is_dir():
-                problems.append(f"{where}: folder {rel!r} not found")
+            try:
+                found = check.path.is_dir() if folder else check.path.is_file()
+            except OSError as exc:  # e.g. a name too long for this file system
+                problems.append(f"{where}: {rel[:60]!r} is not a usable path ({exc.strerror})")
                 return None
-            if not folder and not check.path.is_file():
-                problems.append(f"{where}: file {rel!r} not found")
+            if not found:
+                problems.append(f"{where}: {'folder' if folder else 'file'} {rel!r} not found")
                 return None
             return check.path
 
@@ -290,10 +540,9 @@ class Workspace:
                 seen.add(value)
 
         for index, folder in enumerate(project.linked_datasets):
-            if not Path(folder).is_absolute():
-                problems.append(f"linked_datasets[{index}]: {folder!r} must be an absolute path")
-            elif not Path(folder).is_dir():
-                problems.append(f"linked_datasets[{index}]: linked dataset folder {folder} not found")
+            problem = self._linked_problem(folder)
+            if problem is not None:
+                problems.append(f"linked_datasets[{index}]: {problem}")
 
         duplicates((k.name for k in project.defect_kinds), "defect kind")
         duplicates((k.token for k in project.defect_kinds), "defect kind token")
@@ -313,7 +562,7 @@ class Workspace:
                                         f"{mask_wh[0]}x{mask_wh[1]} but image {support.image} is "
                                         f"{image_wh[0]}x{image_wh[1]}")
             if kind.embedding is not None:
-                existing(kind.embedding, f"{where}.embedding")
+                existing(kind.embedding, f"{where}.embedding", own=True)
 
         duplicates((g.image for g in project.good_images), "good image")
         for g_index, good in enumerate(project.good_images):
@@ -330,14 +579,16 @@ class Workspace:
         duplicates((g.name for g in project.generated_sets), "generated set")
         for g_index, generated in enumerate(project.generated_sets):
             where = f"generated_sets[{g_index}] ({generated.name})"
-            existing(generated.folder, f"{where}.folder", folder=True)
+            # Generated sets and detectors are the project's own output, rewritten in place
+            # (statuses, regenerated samples, retraining): never in a linked dataset.
+            existing(generated.folder, f"{where}.folder", folder=True, own=True)
             for s_index, sample in enumerate(generated.samples):
-                existing(sample.image, f"{where}.samples[{s_index}].image")
-                existing(sample.mask, f"{where}.samples[{s_index}].mask")
+                existing(sample.image, f"{where}.samples[{s_index}].image", own=True)
+                existing(sample.mask, f"{where}.samples[{s_index}].mask", own=True)
 
         duplicates((d.name for d in project.detectors), "detector")
         for d_index, detector in enumerate(project.detectors):
-            existing(detector.folder, f"detectors[{d_index}] ({detector.name}).folder", folder=True)
+            existing(detector.folder, f"detectors[{d_index}] ({detector.name}).folder", folder=True, own=True)
         return problems
 
     # ------------------------------------------------------------------ images
@@ -346,15 +597,17 @@ class Workspace:
         """Copy an image into ``subdir`` of the project under a name not yet taken.
 
         The file is read first so a corrupt image is refused with its path; its bytes are
-        copied unchanged (no re-encoding). Returns the manifest path of the copy.
+        copied unchanged (no re-encoding). The copy keeps the file's name, in any script;
+        only characters no file system takes are replaced (see :mod:`anogen.data.safe_names`).
+        Returns the manifest path of the copy.
         """
         src = Path(src)
-        read_image(src)
         if src.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{src}: unsupported image type '{src.suffix}'")
-        folder = self.resolve(subdir)
+        read_image(src)
+        folder = self.writable_path(subdir)
         folder.mkdir(parents=True, exist_ok=True)
-        stem, suffix = _slug(src.stem), src.suffix.lower()
+        stem, suffix = safe_stem(src.stem), src.suffix.lower()
         with self._lock:
             target = folder / f"{stem}{suffix}"
             counter = 1
@@ -402,15 +655,33 @@ class Workspace:
         image_rel = self.import_image(src, self._support_folder(defect))
         support = SupportImage(image=image_rel)
         if mask is not None:
-            support.mask = self._write_mask_for(image_rel, mask)
+            support.mask = self._write_mask_for(defect, support, mask)
         with self._lock:
             defect.support.append(support)
         return support
 
-    def _write_mask_for(self, image_rel: str, mask: np.ndarray) -> str:
-        path = PurePosixPath(image_rel)
-        mask_rel = str(path.with_name(f"{path.stem}_mask.png"))
-        write_mask(self.resolve(mask_rel), mask)
+    def _mask_target(self, kind: DefectKind, support: SupportImage) -> str:
+        """Where the mask of ``support`` is written: its current mask file when the project may
+        write it, else next to the image, else (the image is in a linked dataset, which is
+        read-only, or outside) a new file in the kind's support folder."""
+        if support.mask and self._write_problem(support.mask) is None:
+            return support.mask
+        image = PurePosixPath(support.image)
+        beside = str(image.with_name(f"{image.stem}_mask.png"))
+        if self._write_problem(beside) is None:
+            return beside
+        folder = self._support_folder(kind)
+        stem = safe_stem(image.stem)
+        taken = {s.mask for k in self.project.defect_kinds for s in k.support}
+        target, counter = f"{folder}/{stem}_mask.png", 1
+        while target in taken or (self.root / target).exists():
+            target, counter = f"{folder}/{stem}_{counter}_mask.png", counter + 1
+        return target
+
+    def _write_mask_for(self, kind: DefectKind, support: SupportImage, mask: np.ndarray) -> str:
+        with self._lock:  # choosing a free name and writing it must not interleave
+            mask_rel = self._mask_target(kind, support)
+            write_mask(self.writable_path(mask_rel), mask)
         return mask_rel
 
     def write_support_mask(self, kind: str, index: int, mask: np.ndarray) -> str:
@@ -426,7 +697,7 @@ class Workspace:
         if mask.shape != (height, width):
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but support image "
                              f"{support.image} is {width}x{height}")
-        mask_rel = self._write_mask_for(support.image, mask)
+        mask_rel = self._write_mask_for(defect, support, mask)
         with self._lock:
             support.mask = mask_rel
         return mask_rel
@@ -442,7 +713,7 @@ class Workspace:
         """Record the learned embedding file of a defect kind (a file inside the project)."""
         defect = self.project.defect_kind(kind)
         rel = self.relative(path) if Path(path).is_absolute() else str(path)
-        if not self.resolve(rel).is_file():
+        if not self._own_path(rel).is_file():
             raise InputError(f"embedding file {rel} not found in project {self.root}")
         with self._lock:
             defect.embedding = rel
@@ -466,21 +737,34 @@ class Workspace:
         MVTec AD category, otherwise the images directly inside ``folder``.
         """
         folder = Path(os.path.abspath(folder))
-        if not folder.is_dir():
-            raise InputError(f"{folder}: dataset folder not found")
+        entry = self._linked_entry(folder)
         with self._lock:
-            if str(folder) not in self.project.linked_datasets:
-                self.project.linked_datasets.append(str(folder))
+            if entry not in self.project.linked_datasets:
+                self.project.linked_datasets.append(entry)
         if not add_images:
             return []
         source = folder / "train" / "good" if (folder / "train" / "good").is_dir() else folder
         return self.add_good_images(list_images(source))
 
+    def _linked_entry(self, folder: Path) -> str:
+        """The ``linked_datasets`` string for ``folder``: relative when it lies inside the
+        project (so the project moves with it), absolute otherwise; refuses unusable folders."""
+        if not folder.is_dir():
+            raise InputError(f"{folder}: dataset folder not found")
+        real, real_root = Path(os.path.realpath(folder)), Path(os.path.realpath(self.root))
+        entry = real.relative_to(real_root).as_posix() if real.is_relative_to(real_root) else str(folder)
+        problem = self._linked_problem(entry)
+        if problem is not None:
+            raise InputError(f"cannot link {folder}: {problem}")
+        return entry
+
     def relink_dataset(self, old: str, new: str | os.PathLike) -> int:
-        """Point a linked dataset at its new location; returns how many paths were rewritten."""
-        new_folder = str(Path(os.path.abspath(new)))
-        if not Path(new_folder).is_dir():
-            raise InputError(f"{new_folder}: dataset folder not found")
+        """Point a linked dataset at its new location; returns how many paths were rewritten.
+
+        For the GUI after :meth:`missing_linked_datasets` found a dataset that moved; the
+        new location is stored relative when it lies inside the project.
+        """
+        new_folder = self._linked_entry(Path(os.path.abspath(new)))
         if old not in self.project.linked_datasets:
             raise InputError(f"{old} is not a linked dataset of project {self.project.name!r}")
         count = 0
@@ -556,13 +840,13 @@ class Workspace:
         """
         _check_name(name, "generated set")
         folder = folder if folder is not None else f"{GENERATED_DIR}/{_slug(name)}"
-        if not self.resolve(folder).is_dir():
+        if not self._own_path(folder).is_dir():
             raise InputError(f"generated set folder {folder} not found in project {self.root}")
         for sample in samples:
             if sample.status not in SAMPLE_STATUSES:
                 raise InputError(f"sample {sample.image}: status must be one of {', '.join(SAMPLE_STATUSES)}")
             for rel in (sample.image, sample.mask):
-                if not self.resolve(rel).is_file():
+                if not self._own_path(rel).is_file():
                     raise InputError(f"generated file {rel} not found in project {self.root}")
         with self._lock:
             if any(g.name == name for g in self.project.generated_sets):
@@ -599,6 +883,7 @@ class Workspace:
         generated = self.project.generated_set(set_name)
         if not 0 <= index < len(generated.samples):
             raise InputError(f"generated set {set_name!r} has no sample #{index}")
+        self.writable_path(generated.folder)  # refuse before changing anything
         with self._lock:
             generated.samples[index].status = status
             self._sync_set_manifest(generated)
@@ -607,7 +892,7 @@ class Workspace:
         from anogen.data.generated import MANIFEST_NAME as SET_MANIFEST
         from anogen.data.generated import read_generated_set, write_manifest
 
-        folder = self.resolve(generated.folder)
+        folder = self.writable_path(generated.folder)
         if not (folder / SET_MANIFEST).is_file():
             return
         status_by_image = {os.path.realpath(self.resolve(s.image)): s.status for s in generated.samples}
@@ -627,7 +912,7 @@ class Workspace:
         A detector of the same name is replaced (retraining under one name is common).
         """
         _check_name(name, "detector")
-        if not self.resolve(folder).is_dir():
+        if not self._own_path(folder).is_dir():
             raise InputError(f"detector folder {folder} not found in project {self.root}")
         entry = DetectorEntry(name=name, folder=folder, detector=detector,
                               metrics={k: float(v) for k, v in (metrics or {}).items()})
