@@ -74,3 +74,28 @@ def drag(canvas, points) -> None:
 
 def visible_message_boxes() -> list[QMessageBox]:
     return [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+
+
+def add_learned_kind_and_set(root: Path, samples: int = 3) -> str:
+    """Give ``scratch`` an embedding file and the project a model path, and add a generated set
+    of ``samples`` samples on the first good image; returns the set's name.
+
+    The files are placeholders: tests that use them replace the model calls with fakes.
+    """
+    from anogen.data.generated import GeneratedSetWriter
+
+    workspace = Workspace.open(root)
+    embedding = root / "embeddings" / "scratch.safetensors"
+    embedding.parent.mkdir(parents=True, exist_ok=True)
+    embedding.write_bytes(b"placeholder")
+    workspace.set_embedding("scratch", embedding)
+    workspace.project.model = str(root / "model")
+    good = workspace.project.good_images[0].image
+    folder = workspace.generated_dir / "set1"
+    with GeneratedSetWriter(folder) as writer:
+        for i in range(samples):
+            writer.add(picture(100 + i), box=(10 + 10 * i, 10, 40 + 10 * i, 40), source=good, defect_kind="scratch",
+                       seed=i, model="model", embedding_hash="0", steps=2, guidance=1.0, status="pending")
+    workspace.import_generated_folder("set1", folder)
+    workspace.save()
+    return "set1"

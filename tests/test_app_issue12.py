@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from _app_helpers import drag, window_factory, write_project  # noqa: E402
+import numpy as np  # noqa: E402
+from _app_helpers import add_learned_kind_and_set, drag, window_factory, write_project  # noqa: E402
 from anogen.data.workspace import Workspace  # noqa: E402
 from app.canvas import Tool  # noqa: E402
 from app.studio import Selection  # noqa: E402
@@ -75,3 +76,36 @@ def test_removing_the_last_kind_clears_the_canvas(make_window, project, qtbot):
     window.studio.select(Selection("support", "scratch", 1))
     window.panels["defects"].delete_kind("scratch")
     assert not window.canvas.has_image() and window.controller.current is None
+
+
+# ---------------------------------------------------------------- bug 3
+def test_regenerate_shows_the_new_image_and_keeps_the_sample_selected(make_window, project, qtbot, monkeypatch):
+    import app.tasks
+    from anogen.data.imageio import read_image
+    from app.tasks import PreviewResult
+
+    name = add_learned_kind_and_set(project)
+    new_image = np.full((96, 96, 3), 250, np.uint8)
+
+    def fake_preview(task, progress, cancel):  # the diffusion model is not what this test is about
+        return PreviewResult(read_image(task.image), new_image.copy(), task.box, task.seed)
+
+    monkeypatch.setattr(app.tasks, "run_preview", fake_preview)
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("generate")
+    panel = window.panels["generate"]
+    assert panel.set_combo.currentText() == name
+    panel.gallery.setCurrentRow(1)
+    assert window.studio.selection == Selection("sample", name, 1)
+    assert not (window.canvas.image() == 250).all()
+
+    assert panel.regenerate_action.isEnabled()
+    panel.regenerate_action.trigger()  # Ctrl+Shift+R
+    assert window.engine.wait(30)
+    sample = window.studio.project.generated_set(name).samples[1]
+    assert (read_image(project / sample.image) == 250).all()
+    assert panel.gallery.selected_keys() == [1]
+    assert window.studio.selection == Selection("sample", name, 1)
+    assert (window.canvas.image() == 250).all(), "the canvas shows the regenerated image"
+    assert window.canvas.compare_split() is not None

@@ -41,6 +41,7 @@ class GeneratePanel(Panel):
         self._propose_job: Optional[Job] = None
         self._regenerate_job: Optional[Job] = None
         self.last_preview: Optional[PreviewResult] = None
+        self._gallery_set: Optional[str] = None  # the set the gallery shows, to keep its selection on refill
 
         self.heading("Defect kind")
         self.kind_combo = QComboBox()
@@ -191,7 +192,7 @@ class GeneratePanel(Panel):
         self.canvas.compareChanged.connect(self._compare_moved)
         self.compact(self.kind_combo, self.set_combo, self.propose_scope, self.foreground_combo)
         studio.projectEdited.connect(self._project_edited)
-        studio.selectionChanged.connect(lambda _s: self.update_enabled())
+        studio.selectionChanged.connect(self._selection_changed)
         studio.engine.jobProgress.connect(self._job_progress)
         self.project_changed()
 
@@ -481,8 +482,13 @@ class GeneratePanel(Panel):
         return f"{mark} #{index} seed {sample.seed}"
 
     def _fill_gallery(self) -> None:
-        self.gallery.clear()
         generated = self._current_set()
+        # Refilling the same set (after a regenerate, a new status) keeps the user's selection.
+        keep = self.gallery.selected_keys() if generated is not None and generated.name == self._gallery_set else []
+        self._gallery_set = generated.name if generated is not None else None
+        self.gallery.blockSignals(True)
+        self.gallery.clear()
+        self.gallery.blockSignals(False)
         if generated is None:
             self.gallery_info.setText("No generated set yet.")
             self.update_enabled()
@@ -493,7 +499,30 @@ class GeneratePanel(Panel):
             except AnoGenError:
                 continue
             self.gallery.add(i, image, self._caption(i, sample), sample.status)
+        self._select_samples(keep)
         self._update_gallery_info()
+        self.update_enabled()
+
+    def _select_samples(self, keys: list) -> None:
+        """Select gallery items without re-selecting them in the Studio."""
+        self.gallery.blockSignals(True)
+        for n, key in enumerate(keys):
+            item = self.gallery.item_for(key)
+            if item is None:
+                continue
+            if n == 0:
+                self.gallery.setCurrentItem(item)
+            item.setSelected(True)
+        self.gallery.blockSignals(False)
+
+    def _selection_changed(self, selection: Selection) -> None:
+        # A sample picked in the project tree is the one Accept/Reject/Regenerate act on.
+        if selection.kind == "sample" and selection.name == self.set_combo.currentText() \
+                and self.gallery.selected_keys() != [selection.index]:
+            self.gallery.blockSignals(True)
+            self.gallery.clearSelection()
+            self.gallery.blockSignals(False)
+            self._select_samples([selection.index])
         self.update_enabled()
 
     def _update_gallery_info(self) -> None:
@@ -570,7 +599,11 @@ class GeneratePanel(Panel):
             sample.status = "pending"
             self.studio.edited("generated")
             self.set_combo.setCurrentText(generated.name)
-            self.studio.select(Selection("sample", generated.name, index))
+            selection = Selection("sample", generated.name, index)
+            self.studio.select(selection)
+            # Same selection, new file: the canvas must reload it rather than keep the old pixels.
+            self.controller.show_selection(selection, force=True)
+            self.canvas.set_compare_split(self.compare_slider.value() / 100)
             self.status.setText(f"Sample #{index} regenerated with seed {result.seed}.")
 
         self._regenerate_job = self.studio.engine.submit(
