@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.outputs import add_overwrite_argument
+
 MAX_WARNINGS_SHOWN = 20  # errors are all printed; warnings are capped so the table stays visible
 
 
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--categories", nargs="+", metavar="NAME", default=None,
                       help="categories to write (default: all of them)")
+    add_overwrite_argument(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)
 
@@ -69,11 +72,14 @@ def _count(number: int, singular: str, plural: str = "") -> str:
 def run_demo(args: argparse.Namespace) -> int:
     from anogen.data.demo import DEMO_CATEGORIES, write_demo_dataset
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_dir, mark_output_dir
 
+    check_output_dir(args.out, "dataset demo", overwrite=args.overwrite)
     categories = tuple(args.categories) if args.categories else DEMO_CATEGORIES
     with TqdmProgress("demo dataset", disable=args.quiet) as progress:
         result = write_demo_dataset(args.out, size=args.size, seed=args.seed, categories=categories,
                                     progress=progress, cancel=None)
+    mark_output_dir(args.out, "dataset demo")
     for folder in result.categories:
         print(folder)
     return 0

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.outputs import add_overwrite_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="run all three stages on the embedded demo data and model",
         description="Learn an embedding per demo defect kind, generate defects on good images, train the "
                     "detector with and without them, evaluate, and write a report folder.")
-    parser.add_argument("--out", type=Path, default=Path("demo-report"), help="report folder (default: demo-report)")
+    parser.add_argument("--out", type=Path, default=Path("demo-report"),
+                        help="report folder (default: demo-report); built aside and swapped in when complete")
+    add_overwrite_argument(parser)
     parser.add_argument("--quick", action="store_true", help="one category and fewer steps (about 5 minutes on a CPU)")
     parser.add_argument("--detector", choices=("draem", "destseg"), default="draem")
     parser.add_argument("--model", help="diffusion model to use instead of the embedded demo model")
@@ -23,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from anogen.demo_pipeline import DemoConfig, run_demo
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_dir, has_files
 
+    model = Path(args.model) if args.model else None
+    check_output_dir(args.out, "demo", overwrite=args.overwrite, recognise=has_files("index.md", "metrics.json"),
+                     inputs=[model if model is not None and model.exists() else None])
     config = DemoConfig(out=args.out, quick=args.quick, model=args.model, detector=args.detector,
                         seed=args.seed, device=args.device)
     with TqdmProgress("demo") as progress:

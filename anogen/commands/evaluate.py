@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from anogen.outputs import add_overwrite_argument
 
 METRIC_ROWS = (
     ("image_auroc", "image AUROC"),
@@ -30,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--include-validation", action="store_true",
                         help="also score the test images the training run validated on")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics as JSON")
+    add_overwrite_argument(parser)
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="score the checkpoint of a training run that did not finish (refused otherwise: "
+                             "resume it with 'anogen train --resume')")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,9 +56,21 @@ def format_table(metrics: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from anogen.atomic import atomic_write_json
+    from anogen.detection.checkpoint import require_complete_run
     from anogen.detection.evaluate import evaluate
+    from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_file, is_json_with_keys
 
+    # Everything a user can get wrong is checked before the test set is scored.
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.json is not None:
+        check_output_file(args.json, overwrite=args.overwrite, option="--json",
+                          recognise=is_json_with_keys("image_auroc", "pixel_auroc"))
+    warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
+    if warning:
+        print(f"anogen: warning: {warning}", file=sys.stderr)
     with TqdmProgress("evaluate", disable=args.quiet) as progress:
         report = evaluate(args.data, args.detector_dir, list(args.exclude), which=args.checkpoint,
                           device=args.device, batch_size=args.batch_size,

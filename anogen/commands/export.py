@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from anogen.outputs import add_overwrite_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +19,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default DIR/model.onnx)")
+    add_overwrite_argument(parser)
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="export the checkpoint of a training run that did not finish (refused otherwise: "
+                             "resume it with 'anogen train --resume')")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from anogen.detection.export import export_onnx
+def _is_anogen_onnx(path: Path) -> bool:
+    """An ONNX file this command wrote (it records producer=anogen in its metadata)."""
+    try:
+        import onnx
 
-    result = export_onnx(args.detector_dir, args.out, which=args.checkpoint)
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # anything unreadable is not ours
+        return False
+    return any(p.key == "producer" and p.value == "anogen" for p in model.metadata_props)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anogen.detection.checkpoint import require_complete_run
+    from anogen.detection.export import export_onnx
+    from anogen.outputs import check_output_file
+
+    out = args.out if args.out is not None else args.detector_dir / "model.onnx"
+    if args.detector_dir.is_dir():  # a missing folder gets its own message from the loader
+        check_output_file(out, overwrite=args.overwrite, recognise=_is_anogen_onnx)
+    warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
+    if warning:
+        print(f"anogen: warning: {warning}", file=sys.stderr)
+    result = export_onnx(args.detector_dir, out, which=args.checkpoint)
     print(f"wrote {result.path} (input 1x3x{result.image_size}x{result.image_size}, dynamic batch; "
           f"onnxruntime matches torch within {max(result.max_abs_diff_map, result.max_abs_diff_score):.1e})")
     return 0

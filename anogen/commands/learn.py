@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.outputs import add_overwrite_argument
+
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask")
 
 
@@ -51,8 +53,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="download a Hugging Face model that is not in the local cache")
     parser.add_argument("--config-dir", type=Path, default=None,
                         help="local diffusers folder with the configs for a single-file checkpoint")
+    add_overwrite_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def _is_anogen_embedding(path: Path) -> bool:
+    """An embedding file anogen wrote (its safetensors metadata names our format)."""
+    from anogen.diffusion.textual_inversion import FORMAT_NAME
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT_NAME
+    except Exception:  # anything unreadable is not ours
+        return False
 
 
 def checkpoint_path_for(out: Path) -> Path:
@@ -92,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from anogen.diffusion.textual_inversion import save_embedding
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_file
 
     out: Path = args.out
     if out.suffix.lower() != ".safetensors":
@@ -99,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give a file name such as {out / 'scratch.safetensors'}")
     images, masks = pair_support(args.images, args.masks)
+    check_output_file(out, overwrite=args.overwrite, inputs=[*images, *masks], recognise=_is_anogen_embedding)
     token = args.token or f"<{out.stem}>"
     checkpoint = checkpoint_path_for(out)
     if args.resume and not checkpoint.is_file():

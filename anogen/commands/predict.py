@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from anogen.outputs import add_overwrite_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "anomalous at the validation threshold).")
     parser.add_argument("--detector-dir", type=Path, required=True, metavar="DIR", help="the --out folder of train")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders of images")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
+    add_overwrite_argument(parser)
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="use the checkpoint of a training run that did not finish (refused otherwise: "
+                             "resume it with 'anogen train --resume')")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -45,20 +53,29 @@ def run(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from anogen.atomic import atomic_write_text
+    from anogen.atomic import atomic_write_text, staged_directory
     from anogen.data.imageio import read_image, write_image
-    from anogen.detection.checkpoint import load_detector
+    from anogen.detection.checkpoint import load_detector, require_complete_run
     from anogen.detection.infer import heatmap_overlay, predict
     from anogen.errors import InputError
     from anogen.jobs import Progress, TqdmProgress
+    from anogen.outputs import check_output_dir, mark_output_dir
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_output_dir(args.out, "predict", overwrite=args.overwrite, inputs=[*args.images, args.detector_dir])
     files = _expand(args.images)
+    warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
+    if warning:
+        print(f"anogen: warning: {warning}", file=sys.stderr)
     loaded = load_detector(args.detector_dir, which=args.checkpoint, device=args.device)
     names: dict[str, int] = {}
     rows = []
-    with TqdmProgress("predict", disable=args.quiet) as progress:
+    # Built in a staging folder and swapped in at the end: a failure or a kill never
+    # leaves old and new heat maps mixed in one folder.
+    with TqdmProgress("predict", disable=args.quiet) as progress, staged_directory(args.out) as staging:
         for start in range(0, len(files), args.batch_size):
             chunk = files[start:start + args.batch_size]
             images = [read_image(p) for p in chunk]
@@ -68,16 +85,18 @@ def run(args: argparse.Namespace) -> int:
                 if names[stem] > 1:  # two inputs with one name (from different folders)
                     stem = f"{stem}_{names[stem]}"
                 overlay = f"{stem}_heatmap.png"
-                write_image(args.out / overlay, heatmap_overlay(image, prediction.anomaly_map, alpha=args.alpha))
+                write_image(staging / overlay, heatmap_overlay(image, prediction.anomaly_map, alpha=args.alpha))
                 rows.append((str(path), overlay, prediction.score, prediction.normalised_score,
                              prediction.is_anomalous))
             progress(Progress(min(start + args.batch_size, len(files)), len(files), "scoring"))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "heatmap", "score", "normalised_score", "is_anomalous"])
-    for image, overlay, score, norm, flag in rows:
-        writer.writerow([image, overlay, f"{score:.6g}", f"{norm:.4f}", int(flag)])
-    atomic_write_text(args.out / "scores.csv", buffer.getvalue())
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "heatmap", "score", "normalised_score", "is_anomalous"])
+        for image, overlay, score, norm, flag in rows:
+            writer.writerow([image, overlay, f"{score:.6g}", f"{norm:.4f}", int(flag)])
+        atomic_write_text(staging / "scores.csv", buffer.getvalue())
+        mark_output_dir(staging, "predict")
+        staging.chmod(0o755)  # mkdtemp makes it private; heat maps are ordinary data
     flagged = sum(1 for row in rows if row[4])
     print(f"{len(rows)} image(s) scored, {flagged} anomalous at threshold "
           f"{loaded.calibration.threshold:.4g}; wrote {args.out}/scores.csv and heat maps")

@@ -27,6 +27,14 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def _is_training_run(folder: Path) -> bool:
+    """A run written before output folders had markers: it has a checkpoint folder."""
+    from anogen.detection.checkpoint import CONFIG_NAME
+
+    return any((folder / which / CONFIG_NAME).is_file() for which in ("best", "last")) or \
+        any(folder.glob(".last.*"))
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a defect detector (DRAEM or DeSTSeg)",
@@ -60,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a detector already in OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a detector already in OUT, or use a folder anogen did not write (never an "
+                             "input)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -69,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from anogen.detection.train import TrainConfig, train
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_dir
+
+    check_output_dir(args.out, "train", overwrite=args.overwrite, recognise=_is_training_run,
+                     inputs=[args.data, args.generated, args.textures, args.teacher])
 
     config = TrainConfig(
         data_dir=args.data, detector=args.detector, out_dir=args.out, generated_dir=args.generated,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -32,7 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from anogen.atomic import staged_directory
+from anogen.atomic import atomic_write_text, staged_directory
 from anogen.detection.base import Detector
 from anogen.errors import InputError, ModelError
 
@@ -131,9 +132,58 @@ def save_checkpoint(folder: str | os.PathLike, detector: Detector, info: Checkpo
     folder = Path(folder)
     with staged_directory(folder) as staging:
         save_model(detector, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT, "kind": info.kind})
-        (staging / CONFIG_NAME).write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
         if training_state is not None:
             torch.save(training_state, staging / STATE_NAME)
+        # The description goes last and atomically: a staging folder that holds it is
+        # complete, which is what recover_checkpoint relies on after a kill.
+        atomic_write_text(staging / CONFIG_NAME, json.dumps(info.to_json(), indent=2) + "\n")
+    return folder
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """Copies of ``folder`` a kill during :func:`staged_directory` can leave: the new one
+    still under its staging name, and the previous one moved aside."""
+    found = sorted(folder.parent.glob(f".{folder.name}.*.partial"))
+    old = folder.with_name(f".{folder.name}.old")
+    return found + ([old] if old.is_dir() else [])
+
+
+def _complete_step(candidate: Path) -> Optional[int]:
+    """The step of a complete checkpoint folder, or None when it is partial or damaged."""
+    if not (candidate / WEIGHTS_NAME).is_file():
+        return None
+    try:
+        return int(json.loads((candidate / CONFIG_NAME).read_text(encoding="utf-8"))["step"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recoverable_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """When ``folder`` is missing, the newest complete copy a kill left next to it."""
+    folder = Path(folder)
+    if folder.exists():
+        return None
+    steps = {candidate: _complete_step(candidate) for candidate in _leftovers(folder)}
+    complete = [candidate for candidate, step in steps.items() if step is not None]
+    return max(complete, key=lambda c: steps[c]) if complete else None
+
+
+def recover_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """Finish a publish that a kill interrupted.
+
+    Publishing a checkpoint moves the old folder aside and then renames the new one into
+    place; a kill in between leaves no ``folder`` but a complete copy under a hidden
+    name. The newest complete copy becomes ``folder`` again (one rename) and the other
+    leftovers go. Returns the recovered folder, or None when there was nothing to do.
+    """
+    folder = Path(folder)
+    chosen = recoverable_checkpoint(folder)
+    if chosen is None:
+        return None
+    os.replace(chosen, folder)
+    for leftover in _leftovers(folder):
+        shutil.rmtree(leftover, ignore_errors=True)
+    log.warning("%s: recovered the checkpoint an interrupted run left in %s", folder, chosen.name)
     return folder
 
 
@@ -153,8 +203,59 @@ def checkpoint_folder(folder: str | os.PathLike, which: str = "best") -> Path:
         # A run stopped before its last phase (DeSTSeg's head) has no best checkpoint yet.
         log.warning("%s: no best checkpoint yet (training stopped early); using the last one", folder)
         return folder / "last"
+    left = recoverable_checkpoint(candidate) or recoverable_checkpoint(folder / "last")
+    if left is not None:
+        raise InputError(f"{folder}: incomplete: a kill interrupted saving a checkpoint (a complete copy is in "
+                         f"{left.name}); resume with 'anogen train --resume' to recover it")
     raise InputError(f"{folder}: no '{which}' checkpoint here (expected {candidate / CONFIG_NAME}); "
                      "is this the --out folder of 'anogen train'?")
+
+
+@dataclass
+class RunStatus:
+    """How far the training run behind a checkpoint got (from its ``last/`` checkpoint,
+    the one a run writes last: it reaches ``total_steps`` only when the run finished)."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def complete(self) -> bool:
+        return self.step >= self.total_steps
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"complete: step {self.step} of {self.total_steps}"
+        return f"incomplete: step {self.step} of {self.total_steps}, resume with --resume"
+
+
+def run_status(folder: str | os.PathLike, which: str = "best") -> Optional[RunStatus]:
+    """The status of the run a checkpoint belongs to, or None when it cannot be told
+    (a ``best/`` folder copied out of its run)."""
+    where = checkpoint_folder(folder, which)
+    if where.name in CHECKPOINT_CHOICES and (where.parent / "last" / CONFIG_NAME).is_file():
+        last = where.parent / "last"
+    elif (where / STATE_NAME).is_file():
+        last = where  # a last checkpoint on its own still knows whether its run finished
+    else:
+        return None
+    info = read_checkpoint_info(last)
+    return RunStatus(step=info.step, total_steps=info.total_steps)
+
+
+def require_complete_run(folder: str | os.PathLike, which: str = "best", allow_incomplete: bool = False) -> \
+        Optional[str]:
+    """Refuse the checkpoint of a run that did not finish (a killed or cancelled ``train``).
+
+    With ``allow_incomplete`` it returns a warning to show instead; None when complete.
+    """
+    status = run_status(folder, which)
+    if status is None or status.complete:
+        return None
+    message = f"{folder}: {status.describe()}"
+    if not allow_incomplete:
+        raise InputError(f"{message} (or pass --allow-incomplete to use it as it is)")
+    return message
 
 
 def read_checkpoint_info(folder: str | os.PathLike, which: str = "best") -> CheckpointInfo:
@@ -181,6 +282,7 @@ def build_empty_detector(info: CheckpointInfo) -> Detector:
 
 
 def load_weights(detector: Detector, folder: Path, device: torch.device) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     weights = folder / WEIGHTS_NAME
@@ -188,6 +290,9 @@ def load_weights(detector: Detector, folder: Path, device: torch.device) -> None
         raise ModelError(f"{folder}: {WEIGHTS_NAME} is missing")
     try:
         load_model(detector, str(weights), strict=True, device=str(device))
+    except SafetensorError as exc:  # garbage or a truncated copy
+        raise ModelError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0]}); "
+                         "the checkpoint is damaged") from None
     except (RuntimeError, OSError, ValueError) as exc:
         raise ModelError(f"{weights}: weights do not fit the {detector.kind} detector described in "
                          f"{CONFIG_NAME} ({str(exc).splitlines()[0]})") from None

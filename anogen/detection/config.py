@@ -42,6 +42,12 @@ class DetectorConfig:
         return cls(**cls.presets[name])
 
 
+# Upper bounds on sizes, so a typo fails with a message instead of asking for more memory
+# than any machine has (image_size=100000 made OpenCV allocate 120 GB). A 2048 px batch of
+# 8 already needs tens of GB of activations; the paper's presets use 256 px.
+MAX_SIZES = {"image_size": 2048, "batch_size": 1024}
+
+
 def require_int(config: DetectorConfig, name: str, minimum: int = 1) -> None:
     """Check an integer field (a whole float from JSON or ``--set`` is accepted)."""
     value = getattr(config, name)
@@ -50,6 +56,10 @@ def require_int(config: DetectorConfig, name: str, minimum: int = 1) -> None:
         setattr(config, name, value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{config.kind} {name} must be an integer >= {minimum}, got {value!r}")
+    maximum = MAX_SIZES.get(name)
+    if maximum is not None and value > maximum:
+        raise InputError(f"{config.kind} {name} must be at most {maximum} (larger does not fit in memory), "
+                         f"got {value}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -286,10 +286,20 @@ def _freeze(module: nn.Module) -> nn.Module:
 
 
 def _load_component(what: str, loader, folder: Path) -> Any:
+    import pickle
+
     try:
         return loader()
     except ModelError:
         raise
+    except pickle.UnpicklingError:
+        # torch.load(weights_only=True) met a pickle that holds more than tensors (code,
+        # possibly malicious). Name the file; never fall back to a full unpickle.
+        pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        where = folder / pickled[0] if len(pickled) == 1 else folder
+        raise ModelError(f"{where}: refused to load the {what}: the pickle holds more than plain tensors; only "
+                         "safetensors weights (and tensor-only .bin files) are loaded, convert it to "
+                         "model.safetensors") from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, EnvironmentError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"{folder}: cannot load the {what} ({first_line})") from None
