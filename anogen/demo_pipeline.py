@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,9 +25,10 @@ from typing import Any, Optional
 
 import torch
 
-from anogen.atomic import atomic_write_json
+from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+from anogen.outputs import mark_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -147,27 +149,75 @@ class _StageProgress:
 def run_demo(config: DemoConfig, progress: ProgressFn = no_progress,
              cancel: Optional[threading.Event] = None) -> DemoResult:
     """Run the whole method on the demo data; see the module docstring."""
+    final = Path(config.out)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final}: the report folder is a file; choose a folder name")
+    # The whole report is built in a staging folder next to ``final`` and swapped in at the
+    # end: a re-run killed half-way leaves the previous report as it was, never a mix.
+    with staged_directory(final) as staging:
+        staging.chmod(0o755)  # mkdtemp makes it private; a report is ordinary data
+        result = _run_demo_in(staging, config, progress, cancel)
+        relocate_paths(staging, final)
+        mark_output_dir(staging, "demo")
+    result.out = final
+    for category in result.categories:
+        for kind in category.kinds:
+            kind.support_images = [_moved(p, staging, final) for p in kind.support_images]
+    return result
+
+
+def _moved(text: str, old: Path, new: Path) -> str:
+    """``text`` with a leading ``old`` folder replaced by ``new`` (other strings unchanged)."""
+    for before, after in ((str(old.resolve()), str(new.resolve())), (str(old), str(new))):
+        if text == before or text.startswith(before + os.sep):
+            return after + text[len(before):]
+    return text
+
+
+def _moved_json(value: Any, old: Path, new: Path) -> Any:
+    if isinstance(value, str):
+        return _moved(value, old, new)
+    if isinstance(value, list):
+        return [_moved_json(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _moved_json(v, old, new) for k, v in value.items()}
+    return value
+
+
+def relocate_paths(staging: Path, final: Path) -> None:
+    """Rewrite the absolute paths the run recorded in its JSON files (detector provenance,
+    support images, generated-set sources) from ``staging`` to where the report will live,
+    so ``anogen evaluate`` on a report's detector still finds its support images."""
+    for path in sorted(staging.rglob("*.json")) + sorted(staging.rglob("*.jsonl")):
+        text = path.read_text(encoding="utf-8")
+        if str(staging) not in text and str(staging.resolve()) not in text:
+            continue
+        if path.suffix == ".jsonl":
+            lines = [json.dumps(_moved_json(json.loads(line), staging, final), ensure_ascii=False)
+                     for line in text.splitlines() if line.strip()]
+            atomic_write_text(path, "".join(line + "\n" for line in lines))
+        else:
+            atomic_write_text(path, json.dumps(_moved_json(json.loads(text), staging, final), indent=2) + "\n")
+
+
+def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
+                 cancel: Optional[threading.Event]) -> DemoResult:
     from anogen.data.demo import DEFECT_KINDS, write_demo_dataset
     from anogen.diffusion.models import load_model
     from anogen.resources import demo_model_path
 
     started = time.perf_counter()
     plan = config.resolved_plan()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     model_source = config.model or str(demo_model_path())
     # 100 units per stage: the dataset, then per category each kind (learn + generate),
     # two detectors and the report.
     stages = _StageProgress(progress, total=100 + sum(100 * (len(DEFECT_KINDS[c]) + 3) for c in plan.categories))
 
     data_root = out / "data"
-    if not all((data_root / c / "train" / "good").is_dir() for c in plan.categories):
-        write_demo_dataset(data_root, categories=plan.categories, size=plan.image_size, seed=config.seed,
-                           train_good=plan.train_good, test_good=plan.test_good,
-                           test_per_kind=plan.test_per_kind, progress=stages.stage("dataset", 100),
-                           cancel=cancel)
-    else:
-        stages.stage("dataset", 100)
+    write_demo_dataset(data_root, categories=plan.categories, size=plan.image_size, seed=config.seed,
+                       train_good=plan.train_good, test_good=plan.test_good,
+                       test_per_kind=plan.test_per_kind, progress=stages.stage("dataset", 100),
+                       cancel=cancel)
     check_cancel(cancel)
     model = load_model(model_source, device=config.device)
     if model.device.type == "cpu":

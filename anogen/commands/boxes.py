@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.outputs import add_overwrite_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "object found by GrabCut/Otsu. Writes OUT/boxes.json (image name -> [[x0,y0,x1,y1], ...]), "
                     "OUT/masks/<image>_<k>.png (box masks) and OUT/foreground/<image>.png.")
     parser.add_argument("--images", type=Path, required=True, help="folder of good images")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
     parser.add_argument("--per-image", type=int, default=2, metavar="N", help="boxes per image (default 2)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
@@ -34,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-tries", type=int, default=1000, help="candidates per box before giving up")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     parser.add_argument("--seed", type=int, default=0)
+    add_overwrite_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -51,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from anogen.data.imageio import list_images, read_mask
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_dir, has_files, mark_output_dir
 
+    check_output_dir(args.out, "boxes", overwrite=args.overwrite, recognise=has_files("boxes.json"),
+                     inputs=[args.images, args.from_masks])
     if args.size is not None:
         size_range = BoxSizeRange.from_sequence(args.size)
     elif args.from_masks is not None:
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, max_tries=args.max_tries, limit=args.limit)
     with TqdmProgress("boxes", disable=args.quiet) as progress:
         result = run_box_proposals(config, progress)
+    mark_output_dir(result.out, "boxes")
     count = sum(len(b) for b in result.boxes.values())
     print(f"{count} boxes on {len(result.boxes)} images (size range {size_range.to_list()}) -> "
           f"{result.out / 'boxes.json'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.outputs import add_overwrite_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="diffusers folder, Hugging Face id or .safetensors file")
     parser.add_argument("--embedding", type=Path, required=True, help="learned embedding (.safetensors)")
     parser.add_argument("--normals", type=Path, required=True, help="folder of good images")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0, deterministic)")
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (default auto: fp32 on CPU)")
     parser.add_argument("--allow-download", action="store_true", help="download a Hugging Face model if not cached")
+    add_overwrite_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -54,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from anogen.diffusion.sampler import GenerateConfig, generate_set
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
+    from anogen.outputs import check_output_dir, has_files, mark_output_dir
 
+    model_path = Path(args.model)
+    check_output_dir(args.out, "generate", overwrite=args.overwrite, recognise=has_files("manifest.jsonl", "images"),
+                     inputs=[args.normals, args.embedding, args.boxes,
+                             model_path if model_path.exists() else None])
     size_range = None
     if args.size is not None:
         size_range = BoxSizeRange.from_sequence(args.size)
@@ -73,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
                               foreground=args.foreground, rule=args.rule, config=config,
                               defect_kind=args.defect_kind, device=args.device, precision=args.precision,
                               allow_download=args.allow_download, limit=args.limit, progress=progress)
+    mark_output_dir(result.out, "generate")
     print(f"{len(result.samples)} images with token {result.token} -> {result.out}")
     return 0

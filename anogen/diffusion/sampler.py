@@ -28,6 +28,7 @@ given ones), generates ``per_image`` samples per good image and writes a generat
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -257,6 +258,28 @@ def _check_token(model: "DiffusionModel", token: str, prompt: str) -> None:
         log.warning("the prompt %r does not contain the learned token %r", prompt, token)
 
 
+def check_steps(steps: int, scheduler_config: dict, where: object) -> None:
+    """Refuse more sampling steps than the model was trained with (the scheduler's
+    ``num_train_timesteps``): DDIM cannot take finer steps than the training schedule."""
+    trained = int(scheduler_config.get("num_train_timesteps", 1000))
+    if steps > trained:
+        raise InputError(f"{where}: --steps {steps} is more than the {trained} timesteps this model was trained "
+                         f"with; use at most {trained} (the paper uses 50)")
+
+
+def _check_steps_before_loading(model_source: object, steps: int) -> None:
+    """The steps check for a diffusers folder, from its scheduler config, before the slow load."""
+    if not isinstance(model_source, (str, os.PathLike)):
+        return
+    scheduler_file = Path(model_source).expanduser() / "scheduler" / "scheduler_config.json"
+    try:
+        scheduler_config = json.loads(scheduler_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # not a folder with a readable config: checked after loading instead
+    if isinstance(scheduler_config, dict):
+        check_steps(steps, scheduler_config, scheduler_file)
+
+
 @torch.no_grad()
 def generate(
     model: "DiffusionModel",
@@ -294,6 +317,7 @@ def generate(
         unconditional, conditioning = model.encode_prompts([config.negative_prompt, prompt]).chunk(2)
     else:
         unconditional, conditioning = None, model.encode_prompts([prompt])
+    check_steps(config.steps, model.scheduler_config, model.source)
     # One scheduler for the whole call: DDIM's step arithmetic keeps no per-sample state.
     scheduler = model.ddim_scheduler()
     scheduler.set_timesteps(config.steps, device=model.device)
@@ -510,9 +534,11 @@ def generate_set(
     if not embedding_path.is_file():
         raise InputError(f"{embedding_path}: embedding file not found")
 
+    _check_steps_before_loading(model_source, config.steps)
     check_cancel(cancel)
     model = model_source if isinstance(model_source, DiffusionModel) else load_model(
         model_source, device=device, precision=precision, allow_download=allow_download)
+    check_steps(config.steps, model.scheduler_config, model.source)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
     embedding_hash = embedding.sha256 or file_sha256(embedding_path)
