@@ -69,6 +69,16 @@ def config_for(kind: str, category: Path, out: Path, **changes) -> TrainConfig:
 # ----------------------------------------------------------------------------- sampler
 
 
+def _pipeline(kind: str):
+    """The detector's own recipe without rotation, so samples can be compared pixel for pixel."""
+    from dataclasses import replace
+
+    from anogen.detection.pipeline import Rotation
+    from anogen.detection.registry import config_for as detector_config, detector_kind
+
+    return replace(detector_kind(kind).pipeline(detector_config(kind, "quick"), ""), rotation=Rotation())
+
+
 class _StubSynthesizer:
     """Marks every synthetic sample with a full-image mask, so its origin is visible."""
 
@@ -83,7 +93,7 @@ def test_sampler_mixes_synthesis_and_generated_samples(category, tmp_path):
                                  good_paths=list_images(category / "train" / "good"))
     good = [resize_image(read_image(p), 32) for p in list_images(category / "train" / "good")]
 
-    draem = MixedBatchSampler(good, _StubSynthesizer(), kind="draem", generated=items, mix=0.5, seed=1)
+    draem = MixedBatchSampler(good, _StubSynthesizer(), pipeline=_pipeline("draem"), generated=items, mix=0.5, seed=1)
     arrays = draem.batch_arrays(step=0, batch_size=64)
     synthetic = arrays["mask"][:, 0].min(axis=(1, 2)) == 1.0
     assert 16 < synthetic.sum() < 48  # about half from synthesis
@@ -101,12 +111,12 @@ def test_sampler_mixes_synthesis_and_generated_samples(category, tmp_path):
     assert np.array_equal(draem.batch_arrays(0, 64)["image"], arrays["image"])
     assert not np.array_equal(draem.batch_arrays(1, 64)["image"], arrays["image"])
 
-    destseg = MixedBatchSampler(good, _StubSynthesizer(), kind="destseg", generated=items, mix=0.0, seed=1)
+    destseg = MixedBatchSampler(good, _StubSynthesizer(), pipeline=_pipeline("destseg"), generated=items, mix=0.0, seed=1)
     arrays = destseg.batch_arrays(step=0, batch_size=16)
     assert arrays["weak"].all()  # DeSTSeg: every generated draw is the anomaly, source as teacher input
     assert all(any(np.array_equal(c, item.clean.transpose(2, 0, 1)) for item in items) for c in arrays["clean"])
 
-    baseline = MixedBatchSampler(good, _StubSynthesizer(), kind="draem", mix=0.5, seed=1)
+    baseline = MixedBatchSampler(good, _StubSynthesizer(), pipeline=_pipeline("draem"), mix=0.5, seed=1)
     assert not baseline.batch_arrays(0, 16)["weak"].any()  # no generated set: synthesis only
 
 
@@ -130,7 +140,8 @@ def _fixed_batch_loss(kind: str, category: Path, detector, phase: str) -> float:
     good = [resize_image(read_image(p), 32) for p in list_images(category / "train" / "good")]
     from anogen.detection.synthesis import AnomalySynthesizer, SynthesisConfig
 
-    sampler = MixedBatchSampler(good, AnomalySynthesizer(SynthesisConfig(size=32), good, seed=5), kind=kind, seed=5)
+    sampler = MixedBatchSampler(good, AnomalySynthesizer(SynthesisConfig(size=32), good, seed=5),
+                                pipeline=_pipeline(kind), seed=5)
     batch = sampler.batch(step=0, batch_size=8)
     detector.train()
     with torch.no_grad():

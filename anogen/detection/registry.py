@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from anogen.detection.base import Detector
+from anogen.detection.pipeline import DataPipeline
 from anogen.errors import InputError
 
 PRESETS = ("paper", "quick")
@@ -21,12 +22,14 @@ PRESETS = ("paper", "quick")
 
 @dataclass(frozen=True)
 class DetectorKind:
-    """How to make one kind of detector: its config class and its module class."""
+    """How to make one kind of detector: its config class, its module class, and the
+    recipe its official code uses for training samples (``pipeline(config, category)``)."""
 
     name: str
     config_class: type
     detector_class: type[Detector]
     build: Callable[..., Detector]
+    pipeline: Callable[[Any, str], DataPipeline]
 
 
 def _build_draem(config: Any, *, preset: str = "", for_loading: bool = False) -> Detector:
@@ -43,13 +46,15 @@ def _build_destseg(config: Any, *, preset: str = "", for_loading: bool = False) 
 
 def _kinds() -> dict[str, DetectorKind]:
     from anogen.detection.destseg.config import DestsegConfig
+    from anogen.detection.destseg.data import destseg_pipeline
     from anogen.detection.destseg.model import DestsegDetector
     from anogen.detection.draem.config import DraemConfig
+    from anogen.detection.draem.data import draem_pipeline
     from anogen.detection.draem.model import DraemDetector
 
     return {
-        "draem": DetectorKind("draem", DraemConfig, DraemDetector, _build_draem),
-        "destseg": DetectorKind("destseg", DestsegConfig, DestsegDetector, _build_destseg),
+        "draem": DetectorKind("draem", DraemConfig, DraemDetector, _build_draem, draem_pipeline),
+        "destseg": DetectorKind("destseg", DestsegConfig, DestsegDetector, _build_destseg, destseg_pipeline),
     }
 
 

@@ -56,6 +56,8 @@ from anogen.detection.checkpoint import (
     run_status,
     save_checkpoint,
 )
+from anogen.detection.pipeline import DataPipeline
+from anogen.detection.registry import DETECTORS, PRESETS, detector_kind
 from anogen.detection.training_data import (
     BatchPrefetcher,
     GeneratedItem,
@@ -70,9 +72,6 @@ from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
 
 log = logging.getLogger(__name__)
-
-DETECTOR_KINDS = ("draem", "destseg")
-PRESETS = ("quick", "paper")
 
 
 @dataclass
@@ -108,8 +107,8 @@ class TrainConfig:
     log_every: int = 1
 
     def validate(self) -> None:
-        if self.detector not in DETECTOR_KINDS:
-            raise InputError(f"unknown detector '{self.detector}'; choose one of {', '.join(DETECTOR_KINDS)}")
+        if self.detector not in DETECTORS:
+            raise InputError(f"unknown detector '{self.detector}'; choose one of {', '.join(DETECTORS)}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
         if not 0.0 < self.tau <= 1.0:
@@ -215,11 +214,15 @@ def _synthetic_validation(good: Sequence[np.ndarray], names: Sequence[str], synt
                          source="synthetic", names=all_names)
 
 
-def _make_synthesizer(config: "TrainConfig", det_config: Any, size: int, good: Sequence[np.ndarray]):
+def _make_synthesizer(config: "TrainConfig", det_config: Any, pipeline: DataPipeline, size: int,
+                      good: Sequence[np.ndarray]):
     from anogen.detection.synthesis import AnomalySynthesizer, SynthesisConfig
 
     textures = config.textures_dir or getattr(det_config, "textures_dir", None)
-    return AnomalySynthesizer(SynthesisConfig(size=size, textures_dir=textures), list(good), seed=config.seed)
+    return AnomalySynthesizer(SynthesisConfig(size=size, textures_dir=textures,
+                                              clean_probability=pipeline.synthesis_clean_probability,
+                                              augmentations=pipeline.texture_augmentations),
+                              list(good), seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -337,6 +340,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     batch_size = int(det_config.batch_size)
     # -- data ------------------------------------------------------------------------
     category = read_mvtec_category(config.data_dir)
+    pipeline = detector_kind(config.detector).pipeline(det_config, category.name)
     train_records = [r for r in category.train if not is_defective(r)]
     if not train_records:
         raise InputError(f"{config.data_dir}: no good training images (train/good is empty)")
@@ -360,7 +364,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     if has_labels:
         val_records = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
         good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(config, det_config, size, good)
+        synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
         vset = ValidationSet(
             images=np.stack(_read_resized([r.path for r in val_records], size)),
             labels=np.array([int(is_defective(r)) for r in val_records]),
@@ -376,12 +380,12 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         held_paths = {Path(r.path) for r in held}
         train_records = [r for r in train_records if Path(r.path) not in held_paths]
         good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(config, det_config, size, good)
+        synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
         held_images = _read_resized([r.path for r in held], size)
         vset = _synthetic_validation(held_images, [Path(r.path).name for r in held], synthesizer, config.seed)
     check_cancel(cancel)
 
-    sampler = MixedBatchSampler(good, synthesizer, kind=config.detector, generated=generated,
+    sampler = MixedBatchSampler(good, synthesizer, pipeline=pipeline, generated=generated,
                                 mix=config.mix, seed=config.seed)
     check_cancel(cancel)
 
@@ -410,6 +414,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         "generated_set": str(Path(config.generated_dir).resolve()) if config.generated_dir else None,
         "generated_samples": len(generated),
         "textures_dir": str(Path(config.textures_dir).resolve()) if config.textures_dir else None,
+        "data_pipeline": asdict(pipeline),
         "train_images": len(good),
         "validation_source": vset.source,
         "validation_images": vset.names,

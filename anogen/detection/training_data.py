@@ -1,16 +1,17 @@
 """Training batches that mix the detector's own synthetic anomalies with generated ones.
 
 Each sample of a batch comes from the detector's own anomaly synthesis with probability
-``mix`` (0.5 in the paper), else from the generated set:
+``mix`` (0.5 in the paper), else from the generated set; how either is made follows the
+detector's :class:`~anogen.detection.pipeline.DataPipeline` (its official recipe):
 
-* **synthesis**: a random good training image, passed through the
-  :class:`~anogen.detection.synthesis.AnomalySynthesizer` (which leaves about half of
-  its samples clean); the pixel mask is exact, so ``weak`` is False.
-* **generated, DRAEM**: half of the draws are clean (the sample's *source* good image,
-  an all-zero mask); the rest are the generated image with its box mask and
-  ``weak=True``. The source good image is the reconstruction target in both cases.
-* **generated, DeSTSeg**: the generated image with its box mask and ``weak=True``;
-  the source good image is the teacher's clean input.
+* **synthesis**: a random good training image, rotated as the pipeline says, then passed
+  through the synthesizer (which leaves the pipeline's share of its samples clean); the
+  pixel mask is exact, so ``weak`` is False.
+* **generated**: with the pipeline's ``generated_clean_probability`` the sample's
+  *source* good image with an all-zero mask (a normal sample); otherwise the generated
+  image with its box mask and ``weak=True``. Image, source and box are rotated together.
+  The source good image is the reconstruction target (DRAEM) or the teacher's clean
+  input (DeSTSeg).
 
 With no generated set every sample comes from synthesis (the plain DRAEM / DeSTSeg
 baselines). All images are resized once, up front, to the detector's square input size
@@ -38,6 +39,7 @@ import torch
 from anogen.data.generated import GeneratedSample, read_generated_set, usable_samples
 from anogen.data.imageio import read_image, read_mask
 from anogen.detection.base import TrainBatch
+from anogen.detection.pipeline import DataPipeline
 from anogen.errors import InputError
 
 
@@ -138,27 +140,28 @@ def load_generated_items(folder: str | os.PathLike, size: int, *,
 
 
 class MixedBatchSampler:
-    """Builds :class:`TrainBatch` es from synthesis and (optionally) a generated set.
+    """Builds :class:`TrainBatch` es from synthesis and (optionally) generated sets.
 
     ``good_images`` are the good training images, already float32 ``(S, S, 3)``;
-    ``synthesizer`` has ``sample(image, rng) -> SynthesisResult(image, mask, has_anomaly)``.
+    ``synthesizer`` has ``sample(image, rng) -> SynthesisResult(image, mask, has_anomaly)``;
+    ``pipeline`` is the detector's recipe (see :mod:`anogen.detection.pipeline`).
     """
 
-    def __init__(self, good_images: Sequence[np.ndarray], synthesizer, *, kind: str,
+    def __init__(self, good_images: Sequence[np.ndarray], synthesizer, *, pipeline: DataPipeline,
                  generated: Sequence[GeneratedItem] = (), mix: float = 0.5, seed: int = 0) -> None:
         if not good_images:
             raise InputError("there are no good training images to synthesise anomalies on")
         if not 0.0 <= mix <= 1.0:
             raise InputError(f"mix must be between 0 and 1 (the share of synthetic samples), got {mix}")
-        if kind not in ("draem", "destseg"):
-            raise InputError(f"unknown detector kind '{kind}'")
+        if mix == 0.0 and not generated:
+            raise InputError("mix 0 trains on generated samples only, but no generated set was given")
         size = good_images[0].shape[0]
         for array in list(good_images) + [g.image for g in generated]:
             if array.shape != (size, size, 3):
                 raise InputError(f"all training images must be resized to {size}x{size}; got {array.shape}")
         self.good_images = list(good_images)
         self.synthesizer = synthesizer
-        self.kind = kind
+        self.pipeline = pipeline
         self.generated = list(generated)
         # Without a generated set every sample is synthetic (the plain baseline).
         self.mix = mix if self.generated else 1.0
@@ -170,8 +173,10 @@ class MixedBatchSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """One sample: ``(image, clean, mask, weak)`` as float32 arrays (HWC, HWC, HW)."""
+        rotation = self.pipeline.rotation
         if rng.random() < self.mix:
             good = self.good_images[int(rng.integers(len(self.good_images)))]
+            (good,), _ = rotation.apply(rng, (good,))
             result = self.synthesizer.sample(good, rng)
             image = np.asarray(result.image, dtype=np.float32)
             mask = np.asarray(result.mask, dtype=np.float32)
@@ -179,10 +184,12 @@ class MixedBatchSampler:
                 mask = mask[..., 0]
             return image, good, mask, False
         item = self.generated[int(rng.integers(len(self.generated)))]
-        if self.kind == "draem" and rng.random() < 0.5:
-            # A clean draw: teaches DRAEM that the good image itself is normal everywhere.
-            return item.clean, item.clean, np.zeros_like(item.mask), False
-        return item.image, item.clean, item.mask, True
+        if rng.random() < self.pipeline.generated_clean_probability:
+            # A clean draw: the good image itself is normal everywhere.
+            (clean,), _ = rotation.apply(rng, (item.clean,))
+            return clean, clean, np.zeros(clean.shape[:2], np.float32), False
+        (image, clean), (mask,) = rotation.apply(rng, (item.image, item.clean), (item.mask,))
+        return image, clean, mask, True
 
     def batch_arrays(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
         """The batch for ``step`` as NCHW numpy arrays (deterministic in ``(seed, step)``)."""

@@ -10,6 +10,8 @@ from anogen.detection.config import DetectorConfig, require_int
 from anogen.errors import InputError
 
 
+ROTATION_CHOICES = ("auto", "none", "slight", "full")
+
 DESTSEG_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The teacher stays a real ResNet18 (it must match pretrained weights); the student
@@ -58,6 +60,9 @@ class DestsegConfig(DetectorConfig):
     student_depths: tuple[int, ...] = (2, 2, 2, 2)
     seg_width: int = 256  # channels of the segmentation head
     aspp_rates: tuple[int, ...] = (6, 12, 18)
+    # Training-sample rotation (see destseg/data.py): "auto" picks the reference's choice
+    # for an MVTec AD category (none for any other), or "none", "slight", "full".
+    rotation: str = "auto"
 
     kind: ClassVar[str] = "destseg"
     display_name: ClassVar[str] = "DeSTSeg"
@@ -91,6 +96,8 @@ class DestsegConfig(DetectorConfig):
                 raise InputError(f"destseg {name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.allow_random_teacher, bool):
             raise InputError(f"destseg allow_random_teacher must be true or false, got {self.allow_random_teacher!r}")
+        if self.rotation not in ROTATION_CHOICES:
+            raise InputError(f"destseg rotation must be one of {', '.join(ROTATION_CHOICES)}, got {self.rotation!r}")
         if self.teacher_weights is not None and not isinstance(self.teacher_weights, str):
             self.teacher_weights = str(self.teacher_weights)
         if self.teacher_weights == "":

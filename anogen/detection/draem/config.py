@@ -44,6 +44,8 @@ class DraemConfig(DetectorConfig):
     focal_gamma: float = 2.0
     # Image score = max of the anomaly map averaged over this square window.
     score_pool_size: int = 21
+    # Share of training samples rotated by U(-90, 90) degrees (see draem/data.py).
+    rotate_probability: float = 0.3
 
     kind: ClassVar[str] = "draem"
     display_name: ClassVar[str] = "DRAEM"
@@ -65,6 +67,9 @@ class DraemConfig(DetectorConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"DRAEM {name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.rotate_probability, bool) or not isinstance(self.rotate_probability, (int, float)) \
+                or not 0.0 <= self.rotate_probability <= 1.0:
+            raise InputError(f"DRAEM rotate_probability must be in [0, 1], got {self.rotate_probability!r}")
         if any(not 0.0 < m < 1.0 for m in self.lr_milestones):
             raise InputError(f"DRAEM lr_milestones are fractions of the run in (0, 1), got {self.lr_milestones}")
 
