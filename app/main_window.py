@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+import shiboken6
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
@@ -434,7 +435,8 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(APP_TITLE)
             self.setWindowModified(False)
             return
-        self.setWindowTitle(f"{project.name} [*] — {APP_TITLE}")
+        read_only = self.studio.workspace.read_only_reason() if self.studio.workspace else ""
+        self.setWindowTitle(f"{project.name}{f' [{read_only}]' if read_only else ''} [*] — {APP_TITLE}")
         self.setWindowModified(self.studio.is_dirty())
 
     def _history_changed(self, can_undo: bool, can_redo: bool) -> None:
@@ -506,8 +508,15 @@ class MainWindow(QMainWindow):
 
     # ================================================================== dialogs
     def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
+        """One dialog per distinct error: the same error again raises the open dialog instead."""
+        # Closed boxes delete themselves (WA_DeleteOnClose); touching their wrapper would raise.
+        self._error_boxes = [b for b in self._error_boxes if shiboken6.isValid(b) and b.isVisible()]
+        for box in self._error_boxes:
+            if box.windowTitle() == title and box.text() == message:
+                box.raise_()
+                return box
         box = show_error(self, title, message, details)
-        self._error_boxes = [b for b in self._error_boxes if b.isVisible()] + [box]
+        self._error_boxes.append(box)
         return box
 
     def show_shortcuts(self) -> ShortcutsDialog:

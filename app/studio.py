@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from anogen.data.workspace import Workspace
+from anogen.data.workspace import ReadOnlyProjectError, Workspace
 from anogen.errors import AnoGenError
 
 from app.engine import JobEngine
@@ -27,6 +27,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 VIEW_SAVE_DELAY_MS = 800
+MODEL_UNCHECKED, MODEL_CHECKING, MODEL_OK, MODEL_FAILED = "unchecked", "checking", "ok", "failed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Studio(QObject):
     dirtyChanged = Signal(bool)        # unsaved changes exist
     saveFailed = Signal(str)           # a save error, for a dialog
     message = Signal(str)              # a line for the status bar / job log
+    modelStateChanged = Signal()       # a model check started or ended (see model_ready)
 
     def __init__(self, settings: Settings, engine: JobEngine, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
@@ -67,7 +69,12 @@ class Studio(QObject):
         self.engine = engine
         self.workspace: Optional[Workspace] = None
         self.selection = Selection()
+        # The diffusion model the user last chose and how its check went. The project keeps
+        # the last model that passed (project.model); a failed choice never replaces it.
+        self.model_state = MODEL_UNCHECKED
+        self.model_candidate = ""
         self._dirty = False
+        self._read_only_reported = False
         self._view_pending = False
         self._pending_writes = 0
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="anogen-save")
@@ -86,11 +93,29 @@ class Studio(QObject):
 
     def set_workspace(self, workspace: Optional[Workspace]) -> None:
         self.flush()
-        self.workspace = workspace
+        previous, self.workspace = self.workspace, workspace
+        if previous is not None and previous is not workspace:
+            previous.close()  # gives the project's lock back to other processes
         self.selection = Selection()
         self._set_dirty(False)
-        self.engine.set_log_file(None if workspace is None else workspace.log_path)
+        self._read_only_reported = False
+        # A read-only project (another process has it open) is not written to, not even its log.
+        writable = workspace is not None and not workspace.read_only
+        self.engine.set_log_file(workspace.log_path if writable else None)
         self.projectChanged.emit()
+        if workspace is not None and workspace.read_only:
+            self.message.emit(f"Project {workspace.read_only_reason()}: changes will not be saved")
+
+    def _report_read_only(self) -> None:
+        """Say once per project, in a dialog, that a read-only project keeps no changes."""
+        assert self.workspace is not None
+        reason = self.workspace.read_only_reason()
+        if not self._read_only_reported:
+            self._read_only_reported = True
+            self.saveFailed.emit(f"This project is open {reason}. Changes made here are not saved; "
+                                 "close it in the other process and open it again to edit it.")
+        else:
+            self.message.emit(f"Not saved: project {reason}")
 
     def is_dirty(self) -> bool:
         return self._dirty or self._pending_writes > 0
@@ -113,6 +138,9 @@ class Studio(QObject):
         if self.workspace is None:
             return True
         self._view_timer.stop()
+        if self.workspace.read_only:
+            self._report_read_only()
+            return False
         try:
             self.workspace.save()
         except (OSError, AnoGenError) as exc:
@@ -122,6 +150,17 @@ class Studio(QObject):
         self._view_pending = False
         self._set_dirty(False)
         return True
+
+    def set_model_state(self, state: str, candidate: str) -> None:
+        """Record a model check: ``checking``, ``ok`` or ``failed`` for the model ``candidate``."""
+        self.model_state, self.model_candidate = state, candidate
+        self.modelStateChanged.emit()
+
+    def model_ready(self) -> bool:
+        """True when jobs may use ``project.model``: one is set and the user's latest choice
+        is not still being checked or known to be broken."""
+        return (self.project is not None and bool(self.project.model)
+                and self.model_state not in (MODEL_CHECKING, MODEL_FAILED))
 
     def view_state(self) -> dict[str, Any]:
         """The free-form GUI state stored in the project (``project.view``)."""
@@ -167,6 +206,11 @@ class Studio(QObject):
         self._pending_writes -= 1
         try:
             result = future.result()
+        except ReadOnlyProjectError:
+            if self.workspace is not None:
+                self._report_read_only()
+            self.dirtyChanged.emit(self.is_dirty())
+            return
         except (OSError, AnoGenError) as exc:
             self.saveFailed.emit(f"Could not save: {exc}")
             self.dirtyChanged.emit(self.is_dirty())
@@ -192,6 +236,8 @@ class Studio(QObject):
     def close(self) -> None:
         self.flush()
         self._writer.shutdown(wait=True)
+        if self.workspace is not None:
+            self.workspace.close()
 
     # ------------------------------------------------------------------ selection
     def select(self, selection: Selection) -> None:

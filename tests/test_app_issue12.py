@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import numpy as np  # noqa: E402
-from _app_helpers import add_learned_kind_and_set, drag, window_factory, write_project  # noqa: E402
+from _app_helpers import (add_learned_kind_and_set, drag, visible_message_boxes, window_factory,  # noqa: E402
+                          write_project)
 from anogen.data.workspace import Workspace  # noqa: E402
 from app.canvas import Tool  # noqa: E402
 from app.studio import Selection  # noqa: E402
@@ -109,3 +111,84 @@ def test_regenerate_shows_the_new_image_and_keeps_the_sample_selected(make_windo
     assert window.studio.selection == Selection("sample", name, 1)
     assert (window.canvas.image() == 250).all(), "the canvas shows the regenerated image"
     assert window.canvas.compare_split() is not None
+
+
+# ---------------------------------------------------------------- bugs 4, 5, 6
+def _fail(config, progress, cancel):
+    raise ValueError(f"broken {config}")
+
+
+def test_error_dialogs_keep_working_after_the_first_one_is_closed(make_window, project, qtbot):
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    window = make_window()
+    for attempt in range(3):
+        with qtbot.waitSignal(window.engine.jobFailed, timeout=5000):
+            window.engine.submit(f"Job {attempt}", _fail, attempt, heavy=False)
+        [box] = visible_message_boxes()
+        assert f"broken {attempt}" in box.text()
+        box.close()
+        # The closed box is deleted (WA_DeleteOnClose); the next error must not touch it.
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        assert not visible_message_boxes()
+
+
+def test_the_same_error_twice_shows_one_dialog(make_window, project, qtbot):
+    window = make_window()
+    first = window.show_error("Check model failed", "no such folder", "details")
+    second = window.show_error("Check model failed", "no such folder", "details")
+    assert first is second and len(visible_message_boxes()) == 1
+
+
+def test_bad_model_path_and_return_checks_once_and_keeps_the_good_model(make_window, project, qtbot):
+    from PySide6.QtCore import Qt
+
+    name = add_learned_kind_and_set(project)
+    good_model = str(project / "good-model")
+    workspace = Workspace.open(project)
+    workspace.project.model = good_model
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    window.activateWindow()
+    panel = window.panels["defects"]
+    generate = window.panels["generate"]
+    window.studio.select(Selection("good", window.studio.project.good_images[0].image))
+    window.canvas.set_boxes([(5, 5, 30, 30)])
+    window.canvas.boxesEdited.emit(window.canvas.boxes())
+    assert generate.generate_button.isEnabled() and generate.preview_button.isEnabled()
+    checks = []
+    window.engine.jobStarted.connect(lambda job: checks.append(job.title))
+
+    panel.model_edit.setFocus()
+    panel.model_edit.selectAll()
+    bad = str(project / "no-such-model")
+    qtbot.keyClicks(panel.model_edit, bad)
+    with qtbot.waitSignal(window.engine.jobFailed, timeout=20000):
+        qtbot.keyClick(panel.model_edit, Qt.Key.Key_Return)
+    window.canvas.setFocus()  # focus leaves the field: editingFinished fires again
+    qtbot.wait(50)
+    assert window.engine.wait(20)
+    assert len([t for t in checks if t.startswith("Check model")]) == 1, checks
+    assert len(visible_message_boxes()) == 1
+
+    # The working model stays in the project until a new one passes its check.
+    assert window.studio.project.model == good_model
+    assert json.loads((project / "project.json").read_text())["model"] == good_model
+    assert panel.model_status.text().startswith("✗") and "good-model" in panel.model_status.text()
+    assert not generate.generate_button.isEnabled() and not generate.preview_button.isEnabled()
+    assert not panel.learn_action.isEnabled()
+    assert generate.set_combo.currentText() == name
+
+    # Esc in the field goes back to the model in use.
+    visible_message_boxes()[0].close()
+    panel.model_edit.setFocus()
+    qtbot.keyClick(panel.model_edit, Qt.Key.Key_Escape)
+    assert panel.model_edit.text() == good_model and generate.generate_button.isEnabled()
+
+    # One action puts the shipped demo model in, checked like any other.
+    with qtbot.waitSignal(window.engine.jobFinished, timeout=60000):
+        panel.demo_model_action.trigger()
+    assert Path(window.studio.project.model).name == "demo-ldm"
+    assert panel.model_edit.text() == window.studio.project.model
+    assert generate.generate_button.isEnabled()

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeyEvent
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QInputDialog,
                                QLabel, QLineEdit, QMessageBox, QPushButton, QSlider, QSpinBox, QToolButton,
                                QWidget)
@@ -20,7 +20,7 @@ from app.canvas_controller import CanvasController
 from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
-from app.studio import Selection, Studio
+from app.studio import MODEL_CHECKING, MODEL_FAILED, MODEL_OK, MODEL_UNCHECKED, Selection, Studio
 from app.tasks import LearnTask, check_model, run_learn
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
@@ -132,10 +132,15 @@ class DefectsPanel(Panel):
         self.model_file_button = QToolButton()
         self.model_file_button.setIcon(icon("model"))
         self.model_file_button.setToolTip("Choose a single-file checkpoint (.safetensors)")
+        self.demo_model_button = QToolButton()
+        self.demo_model_button.setIcon(icon("demo"))
+        self.demo_model_button.setToolTip("Use the small demo model that ships with AnoGen Studio (Ctrl+Shift+M)")
         row.addWidget(self.model_edit, 1)
         row.addWidget(self.model_folder_button)
         row.addWidget(self.model_file_button)
+        row.addWidget(self.demo_model_button)
         self.form.addLayout(row)
+        self.model_edit.installEventFilter(self)  # Esc goes back to the model in use
         self.model_status = self.note()
         self.model_status.setObjectName("modelStatus")
         self.form.addWidget(self.model_status)
@@ -193,6 +198,7 @@ class DefectsPanel(Panel):
         self.learn_action = self.action("&Learn defect embedding", "Ctrl+L", self.learn, "learn")
         self.import_action = self.action("&Import support images…", "Ctrl+I", self.import_dialog, "import")
         self.add_kind_action = self.action("Add &defect kind…", "Ctrl+K", self.add_kind_dialog, "add")
+        self.demo_model_action = self.action("Use the de&mo model", "Ctrl+Shift+M", self.use_demo_model, "demo")
 
         self.kind_combo.currentTextChanged.connect(self._kind_changed)
         self.add_kind_button.clicked.connect(self.add_kind_dialog)
@@ -200,7 +206,8 @@ class DefectsPanel(Panel):
         self.import_button.clicked.connect(self.import_dialog)
         self.remove_support_button.clicked.connect(self.remove_support)
         self.gallery.itemSelectedKey.connect(self._support_clicked)
-        self.model_edit.editingFinished.connect(lambda: self.set_model(self.model_edit.text()))
+        self.model_edit.editingFinished.connect(self._model_edited)
+        self.demo_model_button.clicked.connect(self.use_demo_model)
         self.model_folder_button.clicked.connect(self._choose_model_folder)
         self.model_file_button.clicked.connect(self._choose_model_file)
         self.learn_button.clicked.connect(self.learn)
@@ -209,6 +216,7 @@ class DefectsPanel(Panel):
         studio.selectionChanged.connect(self._selection_changed)
         studio.engine.jobProgress.connect(self._job_progress)
         studio.engine.jobFailed.connect(self._job_failed)
+        studio.modelStateChanged.connect(self.update_enabled)
         self.project_changed()
 
     # ================================================================== state
@@ -230,9 +238,10 @@ class DefectsPanel(Panel):
         self._fill_kinds()
         project = self.studio.project
         self.model_edit.setText(project.model if project is not None else "")
-        self.model_status.setText("")
-        if project is not None and project.model:
-            self._validate_model(project.model, quiet=True)
+        self._set_model_status("", None)
+        if project is not None:
+            # Reopening a project does not load a big model just to check it.
+            self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
         self.loss_plot.clear()
         self.learn_status.setText("")
         self.update_enabled()
@@ -317,12 +326,15 @@ class DefectsPanel(Panel):
         self.remove_kind_button.setEnabled(kind is not None and not learning)
         self.import_button.setEnabled(kind is not None)
         self.remove_support_button.setEnabled(kind is not None and bool(kind.support) and not learning)
-        ready = kind is not None and any(s.mask for s in kind.support) and bool(self.model_edit.text().strip())
+        ready = kind is not None and any(s.mask for s in kind.support) and self.studio.model_ready()
         self.learn_button.setEnabled(ready and not learning)
         self.learn_action.setEnabled(ready and not learning)
+        self.learn_button.setToolTip("" if ready or kind is None else
+                                     "Needs a working diffusion model and at least one painted mask")
         self.learn_button.setText("Learning…" if learning else "Learn")
-        for widget in (self.model_edit, self.model_folder_button, self.model_file_button):
+        for widget in (self.model_edit, self.model_folder_button, self.model_file_button, self.demo_model_button):
             widget.setEnabled(has_project)
+        self.demo_model_action.setEnabled(has_project)
 
     # ================================================================== kinds and images
     def add_kind_dialog(self) -> None:
@@ -429,48 +441,105 @@ class DefectsPanel(Panel):
         if file:
             self.set_model(file)
 
-    def set_model(self, source: str) -> None:
-        """Store the model choice in the project and validate it (the reason shows if it fails)."""
-        source = source.strip()
-        self.model_edit.setText(source)
-        project = self.studio.project
-        if project is None:
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (watched is self.model_edit and event.type() == QEvent.Type.KeyPress
+                and isinstance(event, QKeyEvent) and event.key() == Qt.Key.Key_Escape
+                and self.studio.model_state == MODEL_FAILED):
+            self.revert_model()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _model_edited(self) -> None:
+        # editingFinished fires on Return and again when the field loses focus (an error
+        # dialog opening is enough): only a changed text is a new choice.
+        if not self.model_edit.isModified():
             return
+        self.model_edit.setModified(False)
+        self.set_model(self.model_edit.text())
+
+    def use_demo_model(self) -> None:
+        """Choose the demo model shipped in ``resources/`` (checked like any other choice)."""
+        from anogen.resources import demo_model_path
+
+        try:
+            path = demo_model_path()
+        except AnoGenError as exc:
+            QMessageBox.warning(self, "Demo model", str(exc))
+            return
+        self.set_model(str(path))
+
+    def set_model(self, source: str) -> Optional[Job]:
+        """Check ``source``; only a model that passes replaces the project's model.
+
+        Until then (and when the check fails) the project keeps its last good model, and
+        the jobs that need a model are disabled while the field shows a broken one.
+        """
+        source = source.strip()
+        project = self.studio.project
+        self.model_edit.setText(source)
+        if project is None:
+            return None
+        if not source:  # an emptied field is no choice: show the model in use again
+            self.model_edit.setText(project.model)
+            self.studio.set_model_state(MODEL_UNCHECKED, "")
+            self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
+            self.update_enabled()
+            return None
+        if self.is_running(self._check_job) and self.studio.model_candidate == source:
+            return self._check_job
+        self.studio.set_model_state(MODEL_CHECKING, source)
+        self._set_model_status("Checking the model…", None)
+        job = self.studio.engine.submit(f"Check model {source}", check_model, source, heavy=False,
+                                        on_result=lambda description: self._model_passed(source, description))
+        self._check_job = job
+        self.update_enabled()
+        return job
+
+    def _model_passed(self, source: str, description: str) -> None:
+        project = self.studio.project
+        if project is None or self.studio.model_candidate != source:
+            return  # a newer choice is being checked
         if project.model != source:
             project.model = source
             self.studio.edited("model")
-        self._validate_model(source)
+        self.studio.set_model_state(MODEL_OK, source)
+        self._set_model_status(description, True)
         self.update_enabled()
 
-    def _validate_model(self, source: str, quiet: bool = False) -> None:
-        if not source:
-            self.model_status.setText("No model chosen.")
+    def _model_failed(self, source: str, reason: str) -> None:
+        project = self.studio.project
+        if project is None or self.studio.model_candidate != source:
             return
-        path = Path(source).expanduser()
-        if quiet and not path.is_dir():  # reopening a project: do not load a big model just to check it
-            self.model_status.setText(f"Model: {source}")
+        self.studio.set_model_state(MODEL_FAILED, source)
+        kept = (f" The project still uses {project.model}: fix the path, press Esc to go back to it, or use the "
+                "demo model." if project.model else " Choose a model folder or use the demo model.")
+        self._set_model_status(reason.rstrip(". ") + "." + kept, False)
+        self.update_enabled()
+
+    def revert_model(self) -> None:
+        """Put the project's (last good) model back in the field."""
+        project = self.studio.project
+        if project is None or self.studio.model_state != MODEL_FAILED:
             return
-        if quiet:
-            self.model_status.setText(f"Model: {source}")
-            return
-        self.model_status.setText("Checking the model…")
-        self.model_status.setStyleSheet("")
-        self._check_job = self.studio.engine.submit(
-            f"Check model {source}", check_model, source, heavy=False,
-            on_result=lambda description: self._model_result(True, description))
+        # No new check: it is the model the project already used (and that passed before).
+        self.model_edit.setText(project.model)
+        self.studio.set_model_state(MODEL_UNCHECKED, "")
+        self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
+        self.update_enabled()
 
     def _job_failed(self, job: Job, message: str, _details: str) -> None:
         if job is self._check_job:
-            self._model_result(False, message)
+            self._model_failed(str(job.config), message)
         elif job is self._learn_job:
             self.learn_status.setText(f"Learning failed: {message}")
 
-    def _model_result(self, ok: bool, text: str) -> None:
-        self.model_status.setText(("✓ " if ok else "✗ ") + text)
-        color = "good" if ok else "bad"
+    def _set_model_status(self, text: str, ok: Optional[bool]) -> None:
         from app import theme
 
-        self.model_status.setStyleSheet(f"color: {getattr(theme.colors(), color).name()};")
+        mark = "" if ok is None else ("✓ " if ok else "✗ ")
+        self.model_status.setText(mark + text)
+        color = None if ok is None else (theme.colors().good if ok else theme.colors().bad)
+        self.model_status.setStyleSheet(f"color: {(color or theme.colors().muted).name()};")
 
     # ================================================================== learn
     def learn(self) -> Optional[Job]:
@@ -483,7 +552,9 @@ class DefectsPanel(Panel):
         if not shots:
             QMessageBox.information(self, "Learn", "Paint the defect mask on at least one support image first.")
             return None
-        model = self.model_edit.text().strip() or workspace.project.model
+        if not self.studio.model_ready():
+            return None
+        model = workspace.project.model  # the last model that passed its check, never a typo
         config = dict(
             images=[workspace.resolve(s.image) for s in shots],
             masks=[workspace.resolve(s.mask) for s in shots],

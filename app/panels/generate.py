@@ -193,6 +193,7 @@ class GeneratePanel(Panel):
         self.compact(self.kind_combo, self.set_combo, self.propose_scope, self.foreground_combo)
         studio.projectEdited.connect(self._project_edited)
         studio.selectionChanged.connect(self._selection_changed)
+        studio.modelStateChanged.connect(self.update_enabled)
         studio.engine.jobProgress.connect(self._job_progress)
         self.project_changed()
 
@@ -295,16 +296,21 @@ class GeneratePanel(Panel):
         kind = self._kind()
         project = self.studio.project
         busy = any(self.is_running(j) for j in (self._preview_job, self._generate_job, self._regenerate_job))
-        learned = kind is not None and bool(kind.embedding) and project is not None and bool(project.model)
+        model_ok = self.studio.model_ready()
+        learned = kind is not None and bool(kind.embedding) and model_ok
         good = self._selected_good()
         can_preview = learned and good is not None and bool(good.boxes) and not busy
         self.preview_button.setEnabled(can_preview)
         self.preview_action.setEnabled(can_preview)
+        no_model = ("The diffusion model in the Defects panel did not pass its check: fix it or use the demo model"
+                    if not model_ok else "")
         self.preview_button.setToolTip("Preview one sample in the selected box of the selected good image (Ctrl+P)"
-                                       if can_preview else "Select a good image with a box, and learn the kind first")
+                                       if can_preview else no_model or
+                                       "Select a good image with a box, and learn the kind first")
         can_generate = learned and project is not None and bool(project.good_images) and not busy
         self.generate_button.setEnabled(can_generate)
         self.generate_action.setEnabled(can_generate)
+        self.generate_button.setToolTip(no_model)
         self.generate_button.setText(f"Generate {self.per_image_spin.value()} per image")
         can_propose = project is not None and bool(project.good_images) and not self.is_running(self._propose_job)
         self.propose_button.setEnabled(can_propose)
