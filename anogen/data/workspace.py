@@ -361,10 +361,10 @@ class Workspace:
             return check.problem
         assert check.path is not None
         real = Path(os.path.realpath(check.path))
-        if not real.is_relative_to(Path(os.path.realpath(self.root))):
-            return f"{rel!r} is outside the project folder {self.root}"
         if any(real.is_relative_to(linked) for linked in self._linked_roots()):
             return f"{rel!r} is in a linked dataset folder, which the project only reads"
+        if not real.is_relative_to(Path(os.path.realpath(self.root))):
+            return f"{rel!r} is outside the project folder {self.root}"
         return None
 
     def _own_path(self, rel: str) -> Path:
