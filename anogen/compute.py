@@ -1,0 +1,121 @@
+"""How a job uses the machine: CPU threads and bf16 autocast, decided in one place.
+
+The CLI, the app's engine and the demo all call :func:`resolve_policy` and then
+:func:`apply_policy`, so one machine runs every stage the same way and the choice is
+printed and logged.
+
+* Threads: every core this process may use, unless the user says otherwise
+  (``--threads`` or the app's setting) or ``ANOGEN_THREADS`` pins it (tests and CI).
+  An idle laptop gains from all its cores; a machine shared with other heavy jobs
+  may do better with fewer (measured in docs/benchmarks.md).
+* Precision on the CPU: bf16 autocast only where the CPU has native bf16 matrix
+  units (AMX or AVX-512-bf16). Without them PyTorch falls back to slow kernels: on
+  an AVX2-only AMD EPYC a bf16 convolution was 6-14x slower than fp32
+  (docs/benchmarks.md). GPUs keep the dtype :func:`anogen.device.resolve_dtype` picks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ContextManager
+
+from anogen.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "ANOGEN_THREADS"
+CPU_PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels here (AMX or AVX-512-bf16)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def default_threads() -> int:
+    pinned = os.environ.get(THREADS_ENV, "").strip()
+    if pinned:
+        try:
+            value = int(pinned)
+        except ValueError:
+            raise InputError(f"{THREADS_ENV}={pinned!r} is not a whole number of threads") from None
+        if value < 1:
+            raise InputError(f"{THREADS_ENV}={pinned!r}: use 1 or more threads")
+        return value
+    return available_cores()
+
+
+@dataclass(frozen=True)
+class ComputePolicy:
+    device_type: str  # "cpu", "cuda" or "mps"
+    threads: int  # torch CPU threads
+    bf16_autocast: bool  # CPU only: autocast matmuls and convolutions to bf16
+    reason: str  # why this precision, in a few words
+
+    def describe(self) -> str:
+        precision = "bf16 autocast" if self.bf16_autocast else "fp32"
+        if self.device_type != "cpu":
+            return f"{self.device_type}, {self.threads} CPU threads for data"
+        return f"cpu, {self.threads} thread{'s' if self.threads != 1 else ''}, {precision} ({self.reason})"
+
+    def autocast(self) -> ContextManager[object]:
+        """The context a training or inference step runs in."""
+        if not self.bf16_autocast:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    def to_json(self) -> dict[str, object]:
+        return {"device": self.device_type, "threads": self.threads,
+                "precision": "bf16 autocast" if self.bf16_autocast else "fp32", "reason": self.reason}
+
+
+def resolve_policy(device: "torch.device | str", threads: int | None = None, precision: str = "auto") -> ComputePolicy:
+    """The policy for a job on ``device``; ``threads=None`` and ``precision="auto"`` decide for the user."""
+    device_type = device if isinstance(device, str) else device.type
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be 1 or more, got {threads}")
+    chosen_threads = threads if threads is not None else default_threads()
+    precision = (precision or "auto").lower()
+    if precision not in CPU_PRECISION_CHOICES:
+        raise InputError(f"unknown CPU precision '{precision}'; choose one of {', '.join(CPU_PRECISION_CHOICES)}")
+    if device_type != "cpu":
+        return ComputePolicy(device_type, chosen_threads, False, "the GPU's own dtype")
+    if precision == "fp32":
+        return ComputePolicy("cpu", chosen_threads, False, "asked for")
+    fast = cpu_has_fast_bf16()
+    if precision == "bf16":
+        reason = "asked for" if fast else "asked for; this CPU has no native bf16, expect it to be slower"
+        return ComputePolicy("cpu", chosen_threads, True, reason)
+    if fast:
+        return ComputePolicy("cpu", chosen_threads, True, "this CPU has native bf16 (AMX/AVX-512-bf16)")
+    return ComputePolicy("cpu", chosen_threads, False, "no native bf16 on this CPU")
+
+
+def apply_policy(policy: ComputePolicy) -> ComputePolicy:
+    """Set torch's thread count and log the policy; returns it for chaining."""
+    import torch
+
+    torch.set_num_threads(policy.threads)
+    log.info("compute: %s", policy.describe())
+    return policy
