@@ -133,6 +133,20 @@ def _heatmap_figure(result: "CategoryResult", data_root: Path, out: Path, count:
     return _grid([truth] + rows)
 
 
+def _realism_table(result: "CategoryResult") -> str:
+    def cell(stats: dict, key: str) -> str:
+        value = stats.get(key)
+        return "n/a" if value is None or value != value else f"{value:.2f}"
+
+    lines = ["| defect kind | changed share: generated | real | sharpness ratio: generated | real |",
+             "|---|---|---|---|---|"]
+    for k in result.kinds:
+        gen, real = k.realism_generated, k.realism_real
+        lines.append(f"| {k.kind} | {cell(gen, 'changed_fraction')} | {cell(real, 'changed_fraction')} | "
+                     f"{cell(gen, 'sharpness_ratio')} | {cell(real, 'sharpness_ratio')} |")
+    return "\n".join(lines)
+
+
 def _metrics_table(result: "DemoResult") -> str:
     keys = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro")
     lines = ["| category | detector | " + " | ".join(keys) + " | test images (excluded) |",
@@ -172,6 +186,9 @@ def write_report(result: "DemoResult", data_root: Path) -> Path:
             "and with the learned one (lower is better):", "",
             "| defect kind | init word | learned | generated samples |", "|---|---|---|---|", rows, "",
             "### Stage 2: generated defects (green box) beside real ones", "", f"![generated]({names['generated']})", "",
+            "Inside each box, generated vs real defects of the kind: the share of the box that changed "
+            "visibly (a real defect covers part of its box) and the sharpness ratio (Laplacian variance "
+            "vs the good image; a blurred patch is far below 1):", "", _realism_table(c), "",
             "### Stage 3: detectors", "", f"![detector loss]({names['detector_loss']})", "",
             "Top row: ground truth; then the baseline's and the generated-defect detector's heat maps "
             "(label: score).", "", f"![heat maps]({names['heatmaps']})", ""]
