@@ -93,6 +93,9 @@ class KindResult:
     heldout_loss_learned: float
     heldout_loss_init: float
     generated: int
+    # Do generated defects look like real ones? (anogen.demo_realism)
+    realism_generated: dict[str, Any] = field(default_factory=dict)
+    realism_real: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,10 +298,14 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
         foreground=FOREGROUND.get(category, "grabcut"), rule="inside", defect_kind=kind,
         config=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed, batch_size=4),
         progress=stages.stage(f"{category}/{kind}: generate", 40), cancel=cancel)
+    from anogen.demo_realism import generated_realism, real_realism
+
     return KindResult(kind=kind, support_images=[str(p) for p in images], embedding=str(embedding_path.relative_to(out)),
                       final_loss=learned.final_loss, loss_curve=list(learned.loss_curve),
                       heldout_loss_learned=loss_learned, heldout_loss_init=loss_init,
-                      generated=len(generated.samples))
+                      generated=len(generated.samples),
+                      realism_generated=generated_realism(out / "generated" / category / kind, kind).to_json(),
+                      realism_real=real_realism(category_dir, category, kind, config.seed, plan.image_size).to_json())
 
 
 def _merge_generated(folder: Path, parts: list[Path]) -> Path:
@@ -344,6 +351,7 @@ def _metrics_json(result: DemoResult, plan: DemoPlan, config: DemoConfig, model_
                 "with_generated": c.with_generated,
                 "kinds": {k.kind: {"final_loss": k.final_loss, "heldout_loss_learned": k.heldout_loss_learned,
                                    "heldout_loss_init": k.heldout_loss_init, "generated": k.generated,
+                                   "realism": {"generated": k.realism_generated, "real": k.realism_real},
                                    "support_images": k.support_images, "embedding": k.embedding}
                           for k in c.kinds},
             }
