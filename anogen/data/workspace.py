@@ -434,6 +434,11 @@ class Workspace:
             return f"linked dataset folder {folder} not found"
         return None
 
+    def linked_dataset_folders(self) -> list[Path]:
+        """The linked dataset folders as absolute paths (entries inside the project are stored
+        relative to it, so never read ``project.linked_datasets`` as paths directly)."""
+        return [self.root / folder for folder in self.project.linked_datasets]
+
     def missing_linked_datasets(self) -> list[str]:
         """The linked dataset folders that are not there (moved or deleted), for the GUI to
         ask the user where they went and call :meth:`relink_dataset`."""

@@ -207,12 +207,12 @@ class TrainPanel(Panel):
     # ================================================================== state
     def dataset_dir(self) -> Optional[Path]:
         """The first linked dataset folder in MVTec AD layout (it has train/good)."""
-        project = self.studio.project
-        if project is None:
+        workspace = self.studio.workspace
+        if workspace is None:
             return None
-        for folder in project.linked_datasets:
-            if (Path(folder) / "train" / "good").is_dir():
-                return Path(folder)
+        for folder in workspace.linked_dataset_folders():
+            if (folder / "train" / "good").is_dir():
+                return folder
         return None
 
     def project_changed(self) -> None:
