@@ -12,6 +12,7 @@ import pytest
 from anogen.cli import main
 from anogen.data.boxes import (
     Box,
+    BoxPlacement,
     BoxProposalConfig,
     BoxSizeRange,
     foreground_mask,
@@ -209,7 +210,8 @@ def test_cancel_leaves_no_folder(tmp_path):
         cancel.set()  # cancel after the first image
 
     with pytest.raises(JobCancelled):
-        run_box_proposals(BoxProposalConfig(images=images, out=tmp_path / "out", foreground="otsu"),
+        run_box_proposals(BoxProposalConfig(images=images, out=tmp_path / "out",
+                                            placement=BoxPlacement(foreground="otsu")),
                           progress, cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
 
@@ -229,5 +231,7 @@ def test_cli_size_from_support_masks_and_reference_kind(tmp_path):
                  "--quiet"]) == 0
     document = json.loads((tmp_path / "b" / "boxes.json").read_text())
     assert document["size_range"] == [0.05, 0.2, 0.2, 0.3]
-    for x0, y0, x1, y1 in document["boxes"]["000.png"]:
-        assert 0.2 * 64 - 1 <= y1 - y0 <= 0.3 * 64 + 1
+    assert document["rotate"] is True  # the reference flags hazelnut/cut for rotated boxes
+    for values in document["boxes"]["000.png"]:
+        box = Box.from_sequence(values)
+        assert 0.2 * 64 - 1 <= box.height <= 0.3 * 64 + 1

@@ -103,6 +103,22 @@ def test_generate_uses_given_boxes_and_is_reproducible(setup):
         np.testing.assert_array_equal(a.load_image(), b.load_image())
 
 
+def test_a_rotated_box_gives_a_turned_box_mask_and_its_bounds(setup):
+    root, model, embedding, normals = setup
+    name = sorted(p.name for p in normals.iterdir())[0]
+    boxes_file = root / "rotated_boxes.json"
+    boxes_file.write_text(json.dumps({name: [[8, 8, 24, 40, 30.0]]}))
+    out = root / "rotated"
+    assert main(["generate", "--model", str(model), "--embedding", str(embedding), "--normals", str(normals),
+                 "--out", str(out), "--steps", "2", "--per-image", "1", "--boxes", str(boxes_file), "--quiet"]) == 0
+    [sample] = read_generated_set(out)
+    box = Box(8, 8, 24, 40, 30.0)
+    good = read_image(normals / name)
+    assert sample.box == tuple(box.bounds.to_list())
+    np.testing.assert_array_equal(sample.load_mask(), box.to_mask(*good.shape[:2]))
+    assert not (sample.load_image() != good).any(axis=2)[~sample.load_mask()].any()
+
+
 def test_bad_inputs_exit_2_and_leave_nothing(setup, tmp_path, capsys):
     from anogen.diffusion.tiny import TINY_TEXT_WIDTH
 

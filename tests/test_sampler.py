@@ -96,6 +96,18 @@ def test_crop_and_paste_on_a_large_image_with_a_small_box(tiny):
     _assert_only_box_changed(image, result.image, box)
 
 
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_inpainting"])
+def test_a_rotated_box_repaints_only_its_turned_rectangle(fixture, request):
+    model, token = request.getfixturevalue(fixture)
+    image = _image()
+    box = Box(30, 14, 44, 62, 35.0)
+    [result] = generate(model, token, [GenerationRequest(image, box, seed=2)], GenerateConfig(steps=2, feather=2))
+    turned = box.to_mask(*image.shape[:2])
+    assert not (turned == box.bounds.to_mask(*image.shape[:2])).all()  # the corners of the bounds stay
+    _assert_only_box_changed(image, result.image, box)
+    assert result.crop.x0 <= box.bounds.x0 and result.crop.x1 >= box.bounds.x1
+
+
 def test_nine_channel_inpainting_unet(tiny_inpainting):
     model, token = tiny_inpainting
     assert model.is_inpainting and model.unet.config.in_channels == 9

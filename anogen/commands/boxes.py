@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.commands.placement_args import add_placement_arguments
 from anogen.outputs import add_overwrite_argument
 
 
@@ -12,8 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "boxes", help="propose defect boxes on good images",
         description="Propose boxes on good images: a size drawn from a range per defect kind, placed on the "
-                    "object found by GrabCut/Otsu. Writes OUT/boxes.json (image name -> [[x0,y0,x1,y1], ...]), "
-                    "OUT/masks/<image>_<k>.png (box masks) and OUT/foreground/<image>.png.")
+                    "allowed area: a painted --region, else near the support masks (--prior-from), else the "
+                    "part found by GrabCut/Otsu (the whole image for a texture). Writes OUT/boxes.json (image "
+                    "name -> [[x0,y0,x1,y1(,angle)], ...]), OUT/masks/<image>_<k>.png (box masks) and "
+                    "OUT/allowed/<image>.png.")
     parser.add_argument("--images", type=Path, required=True, help="folder of good images")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
@@ -25,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="derive the size range from the defect masks in DIR (the support set)")
     size.add_argument("--kind", metavar="CATEGORY/KIND",
                       help="use the reference range of an MVTec AD defect kind, e.g. hazelnut/crack")
-    parser.add_argument("--foreground", choices=("grabcut", "otsu", "all"), default="grabcut",
-                        help="how to find the object: grabcut (paper, falls back to otsu), otsu, or all "
-                             "(texture categories)")
+    add_placement_arguments(parser)
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside",
                         help="accept a box when >= --min-inside of it is foreground (default, reference code) "
                              "or when its IoU with the foreground >= --min-iou (paper; only boxes about the "
@@ -43,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.commands.placement_args import placement_from_args
     from anogen.data.boxes import (
         DEFAULT_SIZE_RANGE,
         BoxProposalConfig,
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from anogen.outputs import check_output_dir, has_files, mark_output_dir
 
     check_output_dir(args.out, "boxes", overwrite=args.overwrite, recognise=has_files("boxes.json"),
-                     inputs=[args.images, args.from_masks])
+                     inputs=[args.images, args.from_masks, args.region, args.prior_from])
     if args.size is not None:
         size_range = BoxSizeRange.from_sequence(args.size)
     elif args.from_masks is not None:
@@ -80,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = BoxProposalConfig(
         images=args.images, out=args.out, size_range=size_range, per_image=args.per_image,
-        foreground=args.foreground, rule=args.rule, min_iou=args.min_iou, min_inside=args.min_inside,
-        seed=args.seed, max_tries=args.max_tries, limit=args.limit)
+        placement=placement_from_args(args, args.kind), seed=args.seed, limit=args.limit)
     with TqdmProgress("boxes", disable=args.quiet) as progress:
         result = run_box_proposals(config, progress)
     mark_output_dir(result.out, "boxes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.commands.placement_args import add_placement_arguments
 from anogen.outputs import add_overwrite_argument
 
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
                       help="size range of proposed boxes, fractions of the image side (default 0.1 0.2 0.1 0.2)")
     size.add_argument("--kind", metavar="CATEGORY/KIND", help="reference box size of an MVTec AD kind")
-    parser.add_argument("--foreground", choices=("grabcut", "otsu", "all"), default="grabcut")
+    add_placement_arguments(parser)
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
     parser.add_argument("--feather", type=int, default=0, metavar="PX", help="soft edge inside the box, in pixels")
     parser.add_argument("--crop", choices=("auto", "on", "off"), default="auto",
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.commands.placement_args import placement_from_args
     from anogen.data.boxes import BoxSizeRange, reference_size_range
     from anogen.diffusion.sampler import GenerateConfig, generate_set
     from anogen.errors import InputError
@@ -61,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from anogen.outputs import check_output_dir, has_files, mark_output_dir
 
     model_path = Path(args.model)
-    check_output_dir(args.out, "generate", overwrite=args.overwrite, recognise=has_files("manifest.jsonl", "images"),
-                     inputs=[args.normals, args.embedding, args.boxes,
+    check_output_dir(args.out, "generate", overwrite=args.overwrite,
+                     recognise=has_files("manifest.jsonl", "images"),
+                     inputs=[args.normals, args.embedding, args.boxes, args.region, args.prior_from,
                              model_path if model_path.exists() else None])
     size_range = None
     if args.size is not None:
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     with TqdmProgress("generate", disable=args.quiet) as progress:
         result = generate_set(args.model, args.embedding, args.normals, args.out, per_image=args.per_image,
                               samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,
-                              foreground=args.foreground, rule=args.rule, config=config,
+                              placement=placement_from_args(args, args.kind), config=config,
                               defect_kind=args.defect_kind, device=args.device, precision=args.precision,
                               allow_download=args.allow_download, limit=args.limit, progress=progress)
     mark_output_dir(result.out, "generate")

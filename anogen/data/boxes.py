@@ -1,15 +1,24 @@
 """Boxes on good images: where stage 2 paints a defect.
 
 A box is sampled with a size drawn from a per-defect-kind range (fractions of the image
-side) and a position that puts it on the object, not on the background:
+side) and a position inside the *allowed area* of the image, decided in this order:
 
-* the foreground of a good image comes from GrabCut (the paper), falling back to an
-  Otsu threshold when GrabCut finds nothing; a texture category (carpet, grid, ...) is
-  all foreground;
-* a candidate box is accepted when its IoU with the foreground is at least ``min_iou``
-  (the paper's rule, ``rule="iou"``), or when at least ``min_inside`` of its area lies
-  in the foreground (the reference code's rule, ``rule="inside"``, the default: the
-  literal IoU rule can only accept boxes about as large as the object itself).
+1. an allowed region the user painted for the defect kind (``region``): one mask for
+   aligned parts (``region_frame="image"``), or a mask drawn over the part's bounding box
+   that follows the detected foreground on unaligned parts (``region_frame="foreground"``);
+2. else, when support masks are given (``prior_masks``), near where the real defects
+   were: their union, grown so a box centred on a real defect fits, on the foreground;
+3. else the foreground of the good image: GrabCut (the paper), falling back to an Otsu
+   threshold when GrabCut finds nothing. ``foreground="auto"`` (the default of the CLI)
+   takes the whole image for a texture: an MVTec AD texture category by name, or, for
+   other data, an image whose border looks like its centre (:func:`looks_like_texture`).
+
+A candidate is accepted when at least ``min_inside`` of its area lies in the allowed
+area (the reference code's rule, ``rule="inside"``, the default), or when its IoU with
+it is at least ``min_iou`` (the paper's rule, ``rule="iou"``: it can only accept boxes
+about as large as the object itself). A kind flagged for it gets rotated boxes
+(``rotate``): the rectangle turned by 0-180 degrees about its centre, as the reference
+code drew them; its box mask is the rotated rectangle.
 
 The reference size table of the MVTec AD defect kinds ships as ``box_sizes.json``; for
 a new defect kind, :func:`size_range_from_masks` derives a range from its support masks.
@@ -19,10 +28,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
@@ -30,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 import cv2
 import numpy as np
 
+from anogen.data.mvtec import OBJECT_CATEGORIES, TEXTURE_CATEGORIES
 from anogen.errors import InputError
 
 if TYPE_CHECKING:
@@ -39,10 +50,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ForegroundMethod = Literal["grabcut", "otsu", "all"]
+ForegroundMethod = Literal["auto", "grabcut", "otsu", "all"]
 BoxRule = Literal["iou", "inside"]
-FOREGROUND_METHODS = ("grabcut", "otsu", "all")
+RegionFrame = Literal["image", "foreground"]
+FOREGROUND_METHODS = ("auto", "grabcut", "otsu", "all")
 BOX_RULES = ("iou", "inside")
+REGION_FRAMES = ("image", "foreground")
 BOX_SIZES_FILE = Path(__file__).with_name("box_sizes.json")
 BOXES_FILE_VERSION = 1
 
@@ -52,25 +65,35 @@ BOXES_FILE_VERSION = 1
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned box in pixels; ``x1`` and ``y1`` are exclusive."""
+    """A box in pixels; ``x1`` and ``y1`` are exclusive.
+
+    ``angle`` (degrees, counter-clockwise on screen) turns the rectangle about its centre;
+    0 is an axis-aligned box. A rotated box covers the pixels of :meth:`to_mask`, and
+    :attr:`bounds` is the axis-aligned box around them (crops and manifests use it).
+    :meth:`clip`, :meth:`expand` and :meth:`intersection` work on the rectangle itself.
+    """
 
     x0: int
     y0: int
     x1: int
     y1: int
+    angle: float = 0.0
 
     @classmethod
     def from_sequence(cls, values: Sequence[Any], *, what: str = "box") -> "Box":
-        """Build a box from ``[x0, y0, x1, y1]``; a malformed value is an InputError."""
+        """Build a box from ``[x0, y0, x1, y1]`` or ``[x0, y0, x1, y1, angle]``; a malformed
+        value is an InputError."""
         try:
-            if len(values) != 4:
+            if len(values) not in (4, 5):
                 raise ValueError
             numbers = [float(v) for v in values]
         except (TypeError, ValueError):
-            raise InputError(f"{what}: expected [x0, y0, x1, y1], got {values!r}") from None
-        if not all(n.is_integer() for n in numbers):
+            raise InputError(f"{what}: expected [x0, y0, x1, y1] or [x0, y0, x1, y1, angle], got {values!r}") from None
+        if not all(n.is_integer() for n in numbers[:4]):
             raise InputError(f"{what}: box coordinates must be whole pixels, got {list(values)}")
-        box = cls(*(int(n) for n in numbers))
+        if not math.isfinite(numbers[4] if len(numbers) == 5 else 0.0):
+            raise InputError(f"{what}: the box angle must be a finite number of degrees, got {values[4]!r}")
+        box = cls(*(int(n) for n in numbers[:4]), *(numbers[4:] or [0.0]))
         if box.is_empty:
             raise InputError(f"{what}: box {box.to_list()} is empty (need x0 < x1 and y0 < y1)")
         return box
@@ -99,19 +122,59 @@ class Box:
     def is_empty(self) -> bool:
         return self.width <= 0 or self.height <= 0
 
-    def to_list(self) -> list[int]:
-        return [self.x0, self.y0, self.x1, self.y1]
+    @property
+    def is_rotated(self) -> bool:
+        return self.angle % 180.0 != 0.0
+
+    def corners(self) -> np.ndarray:
+        """The rectangle's four corners after rotation, float ``(4, 2)`` of (x, y)."""
+        cx, cy = (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+        return _rotated_corners(np.array([cx]), np.array([cy]), np.array([float(self.width)]),
+                                np.array([float(self.height)]), np.array([self.angle]))[0]
+
+    @property
+    def bounds(self) -> "Box":
+        """The smallest axis-aligned box that holds the (rotated) rectangle."""
+        if not self.is_rotated:
+            return Box(self.x0, self.y0, self.x1, self.y1)
+        corners = self.corners()
+        # A hair of tolerance so float noise in cos/sin never grows the box by a pixel.
+        lo = np.floor(corners.min(axis=0) + 1e-6).astype(int)
+        hi = np.ceil(corners.max(axis=0) - 1e-6).astype(int)
+        return Box(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+
+    def to_list(self) -> list[Any]:
+        """``[x0, y0, x1, y1]``, with the angle appended for a rotated box."""
+        values: list[Any] = [self.x0, self.y0, self.x1, self.y1]
+        return values + [float(self.angle)] if self.is_rotated else values
 
     def to_mask(self, height: int, width: int) -> np.ndarray:
-        """A bool ``(height, width)`` mask, True inside the box (clipped to the image)."""
+        """A bool ``(height, width)`` mask, True inside the box (clipped to the image); a
+        rotated box is rasterised as the turned rectangle."""
         mask = np.zeros((height, width), dtype=bool)
+        if self.is_rotated:
+            # A pixel is in when its centre is: the same half-open rule as the axis-aligned
+            # case, so a box turned by 90 degrees covers exactly as many pixels.
+            area = self.bounds.clip(height, width)
+            if area.is_empty:
+                return mask
+            ys, xs = np.mgrid[area.y0:area.y1, area.x0:area.x1] + 0.5
+            dx, dy = xs - (self.x0 + self.x1) / 2, ys - (self.y0 + self.y1) / 2
+            theta = math.radians(self.angle)
+            u = math.cos(theta) * dx - math.sin(theta) * dy  # back into the rectangle's frame
+            v = math.sin(theta) * dx + math.cos(theta) * dy
+            eps = 1e-6
+            inside = ((u >= -self.width / 2 - eps) & (u < self.width / 2 - eps)
+                      & (v >= -self.height / 2 - eps) & (v < self.height / 2 - eps))
+            mask[area.y0:area.y1, area.x0:area.x1] = inside
+            return mask
         clipped = self.clip(height, width)
         if not clipped.is_empty:
             mask[clipped.y0:clipped.y1, clipped.x0:clipped.x1] = True
         return mask
 
     def clip(self, height: int, width: int) -> "Box":
-        """The part of the box inside a ``width`` x ``height`` image (may be empty)."""
+        """The part of the rectangle inside a ``width`` x ``height`` image (may be empty)."""
         return Box(min(max(self.x0, 0), width), min(max(self.y0, 0), height),
                    min(max(self.x1, 0), width), min(max(self.y1, 0), height))
 
@@ -119,18 +182,32 @@ class Box:
         """Return the box if it is non-empty and inside the image, else raise InputError."""
         if self.is_empty:
             raise InputError(f"{what}: box {self.to_list()} is empty (need x0 < x1 and y0 < y1)")
-        if self.x0 < 0 or self.y0 < 0 or self.x1 > width or self.y1 > height:
+        bounds = self.bounds
+        if bounds.x0 < 0 or bounds.y0 < 0 or bounds.x1 > width or bounds.y1 > height:
             raise InputError(f"{what}: box {self.to_list()} lies (partly) off the {width}x{height} image")
         return self
 
     def expand(self, margin: int) -> "Box":
         """The box grown by ``margin`` pixels on every side (not clipped)."""
-        return Box(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin)
+        return Box(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin, self.angle)
 
     def intersection(self, other: "Box") -> int:
         w = min(self.x1, other.x1) - max(self.x0, other.x0)
         h = min(self.y1, other.y1) - max(self.y0, other.y0)
         return max(0, w) * max(0, h)
+
+
+def _rotated_corners(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray,
+                     angle: np.ndarray) -> np.ndarray:
+    """Corners ``(N, 4, 2)`` of N rectangles turned by ``angle`` degrees about their centres,
+    in OpenCV's sense (counter-clockwise on screen, where y points down)."""
+    theta = np.deg2rad(angle)[:, None]
+    cos, sin = np.cos(theta), np.sin(theta)
+    dx = np.array([-0.5, 0.5, 0.5, -0.5])[None, :] * w[:, None]
+    dy = np.array([-0.5, -0.5, 0.5, 0.5])[None, :] * h[:, None]
+    x = cx[:, None] + cos * dx + sin * dy
+    y = cy[:, None] - sin * dx + cos * dy
+    return np.stack([x, y], axis=-1)
 
 
 # ----------------------------------------------------------------------------- foreground
@@ -182,15 +259,84 @@ def _grabcut_foreground(image: np.ndarray, *, max_side: int = 256, iterations: i
     return foreground
 
 
-def foreground_mask(image: np.ndarray, method: ForegroundMethod = "grabcut") -> np.ndarray:
+# Texture test: tile statistics of the border ring against the centre. Thresholds were
+# set on synthetic bricks (with shading), stripes, grids and the demo fabric (textures:
+# mean gap <= 0.76, spread ratio <= 1.53) against discs of 20-120 px radius and the
+# demo washer on dark and light backgrounds (objects: gap >= 1.0 or ratio >= 1.9).
+_TEXTURE_GRID = 10
+_TEXTURE_MAX_GAP = 1.0
+_TEXTURE_MAX_SPREAD_RATIO = 1.75
+
+
+def texture_statistics(image: np.ndarray) -> tuple[float, float]:
+    """How unlike its centre the border of an image is: ``(gap, spread_ratio)``.
+
+    The image (128 px on its longer side) is cut into a 10 x 10 grid; each tile gives its
+    mean Lab colour and mean gradient magnitude. ``gap`` is the largest difference between
+    the mean of the border tiles and of the central 6 x 6, in units of the tiles' spread;
+    ``spread_ratio`` compares how much the tiles vary in the centre and on the border
+    (>= 1, either way). A texture looks alike everywhere: both stay small. An object on a
+    background differs from its border in colour or detail.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    scale = 128 / max(height, width)
+    small = cv2.resize(image, (max(_TEXTURE_GRID, round(width * scale)), max(_TEXTURE_GRID, round(height * scale))),
+                       interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(lab[..., 0], cv2.CV_32F, 1, 0), cv2.Sobel(lab[..., 0], cv2.CV_32F, 0, 1))
+    features = np.dstack([lab, gradient])
+    ys = np.linspace(0, features.shape[0], _TEXTURE_GRID + 1).astype(int)
+    xs = np.linspace(0, features.shape[1], _TEXTURE_GRID + 1).astype(int)
+    tiles = np.array([[features[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].reshape(-1, 4).mean(axis=0)
+                       for j in range(_TEXTURE_GRID)] for i in range(_TEXTURE_GRID)])
+    ring = np.zeros((_TEXTURE_GRID, _TEXTURE_GRID), dtype=bool)
+    ring[0] = ring[-1] = ring[:, 0] = ring[:, -1] = True
+    centre = np.zeros_like(ring)
+    centre[2:-2, 2:-2] = True
+    # Floors keep sensor noise and mild shading (Lab units: L 12, a/b 8) from counting
+    # as a difference; the gradient's floor follows the image's own level of detail.
+    floor = np.array([12.0, 8.0, 8.0, 0.25 * float(tiles[..., 3].mean()) + 2.0])
+    spread = np.maximum(tiles.reshape(-1, 4).std(axis=0), floor)
+    gap = np.abs(tiles[ring].mean(axis=0) - tiles[centre].mean(axis=0)) / spread
+    ratio = (tiles[centre].std(axis=0) + floor) / (tiles[ring].std(axis=0) + floor)
+    return float(gap.max()), float(np.maximum(ratio, 1.0 / ratio).max())
+
+
+def looks_like_texture(image: np.ndarray) -> bool:
+    """True when the image is a surface that looks alike everywhere (see
+    :func:`texture_statistics`), so a defect may go anywhere on it."""
+    gap, ratio = texture_statistics(image)
+    return gap < _TEXTURE_MAX_GAP and ratio < _TEXTURE_MAX_SPREAD_RATIO
+
+
+def auto_foreground_method(images: Sequence[np.ndarray], category: Optional[str] = None) -> ForegroundMethod:
+    """What ``foreground="auto"`` means for a set of good images of one category.
+
+    A known MVTec AD category decides by name (textures: ``all``; objects: ``grabcut``);
+    otherwise the majority of :func:`looks_like_texture` over the first five images.
+    """
+    if category in TEXTURE_CATEGORIES:
+        return "all"
+    if category in OBJECT_CATEGORIES:
+        return "grabcut"
+    votes = [looks_like_texture(image) for image in list(images)[:5]]
+    return "all" if votes and 2 * sum(votes) > len(votes) else "grabcut"
+
+
+def foreground_mask(image: np.ndarray, method: ForegroundMethod = "grabcut", *,
+                    category: Optional[str] = None) -> np.ndarray:
     """The object pixels of a good image, bool ``(H, W)``.
 
     ``grabcut`` (the paper) falls back to ``otsu`` when GrabCut finds no object;
-    ``all`` treats the whole image as foreground (texture categories).
+    ``all`` treats the whole image as foreground (texture categories); ``auto`` picks
+    ``all`` for a texture and ``grabcut`` otherwise (:func:`auto_foreground_method`).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"foreground_mask expects an RGB uint8 image, got {image.dtype} {image.shape}")
+    if method == "auto":
+        method = auto_foreground_method([image], category)
     if method == "all":
         return np.ones(image.shape[:2], dtype=bool)
     if method == "grabcut":
@@ -202,6 +348,52 @@ def foreground_mask(image: np.ndarray, method: ForegroundMethod = "grabcut") -> 
     if method == "otsu":
         return _otsu_foreground(image)
     raise InputError(f"unknown foreground method {method!r}; choose one of {', '.join(FOREGROUND_METHODS)}")
+
+
+# ----------------------------------------------------------------------------- regions
+
+
+def place_region(region: np.ndarray, height: int, width: int, *, frame: RegionFrame = "image",
+                 foreground: Optional[np.ndarray] = None) -> np.ndarray:
+    """Where a defect kind may occur on one good image, bool ``(height, width)``.
+
+    ``region`` is a mask the user painted (any size, non-zero = allowed). ``frame="image"``
+    stretches it over the whole image (aligned parts: one mask fits every image);
+    ``frame="foreground"`` stretches it over the bounding box of ``foreground`` (unaligned
+    parts: the region moves and scales with the part found on each image).
+    """
+    region = np.asarray(region) > 0
+    if region.ndim != 2 or not region.any():
+        raise InputError("the allowed region is empty: paint where the defect can occur")
+    if frame not in REGION_FRAMES:
+        raise InputError(f"unknown region frame {frame!r}; choose one of {', '.join(REGION_FRAMES)}")
+    target = Box(0, 0, width, height)
+    if frame == "foreground":
+        if foreground is None or not np.asarray(foreground).any():
+            raise InputError("a region relative to the foreground needs a foreground on the image")
+        target = Box.from_mask(np.asarray(foreground) > 0)
+    placed = np.zeros((height, width), dtype=bool)
+    resized = cv2.resize(region.astype(np.uint8), (target.width, target.height), interpolation=cv2.INTER_NEAREST)
+    placed[target.y0:target.y1, target.x0:target.x1] = resized > 0
+    return placed
+
+
+def location_prior(masks: Iterable[np.ndarray], height: int, width: int, radius: int) -> np.ndarray:
+    """Near where the real defects were: the union of the support masks (stretched to
+    ``height`` x ``width``, as for aligned parts), grown by ``radius`` pixels, bool."""
+    union = np.zeros((height, width), dtype=bool)
+    for index, mask in enumerate(masks):
+        mask = np.asarray(mask) > 0
+        if mask.ndim != 2:
+            raise InputError(f"support mask {index}: expected a 2-D mask, got shape {mask.shape}")
+        # INTER_AREA then > 0: a thin defect on a larger mask is never lost.
+        union |= cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
+    if not union.any():
+        raise InputError("the support masks have no defect pixels: cannot place boxes near them")
+    if radius > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        union = cv2.dilate(union.astype(np.uint8), kernel) > 0
+    return union
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -307,12 +499,16 @@ def image_seed(seed: int, name: str) -> np.random.Generator:
 def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
                   foreground: Optional[np.ndarray] = None, rule: BoxRule = "inside",
                   min_iou: float = 0.5, min_inside: float = 0.75,
-                  seed: int | np.random.Generator = 0, max_tries: int = 1000) -> list[Box]:
+                  seed: int | np.random.Generator = 0, max_tries: int = 1000,
+                  rotate: bool = False) -> list[Box]:
     """Sample ``n`` boxes on ``image`` whose size lies in ``size_range`` and whose position
-    satisfies the foreground ``rule``. Deterministic for a given seed.
+    satisfies ``rule`` against the allowed area. Deterministic for a given seed.
 
-    ``foreground`` is a bool mask of the image's size (default: GrabCut of ``image``).
-    Raises InputError naming the rule when ``max_tries`` candidates for one box all fail.
+    ``foreground`` is the allowed area, a bool mask of the image's size (default: GrabCut
+    of ``image``; :meth:`BoxPlacement.allowed_area` builds it from a region or a prior).
+    ``rotate`` turns each candidate by an angle drawn from [0, 180) degrees about its
+    centre; a rotated box must still lie inside the image. Raises InputError naming the
+    rule when ``max_tries`` candidates for one box all fail.
     """
     image = np.asarray(image)
     if image.ndim < 2:
@@ -332,7 +528,7 @@ def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
                          f"{width}x{height}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
-    # Summed-area table: the foreground area of any box in O(1).
+    # Summed-area table: the foreground area of any axis-aligned box in O(1).
     table = np.zeros((height + 1, width + 1), dtype=np.int64)
     table[1:, 1:] = foreground.cumsum(0).cumsum(1)
     foreground_area = int(table[-1, -1])
@@ -342,31 +538,147 @@ def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
         # All candidates of one box are drawn at once: fast, and still deterministic.
         bw = np.clip(np.rint(rng.uniform(size_range.w_lo, size_range.w_hi, max_tries) * width), 1, width).astype(np.int64)
         bh = np.clip(np.rint(rng.uniform(size_range.h_lo, size_range.h_hi, max_tries) * height), 1, height).astype(np.int64)
-        x0 = np.floor(rng.random(max_tries) * (width - bw + 1)).astype(np.int64)
-        y0 = np.floor(rng.random(max_tries) * (height - bh + 1)).astype(np.int64)
-        x1, y1 = x0 + bw, y0 + bh
-        inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        if rotate:
+            x0, y0, angle, fits = _rotated_positions(rng, bw, bh, height, width)
+            inside = _rotated_inside_fraction(foreground, x0, y0, bw, bh, angle) * (bw * bh)
+        else:
+            x0 = np.floor(rng.random(max_tries) * (width - bw + 1)).astype(np.int64)
+            y0 = np.floor(rng.random(max_tries) * (height - bh + 1)).astype(np.int64)
+            angle = np.zeros(max_tries)
+            fits = np.ones(max_tries, dtype=bool)
+            x1, y1 = x0 + bw, y0 + bh
+            inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
         area = bw * bh
         if rule == "iou":
             score = inside / (area + foreground_area - inside)
-            valid = score >= min_iou
+            valid = fits & (score >= min_iou)
         else:
             score = inside / area
-            valid = score >= min_inside
+            valid = fits & (score >= min_inside)
         hits = np.flatnonzero(valid)
         if len(hits) == 0:
-            need = f"IoU with the foreground >= {min_iou}" if rule == "iou" else \
-                f">= {min_inside:.0%} of the box in the foreground"
+            need = f"IoU with the allowed area >= {min_iou}" if rule == "iou" else \
+                f">= {min_inside:.0%} of the box in the allowed area"
             hint = ("The IoU rule only accepts boxes about the size of the object: try --rule inside"
                     if rule == "iou" else "Try a smaller size, a lower --min-inside or --foreground all")
+            best = float(np.where(fits, score, 0.0).max())
             raise InputError(
                 f"no valid box after {max_tries} tries on a {width}x{height} image: no box of width "
                 f"{size_range.w_lo:g}-{size_range.w_hi:g} and height {size_range.h_lo:g}-{size_range.h_hi:g} "
-                f"(fractions of the side) has {need} (best: {float(score.max()):.2f}; foreground covers "
+                f"(fractions of the side) has {need} (best: {best:.2f}; the allowed area covers "
                 f"{foreground_area / (width * height):.0%} of the image). {hint}")
         i = int(hits[0])
-        boxes.append(Box(int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])))
+        boxes.append(Box(int(x0[i]), int(y0[i]), int(x0[i] + bw[i]), int(y0[i] + bh[i]), float(angle[i])))
     return boxes
+
+
+def _rotated_positions(rng: np.random.Generator, bw: np.ndarray, bh: np.ndarray, height: int,
+                       width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top-left corners (before rotation), angles and a fits-in-the-image flag for
+    rotated candidates of sizes ``bw`` x ``bh``."""
+    count = len(bw)
+    angle = np.round(rng.uniform(0.0, 180.0, count), 1)  # one decimal: readable in boxes.json
+    theta = np.deg2rad(angle)
+    cos, sin = np.abs(np.cos(theta)), np.abs(np.sin(theta))
+    half_w = (bw * cos + bh * sin) / 2  # half the size of the rotated box's bounds
+    half_h = (bw * sin + bh * cos) / 2
+    cx = half_w + rng.random(count) * np.maximum(width - 2 * half_w, 0.0)
+    cy = half_h + rng.random(count) * np.maximum(height - 2 * half_h, 0.0)
+    x0 = np.rint(cx - bw / 2).astype(np.int64)
+    y0 = np.rint(cy - bh / 2).astype(np.int64)
+    corners = _rotated_corners(x0 + bw / 2, y0 + bh / 2, bw.astype(float), bh.astype(float), angle)
+    lo = np.floor(corners.min(axis=1) + 1e-6)
+    hi = np.ceil(corners.max(axis=1) - 1e-6)
+    fits = (lo[:, 0] >= 0) & (lo[:, 1] >= 0) & (hi[:, 0] <= width) & (hi[:, 1] <= height)
+    return x0, y0, angle, fits
+
+
+def _rotated_inside_fraction(allowed: np.ndarray, x0: np.ndarray, y0: np.ndarray, bw: np.ndarray,
+                             bh: np.ndarray, angle: np.ndarray, samples: int = 12) -> np.ndarray:
+    """The share of each rotated candidate in ``allowed``, from a ``samples`` x ``samples``
+    grid of points spread over the rectangle (points off the image count as outside)."""
+    height, width = allowed.shape
+    steps = (np.arange(samples) + 0.5) / samples - 0.5
+    du, dv = np.meshgrid(steps, steps)
+    du, dv = du.ravel()[None, :] * bw[:, None], dv.ravel()[None, :] * bh[:, None]
+    theta = np.deg2rad(angle)[:, None]
+    cos, sin = np.cos(theta), np.sin(theta)
+    px = (x0 + bw / 2)[:, None] + cos * du + sin * dv
+    py = (y0 + bh / 2)[:, None] - sin * du + cos * dv
+    xi, yi = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
+    on_image = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+    hit = np.zeros(xi.shape, dtype=bool)
+    hit[on_image] = allowed[yi[on_image], xi[on_image]]
+    return hit.mean(axis=1)
+
+
+@dataclass
+class BoxPlacement:
+    """Where the boxes of one defect kind may go, and how they are drawn.
+
+    The allowed area of an image is ``region`` when given, else the ``prior_masks``
+    prior on the foreground, else the foreground (see the module docstring).
+    """
+
+    foreground: ForegroundMethod = "auto"
+    category: Optional[str] = None  # an MVTec AD category name settles texture vs object
+    region: Optional[np.ndarray] = None  # painted allowed region, non-zero = allowed
+    region_frame: RegionFrame = "image"
+    prior_masks: Optional[list[np.ndarray]] = None  # support masks: boxes go near the real defects
+    rotate: bool = False
+    rule: BoxRule = "inside"
+    min_iou: float = 0.5
+    min_inside: float = 0.75
+    max_tries: int = 1000
+
+    def validate(self) -> None:
+        if self.foreground not in FOREGROUND_METHODS:
+            raise InputError(f"unknown foreground method {self.foreground!r}; "
+                             f"choose one of {', '.join(FOREGROUND_METHODS)}")
+        if self.region_frame not in REGION_FRAMES:
+            raise InputError(f"unknown region frame {self.region_frame!r}; choose one of {', '.join(REGION_FRAMES)}")
+        if self.rule not in BOX_RULES:
+            raise InputError(f"unknown box rule {self.rule!r}; choose one of {', '.join(BOX_RULES)}")
+        if self.region is not None and not (np.asarray(self.region) > 0).any():
+            raise InputError("the allowed region is empty: paint where the defect can occur")
+        if self.prior_masks is not None and not any((np.asarray(m) > 0).any() for m in self.prior_masks):
+            raise InputError("the support masks have no defect pixels: cannot place boxes near them")
+
+    def resolved(self, images: Sequence[np.ndarray]) -> "BoxPlacement":
+        """A copy whose ``auto`` foreground is settled once for a whole set of images, so
+        every image of a folder gets the same kind of allowed area."""
+        if self.foreground != "auto":
+            return self
+        return replace(self, foreground=auto_foreground_method(images, self.category))
+
+    def needs_foreground(self) -> bool:
+        return self.region is None or self.region_frame == "foreground"
+
+    def allowed_area(self, image: np.ndarray, size_range: BoxSizeRange,
+                     foreground: Optional[np.ndarray] = None) -> np.ndarray:
+        """The allowed area of one good image, bool ``(H, W)``. ``foreground`` may be given
+        when the caller already has it."""
+        height, width = np.asarray(image).shape[:2]
+        if foreground is None and self.needs_foreground():
+            foreground = foreground_mask(image, self.foreground, category=self.category)
+        if self.region is not None:
+            return place_region(self.region, height, width, frame=self.region_frame, foreground=foreground)
+        assert foreground is not None
+        if self.prior_masks is None:
+            return foreground
+        # Grown by half the largest box's diagonal: a box centred on a real defect fits.
+        radius = math.ceil(0.5 * math.hypot(size_range.w_hi * width, size_range.h_hi * height))
+        prior = location_prior(self.prior_masks, height, width, radius)
+        on_part = prior & foreground
+        return on_part if on_part.any() else prior
+
+    def propose(self, image: np.ndarray, size_range: BoxSizeRange, n: int, *,
+                seed: int | np.random.Generator = 0, allowed: Optional[np.ndarray] = None) -> list[Box]:
+        """:func:`propose_boxes` on this placement's allowed area."""
+        if allowed is None:
+            allowed = self.allowed_area(image, size_range)
+        return propose_boxes(image, size_range, n, foreground=allowed, rule=self.rule, min_iou=self.min_iou,
+                             min_inside=self.min_inside, seed=seed, max_tries=self.max_tries, rotate=self.rotate)
 
 
 # ----------------------------------------------------------------------------- boxes.json
@@ -422,12 +734,8 @@ class BoxProposalConfig:
     out: Path
     size_range: BoxSizeRange = DEFAULT_SIZE_RANGE
     per_image: int = 2
-    foreground: ForegroundMethod = "grabcut"
-    rule: BoxRule = "inside"
-    min_iou: float = 0.5
-    min_inside: float = 0.75
+    placement: BoxPlacement = field(default_factory=BoxPlacement)
     seed: int = 0
-    max_tries: int = 1000
     limit: Optional[int] = None  # only the first N images (sorted by name)
 
 
@@ -435,12 +743,14 @@ class BoxProposalConfig:
 class BoxProposalResult:
     out: Path
     boxes: dict[str, list[Box]]
+    foreground: ForegroundMethod = "grabcut"  # the method used ("auto" resolved)
 
 
 def run_box_proposals(config: BoxProposalConfig, progress: "ProgressFn | None" = None,
                       cancel: "threading.Event | None" = None) -> BoxProposalResult:
     """Write ``out/boxes.json``, ``out/masks/<image stem>_<k>.png`` (box masks) and
-    ``out/foreground/<image stem>.png``; all or nothing (cancel leaves no folder)."""
+    ``out/allowed/<image stem>.png`` (where boxes may go); all or nothing (cancel leaves
+    no folder)."""
     from anogen.atomic import staged_directory
     from anogen.data.imageio import encode_png, list_images, read_image
     from anogen.jobs import Progress, check_cancel, no_progress
@@ -451,30 +761,39 @@ def run_box_proposals(config: BoxProposalConfig, progress: "ProgressFn | None" =
         paths = paths[: max(0, config.limit)]
     if not paths:
         raise InputError(f"{config.images}: no images found")
+    placement = config.placement
+    placement.validate()
+    if placement.category is None:
+        from anogen.data.mvtec import category_of_folder
+
+        placement = replace(placement, category=category_of_folder(config.images))
+    if placement.foreground == "auto" and placement.needs_foreground():
+        placement = placement.resolved([read_image(path) for path in paths[:5]])
     boxes: dict[str, list[Box]] = {}
     with staged_directory(config.out) as staging:
         staging.chmod(0o755)  # mkdtemp makes it private; the output is ordinary data
         (staging / "masks").mkdir()
-        (staging / "foreground").mkdir()
+        (staging / "allowed").mkdir()
         for index, path in enumerate(paths):
             check_cancel(cancel)
             image = read_image(path)
-            foreground = foreground_mask(image, config.foreground)
             try:
-                found = propose_boxes(image, config.size_range, config.per_image, foreground=foreground,
-                                      rule=config.rule, min_iou=config.min_iou, min_inside=config.min_inside,
-                                      seed=image_seed(config.seed, path.name), max_tries=config.max_tries)
+                allowed = placement.allowed_area(image, config.size_range)
+                found = placement.propose(image, config.size_range, config.per_image,
+                                          seed=image_seed(config.seed, path.name), allowed=allowed)
             except InputError as exc:
                 raise InputError(f"{path}: {exc}") from None
             boxes[path.name] = found
-            (staging / "foreground" / f"{path.stem}.png").write_bytes(encode_png(foreground))
+            (staging / "allowed" / f"{path.stem}.png").write_bytes(encode_png(allowed))
             for k, box in enumerate(found):
                 (staging / "masks" / f"{path.stem}_{k}.png").write_bytes(
                     encode_png(box.to_mask(*image.shape[:2])))
             progress(Progress(index + 1, len(paths), message=path.name))
         write_boxes_file(staging / "boxes.json", boxes, images=str(config.images),
-                         size_range=config.size_range.to_list(), foreground=config.foreground,
-                         rule=config.rule, min_iou=config.min_iou, min_inside=config.min_inside,
-                         seed=config.seed)
+                         size_range=config.size_range.to_list(), foreground=placement.foreground,
+                         category=placement.category, region=placement.region is not None,
+                         region_frame=placement.region_frame, prior=placement.prior_masks is not None,
+                         rotate=placement.rotate, rule=placement.rule, min_iou=placement.min_iou,
+                         min_inside=placement.min_inside, seed=config.seed)
         check_cancel(cancel)
-    return BoxProposalResult(out=Path(config.out), boxes=boxes)
+    return BoxProposalResult(out=Path(config.out), boxes=boxes, foreground=placement.foreground)

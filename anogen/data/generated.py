@@ -287,8 +287,13 @@ class GeneratedSetWriter:
 
     def add(self, image: np.ndarray, *, box: Sequence[int], source: str | os.PathLike,
             defect_kind: str, seed: int, model: str, embedding_hash: str, steps: int,
-            guidance: float, status: str = "accepted", id: Optional[str] = None) -> GeneratedSample:
-        """Write one sample (image + its box mask) into the staging folder."""
+            guidance: float, status: str = "accepted", id: Optional[str] = None,
+            mask: Optional[np.ndarray] = None) -> GeneratedSample:
+        """Write one sample (image + its box mask) into the staging folder.
+
+        ``mask`` (bool, the image's size, inside ``box``) replaces the filled box as the
+        box mask, e.g. for a rotated box whose ``box`` is its axis-aligned bounds.
+        """
         if self._closed:
             raise RuntimeError("this generated set was already committed or cancelled")
         image = np.asarray(image)
@@ -312,7 +317,14 @@ class GeneratedSetWriter:
         mask_rel = f"{MASKS_DIR}/{sample_id}.png"
         # Plain writes are enough here: the whole staging folder is published atomically.
         (self.staging / image_rel).write_bytes(encode_png(image))
-        (self.staging / mask_rel).write_bytes(encode_png(_box_mask((x0, y0, x1, y1), height, width)))
+        box_mask = _box_mask((x0, y0, x1, y1), height, width)
+        if mask is not None:
+            mask = np.asarray(mask) > 0
+            if mask.shape != (height, width) or (mask & ~box_mask).any():
+                raise InputError(f"sample for {source}: the box mask must be {width}x{height} and lie inside "
+                                 f"the box {[x0, y0, x1, y1]}")
+            box_mask = mask
+        (self.staging / mask_rel).write_bytes(encode_png(box_mask))
         final = self.folder.resolve()
         sample = GeneratedSample(
             id=sample_id, image=image_rel, mask=mask_rel, source=str(source), box=(x0, y0, x1, y1),

@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from anogen.data.boxes import Box, BoxRule, BoxSizeRange, ForegroundMethod
+from anogen.data.boxes import Box, BoxPlacement, BoxRule, BoxSizeRange, ForegroundMethod
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
@@ -169,6 +169,21 @@ def _latent_box(box: Box, crop: Box, resolution: int, factor: int) -> tuple[int,
     return max(0, x0), max(0, y0), min(latent, max(x1, x0 + 1)), min(latent, max(y1, y0 + 1))
 
 
+def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: int, factor: int) -> np.ndarray:
+    """The latent cells a box touches in the resized crop, bool ``(latent, latent)``. An
+    axis-aligned box is its rectangle rounded outward; a rotated box every cell that holds
+    one of its pixels, so the painted area always covers the box mask."""
+    latent = resolution // factor
+    cells = np.zeros((latent, latent), dtype=bool)
+    if not box.is_rotated:
+        x0, y0, x1, y1 = _latent_box(box, crop, resolution, factor)
+        cells[y0:y1, x0:x1] = True
+        return cells
+    pixels = box.to_mask(*image_shape)[crop.y0:crop.y1, crop.x0:crop.x1].astype(np.float32)
+    resized = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA) > 0
+    return resized.reshape(latent, factor, latent, factor).any(axis=(1, 3))
+
+
 def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
     """Blend weights of the generated pixels inside a box, ``(height, width, 1)``:
     1 in the interior, ramping down over ``feather`` pixels towards the box edge."""
@@ -185,6 +200,8 @@ def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Bo
     """Paste the generated pixels of ``box`` into a copy of ``source``. Outside the box the
     result is ``source`` exactly; ``generated_crop`` covers ``crop`` at the source scale."""
     result = source.copy()
+    if box.is_rotated:
+        return _composite_rotated(result, source, generated_crop, crop, box, feather)
     inner = generated_crop[box.y0 - crop.y0:box.y1 - crop.y0, box.x0 - crop.x0:box.x1 - crop.x0]
     if feather <= 0:
         result[box.y0:box.y1, box.x0:box.x1] = inner
@@ -193,6 +210,25 @@ def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Bo
     original = source[box.y0:box.y1, box.x0:box.x1].astype(np.float32)
     blended = weights * inner.astype(np.float32) + (1.0 - weights) * original
     result[box.y0:box.y1, box.x0:box.x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return result
+
+
+def _composite_rotated(result: np.ndarray, source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box,
+                       feather: int) -> np.ndarray:
+    """:func:`composite` for a rotated box: only the pixels of its mask change."""
+    area = box.bounds
+    inside = box.to_mask(*source.shape[:2])[area.y0:area.y1, area.x0:area.x1]
+    inner = generated_crop[area.y0 - crop.y0:area.y1 - crop.y0, area.x0 - crop.x0:area.x1 - crop.x0]
+    if feather <= 0:
+        weights = inside[:, :, None].astype(np.float32)
+    else:
+        # Distance to the box edge (1 on the edge pixels), as feather_weights counts it.
+        padded = np.pad(inside.astype(np.uint8), 1)
+        distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+        weights = np.clip(distance / (feather + 1), 0.0, 1.0)[:, :, None] * inside[:, :, None]
+    original = source[area.y0:area.y1, area.x0:area.x1].astype(np.float32)
+    blended = weights * inner.astype(np.float32) + (1.0 - weights) * original
+    result[area.y0:area.y1, area.x0:area.x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return result
 
 
@@ -206,7 +242,7 @@ class _Prepared:
     request: GenerationRequest
     crop: Box
     canvas: np.ndarray  # the crop at the model's resolution, RGB uint8
-    latent_box: tuple[int, int, int, int]
+    latent_mask: np.ndarray  # (latent, latent) bool: the cells to generate
     generator: torch.Generator  # this request's own random stream (CPU)
 
 
@@ -353,16 +389,16 @@ def _generate_batch(
     items: list[_Prepared] = []
     for request in requests:
         height, width = request.image.shape[:2]
-        crop = context_crop(request.box, height, width, config.context_margin, config.crop, config.auto_crop_below)
+        crop = context_crop(request.box.bounds, height, width, config.context_margin, config.crop,
+                            config.auto_crop_below)
         region = request.image[crop.y0:crop.y1, crop.x0:crop.x1]
         items.append(_Prepared(request, crop, _to_resolution(region, resolution),
-                               _latent_box(request.box, crop, resolution, factor),
+                               _latent_mask(request.box, crop, (height, width), resolution, factor),
                                torch.Generator("cpu").manual_seed(int(request.seed))))
     count = len(items)
     mask = torch.zeros((count, 1, latent_size, latent_size), device=device, dtype=dtype)
     for i, item in enumerate(items):
-        x0, y0, x1, y1 = item.latent_box
-        mask[i, :, y0:y1, x0:x1] = 1.0
+        mask[i, :] = torch.from_numpy(item.latent_mask).to(device=device, dtype=dtype)
     canvases = _to_tensor([item.canvas for item in items], device, dtype)
 
     # 2. What conditions the loop: the good image's latent (blending) or the inpainting input.
@@ -474,8 +510,9 @@ def generate_set(
     samples_per_box: int = 2,
     boxes: "str | os.PathLike | dict[str, list[Box]] | None" = None,
     size_range: Optional[BoxSizeRange] = None,
-    foreground: ForegroundMethod = "grabcut",
+    foreground: ForegroundMethod = "auto",
     rule: BoxRule = "inside",
+    placement: Optional[BoxPlacement] = None,
     config: Optional[GenerateConfig] = None,
     defect_kind: Optional[str] = None,
     device: str = "auto",
@@ -491,18 +528,15 @@ def generate_set(
     given, each listed image uses its boxes (unlisted images are skipped); otherwise
     ``ceil(per_image / samples_per_box)`` boxes are proposed per image (the paper's
     default: 2 boxes x 2 samples). Sample ``k`` of an image uses box ``k % boxes`` and the
-    seed :func:`sample_seed` ``(config.seed, image name, k)``. All or nothing: a cancel
-    or an error leaves no output folder.
+    seed :func:`sample_seed` ``(config.seed, image name, k)``. Proposed boxes go where
+    ``placement`` allows (default: ``BoxPlacement(foreground, rule)``; ``auto`` takes the
+    whole image for a texture). All or nothing: a cancel or an error leaves no output
+    folder.
     """
-    from anogen.data.boxes import (
-        DEFAULT_SIZE_RANGE,
-        foreground_mask,
-        image_seed,
-        propose_boxes,
-        read_boxes_file,
-    )
+    from anogen.data.boxes import DEFAULT_SIZE_RANGE, image_seed, read_boxes_file
     from anogen.data.generated import GeneratedSetWriter
     from anogen.data.imageio import list_images, read_image
+    from anogen.data.mvtec import category_of_folder
     from anogen.diffusion.embedding import apply_embedding, file_sha256, load_embedding
     from anogen.diffusion.models import DiffusionModel, load_model
 
@@ -533,6 +567,13 @@ def generate_set(
     embedding_path = Path(embedding_path)
     if not embedding_path.is_file():
         raise InputError(f"{embedding_path}: embedding file not found")
+    placement = placement or BoxPlacement(foreground=foreground, rule=rule)
+    placement.validate()
+    if given is None and placement.category is None and isinstance(normals, (str, os.PathLike)):
+        placement = replace(placement, category=category_of_folder(normals))
+    if given is None and placement.foreground == "auto" and placement.needs_foreground():
+        # Settled once for the folder, so every image gets the same kind of allowed area.
+        placement = placement.resolved([read_image(path) for path in paths[:5]])
 
     _check_steps_before_loading(model_source, config.steps)
     check_cancel(cancel)
@@ -564,7 +605,8 @@ def generate_set(
             nonlocal done_batches
             outputs = generate(model, token, [request for _, _, request in pending], config, batch_progress, cancel)
             for (path, k, _), output in zip(pending, outputs):
-                writer.add(output.image, box=output.box.to_list(), source=str(path), defect_kind=kind,
+                mask = output.box.to_mask(*output.image.shape[:2]) if output.box.is_rotated else None
+                writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
                            guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}")
             done_batches += 1
@@ -579,9 +621,8 @@ def generate_set(
                                for box in given[path.name]]
             else:
                 try:
-                    image_boxes = propose_boxes(image, size_range, boxes_per_image,
-                                                foreground=foreground_mask(image, foreground), rule=rule,
-                                                seed=image_seed(config.seed, path.name))
+                    image_boxes = placement.propose(image, size_range, boxes_per_image,
+                                                    seed=image_seed(config.seed, path.name))
                 except InputError as exc:
                     raise InputError(f"{path}: {exc}") from None
             for k in range(per_image):
