@@ -190,6 +190,20 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_copy_made_while_the_project_is_open_elsewhere_is_writable(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "proj", "p")
+    ws.close()
+    child = _hold(ws.root)
+    try:
+        copy = tmp_path / "copy"
+        shutil.copytree(ws.root, copy)  # the lock file comes along, naming the original folder
+        with Workspace.open(copy, read_only=False) as copied:
+            copied.save()
+        assert Workspace.open(ws.root).read_only  # the original is still held
+    finally:
+        child.communicate("\n", timeout=30)
+
+
 def test_one_process_may_open_a_project_twice(tmp_path: Path) -> None:
     first = Workspace.create(tmp_path / "proj", "p")
     second = Workspace.open(first.root, read_only=False)  # re-entrant within one process

@@ -7,7 +7,8 @@ host name, the time and a random token. Another process that finds the lock
 either opens the project read-only or is refused with a message naming the holder.
 
 A lock left behind by a killed process is *stale*: when the holder ran on this host and
-its pid no longer exists, the next opener takes the lock over. A lock from another host
+its pid no longer exists, the next opener takes the lock over. So is a lock copied along
+with the folder (it names the folder it was taken for). A lock from another host
 cannot be checked from here; the message says which file to delete if that host is gone.
 
 Within one process the lock is re-entrant (the GUI and its tests open the same project
@@ -42,6 +43,7 @@ class LockHolder:
     host: str
     since: str
     token: str
+    root: str = ""  # the real path of the project folder it was taken for
 
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host} (since {self.since})"
@@ -103,12 +105,13 @@ def read_holder(lock_path: Path) -> LockHolder | None:
     """The holder written in ``lock_path``; ``None`` when the file is missing or garbled."""
     try:
         data = json.loads(lock_path.read_text(encoding="utf-8"))
-        holder = LockHolder(pid=data["pid"], host=data["host"], since=data["since"], token=data["token"])
-    except (OSError, ValueError, KeyError, TypeError):
+        holder = LockHolder(pid=data["pid"], host=data["host"], since=data["since"], token=data["token"],
+                            root=data.get("root", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if isinstance(holder.pid, bool) or not isinstance(holder.pid, int):
         return None
-    if not all(isinstance(v, str) for v in (holder.host, holder.since, holder.token)):
+    if not all(isinstance(v, str) for v in (holder.host, holder.since, holder.token, holder.root)):
         return None
     return holder
 
@@ -189,6 +192,7 @@ class ProjectLock:
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
         self._key = os.path.realpath(self.path)
+        self._real_root = os.path.realpath(self.root)
         self._held = False
 
     @property
@@ -213,7 +217,7 @@ class ProjectLock:
             seen: LockHolder | None = None
             for _ in range(5):  # each retry follows a stale lock removed or a race lost
                 mine = LockHolder(pid=os.getpid(), host=host, since=time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  token=uuid.uuid4().hex)
+                                  token=uuid.uuid4().hex, root=self._real_root)
                 if _create_exclusive(self.path, mine):
                     _HELD[self._key] = _Held(pid=os.getpid(), holder=mine, count=1)
                     self._held = True
@@ -233,6 +237,11 @@ class ProjectLock:
                     self._held = True
                     return
                 if seen.host == host and not pid_alive(seen.pid):
+                    _break_stale(self.path, seen)
+                    continue
+                if seen.host == host and seen.root and seen.root != self._real_root:
+                    # Taken for another folder: this one is a copy, made while the original
+                    # was open, and nobody has this copy open.
                     _break_stale(self.path, seen)
                     continue
                 raise ProjectLockedError(self.root, self.path, seen)
