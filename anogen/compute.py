@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, ContextManager
 from anogen.errors import InputError
 
 if TYPE_CHECKING:
+    import argparse
+
     import torch
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,13 @@ def resolve_policy(device: "torch.device | str", threads: int | None = None, pre
     if fast:
         return ComputePolicy("cpu", chosen_threads, True, "this CPU has native bf16 (AMX/AVX-512-bf16)")
     return ComputePolicy("cpu", chosen_threads, False, "no native bf16 on this CPU")
+
+
+def add_threads_argument(parser: "argparse.ArgumentParser") -> None:
+    """``--threads N`` for a command; its help states the default this module picks."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"torch CPU threads (default: every core, {available_cores()} here; "
+                             f"{THREADS_ENV} pins it)")
 
 
 def apply_policy(policy: ComputePolicy) -> ComputePolicy:

@@ -14,6 +14,7 @@ GUI make, only with small step counts so a CPU finishes in minutes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,11 +22,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
-
-import torch
+from typing import Any, Iterator, Optional
 
 from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
+from anogen.compute import apply_policy, resolve_policy
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
@@ -77,6 +77,7 @@ class DemoConfig:
     detector: str = "draem"
     seed: int = 0
     device: str = "auto"
+    threads: Optional[int] = None  # torch CPU threads; None: the compute policy's default
     plan: Optional[DemoPlan] = None  # default: DemoPlan.quick() or .full()
 
     def resolved_plan(self) -> DemoPlan:
@@ -114,6 +115,8 @@ class DemoResult:
     out: Path
     categories: list[CategoryResult]
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, summed over categories
+    compute: dict[str, Any] = field(default_factory=dict)  # threads and precision in force
 
     def table(self) -> str:
         """The comparison table printed at the end of the run."""
@@ -128,8 +131,32 @@ class DemoResult:
         return "\n".join(lines)
 
 
+    def timing_lines(self) -> str:
+        """Where the time went, printed after the table and written to the report."""
+        lines = [f"{stage:<28}{seconds / 60:>6.1f} min" for stage, seconds in self.timings.items()]
+        policy = self.compute
+        lines.append(f"{'total':<28}{self.seconds / 60:>6.1f} min  ({policy.get('threads')} threads, "
+                     f"{policy.get('precision')})")
+        return "\n".join(lines)
+
+
 def _cell(value: Any) -> str:
     return f"{value:>13.3f}" if isinstance(value, (int, float)) and value == value else f"{'n/a':>13}"
+
+
+class _StageTimer:
+    """Wall time per stage (dataset, learn, generate, detectors, evaluate, report)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
 class _StageProgress:
@@ -216,41 +243,45 @@ def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
     # two detectors and the report.
     stages = _StageProgress(progress, total=100 + sum(100 * (len(DEFECT_KINDS[c]) + 3) for c in plan.categories))
 
+    timer = _StageTimer()
     data_root = out / "data"
-    write_demo_dataset(data_root, categories=plan.categories, size=plan.image_size, seed=config.seed,
-                       train_good=plan.train_good, test_good=plan.test_good,
-                       test_per_kind=plan.test_per_kind, progress=stages.stage("dataset", 100),
-                       cancel=cancel)
+    with timer("dataset"):
+        write_demo_dataset(data_root, categories=plan.categories, size=plan.image_size, seed=config.seed,
+                           train_good=plan.train_good, test_good=plan.test_good,
+                           test_per_kind=plan.test_per_kind, progress=stages.stage("dataset", 100),
+                           cancel=cancel)
     check_cancel(cancel)
-    model = load_model(model_source, device=config.device)
-    if model.device.type == "cpu":
-        # The demo's networks are small: on a CPU, synchronising threads costs more than
-        # it gains (measured 0.26 s vs 1.6 s per stage-1 step with 1 vs 2 threads).
-        torch.set_num_threads(1)
+    with timer("load model"):
+        model = load_model(model_source, device=config.device)
+    policy = apply_policy(resolve_policy(model.device, config.threads))
 
     results = []
     for category in plan.categories:
-        kinds = [_learn_and_generate(model, data_root / category, category, kind, plan, config, out, stages, cancel)
+        kinds = [_learn_and_generate(model, data_root / category, category, kind, plan, config, out, stages, timer,
+                                     cancel)
                  for kind in DEFECT_KINDS[category]]
         generated_dir = _merge_generated(out / "generated" / category, [out / "generated" / category / k.kind
                                                                       for k in kinds])
         support = [p for k in kinds for p in k.support_images]
         baseline, base_history = _train_and_evaluate(data_root / category, None, support, plan, config,
                                                      out / "detectors" / category / "baseline",
-                                                     stages.stage(f"{category}: baseline detector", 100), cancel)
+                                                     stages.stage(f"{category}: baseline detector", 100), timer,
+                                                     cancel)
         with_generated, gen_history = _train_and_evaluate(data_root / category, generated_dir, support, plan,
                                                           config, out / "detectors" / category / "generated",
                                                           stages.stage(f"{category}: detector + generated", 100),
-                                                          cancel)
+                                                          timer, cancel)
         results.append(CategoryResult(category, kinds, str(generated_dir.relative_to(out)), baseline,
                                       with_generated, base_history, gen_history))
         stages.stage(f"{category}: report", 100)
 
-    result = DemoResult(out=out, categories=results, seconds=time.perf_counter() - started)
-    atomic_write_json(out / "metrics.json", _metrics_json(result, plan, config, model_source))
     from anogen.demo_report import write_report
 
-    write_report(result, data_root)
+    result = DemoResult(out=out, categories=results, seconds=0.0, timings=timer.seconds, compute=policy.to_json())
+    with timer("report"):
+        write_report(result, data_root)
+    result.seconds = time.perf_counter() - started
+    atomic_write_json(out / "metrics.json", _metrics_json(result, plan, config, model_source))
     progress(Progress(stages.total, stages.total, "done"))
     return result
 
@@ -268,7 +299,7 @@ def _support_paths(category_dir: Path, kind: str, shots: int) -> tuple[list[Path
 
 
 def _learn_and_generate(model, category_dir: Path, category: str, kind: str, plan: DemoPlan, config: DemoConfig,
-                        out: Path, stages: _StageProgress, cancel) -> KindResult:
+                        out: Path, stages: _StageProgress, timer: _StageTimer, cancel) -> KindResult:
     from anogen.data.boxes import size_range_from_masks
     from anogen.data.imageio import list_images, read_mask
     from anogen.diffusion.embedding import LearnConfig, init_vector, learn_embedding, support_loss
@@ -279,7 +310,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     token = f"<{category}-{kind}>"
     learn = LearnConfig(images=images, masks=masks, token=token, steps=plan.learn_steps,
                         batch_size=plan.learn_batch, lr=0.005, scale_lr=True, seed=config.seed)
-    learned = learn_embedding(model, learn, stages.stage(f"{category}/{kind}: learn", 60), cancel)
+    with timer("learn (stage 1)"):
+        learned = learn_embedding(model, learn, stages.stage(f"{category}/{kind}: learn", 60), cancel)
     learned.metadata["defect_kind"] = kind
     embedding_path = out / "embeddings" / category / f"{kind}.safetensors"
     save_embedding(embedding_path, learned)
@@ -287,25 +319,29 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     # Stage 1 evidence: on held-out images of the same kind, the learned token should
     # explain the defect better (lower masked loss) than the init word it started from.
     heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, seed=config.seed)
-    loss_learned = support_loss(model, heldout, learned.vector)
-    loss_init = support_loss(model, heldout, init_vector(model, learn.init_word))
+    with timer("stage-1 held-out check"):
+        loss_learned = support_loss(model, heldout, learned.vector)
+        loss_init = support_loss(model, heldout, init_vector(model, learn.init_word))
 
     size_range = size_range_from_masks([read_mask(p) for p in masks])
     normals = list_images(category_dir / "train" / "good")[: plan.generation_images]
-    generated = generate_set(
-        model, embedding_path, normals, out / "generated" / category / kind,
-        per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
-        foreground=FOREGROUND.get(category, "grabcut"), rule="inside", defect_kind=kind,
-        config=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed, batch_size=4),
-        progress=stages.stage(f"{category}/{kind}: generate", 40), cancel=cancel)
+    with timer("generate (stage 2)"):
+        generated = generate_set(
+            model, embedding_path, normals, out / "generated" / category / kind,
+            per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
+            foreground=FOREGROUND.get(category, "grabcut"), rule="inside", defect_kind=kind,
+            config=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed, batch_size=4),
+            progress=stages.stage(f"{category}/{kind}: generate", 40), cancel=cancel)
     from anogen.demo_realism import generated_realism, real_realism
 
+    with timer("realism check"):
+        realism_generated = generated_realism(out / "generated" / category / kind, kind).to_json()
+        realism_real = real_realism(category_dir, category, kind, config.seed, plan.image_size).to_json()
     return KindResult(kind=kind, support_images=[str(p) for p in images], embedding=str(embedding_path.relative_to(out)),
                       final_loss=learned.final_loss, loss_curve=list(learned.loss_curve),
                       heldout_loss_learned=loss_learned, heldout_loss_init=loss_init,
-                      generated=len(generated.samples),
-                      realism_generated=generated_realism(out / "generated" / category / kind, kind).to_json(),
-                      realism_real=real_realism(category_dir, category, kind, config.seed, plan.image_size).to_json())
+                      generated=len(generated.samples), realism_generated=realism_generated,
+                      realism_real=realism_real)
 
 
 def _merge_generated(folder: Path, parts: list[Path]) -> Path:
@@ -324,23 +360,28 @@ def _merge_generated(folder: Path, parts: list[Path]) -> Path:
 
 
 def _train_and_evaluate(category_dir: Path, generated_dir: Optional[Path], support: list[str], plan: DemoPlan,
-                        config: DemoConfig, out_dir: Path, progress: ProgressFn, cancel):
+                        config: DemoConfig, out_dir: Path, progress: ProgressFn, timer: _StageTimer, cancel):
     from anogen.detection.evaluate import evaluate
     from anogen.detection.train import TrainConfig, train
 
-    result = train(TrainConfig(data_dir=category_dir, detector=config.detector, out_dir=out_dir,
-                               generated_dir=generated_dir, preset="quick", overrides=dict(plan.detector_overrides),
-                               steps=plan.detector_steps, seed=config.seed, device=config.device,
-                               exclude=[Path(p) for p in support], overwrite=True),
-                   progress, cancel)
+    with timer("train detectors (stage 3)"):
+        result = train(TrainConfig(data_dir=category_dir, detector=config.detector, out_dir=out_dir,
+                                   generated_dir=generated_dir, preset="quick",
+                                   overrides=dict(plan.detector_overrides), steps=plan.detector_steps,
+                                   seed=config.seed, device=config.device, exclude=[Path(p) for p in support],
+                                   overwrite=True),
+                       progress, cancel)
     check_cancel(cancel)
-    report = evaluate(category_dir, out_dir, exclude=support, device=config.device)
+    with timer("evaluate detectors"):
+        report = evaluate(category_dir, out_dir, exclude=support, device=config.device)
     return report.to_json(), result.history
 
 
 def _metrics_json(result: DemoResult, plan: DemoPlan, config: DemoConfig, model_source: str) -> dict[str, Any]:
     return {
         "seconds": round(result.seconds, 1),
+        "timings_seconds": {stage: round(seconds, 1) for stage, seconds in result.timings.items()},
+        "compute": result.compute,
         "model": model_source,
         "detector": config.detector,
         "seed": config.seed,

@@ -192,6 +192,7 @@ def write_report(result: "DemoResult", data_root: Path) -> Path:
             "### Stage 3: detectors", "", f"![detector loss]({names['detector_loss']})", "",
             "Top row: ground truth; then the baseline's and the generated-defect detector's heat maps "
             "(label: score).", "", f"![heat maps]({names['heatmaps']})", ""]
+    sections += ["## Where the time went", "", "```", result.timing_lines(), "```", ""]
     index = out / "index.md"
     atomic_write_text(index, "\n".join(sections) + "\n")
     return index

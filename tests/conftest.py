@@ -8,6 +8,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Tiny models run fastest on one thread per process; the suite's parallelism comes from
+# pytest-xdist workers. The compute policy (anogen.compute) reads this.
+os.environ.setdefault("ANOGEN_THREADS", "1")
 
 
 def pytest_configure(config):

@@ -42,3 +42,26 @@ def test_demo_table_lists_both_detectors(demo_run):
     table = demo_run.table()
     assert "baseline (synthesis)" in table and "+ generated defects" in table
     assert "pixel_aupro" in table
+
+
+def test_demo_reports_where_the_time_went_and_how_the_machine_was_used(demo_run):
+    metrics = json.loads((demo_run.out / "metrics.json").read_text())
+    timings = metrics["timings_seconds"]
+    for stage in ("dataset", "learn (stage 1)", "generate (stage 2)", "train detectors (stage 3)",
+                  "evaluate detectors", "report"):
+        assert timings[stage] >= 0.0, stage
+    assert sum(timings.values()) <= metrics["seconds"] + 1.0
+    assert metrics["compute"]["threads"] == 1  # tests pin ANOGEN_THREADS=1
+    assert metrics["compute"]["precision"] in ("fp32", "bf16 autocast")
+    assert "Where the time went" in (demo_run.out / "index.md").read_text()
+    assert "threads" in demo_run.timing_lines()
+
+
+def test_demo_measures_generated_and_real_defects_alike(demo_run):
+    metrics = json.loads((demo_run.out / "metrics.json").read_text())
+    for kind in metrics["categories"]["fabric"]["kinds"].values():
+        generated, real = kind["realism"]["generated"], kind["realism"]["real"]
+        assert generated["count"] == 2 and real["count"] == 5
+        assert 0.0 < real["changed_fraction"] <= 1.0  # real defects change their box visibly
+        assert real["sharpness_ratio"] > 0.0
+        assert 0.0 <= generated["changed_fraction"] <= 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.compute import add_threads_argument
 from anogen.outputs import add_overwrite_argument
 
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="diffusion model to use instead of the embedded demo model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu")
+    add_threads_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -33,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "demo", overwrite=args.overwrite, recognise=has_files("index.md", "metrics.json"),
                      inputs=[model if model is not None and model.exists() else None])
     config = DemoConfig(out=args.out, quick=args.quick, model=args.model, detector=args.detector,
-                        seed=args.seed, device=args.device)
+                        seed=args.seed, device=args.device, threads=args.threads)
     with TqdmProgress("demo") as progress:
         result = run_demo(config, progress)
     print()
     print(result.table())
+    print("\n" + result.timing_lines())
     print(f"\nreport: {result.out / 'index.md'}  ({result.seconds / 60:.1f} min)")
     return 0

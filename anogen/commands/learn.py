@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="crop side = defect box side x (1 + 2 x margin) (default 1.0)")
     parser.add_argument("--area-normalised", action="store_true",
                         help="average the loss over the mask area instead of the whole latent")
+    parser.add_argument("--no-mask", action="store_true",
+                        help="ablation (the paper's Table 2c): the loss covers the whole image, not only the defect")
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     parser.add_argument("--checkpoint-every", type=int, default=500, metavar="N")
     parser.add_argument("--resume", action="store_true", help="continue from EMB.checkpoint.safetensors")
@@ -126,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         images=images, masks=masks, token=token, init_word=args.init_word, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, scale_lr=args.scale_lr, seed=args.seed,
         resolution=args.resolution, crop_to_defect=args.crop, context_margin=args.context_margin,
-        area_normalised=args.area_normalised, flip=not args.no_flip, checkpoint_every=args.checkpoint_every,
-        checkpoint_path=checkpoint, resume_from=checkpoint if args.resume else None, device=args.device,
+        area_normalised=args.area_normalised, use_mask=not args.no_mask, flip=not args.no_flip,
+        checkpoint_every=args.checkpoint_every, checkpoint_path=checkpoint,
+        resume_from=checkpoint if args.resume else None, device=args.device,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
     validate_support(config)  # fail on a bad support set before the (slow) model load
     model = load_model(args.model, device=args.device, precision=args.precision,

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from anogen.detection.options import SYNTHESIS_METHODS
+
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as JSON when they parse (numbers, lists,
@@ -50,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="box pixels already called normal with probability >= tau get no loss (default 0.9; "
                              "1.0 = plain box supervision)")
     parser.add_argument("--mix", type=float, default=0.5,
-                        help="share of training samples from the detector's own synthesis (default 0.5)")
+                        help="share of training samples from the detector's own synthesis (default 0.5; "
+                             "0 = generated samples only)")
+    parser.add_argument("--synthesis", choices=SYNTHESIS_METHODS, default="perlin",
+                        help="the detector's own anomalies: perlin (DRAEM/DeSTSeg's, default) or cutpaste "
+                             "(the paper's Table 4 ablation)")
     parser.add_argument("--weak-all", action="store_true",
                         help="apply the tau filter to every sample, as the reference code did")
     parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         data_dir=args.data, detector=args.detector, out_dir=args.out, generated_dir=args.generated,
         preset=args.preset, overrides=parse_overrides(args.overrides), steps=args.steps, tau=args.tau,
-        mix=args.mix, weak_all=args.weak_all, seed=args.seed, device=args.device,
+        mix=args.mix, synthesis=args.synthesis, weak_all=args.weak_all, seed=args.seed, device=args.device,
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
         exclude=list(args.exclude), resume=args.resume, overwrite=args.overwrite)
     with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:

@@ -56,13 +56,14 @@ from anogen.detection.checkpoint import (
     run_status,
     save_checkpoint,
 )
+from anogen.detection.options import SYNTHESIS_METHODS
 from anogen.detection.pipeline import DataPipeline
 from anogen.detection.registry import DETECTORS, PRESETS, detector_kind
 from anogen.detection.training_data import (
     BatchPrefetcher,
     GeneratedItem,
-    is_defective,
     MixedBatchSampler,
+    is_defective,
     load_generated_items,
     resize_image,
     resize_mask,
@@ -101,6 +102,7 @@ class TrainConfig:
     max_val_images: int = 64
     teacher_weights: Optional[Path] = None  # DeSTSeg: ResNet18 weights (folder or file)
     textures_dir: Optional[Path] = None  # texture images for synthesis (e.g. DTD); default: built-in
+    synthesis: str = "perlin"  # the detector's own anomalies: "perlin" (official) or "cutpaste" (Table 4)
     exclude: Sequence[Path] = ()
     resume: bool = False
     overwrite: bool = False
@@ -115,6 +117,10 @@ class TrainConfig:
             raise InputError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.mix <= 1.0:
             raise InputError(f"mix must be in [0, 1], got {self.mix}")
+        if self.mix == 0.0 and self.generated_dir is None:
+            raise InputError("mix 0 trains on generated samples only; give a generated set")
+        if self.synthesis not in SYNTHESIS_METHODS:
+            raise InputError(f"unknown synthesis '{self.synthesis}'; choose one of {', '.join(SYNTHESIS_METHODS)}")
         if self.steps is not None and self.steps < 1:
             raise InputError(f"steps must be at least 1, got {self.steps}")
         if self.validate_every is not None and self.validate_every < 1:
@@ -218,6 +224,11 @@ def _make_synthesizer(config: "TrainConfig", det_config: Any, pipeline: DataPipe
                       good: Sequence[np.ndarray]):
     from anogen.detection.synthesis import AnomalySynthesizer, SynthesisConfig
 
+    if config.synthesis == "cutpaste":
+        from anogen.detection.cutpaste import CutPasteConfig, CutPasteSynthesizer
+
+        return CutPasteSynthesizer(CutPasteConfig(clean_probability=pipeline.synthesis_clean_probability),
+                                   seed=config.seed)
     textures = config.textures_dir or getattr(det_config, "textures_dir", None)
     return AnomalySynthesizer(SynthesisConfig(size=size, textures_dir=textures,
                                               clean_probability=pipeline.synthesis_clean_probability,
@@ -406,6 +417,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         "seed": config.seed,
         "tau": config.tau,
         "mix": config.mix,
+        "synthesis": config.synthesis,
         "weak_all": config.weak_all,
         "preset": config.preset,
         "overrides": dict(config.overrides),

@@ -30,7 +30,7 @@ import math
 import os
 import random
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -77,6 +77,7 @@ class LearnConfig:
     context_margin: float = 1.0  # crop side = defect box side * (1 + 2 * margin)
     auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
     area_normalised: bool = False  # divide by the mask area instead of all latent elements
+    use_mask: bool = True  # False: the paper's no-mask ablation (Table 2c), loss over the whole image
     flip: bool = True  # joint random horizontal flips of image and mask
     checkpoint_every: int = 500
     checkpoint_path: Optional[Path] = None  # None: no checkpoints
@@ -353,7 +354,7 @@ def _fingerprint(model, config: LearnConfig, shot_hashes: list[dict[str, str]], 
             "lr": config.effective_lr, "weight_decay": config.weight_decay, "seed": config.seed,
             "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
             "context_margin": config.context_margin, "area_normalised": config.area_normalised,
-            "shots": [h["image_sha256"] + h["mask_sha256"] for h in shot_hashes]}
+            "use_mask": config.use_mask, "shots": [h["image_sha256"] + h["mask_sha256"] for h in shot_hashes]}
 
 
 def _save_checkpoint(path: Path, vector: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,
@@ -441,6 +442,8 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
                     "crop": list(shot.crop)} for shot in shots]
     progress(Progress(0, config.steps, "encoding the support set"))
     support = encode_support(model, shots, config.flip, config.batch_size)
+    if not config.use_mask:
+        support = replace(support, loss_masks=torch.ones_like(support.loss_masks))
     check_cancel(cancel)
 
     initial = init_vector(model, config.init_word)
@@ -500,7 +503,7 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
         "batch_size": config.batch_size, "weight_decay": config.weight_decay, "seed": config.seed,
         "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
         "context_margin": config.context_margin, "area_normalised": config.area_normalised,
-        "final_loss": final_loss, "loss_curve": loss_curve,
+        "use_mask": config.use_mask, "final_loss": final_loss, "loss_curve": loss_curve,
     }
     return LearnResult(token=config.token, vector=learned, loss_curve=list(loss_curve), final_loss=final_loss,
                        steps_done=len(loss_curve), metadata=metadata, family=model.family,

@@ -1,0 +1,11 @@
+"""Choices of a training or evaluation run, importable without torch or OpenCV.
+
+The CLI builds its argument parser from these before any heavy module loads, and the
+library validates against the same tuples.
+"""
+
+from __future__ import annotations
+
+#: How the detector's own anomalies are made: DRAEM's Perlin textures (both detectors'
+#: official choice) or CutPaste (:mod:`anogen.detection.cutpaste`, the paper's Table 4).
+SYNTHESIS_METHODS = ("perlin", "cutpaste")
