@@ -192,3 +192,80 @@ def test_bad_model_path_and_return_checks_once_and_keeps_the_good_model(make_win
     assert Path(window.studio.project.model).name == "demo-ldm"
     assert panel.model_edit.text() == window.studio.project.model
     assert generate.generate_button.isEnabled()
+
+
+# ---------------------------------------------------------------- bugs 7, 8, 9
+def _boxed_generate_window(make_window, project, boxes):
+    from anogen.data.workspace import Box
+
+    add_learned_kind_and_set(project)
+    workspace = Workspace.open(project)
+    good = workspace.project.good_images[0].image
+    workspace.set_boxes(good, [Box(*b) for b in boxes])
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("generate")
+    return window, window.panels["generate"]
+
+
+def test_failed_generate_replaces_the_generating_status(make_window, project, qtbot, monkeypatch):
+    import app.panels.generate
+
+    def broken(task, progress, cancel):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(app.panels.generate, "run_generate", broken)
+    window, panel = _boxed_generate_window(make_window, project, [(5, 5, 30, 30)])
+    panel.generate_button.click()
+    assert panel.status.text().startswith("Generating")
+    assert window.engine.wait(20)
+    assert panel.status.text().startswith("Generation failed")
+    assert "out of memory" in panel.status.text() and "…" not in panel.status.text()
+    for box in visible_message_boxes():
+        box.close()
+
+
+def test_every_drawn_box_gets_n_samples(make_window, project, qtbot, monkeypatch):
+    import app.panels.generate
+
+    tasks = []
+
+    def capture(task, progress, cancel):
+        tasks.append(task)
+        raise RuntimeError("not generating in this test")
+
+    monkeypatch.setattr(app.panels.generate, "run_generate", capture)
+    drawn = [(5, 5, 30, 30), (40, 5, 70, 30), (5, 50, 30, 80)]
+    window, panel = _boxed_generate_window(make_window, project, drawn)
+    panel.per_box_spin.setValue(2)
+    panel.generate_button.click()
+    assert window.engine.wait(20)
+    [task] = tasks
+    [(name, listed)] = task.boxes.items()
+    # The library draws sample k of an image from box k % len(its boxes), per_image samples.
+    used = [listed[k % len(listed)] for k in range(task.per_image)]
+    counts = {box: sum(1 for b in used if (b.x0, b.y0, b.x1, b.y1) == box) for box in drawn}
+    assert counts == {box: 2 for box in drawn}
+    for box in visible_message_boxes():
+        box.close()
+
+
+def test_uneven_box_counts_are_explained():
+    from anogen.data.boxes import Box
+    from app.panels.generate import plan_samples
+
+    a, b, c = Box(0, 0, 8, 8), Box(10, 0, 18, 8), Box(20, 0, 28, 8)
+    per_image, plan, note = plan_samples({"one.png": [a], "three.png": [a, b, c]}, 2)
+    assert per_image == 6
+    assert [plan["three.png"][k % 6] for k in range(6)] == [a, a, b, b, c, c]
+    assert plan["one.png"] == [a] * 6
+    assert "1 to 3 boxes" in note
+    assert plan_samples({"x.png": [a, b]}, 3)[2] == ""
+
+
+def test_generate_button_names_the_current_n(make_window, project, qtbot):
+    window, panel = _boxed_generate_window(make_window, project, [(5, 5, 30, 30)])
+    for n in (1, 7, 3):
+        panel.per_box_spin.setValue(n)
+        assert panel.generate_button.text() == f"Generate {n} per box"

@@ -96,8 +96,7 @@ def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path,
     generate.preview_button.click()
     assert engine.wait(120) and not failures, failures
     assert generate.last_preview is not None and window.canvas.compare_split() is not None
-    generate.per_image_spin.setValue(2)
-    generate.samples_per_box.setValue(1)
+    generate.per_box_spin.setValue(2)  # one box on one image: 2 samples
     generate.generate_button.click()
     assert engine.wait(120) and not failures, failures
     [generated] = window.studio.project.generated_sets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from PySide6.QtCore import Qt
@@ -26,8 +26,32 @@ from app.tasks import (GenerateTask, PreviewResult, PreviewTask, ProposeTask, Re
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 
+if TYPE_CHECKING:  # the module imports OpenCV: loaded when first needed, not at start-up
+    from anogen.data.boxes import Box
+
 PREVIEW_SIDE = 160
 FOREGROUND_MODES = ("grabcut", "otsu", "all")  # the order of the "Boxes inside" choices
+
+
+def plan_samples(boxes: dict[str, list[Box]], per_box: int) -> tuple[int, dict[str, list[Box]], str]:
+    """Spread samples so that every drawn box gets at least ``per_box`` of them.
+
+    The library makes the same number of samples for every image and draws sample ``k``
+    from box ``k % len(boxes)`` (``anogen.diffusion.sampler.generate_set``). So each image's
+    list repeats its boxes in runs (box i fills samples ``i*P/b`` to ``(i+1)*P/b``), with
+    ``P = per_box x`` the most boxes on one image. Returns ``P``, the lists, and a note for
+    the user when box counts differ (boxes on images with fewer boxes then get more).
+    """
+    counts = [len(b) for b in boxes.values() if b]
+    most = max(counts, default=1)
+    per_image = per_box * most
+    plan = {name: [drawn[k * len(drawn) // per_image] for k in range(per_image)]
+            for name, drawn in boxes.items() if drawn}
+    note = ""
+    if counts and min(counts) < most:
+        note = (f"Images have {min(counts)} to {most} boxes and each image gets {per_image} samples, so boxes on "
+                f"images with fewer boxes get more than {per_box} each.")
+    return per_image, plan, note
 
 
 class GeneratePanel(Panel):
@@ -42,6 +66,7 @@ class GeneratePanel(Panel):
         self._regenerate_job: Optional[Job] = None
         self.last_preview: Optional[PreviewResult] = None
         self._gallery_set: Optional[str] = None  # the set the gallery shows, to keep its selection on refill
+        self._generate_note = ""  # why some boxes get more samples than N, shown until the next run
 
         self.heading("Defect kind")
         self.kind_combo = QComboBox()
@@ -100,10 +125,11 @@ class GeneratePanel(Panel):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         grid.addRow("Seed", self.seed_spin)
-        self.per_image_spin = QSpinBox()
-        self.per_image_spin.setRange(1, 64)
-        self.per_image_spin.setValue(4)
-        grid.addRow("Samples per image (N)", self.per_image_spin)
+        self.per_box_spin = QSpinBox()
+        self.per_box_spin.setRange(1, 64)
+        self.per_box_spin.setValue(2)
+        self.per_box_spin.setToolTip("Every box gets N generated defects, each with its own seed")
+        grid.addRow("Samples per box (N)", self.per_box_spin)
         self.images_spin = QSpinBox()
         self.images_spin.setRange(1, 100000)
         self.images_spin.setValue(8)
@@ -119,10 +145,6 @@ class GeneratePanel(Panel):
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(["auto", "on", "off"])
         adv.addRow("Crop around box", self.crop_combo)
-        self.samples_per_box = QSpinBox()
-        self.samples_per_box.setRange(1, 16)
-        self.samples_per_box.setValue(2)
-        adv.addRow("Samples per box", self.samples_per_box)
         self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
         self.form.addWidget(Collapsible("Advanced", advanced))
@@ -182,6 +204,7 @@ class GeneratePanel(Panel):
         self.kind_combo.currentTextChanged.connect(lambda _t: self._kind_changed())
         self.propose_button.clicked.connect(self.propose)
         self.preview_button.clicked.connect(self.preview)
+        self.per_box_spin.valueChanged.connect(lambda _n: self.update_enabled())  # the button names N
         self.generate_button.clicked.connect(self.generate)
         self.set_combo.currentTextChanged.connect(lambda _t: self._fill_gallery())
         self.gallery.itemSelectedKey.connect(self._sample_clicked)
@@ -195,6 +218,8 @@ class GeneratePanel(Panel):
         studio.selectionChanged.connect(self._selection_changed)
         studio.modelStateChanged.connect(self.update_enabled)
         studio.engine.jobProgress.connect(self._job_progress)
+        studio.engine.jobFailed.connect(lambda job, message, _details: self._job_ended(job, f"failed: {message}"))
+        studio.engine.jobCancelled.connect(lambda job: self._job_ended(job, "cancelled."))
         self.project_changed()
 
     # ================================================================== state
@@ -311,7 +336,7 @@ class GeneratePanel(Panel):
         self.generate_button.setEnabled(can_generate)
         self.generate_action.setEnabled(can_generate)
         self.generate_button.setToolTip(no_model)
-        self.generate_button.setText(f"Generate {self.per_image_spin.value()} per image")
+        self.generate_button.setText(f"Generate {self.per_box_spin.value()} per box")
         can_propose = project is not None and bool(project.good_images) and not self.is_running(self._propose_job)
         self.propose_button.setEnabled(can_propose)
         self.propose_action.setEnabled(can_propose)
@@ -414,6 +439,17 @@ class GeneratePanel(Panel):
             PREVIEW_SIDE, PREVIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
         self.preview_label.setPixmap(pixmap)
 
+    def _job_ended(self, job: Job, how: str) -> None:
+        """A failed or cancelled job of this panel replaces its "…ing" line, which would go stale."""
+        names = {id(self._preview_job): "Preview", id(self._generate_job): "Generation",
+                 id(self._regenerate_job): "Regeneration", id(self._propose_job): "Box proposal"}
+        what = names.get(id(job)) if job is not None else None
+        if what is None:
+            return
+        if job is self._preview_job:
+            self.preview_label.setVisible(False)
+        self.status.setText(f"{what} {how}")
+
     def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
         if job in (self._preview_job, self._regenerate_job) and report.preview is not None:
             self.preview_label.setVisible(True)
@@ -431,29 +467,36 @@ class GeneratePanel(Panel):
         project = workspace.project
         boxed = [g for g in project.good_images if g.boxes and (not any(b.defect_kind for b in g.boxes) or
                                                                 any(b.defect_kind in ("", kind.name) for b in g.boxes))]
+        per_box = self.per_box_spin.value()
+        note = ""
         if boxed:
             normals = [workspace.resolve(g.image) for g in boxed]
-            boxes = {workspace.resolve(g.image).name: [Box(b.x0, b.y0, b.x1, b.y1) for b in g.boxes
+            drawn = {workspace.resolve(g.image).name: [Box(b.x0, b.y0, b.x1, b.y1) for b in g.boxes
                                                        if b.defect_kind in ("", kind.name)] for g in boxed}
+            per_image, boxes, note = plan_samples(drawn, per_box)
         else:
             normals = [workspace.resolve(g.image) for g in project.good_images[: self.images_spin.value()]]
             boxes = None
+            per_image = per_box * self.boxes_per_image.value()  # proposed boxes get N each too
         name = f"{kind.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lower()
         out = workspace.generated_dir / slug
         task = GenerateTask(project.model, workspace.resolve(kind.embedding), normals, out, kind.name,
-                            per_image=self.per_image_spin.value(), samples_per_box=self.samples_per_box.value(),
+                            per_image=per_image, samples_per_box=per_box,
                             boxes=boxes, size_range=self._size_range(), generate=self._generate_config(),
                             device=self.device_combo.currentText())
-        self.status.setText(f"Generating {self.per_image_spin.value()} per image on {len(normals)} image(s)…")
+        self.status.setText(f"Generating {per_image * len(normals)} samples on {len(normals)} image(s), "
+                            f"{per_box} per box…" + (f" {note}" if note else ""))
 
         def store(folder: Path) -> None:
             workspace.import_generated_folder(name, folder)
             self.studio.edited("generated")
             self.set_combo.setCurrentText(name)
-            self.status.setText(f"Generated set '{name}' added: accept or reject its samples below.")
+            self.status.setText(f"Generated set '{name}' added: accept or reject its samples below."
+                                + (f" {self._generate_note}" if self._generate_note else ""))
 
         self._generate_job = self.studio.engine.submit(f"Generate '{kind.name}'", run_generate, task, on_result=store)
+        self._generate_note = note
         self.update_enabled()
         return self._generate_job
 
