@@ -19,7 +19,6 @@ import pytest
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
-from anogen.data.imageio import list_images
 from anogen.outputs import MARKER_NAME
 
 TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
