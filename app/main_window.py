@@ -28,8 +28,10 @@ from app.engine import JobEngine
 from app.icons import icon
 from app.job_area import JobArea
 from app.project_tree import ProjectTree
+from app.relink import relink_moved_datasets
 from app.settings import Settings
 from app.studio import Selection, Studio
+from app.widgets.wheel_guard import guard_wheel
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,8 @@ class MainWindow(QMainWindow):
             "generate": GeneratePanel(self.studio, self.controller),
             "train": TrainPanel(self.studio, self.controller),
         }
+        for panel in self.panels.values():
+            guard_wheel(panel)  # scrolling the panel never moves a threshold or an opacity
         self.tabs = QTabWidget()
         self.tabs.setObjectName("panelTabs")
         self.tabs.setDocumentMode(True)
@@ -316,8 +320,10 @@ class MainWindow(QMainWindow):
         try:
             workspace = Workspace.open(folder)
         except AnoGenError as exc:
-            self.show_error("Cannot open project", str(exc))
-            return False
+            workspace = relink_moved_datasets(self, folder)  # a linked dataset moved: ask where to
+            if workspace is None:
+                self.show_error("Cannot open project", str(exc))
+                return False
         self._set_workspace(workspace)
         return True
 

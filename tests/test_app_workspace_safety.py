@@ -80,3 +80,22 @@ def test_a_project_open_elsewhere_opens_read_only_and_says_who_has_it(window, pr
     window.close_project()
     assert window.open_project(project)  # the holder is gone: writable again
     assert not window.studio.workspace.read_only and "read-only" not in window.windowTitle()
+
+
+def test_a_moved_dataset_is_asked_for_and_re_pointed(window, tmp_path, monkeypatch) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    dataset = tmp_path / "dataset"
+    for index in range(2):
+        write_image(dataset / "train" / "good" / f"{index}.png", np.zeros((32, 32, 3), np.uint8))
+    with Workspace.create(tmp_path / "linked", "Linked") as workspace:
+        workspace.link_dataset(dataset)
+        workspace.save()
+    moved = dataset.rename(tmp_path / "moved")
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda parent, caption, start: asked.append(caption) or str(moved))
+    assert window.open_project(tmp_path / "linked")
+    assert len(asked) == 1 and str(dataset) in asked[0]
+    assert window.studio.workspace.project.linked_datasets == [str(moved)]
+    assert json.loads((tmp_path / "linked" / "project.json").read_text())["linked_datasets"] == [str(moved)]
