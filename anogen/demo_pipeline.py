@@ -135,7 +135,8 @@ class DemoResult:
         """Where the time went, printed after the table and written to the report."""
         lines = [f"{stage:<28}{seconds / 60:>6.1f} min" for stage, seconds in self.timings.items()]
         policy = self.compute
-        lines.append(f"{'total':<28}{self.seconds / 60:>6.1f} min  ({policy.get('threads')} threads, "
+        threads = policy.get("threads")
+        lines.append(f"{'total':<28}{self.seconds / 60:>6.1f} min  ({threads} thread{'' if threads == 1 else 's'}, "
                      f"{policy.get('precision')})")
         return "\n".join(lines)
 

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""The CPU compute policy, measured: 1 thread vs every core, fp32 vs bf16 autocast.
+
+For each stage (a stage-1 learning step and one stage-2 image on the embedded demo
+model, a DRAEM and a DeSTSeg training step and DRAEM inference at the ``quick``
+preset) the median time over ``--repeats`` runs after a warm-up, for every pair of
+thread count and precision. Prints a Markdown table with the ratios and writes JSON.
+
+    python benchmarks/bench_cpu_policy.py --json benchmarks/results/cpu_policy.json
+
+Run it on an idle machine: other heavy processes make every number meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: allocations, oneDNN kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def stage_learn_step():
+    """Forward + backward of the demo UNet on a batch of 4 support crops (what stage 1 does per step)."""
+    import torch
+
+    from anogen.diffusion.models import load_model
+    from anogen.resources import demo_model_path
+
+    model = load_model(str(demo_model_path()), device="cpu")
+    latent = model.resolution // model.vae_scale_factor
+    channels = model.unet.config.in_channels
+    vector = torch.zeros(model.token_width, requires_grad=True)
+    ids = model.tokenize(["a photo of a defect"] * 4)
+
+    def step() -> None:
+        text = model.encode_token_ids(ids) + vector
+        noise = model.unet(torch.randn(4, channels, latent, latent), torch.tensor([500] * 4), text).sample
+        noise.pow(2).mean().backward()
+
+    return step
+
+
+def stage_generate_image():
+    """One 64 px crop generated with 20 DDIM steps and guidance (stage 2's inner loop)."""
+    import numpy as np
+
+    from anogen.data.boxes import Box
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.textual_inversion import add_placeholder_token
+    from anogen.resources import demo_model_path
+
+    model = load_model(str(demo_model_path()), device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    request = GenerationRequest(image=image, box=Box(40, 40, 70, 70), seed=0)
+    config = GenerateConfig(steps=20, guidance=5.0)
+    add_placeholder_token(model, "<bench-defect>")  # an untrained row: the timing is the same
+    return lambda: generate(model, "<bench-defect>", [request], config)
+
+
+def stage_detector_step(kind: str):
+    import torch
+
+    from anogen.detection.base import TrainBatch
+    from anogen.detection.registry import build_detector
+
+    detector = build_detector(kind, preset="quick", for_loading=True).train()
+    cfg = detector.config
+    phase = detector.training_phases(1000)[0]
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=generator)
+    mask = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size, generator=generator) > 0.9).float()
+    batch = TrainBatch(image=image, clean=image, mask=mask, weak=torch.zeros(cfg.batch_size, dtype=torch.bool))
+
+    def step() -> None:
+        loss, _ = detector.training_loss(batch, phase.name, tau=0.9)
+        phase.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        phase.optimizer.step()
+
+    return step
+
+
+def stage_inference():
+    import torch
+
+    from anogen.detection.registry import build_detector
+
+    detector = build_detector("draem", preset="quick", for_loading=True).eval()
+    size = detector.config.image_size
+    images = torch.rand(8, 3, size, size)
+
+    def infer() -> None:
+        with torch.no_grad():
+            detector(images)
+
+    return infer
+
+
+STAGES = {
+    "stage-1 learning step": stage_learn_step,
+    "stage-2 image (20 steps)": stage_generate_image,
+    "DRAEM quick training step": lambda: stage_detector_step("draem"),
+    "DeSTSeg quick training step": lambda: stage_detector_step("destseg"),
+    "DRAEM quick inference (8 images)": stage_inference,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/cpu_policy.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from anogen.compute import available_cores, cpu_has_fast_bf16
+
+    cores = available_cores()
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {cores} cores, native bf16: {cpu_has_fast_bf16()}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, load average {load:.1f}")
+    rows = []
+    for name in args.stages:
+        fn = STAGES[name]()
+        times = {}
+        for threads in sorted({1, cores}):
+            torch.set_num_threads(threads)
+            for precision in ("fp32", "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    times[f"{threads}t {precision}"] = median_seconds(fn, args.repeats)
+        rows.append({"stage": name, "seconds": times})
+        print(name, {k: round(v, 3) for k, v in times.items()}, flush=True)
+
+    many = f"{cores}t"
+    print(f"\n| stage | 1 thread fp32 (s) | {cores} threads fp32 (s) | {cores} threads / 1 | bf16 / fp32 ({cores} threads) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        t = row["seconds"]
+        print(f"| {row['stage']} | {t['1t fp32']:.3f} | {t[f'{many} fp32']:.3f} | "
+              f"{t['1t fp32'] / t[f'{many} fp32']:.2f}x faster | {t[f'{many} bf16'] / t[f'{many} fp32']:.2f}x time |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"cores": cores, "native_bf16": cpu_has_fast_bf16(), "load_average": load,
+                                     "torch": torch.__version__, "stages": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
