@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from _app_helpers import (add_learned_kind_and_set, drag, visible_message_boxes, window_factory,  # noqa: E402
                           write_project)
 from anogen.data.workspace import Workspace  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 from app.canvas import Tool  # noqa: E402
 from app.studio import Selection  # noqa: E402
 
@@ -269,3 +270,46 @@ def test_generate_button_names_the_current_n(make_window, project, qtbot):
     for n in (1, 7, 3):
         panel.per_box_spin.setValue(n)
         assert panel.generate_button.text() == f"Generate {n} per box"
+
+
+# ---------------------------------------------------------------- bug 10
+def _wheel(widget, steps: int = -3) -> None:
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, 120 * steps),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    window.activateWindow()
+    window.show_panel("train")
+    train = window.panels["train"]
+    threshold = train.threshold_slider
+    before = threshold.value()
+    bar = train.scroll.verticalScrollBar()
+    bar.setValue(0)
+    _wheel(threshold)
+    assert threshold.value() == before
+    assert bar.maximum() == 0 or bar.value() > 0, "the wheel scrolls the panel instead"
+
+    window.show_panel("defects")
+    opacity = window.panels["defects"].opacity_slider
+    start = opacity.value()
+    _wheel(opacity, steps=2)
+    assert opacity.value() == start
+    spin = window.panels["defects"].steps_spin
+    value = spin.value()
+    _wheel(spin, steps=2)
+    assert spin.value() == value
+
+    # Focused (clicked or tabbed to), the wheel changes the value as usual.
+    opacity.setFocus()
+    qtbot.waitUntil(opacity.hasFocus, timeout=2000)
+    _wheel(opacity, steps=2)
+    assert opacity.value() != start
