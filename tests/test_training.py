@@ -201,8 +201,9 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_finishes_identically(catego
     with pytest.raises(JobCancelled):
         train(config_for("draem", category, tmp_path / "run"), stop_after_step_three, cancel)
     assert read_checkpoint_info(tmp_path / "run", "last").step == 2
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best", "history.jsonl", "last"]
-    with pytest.raises(InputError, match="already holds"):
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".anogen-output", "best", "history.jsonl",
+                                                                    "last"]
+    with pytest.raises(InputError, match="incomplete: step 2 of 4, resume with --resume"):
         train(config_for("draem", category, tmp_path / "run"))
 
     resumed = train(config_for("draem", category, tmp_path / "run", resume=True))
