@@ -234,6 +234,7 @@ def relocate_paths(staging: Path, final: Path) -> None:
 def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
                  cancel: Optional[threading.Event]) -> DemoResult:
     from anogen.data.demo import DEFECT_KINDS, write_demo_dataset
+    from anogen.data.generated import merge_generated_sets
     from anogen.diffusion.models import load_model
     from anogen.resources import demo_model_path
 
@@ -261,8 +262,8 @@ def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
         kinds = [_learn_and_generate(model, data_root / category, category, kind, plan, config, out, stages, timer,
                                      cancel)
                  for kind in DEFECT_KINDS[category]]
-        generated_dir = _merge_generated(out / "generated" / category, [out / "generated" / category / k.kind
-                                                                      for k in kinds])
+        generated_dir = merge_generated_sets([out / "generated" / category / k.kind for k in kinds],
+                                             out / "generated" / category / "all")
         support = [p for k in kinds for p in k.support_images]
         baseline, base_history = _train_and_evaluate(data_root / category, None, support, plan, config,
                                                      out / "detectors" / category / "baseline",
@@ -343,21 +344,6 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
                       heldout_loss_learned=loss_learned, heldout_loss_init=loss_init,
                       generated=len(generated.samples), realism_generated=realism_generated,
                       realism_real=realism_real)
-
-
-def _merge_generated(folder: Path, parts: list[Path]) -> Path:
-    """One generated set with every defect kind of a category (what the trainer reads)."""
-    from anogen.data.generated import GeneratedSetWriter, read_generated_set
-
-    merged = folder / "all"
-    with GeneratedSetWriter(merged) as writer:
-        for part in parts:
-            for sample in read_generated_set(part):
-                writer.add(sample.load_image(), box=sample.box, source=sample.source, defect_kind=sample.defect_kind,
-                           seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
-                           steps=sample.steps, guidance=sample.guidance, status=sample.status,
-                           id=f"{sample.defect_kind}_{sample.id}")
-    return merged
 
 
 def _train_and_evaluate(category_dir: Path, generated_dir: Optional[Path], support: list[str], plan: DemoPlan,

@@ -475,6 +475,10 @@ class MetricsReport:
     n_defective: int = 0
     n_excluded: int = 0
     notes: list[str] = field(default_factory=list)
+    # Filled by a detector evaluation: scored test images per defect kind ("good"
+    # included), and the generated samples per defect kind the detector trained on.
+    test_per_kind: dict[str, int] = field(default_factory=dict)
+    generated_per_kind: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """A JSON-safe dict with the DESIGN.md keys; undefined metrics become null."""

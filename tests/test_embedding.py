@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from anogen.data.boxes import Box
 from anogen.data.imageio import write_image, write_mask
+from anogen.diffusion.crop import context_window
 from anogen.diffusion.embedding import (
     LearnConfig,
-    defect_crop,
     encode_support,
     init_vector,
     learn_embedding,
@@ -250,13 +251,11 @@ def test_masked_loss_ignores_everything_outside_the_mask():
 def test_small_defects_are_cropped_with_context_and_thin_ones_survive(model_dirs, tmp_path):
     mask = np.zeros((512, 768), bool)
     mask[300:310, 600:620] = True  # a 20x10 px defect in a large image
-    left, top, right, bottom = defect_crop(mask, "auto", margin=1.0, auto_below=0.5)
-    assert right - left == bottom - top == 60
-    assert left <= 600 and right >= 620 and top <= 300 and bottom >= 310
-    assert defect_crop(mask, "off", 1.0, 0.5) == (0, 0, 768, 512)
-    big = np.zeros((100, 100), bool)
-    big[10:90, 10:90] = True
-    assert defect_crop(big, "auto", 1.0, 0.5) == (0, 0, 100, 100)
+    window = context_window(Box.from_mask(mask), 512, 768)
+    assert window.width == window.height == 60
+    assert window.x0 <= 600 and window.x1 >= 620 and window.y0 <= 300 and window.y1 >= 310
+    assert context_window(Box.from_mask(mask), 512, 768, mode="off") == Box(0, 0, 768, 512)
+    assert context_window(Box(10, 10, 90, 90), 100, 100) == Box(0, 0, 100, 100)
 
     # a one-pixel scratch still reaches the latent-grid loss mask
     image = np.full((256, 256, 3), 128, np.uint8)

@@ -12,7 +12,6 @@ from anogen.diffusion.sampler import (
     GenerateConfig,
     GenerationRequest,
     composite,
-    context_crop,
     generate,
 )
 from anogen.errors import InputError, JobCancelled, ModelError
@@ -147,18 +146,6 @@ def test_feathered_edge_stays_inside_the_box():
     result = composite(source, generated, Box(0, 0, 20, 20), box, feather=3)
     assert not result[~box.to_mask(20, 20)].any()
     assert 0 < result[5, 10, 0] < result[7, 10, 0] < 200 and result[10, 10, 0] == 200
-
-
-def test_context_crop_geometry():
-    box = Box(1990, 5, 2040, 45)  # near a corner of a wide image
-    crop = context_crop(box, 1000, 3000, context_margin=1.0)
-    assert crop.width == crop.height == 150
-    assert crop.x0 <= box.x0 and crop.y0 <= box.y0 and crop.x1 >= box.x1 and crop.y1 >= box.y1
-    assert crop.y0 == 0 and crop.x1 <= 3000
-    full = Box(0, 0, 100, 100)
-    assert context_crop(Box(10, 10, 30, 30), 100, 100) == full  # 60 px window >= half the image: whole image
-    assert context_crop(Box(10, 10, 30, 30), 100, 100, mode="on") == Box(0, 0, 60, 60)
-    assert context_crop(Box(10, 10, 12, 12), 100, 100, mode="off") == full
 
 
 def test_bad_requests_fail_clearly(tiny):

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--normals", type=Path, required=True, help="folder of good images")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
+    parser.add_argument("--preset", choices=("default", "paper"), default="default",
+                        help="paper: the reference code's setup (whole image, no context crop) for every option "
+                             "left at its default; see docs/fidelity.md")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0, deterministic)")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, prompt=args.prompt,
                             negative_prompt=args.negative_prompt, feather=args.feather,
                             crop=args.crop, context_margin=args.context_margin,
-                            batch_size=args.batch_size, seed=args.seed)
+                            batch_size=args.batch_size, seed=args.seed).with_preset(args.preset)
     with TqdmProgress("generate", disable=args.quiet) as progress:
         result = generate_set(args.model, args.embedding, args.normals, args.out, per_image=args.per_image,
                               samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token", default=None,
                         help="placeholder token (default: <OUT file name>, e.g. <scratch> for scratch.safetensors)")
     parser.add_argument("--init-word", default="defect", help="word(s) the embedding starts from (default: defect)")
+    parser.add_argument("--preset", choices=("default", "paper"), default="default",
+                        help="paper: the reference code's setup (6100 steps, lr 0.005 x batch 4 = 0.02, no crop) "
+                             "for every option left at its default; see docs/fidelity.md")
     parser.add_argument("--steps", type=int, default=6000, help="optimisation steps (default 6000, the paper's)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (default 0.005)")
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, checkpoint_path=checkpoint,
         resume_from=checkpoint if args.resume else None, device=args.device,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
+    config = config.with_preset(args.preset)
     validate_support(config)  # fail on a bad support set before the (slow) model load
     model = load_model(args.model, device=args.device, precision=args.precision,
                        allow_download=args.allow_download, config_dir=args.config_dir,

@@ -1,4 +1,4 @@
-"""``anogen train``: train a DRAEM or DeSTSeg detector on a category (+ a generated set)."""
+"""``anogen train``: train a DRAEM or DeSTSeg detector on a category (+ generated sets)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a defect detector (DRAEM or DeSTSeg)",
         description="Train a detector on the good images of one MVTec AD category, mixing its own synthetic "
-                    "anomalies with a generated set (box labels, tau-filtered loss). Writes OUT/best and "
+                    "anomalies with generated sets (box labels, tau-filtered loss). Writes OUT/best and "
                     "OUT/last (safetensors + detector.json) and OUT/history.jsonl.")
     parser.add_argument("--data", type=Path, required=True, metavar="CAT_DIR",
                         help="one MVTec AD category (train/good, test/<kind>, ground_truth/<kind>)")
     parser.add_argument("--detector", choices=("draem", "destseg"), required=True)
-    parser.add_argument("--generated", type=Path, metavar="DIR",
-                        help="generated set (images/, masks/, manifest.jsonl); without it: synthesis only")
+    parser.add_argument("--generated", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="generated sets (images/, masks/, manifest.jsonl), e.g. one per defect kind of the "
+                             "category; without any: synthesis only")
     parser.add_argument("--tau", type=float, default=0.9,
                         help="box pixels already called normal with probability >= tau get no loss (default 0.9; "
                              "1.0 = plain box supervision)")
@@ -88,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from anogen.outputs import check_output_dir
 
     check_output_dir(args.out, "train", overwrite=args.overwrite, recognise=_is_training_run,
-                     inputs=[args.data, args.generated, args.textures, args.teacher])
+                     inputs=[args.data, *args.generated, args.textures, args.teacher])
 
     config = TrainConfig(
-        data_dir=args.data, detector=args.detector, out_dir=args.out, generated_dir=args.generated,
+        data_dir=args.data, detector=args.detector, out_dir=args.out, generated_dirs=list(args.generated),
         preset=args.preset, overrides=parse_overrides(args.overrides), steps=args.steps, tau=args.tau,
         mix=args.mix, synthesis=args.synthesis, weak_all=args.weak_all, seed=args.seed, device=args.device,
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,

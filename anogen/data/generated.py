@@ -361,3 +361,48 @@ class GeneratedSetWriter:
 class _Discard(Exception):
     """Internal signal that tells staged_directory to drop the staging folder."""
 
+
+
+# ----------------------------------------------------------------------------- several sets
+
+
+def read_generated_sets(folders: Sequence[str | os.PathLike]) -> list[tuple[Path, GeneratedSample]]:
+    """The samples of several sets (a category's defect kinds), each with its set folder.
+
+    Naming a set twice is an error: its samples would silently count double.
+    """
+    seen: dict[Path, str] = {}
+    combined: list[tuple[Path, GeneratedSample]] = []
+    for folder in folders:
+        folder = Path(folder)
+        key = folder.resolve()
+        if key in seen:
+            raise InputError(f"{folder}: the generated set is given twice (also as {seen[key]})")
+        seen[key] = str(folder)
+        combined += [(folder, sample) for sample in read_generated_set(folder)]
+    return combined
+
+
+def merge_generated_sets(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write one set holding every sample of ``parts``; returns its folder.
+
+    Ids get their defect kind as a prefix (``scratch_000003``) so that sets numbered from
+    zero do not clash, and the sample's position too if they still do. A ``source``
+    relative to its part's folder is made absolute, since it would not resolve from
+    ``out``.
+    """
+    used: set[str] = set()
+    with GeneratedSetWriter(out) as writer:
+        for index, (folder, sample) in enumerate(read_generated_sets(parts)):
+            source = Path(sample.source)
+            if not source.is_absolute() and (folder / source).is_file():
+                source = (folder / source).resolve()
+            sample_id = f"{sample.defect_kind}_{sample.id}"
+            if sample_id in used:
+                sample_id = f"{sample.defect_kind}_{index:06d}_{sample.id}"
+            used.add(sample_id)
+            writer.add(sample.load_image(), box=sample.box, source=str(source), defect_kind=sample.defect_kind,
+                       seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
+                       steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample_id,
+                       mask=sample.load_mask())
+    return Path(out)

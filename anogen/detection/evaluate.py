@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -100,4 +101,6 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
                               n_excluded=n_excluded)
     metrics.notes.append(f"excluded {len(support_hits)} support image(s) and {len(validation_hits)} "
                          "validation image(s) from the test set")
+    metrics.test_per_kind = dict(sorted(Counter(str(r.defect_kind) for r in kept).items()))
+    metrics.generated_per_kind = dict(provenance.get("generated_per_kind") or {})
     return metrics

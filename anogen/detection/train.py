@@ -2,14 +2,15 @@
 
 The job (see :mod:`anogen.jobs`):
 
-1. reads the category (MVTec AD layout) and, optionally, a generated set;
+1. reads the category (MVTec AD layout) and, optionally, generated sets (one per defect
+   kind; the paper trains each category on all its kinds at once);
 2. resizes every image once to the detector's input size and keeps it in memory;
 3. splits off a validation set: a seeded, per-defect-kind share of the category's
    labelled test images (support images the caller names are left out of it); when the
    category has no labelled anomalies, a held-out share of the good training images
    plus synthetic anomalies made on them (so no test label is ever needed);
 4. trains through the detector's phases (:meth:`Detector.training_phases`) on batches
-   that mix its own synthesis with the generated set
+   that mix its own synthesis with the generated samples
    (:class:`~anogen.detection.training_data.MixedBatchSampler`);
 5. every ``validate_every`` steps (and at the end) scores the validation set, writes
    ``<out>/last`` and, when the validation score improved, ``<out>/best``.
@@ -34,6 +35,7 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +90,8 @@ class TrainConfig:
     data_dir: Path
     detector: str
     out_dir: Path
-    generated_dir: Optional[Path] = None
+    generated_dirs: Sequence[Path] = ()  # generated sets, e.g. one per defect kind of the category
+    generated_dir: Optional[Path] = None  # one more set (for callers that pass a single one)
     preset: str = "quick"
     overrides: dict[str, Any] = field(default_factory=dict)
     steps: Optional[int] = None
@@ -108,6 +111,11 @@ class TrainConfig:
     overwrite: bool = False
     log_every: int = 1
 
+    @property
+    def generated_sets(self) -> list[Path]:
+        """Every generated set to train on: ``generated_dirs`` and then ``generated_dir``."""
+        return [Path(p) for p in self.generated_dirs] + ([Path(self.generated_dir)] if self.generated_dir else [])
+
     def validate(self) -> None:
         if self.detector not in DETECTORS:
             raise InputError(f"unknown detector '{self.detector}'; choose one of {', '.join(DETECTORS)}")
@@ -117,7 +125,7 @@ class TrainConfig:
             raise InputError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.mix <= 1.0:
             raise InputError(f"mix must be in [0, 1], got {self.mix}")
-        if self.mix == 0.0 and self.generated_dir is None:
+        if self.mix == 0.0 and not self.generated_sets:
             raise InputError("mix 0 trains on generated samples only; give a generated set")
         if self.synthesis not in SYNTHESIS_METHODS:
             raise InputError(f"unknown synthesis '{self.synthesis}'; choose one of {', '.join(SYNTHESIS_METHODS)}")
@@ -362,11 +370,11 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     split_rng = np.random.default_rng([config.seed, 0xA1])
     check_cancel(cancel)
 
-    # The generated set first: its problems are cheaper to find than reading every image.
+    # The generated sets first: their problems are cheaper to find than reading every image.
     generated: list[GeneratedItem] = []
-    if config.generated_dir is not None:
-        report(Progress(0, 0, "reading the generated set"))
-        generated = load_generated_items(config.generated_dir, size,
+    if config.generated_sets:
+        report(Progress(0, 0, "reading the generated sets"))
+        generated = load_generated_items(config.generated_sets, size,
                                          good_paths=[Path(r.path) for r in category.train],
                                          search_dirs=[Path(config.data_dir), Path(config.data_dir).parent])
     check_cancel(cancel)
@@ -423,8 +431,9 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         "overrides": dict(config.overrides),
         "steps": total,
         "data_dir": str(Path(config.data_dir).resolve()),
-        "generated_set": str(Path(config.generated_dir).resolve()) if config.generated_dir else None,
+        "generated_sets": [str(Path(p).resolve()) for p in config.generated_sets],
         "generated_samples": len(generated),
+        "generated_per_kind": dict(sorted(Counter(item.defect_kind for item in generated).items())),
         "textures_dir": str(Path(config.textures_dir).resolve()) if config.textures_dir else None,
         "data_pipeline": asdict(pipeline),
         "train_images": len(good),
@@ -550,6 +559,7 @@ def train_config_to_json(config: TrainConfig) -> dict[str, Any]:
         if isinstance(value, Path):
             data[key] = str(value)
     data["exclude"] = [str(p) for p in config.exclude]
+    data["generated_dirs"] = [str(p) for p in config.generated_dirs]
     return data
 
 

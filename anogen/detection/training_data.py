@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from anogen.data.generated import GeneratedSample, read_generated_set, usable_samples
+from anogen.data.generated import GeneratedSample, read_generated_sets
 from anogen.data.imageio import read_image, read_mask
 from anogen.detection.base import TrainBatch
 from anogen.detection.pipeline import DataPipeline
@@ -79,6 +79,7 @@ class GeneratedItem:
     image: np.ndarray  # float32 (S, S, 3)
     mask: np.ndarray  # float32 (S, S), the box
     clean: np.ndarray  # float32 (S, S, 3), the source good image
+    defect_kind: str = ""
 
 
 def _resolve_source(sample: GeneratedSample, set_folder: Path, search_dirs: Sequence[Path],
@@ -101,23 +102,26 @@ def _resolve_source(sample: GeneratedSample, set_folder: Path, search_dirs: Sequ
     return by_name.get(source.name)
 
 
-def load_generated_items(folder: str | os.PathLike, size: int, *,
+def load_generated_items(folders: str | os.PathLike | Sequence[str | os.PathLike], size: int, *,
                          good_paths: Sequence[Path] = (),
                          search_dirs: Sequence[Path] = ()) -> list[GeneratedItem]:
-    """Read a generated set, drop rejected samples, and resize everything to ``size``.
+    """Read one generated set or several (a category's defect kinds), drop rejected
+    samples, and resize everything to ``size``.
 
-    Raises :class:`InputError` when the set has no usable sample, when a sample's source
+    Raises :class:`InputError` when a set has no usable sample, when a sample's source
     good image cannot be found, or when image, mask and source differ in size.
     """
-    folder = Path(folder)
-    samples = usable_samples(read_generated_set(folder))
-    if not samples:
-        raise InputError(f"{folder}: the generated set has no usable samples "
-                         "(it is empty or every sample was rejected)")
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    samples = [(folder, sample) for folder, sample in read_generated_sets(folders) if sample.usable]
+    for folder in map(Path, folders):
+        if not any(f == folder for f, _ in samples):
+            raise InputError(f"{folder}: the generated set has no usable samples "
+                             "(it is empty or every sample was rejected)")
     by_name = {Path(p).name: Path(p) for p in good_paths}
     items: list[GeneratedItem] = []
     sources: dict[Path, np.ndarray] = {}
-    for sample in samples:
+    for folder, sample in samples:
         source_path = _resolve_source(sample, folder, search_dirs, by_name)
         if source_path is None:
             raise InputError(f"{folder}: sample {sample.id}: its source good image '{sample.source}' was not "
@@ -135,7 +139,7 @@ def load_generated_items(folder: str | os.PathLike, size: int, *,
                 f"{folder}: sample {sample.id}: generated image is {image.shape[1]}x{image.shape[0]} but its "
                 f"source {source_path} is {source.shape[1]}x{source.shape[0]}; they must be the same size")
         items.append(GeneratedItem(id=sample.id, image=resize_image(image, size), mask=resize_mask(mask, size),
-                                   clean=resize_image(source, size)))
+                                   clean=resize_image(source, size), defect_kind=sample.defect_kind))
     return items
 
 

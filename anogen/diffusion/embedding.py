@@ -9,8 +9,8 @@ the token, predicts the noise added to the support latents *inside the defect ma
 How the pieces fit:
 
 1. :func:`prepare_support` reads each image and mask, optionally crops around the
-   defect with a context margin (small defects on large images), and resizes to the
-   model's resolution (bicubic image, bilinear mask).
+   defect with a context margin (small defects on large images; the same window rule
+   as stage 2, :mod:`anogen.diffusion.crop`), and resizes to the model's resolution.
 2. The support latents are encoded once, for both horizontal flips, and the masks
    are moved to the latent grid the way the reference code does (bilinear resize,
    then every non-zero cell becomes 1).
@@ -40,8 +40,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from anogen.atomic import atomic_write_bytes
+from anogen.data.boxes import Box
 from anogen.data.imageio import read_image_and_mask
 from anogen.diffusion.captions import sample_caption
+from anogen.diffusion.crop import context_window, validate_crop
 from anogen.diffusion.textual_inversion import (  # noqa: F401  (re-exported: one import for stage 1)
     LearnedEmbedding,
     add_placeholder_token,
@@ -55,7 +57,16 @@ from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 log = logging.getLogger(__name__)
 
-CROP_CHOICES = ("auto", "on", "off")
+
+
+# Stage-1 presets (see anogen.diffusion.presets). "paper" is the reference code's setup
+# (gaobb/AnoGen, txt2img-1p4B-finetune.yaml and main.py): 6100 steps of batch 4 at lr
+# 0.005 scaled by the batch size (an effective 0.02), the whole image, no context crop.
+# docs/fidelity.md says why the project's defaults differ.
+LEARN_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"steps": 6100, "batch_size": 4, "lr": 0.005, "scale_lr": True, "crop_to_defect": "off"},
+}
 
 
 @dataclass
@@ -89,6 +100,13 @@ class LearnConfig:
     @property
     def effective_lr(self) -> float:
         return self.lr * self.batch_size if self.scale_lr else self.lr
+
+    def with_preset(self, name: str) -> "LearnConfig":
+        """This config with a :data:`LEARN_PRESETS` entry applied to the fields left at
+        their defaults."""
+        from anogen.diffusion.presets import apply_preset
+
+        return apply_preset(self, LEARN_PRESETS, name)
 
 
 @dataclass
@@ -138,38 +156,11 @@ def _validate(config: LearnConfig) -> None:
         raise InputError(f"batch size must be at least 1, got {config.batch_size}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise InputError(f"learning rate must be a positive number, got {config.lr}")
-    if config.crop_to_defect not in CROP_CHOICES:
-        raise InputError(f"crop_to_defect must be one of {', '.join(CROP_CHOICES)}, got '{config.crop_to_defect}'")
-    if config.context_margin < 0:
-        raise InputError(f"context margin must be >= 0, got {config.context_margin}")
+    validate_crop(config.crop_to_defect, config.context_margin, config.auto_crop_below, what="crop_to_defect")
     if config.checkpoint_every < 1:
         raise InputError(f"checkpoint_every must be at least 1, got {config.checkpoint_every}")
     if not config.init_word.strip():
         raise InputError("init word must not be empty")
-
-
-def defect_crop(mask: np.ndarray, mode: str, margin: float, auto_below: float) -> tuple[int, int, int, int]:
-    """The square window (left, top, right, bottom) to learn from.
-
-    The defect's bounding box grown by ``margin`` times its longer side on every side,
-    kept inside the image. ``auto`` crops only when that window is smaller than
-    ``auto_below`` of the image's shorter side, i.e. when the defect would otherwise be
-    a few latent cells in a downscaled image.
-    """
-    height, width = mask.shape
-    full = (0, 0, width, height)
-    if mode == "off":
-        return full
-    ys, xs = np.nonzero(mask)
-    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    side = int(math.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
-    side = max(1, min(side, height, width))
-    if mode == "auto" and side >= auto_below * min(height, width):
-        return full
-    cx, cy = (left + right) / 2, (top + bottom) / 2
-    x0 = int(round(min(max(cx - side / 2, 0), width - side)))
-    y0 = int(round(min(max(cy - side / 2, 0), height - side)))
-    return (x0, y0, x0 + side, y0 + side)
 
 
 def _read_shot(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +184,9 @@ def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
     for image_path, mask_path in zip(config.images, config.masks):
         image_path, mask_path = Path(image_path), Path(mask_path)
         image, mask = _read_shot(image_path, mask_path)
-        crop = defect_crop(mask, config.crop_to_defect, config.context_margin, config.auto_crop_below)
+        window = context_window(Box.from_mask(mask), *mask.shape, mode=config.crop_to_defect,
+                                context_margin=config.context_margin, auto_below=config.auto_crop_below)
+        crop = (window.x0, window.y0, window.x1, window.y1)
         left, top, right, bottom = crop
         image_crop = Image.fromarray(image[top:bottom, left:right])
         mask_crop = Image.fromarray(mask[top:bottom, left:right].astype(np.float32))

@@ -2,9 +2,10 @@
 
 For each request (good image, box, seed) the sampler
 
-1. cuts a crop around the box (the box plus a context margin; the whole image when the
-   box is large) and resizes it to the model's native resolution, so a 60 px box on a
-   2048 px image is generated at full detail;
+1. cuts a square crop around the box (the box plus a context margin; the whole image
+   when the box is large), by the same rule stage 1 crops its support shots
+   (:mod:`anogen.diffusion.crop`), and resizes it to the model's native resolution, so
+   a 60 px box on a 2048 px image is generated at full detail;
 2. runs the DDIM loop explicitly (diffusers' :class:`~diffusers.DDIMScheduler` does the
    step arithmetic) with classifier-free guidance:
 
@@ -37,13 +38,14 @@ import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from anogen.data.boxes import Box, BoxPlacement, BoxRule, BoxSizeRange, ForegroundMethod
+from anogen.diffusion.crop import context_window, validate_crop
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
@@ -55,7 +57,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CROP_CHOICES = ("auto", "on", "off")
+
+# Stage-2 presets (see anogen.diffusion.presets). "paper": the reference code generated
+# on the whole image (no context crop); its sampler settings are already the defaults.
+GENERATE_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"crop": "off", "steps": 50, "guidance": 10.0, "eta": 0.0},
+}
 
 
 @dataclass
@@ -76,6 +84,13 @@ class GenerateConfig:
     preview_every: int = 0  # send a preview image every k steps (0 = never)
     seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
 
+    def with_preset(self, name: str) -> "GenerateConfig":
+        """This config with a :data:`GENERATE_PRESETS` entry applied to the fields left at
+        their defaults."""
+        from anogen.diffusion.presets import apply_preset
+
+        return apply_preset(self, GENERATE_PRESETS, name)
+
     def validate(self) -> None:
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
@@ -85,12 +100,7 @@ class GenerateConfig:
             raise InputError(f"eta must be in [0, 1], got {self.eta}")
         if self.feather < 0:
             raise InputError(f"feather must be >= 0 pixels, got {self.feather}")
-        if self.crop not in CROP_CHOICES:
-            raise InputError(f"crop must be one of {', '.join(CROP_CHOICES)}, got {self.crop!r}")
-        if not math.isfinite(self.context_margin) or self.context_margin < 0:
-            raise InputError(f"context margin must be >= 0, got {self.context_margin}")
-        if not 0.0 <= self.auto_crop_below <= 1.0:
-            raise InputError(f"auto_crop_below must be in [0, 1], got {self.auto_crop_below}")
+        validate_crop(self.crop, self.context_margin, self.auto_crop_below)
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.vae_batch_size < 1:
@@ -119,35 +129,6 @@ class GeneratedImage:
 
 
 # ----------------------------------------------------------------------------- geometry
-
-
-def context_crop(box: Box, height: int, width: int, context_margin: float = 1.0, mode: str = "auto",
-                 auto_crop_below: float = 0.5) -> Box:
-    """The region generated for ``box``, chosen the way stage 1 crops its support shots
-    (so a defect is generated at the scale it was learned at).
-
-    A square of side ``longer box side * (1 + 2 * margin)`` centred on the box and shifted
-    to stay inside the image. ``mode="off"`` or, with ``"auto"``, a square of at least
-    ``auto_crop_below`` of the image's shorter side gives the whole image instead.
-    """
-    full = Box(0, 0, width, height)
-    side = math.ceil(max(box.width, box.height) * (1.0 + 2.0 * context_margin))
-    if mode == "off" or (mode == "auto" and side >= auto_crop_below * min(height, width)):
-        return full
-    crop_w = min(width, max(side, box.width))
-    crop_h = min(height, max(side, box.height))
-    if crop_w == width and crop_h == height:
-        return full
-
-    def place(lo: int, hi: int, size: int, limit: int) -> int:
-        start = int(round((lo + hi) / 2 - size / 2))
-        start = min(max(start, 0), limit - size)
-        # Rounding must never cut the box: it lies inside [start, start + size).
-        return min(max(start, hi - size), lo)
-
-    x0 = place(box.x0, box.x1, crop_w, width)
-    y0 = place(box.y0, box.y1, crop_h, height)
-    return Box(x0, y0, x0 + crop_w, y0 + crop_h)
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -389,8 +370,8 @@ def _generate_batch(
     items: list[_Prepared] = []
     for request in requests:
         height, width = request.image.shape[:2]
-        crop = context_crop(request.box.bounds, height, width, config.context_margin, config.crop,
-                            config.auto_crop_below)
+        crop = context_window(request.box.bounds, height, width, mode=config.crop,
+                              context_margin=config.context_margin, auto_below=config.auto_crop_below)
         region = request.image[crop.y0:crop.y1, crop.x0:crop.x1]
         items.append(_Prepared(request, crop, _to_resolution(region, resolution),
                                _latent_mask(request.box, crop, (height, width), resolution, factor),
