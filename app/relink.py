@@ -8,8 +8,8 @@ re-points it with :meth:`anogen.data.workspace.Workspace.relink_dataset`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from PySide6.QtWidgets import QFileDialog, QWidget
 
@@ -21,7 +21,7 @@ AskFolder = Callable[[QWidget, str, str], str]
 
 
 def relink_moved_datasets(parent: QWidget, folder: Path,
-                          ask_folder: Optional[AskFolder] = None) -> Optional[Workspace]:
+                          ask_folder: AskFolder | None = None) -> Workspace | None:
     """Open ``folder`` after asking where its missing linked datasets went.
 
     Returns the opened, re-pointed and saved workspace, or ``None`` when no linked dataset

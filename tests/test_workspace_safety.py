@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from anogen.data.imageio import write_image, write_mask
-from anogen.data.project_lock import LOCK_NAME, ProjectLockedError, ReadOnlyProjectError, read_holder
+from anogen.data.project_lock import (
+    LOCK_NAME,
+    ProjectLockedError,
+    ReadOnlyProjectError,
+    read_holder,
+)
 from anogen.data.safe_names import safe_stem
 from anogen.data.workspace import Workspace, WorkspaceError
 from anogen.errors import InputError
