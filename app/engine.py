@@ -31,6 +31,40 @@ JobFn = Callable[[Any, Callable[[Progress], None], threading.Event], Any]
 DRAIN_MS = 50
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+PACE_WINDOW = 30  # the ETA follows the pace of about the last 30 steps
+
+
+class Pace:
+    """Steps per second in the steady state of a job, for its ETA.
+
+    Loading a model and the first step (lazy initialisation, caches, allocator warm-up)
+    can take as long as dozens of later steps, so the overall average (elapsed time over
+    the fraction done) put the first ETAs 3-4x too high. The pace is measured from the end
+    of the first step on, over the last ``PACE_WINDOW`` reports, and starts again when a
+    job moves on to a phase with another total or counts from the start again.
+    """
+
+    def __init__(self) -> None:
+        self._points: collections.deque[tuple[float, int]] = collections.deque(maxlen=PACE_WINDOW + 1)
+        self._total: Optional[int] = None
+
+    def observe(self, when: float, step: int, total: int) -> None:
+        if total != self._total or (self._points and step < self._points[-1][1]):
+            self._points.clear()
+            self._total = total
+        if step <= 0 or (self._points and step == self._points[-1][1]):
+            return  # nothing finished yet (loading), or a message without progress
+        self._points.append((when, step))
+
+    def eta(self, now: float) -> Optional[float]:
+        """Seconds left; None until two steps after the first one have been timed."""
+        if len(self._points) < 2 or not self._total:
+            return None
+        (t0, s0), (t1, s1) = self._points[0], self._points[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        seconds_per_step = (t1 - t0) / (s1 - s0)
+        return max(0.0, (self._total - s1) * seconds_per_step - max(0.0, now - t1))
 
 
 @dataclass(eq=False)
@@ -54,7 +88,8 @@ class Job:
     finished_at: Optional[float] = None
     last: Optional[Progress] = None
     metrics_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    _reports: collections.deque = field(default_factory=collections.deque, repr=False)
+    _reports: collections.deque = field(default_factory=collections.deque, repr=False)  # (time, Progress)
+    pace: Pace = field(default_factory=Pace, repr=False)
 
     @property
     def fraction(self) -> float:
@@ -65,12 +100,11 @@ class Job:
             return 0.0
         return (self.finished_at or time.monotonic()) - self.started_at
 
-    def eta_seconds(self) -> Optional[float]:
-        """Seconds left, judged from the pace so far; None until there is a pace."""
-        f = self.fraction
-        if self.started_at is None or f <= 0.0 or f >= 1.0:
+    def eta_seconds(self, now: Optional[float] = None) -> Optional[float]:
+        """Seconds left at the steady pace (see :class:`Pace`); None until there is one."""
+        if self.started_at is None or self.finished_at is not None or self.fraction >= 1.0:
             return None
-        return self.elapsed() * (1.0 - f) / f
+        return self.pace.eta(time.monotonic() if now is None else now)
 
     def is_active(self) -> bool:
         return self.state in (QUEUED, RUNNING)
@@ -98,7 +132,7 @@ class _Worker(QThread):
         job = self.job
 
         def progress(report: Progress) -> None:
-            job._reports.append(report)  # deque.append is thread-safe
+            job._reports.append((time.monotonic(), report))  # deque.append is thread-safe
 
         try:
             job.result = job.fn(job.config, progress, job.cancel_event)
@@ -248,7 +282,9 @@ class JobEngine(QObject):
     def _drain_job(self, job: Job) -> None:
         reports = []
         while job._reports:
-            reports.append(job._reports.popleft())
+            when, report = job._reports.popleft()
+            job.pace.observe(when, report.step, report.total)  # timed when sent, not when drained
+            reports.append(report)
         if not reports:
             return
         newest_preview = max((i for i, r in enumerate(reports) if r.preview is not None), default=-1)

@@ -313,3 +313,71 @@ def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project
     qtbot.waitUntil(opacity.hasFocus, timeout=2000)
     _wheel(opacity, steps=2)
     assert opacity.value() != start
+
+
+# ---------------------------------------------------------------- bug 14
+def test_first_eta_follows_the_steady_pace_not_the_warm_up():
+    from anogen.jobs import Progress
+    from app.engine import Job
+
+    job = Job(1, "Learn", lambda *a: None, None)
+    job.started_at = 0.0
+    clock = 0.0
+
+    def report(step: int, total: int = 100) -> None:
+        job.last = Progress(step, total, "")
+        job.pace.observe(clock, step, total)
+
+    report(0)  # "loading the model"
+    assert job.eta_seconds(now=0.0) is None
+    clock = 40.0  # 40 s of loading, then a slow first step and 1 s per step after it
+    report(1)
+    assert job.eta_seconds(now=clock) is None  # one timed step is no pace yet
+    for step in range(2, 11):
+        clock += 1.0
+        report(step)
+    # 90 steps left at 1 s; the whole-job average would say (49 / 0.10) * 0.90 = 441 s.
+    assert job.eta_seconds(now=clock) == pytest.approx(90.0)
+    assert job.eta_seconds(now=clock + 5.0) == pytest.approx(85.0)  # counts down between reports
+
+    # A new phase (another total) measures its own pace.
+    clock += 1.0
+    report(1, total=10)
+    assert job.eta_seconds(now=clock) is None
+    for step in range(2, 5):
+        clock += 0.5
+        report(step, total=10)
+    assert job.eta_seconds(now=clock) == pytest.approx(3.0)
+
+
+@pytest.fixture
+def engine(qtbot):
+    from app.engine import JobEngine
+
+    # Kept alive until the events of its finished workers are processed (pytest-qt does
+    # that after the test body), as in test_app_engine.py.
+    engine = JobEngine()
+    yield engine
+    engine.shutdown()
+
+
+def test_engine_times_reports_when_the_job_sends_them(engine, qtbot):
+    import time
+
+    from anogen.jobs import Progress
+
+    def job_fn(config, progress, cancel):
+        progress(Progress(0, 50, "loading"))
+        time.sleep(1.0)  # warm-up: twenty steps' worth
+        for step in range(1, 8):
+            time.sleep(0.05)
+            progress(Progress(step, 50, "step"))
+        time.sleep(0.3)  # the UI reads the ETA while the job is still running
+
+    job = engine.submit("Warm-up job", job_fn, None)
+    qtbot.waitUntil(lambda: job.last is not None and job.last.step == 7, timeout=5000)
+    eta = job.eta_seconds()
+    whole_job_average = job.elapsed() * (1 - job.fraction) / job.fraction  # the old estimate
+    # 43 steps at 0.05 s is about 2.2 s where the old estimate said about 8 s (ratios hold under load).
+    assert eta is not None and 0.5 < eta < 0.6 * whole_job_average, (eta, whole_job_average)
+    assert engine.wait(10)
