@@ -312,6 +312,12 @@ def test_a_deeply_nested_manifest_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / LOCK_NAME).exists()  # a refused open gives the lock back
 
 
+def test_a_number_too_long_to_convert_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "project.json").write_text('{"schema_version": 1, "name": "x", "model": ' + "1" * 5000 + "}")
+    with pytest.raises(WorkspaceError, match="not a valid project file"):
+        Workspace.open(tmp_path)
+
+
 def test_gui_state_of_the_wrong_shape_is_dropped_and_named(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "proj", "p")
     ws.close()
@@ -340,6 +346,7 @@ def test_gui_state_of_the_wrong_shape_is_dropped_and_named(tmp_path: Path) -> No
     (lambda d: d.update(defect_kinds=[{"name": "k", "token": "<k>", "support": [{"image": 5}]}]),
      "defect_kinds[0].support[0].image: expected a string"),
     (lambda d: d.update(name={"a": [1]}), "project.name: expected a string"),
+    (lambda d: d.update(view={"zoom": json.loads("[" * 900 + "]" * 900)}) or d.update(name=5), "project.name"),
 ])
 def test_a_manifest_of_the_wrong_shape_names_the_field(tmp_path: Path, edit, fragment: str) -> None:
     ws = Workspace.create(tmp_path / "proj", "p")

@@ -254,6 +254,8 @@ class Workspace:
         except json.JSONDecodeError as exc:
             raise WorkspaceError(root, [f"{MANIFEST_NAME} is not valid JSON (line {exc.lineno} "
                                         f"column {exc.colno}: {exc.msg})"]) from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise WorkspaceError(root, [f"{MANIFEST_NAME} is not a valid project file ({exc})"]) from None
         except RecursionError:
             deep = f"{MANIFEST_NAME} nests lists or objects too deeply to be an AnoGen project"
             raise WorkspaceError(root, [deep]) from None
