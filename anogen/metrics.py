@@ -479,14 +479,24 @@ class MetricsReport:
     # included), and the generated samples per defect kind the detector trained on.
     test_per_kind: dict[str, int] = field(default_factory=dict)
     generated_per_kind: dict[str, int] = field(default_factory=dict)
+    # Which images were scored with which checkpoint (anogen.detection.evaluate):
+    # "holdout" or "paper", "best" or "last", and the excluded images by reason.
+    protocol: str = ""
+    checkpoint: str = ""
+    n_excluded_support: int = 0
+    n_excluded_validation: int = 0
 
     def to_json(self) -> dict:
-        """A JSON-safe dict with the DESIGN.md keys; undefined metrics become null."""
+        """A JSON-safe dict with the DESIGN.md keys; undefined metrics become null.
+
+        ``n_scored`` (the images the metrics cover) is spelled out next to ``n_excluded``.
+        """
         out = {}
         for key, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
             out[key] = value
+        out["n_scored"] = self.n_images
         return out
 
 

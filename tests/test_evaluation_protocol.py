@@ -56,3 +56,67 @@ def test_excluded_images_are_recognised_by_content_not_path(category, tmp_path):
     # A mistyped support path is an error, not an image silently left in the test set.
     with pytest.raises(InputError, match="not found"):
         excluded_indices(records, [tmp_path / "missing.png"])
+
+
+# ----------------------------------------------------------------------------- protocols
+
+TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
+              "--set", "disc_base_width=4"]
+
+
+def train_cli(category: Path, out: Path, *extra: str) -> Path:
+    from anogen.cli import main
+
+    assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "2", "--validate-every", "1",
+                 "--device", "cpu", "--quiet", *TINY_DRAEM, "--out", str(out), *extra]) == 0
+    return out
+
+
+def evaluate_cli(category: Path, detector: Path, json_path: Path, *extra: str) -> dict:
+    from anogen.cli import main
+
+    assert main(["evaluate", "--data", str(category), "--detector-dir", str(detector), "--device", "cpu",
+                 "--quiet", "--json", str(json_path), *extra]) == 0
+    return json.loads(json_path.read_text())
+
+
+def test_holdout_leaves_out_its_validation_images_even_in_a_copy_of_the_dataset(category, tmp_path):
+    # The support image lives outside the dataset and is deleted after training: its
+    # recorded digest still keeps it out of the test set.
+    support = tmp_path / "support.png"
+    shutil.copy(category / "test" / "hole" / "001.png", support)
+    detector = train_cli(category, tmp_path / "det", "--exclude", str(support))
+    support.unlink()
+    total = len(read_mvtec_category(category).test)
+
+    here = evaluate_cli(category, detector, tmp_path / "here.json")
+    assert here["protocol"] == "holdout" and here["checkpoint"] == "best"
+    assert here["n_excluded_support"] == 1 and here["n_excluded_validation"] > 0
+    assert here["n_scored"] == here["n_images"] == total - here["n_excluded"]
+    assert here["n_excluded"] == here["n_excluded_support"] + here["n_excluded_validation"]
+
+    copy = shutil.copytree(category, tmp_path / "elsewhere" / "fabric")
+    there = evaluate_cli(copy, detector, tmp_path / "there.json")
+    assert (there["n_excluded_support"], there["n_excluded_validation"]) == (1, here["n_excluded_validation"])
+    assert there["image_auroc"] == here["image_auroc"]
+
+
+def test_paper_protocol_keeps_the_last_checkpoint_and_scores_all_but_the_support_images(category, tmp_path):
+    from anogen.detection.checkpoint import read_checkpoint_info
+
+    support = category / "test" / "stain" / "000.png"
+    detector = train_cli(category, tmp_path / "det", "--protocol", "paper", "--exclude", str(support))
+    best, last = read_checkpoint_info(detector, "best"), read_checkpoint_info(detector, "last")
+    assert best.step == last.step == 2 and last.provenance["protocol"] == "paper"
+    assert last.validation["protocol"] == "paper"  # the checkpoint's own metrics say how they were made
+
+    metrics = evaluate_cli(category, detector, tmp_path / "m.json")  # the run's protocol by default
+    total = len(read_mvtec_category(category).test)
+    assert (metrics["protocol"], metrics["checkpoint"]) == ("paper", "last")
+    assert (metrics["n_scored"], metrics["n_excluded_support"], metrics["n_excluded_validation"]) == (total - 1, 1, 0)
+
+    # A holdout run scored under the paper protocol: its last checkpoint, its validation images kept.
+    holdout = train_cli(category, tmp_path / "holdout")
+    paper = evaluate_cli(category, holdout, tmp_path / "p.json", "--protocol", "paper")
+    assert (paper["protocol"], paper["checkpoint"], paper["n_scored"], paper["n_excluded"]) == ("paper", "last",
+                                                                                                 total, 0)

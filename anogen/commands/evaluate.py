@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.detection.options import PROTOCOLS
 from anogen.outputs import add_overwrite_argument
 
 METRIC_ROWS = (
@@ -27,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "images the training run used are left out and counted.")
     parser.add_argument("--data", type=Path, required=True, metavar="CAT_DIR", help="one MVTec AD category")
     parser.add_argument("--detector-dir", type=Path, required=True, metavar="DIR", help="the --out folder of train")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                        help="holdout: the best checkpoint, scored on the test images its run did not validate on; "
+                             "paper: the last checkpoint on the whole test set, as the reference code did (default: "
+                             "the protocol the run was trained under). Support images are left out under both")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                        help="override the protocol's checkpoint (holdout: best, paper: last)")
     parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
                         help="support images to leave out of the test set")
     parser.add_argument("--include-validation", action="store_true",
@@ -57,7 +63,7 @@ def format_table(metrics: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from anogen.atomic import atomic_write_json
     from anogen.detection.checkpoint import require_complete_run
-    from anogen.detection.evaluate import evaluate
+    from anogen.detection.evaluate import evaluate, resolve_protocol
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_file, is_json_with_keys
@@ -68,11 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_file(args.json, overwrite=args.overwrite, option="--json",
                           recognise=is_json_with_keys("image_auroc", "pixel_auroc"))
-    warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
+    protocol, which = resolve_protocol(args.detector_dir, args.protocol, args.checkpoint)
+    warning = require_complete_run(args.detector_dir, which, args.allow_incomplete)
     if warning:
         print(f"anogen: warning: {warning}", file=sys.stderr)
     with TqdmProgress("evaluate", disable=args.quiet) as progress:
-        report = evaluate(args.data, args.detector_dir, list(args.exclude), which=args.checkpoint,
+        report = evaluate(args.data, args.detector_dir, list(args.exclude), protocol=protocol, which=which,
                           device=args.device, batch_size=args.batch_size,
                           include_validation=args.include_validation, progress=progress)
     metrics = report.to_json()

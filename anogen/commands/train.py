@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from anogen.detection.options import SYNTHESIS_METHODS
+from anogen.detection.options import PROTOCOLS, SYNTHESIS_METHODS
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -72,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
                         help="support images (used to learn the defect): kept out of validation and evaluation")
     parser.add_argument("--validate-every", type=int, metavar="N", help="validate every N steps (default: ~10 times)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="holdout",
+                        help="holdout (default): keep the checkpoint that validates best on a held-out share of the "
+                             "test set, which evaluate then leaves out; paper: keep the last checkpoint and score "
+                             "the whole test set minus the support images, as the reference code did")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=parse_overrides(args.overrides), steps=args.steps, tau=args.tau,
         mix=args.mix, synthesis=args.synthesis, weak_all=args.weak_all, seed=args.seed, device=args.device,
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
-        exclude=list(args.exclude), resume=args.resume, overwrite=args.overwrite)
+        exclude=list(args.exclude), protocol=args.protocol, resume=args.resume, overwrite=args.overwrite)
     with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:
         result = train(config, progress)
     best = result.best_metrics

@@ -1,16 +1,22 @@
-"""Evaluate a trained detector on a category's test set.
+"""Evaluate a trained detector on a category's test set, under a stated protocol.
 
-Two kinds of test image are left out, and the report counts both:
+Two protocols:
 
-* **support images**: the few real defects the embedding was learned from (stage 1).
-  The paper's reference evaluation still contained them; a detector trained on
-  anomalies generated from them would be scored on what it was shown. They are matched
-  by path or, when the user copied them elsewhere (into a project folder), by content.
-  Support images named at training time are recorded in the checkpoint and excluded
-  here as well.
-* **validation images**: the share of the test set the training run used to pick its
-  best checkpoint and threshold (recorded in the checkpoint). Scoring on them would be
-  optimistic; pass ``include_validation=True`` to keep them anyway.
+* ``holdout`` (the default): the training run picked its ``best`` checkpoint on a
+  held-out share of the labelled test images; that checkpoint is scored on the rest of
+  the test set, so no image both chose the model and scored it.
+* ``paper``: what the reference code reported: the ``last`` checkpoint, scored on the
+  whole test set.
+
+Under both, the *support* images (the few real defects stage 1 learned from) are left
+out: a detector trained on anomalies generated from them would be scored on what it
+was shown (the reference test sets still contained them). Support images named at
+training time are recorded in the checkpoint and excluded here as well.
+
+Every excluded image is recognised by the SHA-256 of its file
+(:mod:`anogen.data.exclusion`), never by path, so evaluating a copy of the dataset
+leaves out the same images. The report states the protocol, the checkpoint, and how
+many images were scored and excluded (support, validation).
 
 Maps are compared with the ground truth at the detector's input resolution (masks are
 area-resized and thresholded at 0.5), as the DRAEM and DeSTSeg reference evaluations do.
@@ -22,23 +28,52 @@ import os
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from anogen.data.exclusion import excluded_indices
+from anogen.data.exclusion import excluded_indices, file_digests
+from anogen.detection.options import PROTOCOL_CHECKPOINT, PROTOCOLS
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 
-def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
-             exclude: Sequence[str | os.PathLike] = (), *, which: str = "best", device: str = "auto",
-             batch_size: int = 8, include_validation: bool = False, progress: Optional[ProgressFn] = None,
-             cancel: Optional[threading.Event] = None):
-    """Score every test image of ``data_dir`` and compute the metrics.
+def resolve_protocol(detector_dir: str | os.PathLike, protocol: Optional[str] = None,
+                     which: Optional[str] = None) -> tuple[str, str]:
+    """``(protocol, checkpoint)`` of an evaluation.
 
-    Returns a :class:`~anogen.metrics.MetricsReport`; ``n_excluded`` counts the support
-    and validation images left out, and a note says how many of each.
+    The protocol is the one given, else the one the run was trained under (runs from
+    before protocols existed used ``holdout``); the checkpoint is the one given, else the
+    protocol's (``best`` for holdout, ``last`` for paper).
+    """
+    from anogen.detection.checkpoint import read_checkpoint_info
+
+    if protocol is None:
+        protocol = str(read_checkpoint_info(detector_dir, which or "best").provenance.get("protocol", "holdout"))
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    return protocol, which or PROTOCOL_CHECKPOINT[protocol]
+
+
+def _recorded_digests(provenance: dict[str, Any], key: str, legacy_paths: Sequence[Path]) -> list[str]:
+    """Digests a training run recorded; for a run from before digests were recorded, the
+    digests of the files it named by path, where they still exist."""
+    if key in provenance:
+        return list(provenance[key])
+    return file_digests(p for p in legacy_paths if p.is_file())
+
+
+def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
+             exclude: Sequence[str | os.PathLike] = (), *, protocol: Optional[str] = None,
+             which: Optional[str] = None, device: str = "auto", batch_size: int = 8,
+             include_validation: bool = False, progress: Optional[ProgressFn] = None,
+             cancel: Optional[threading.Event] = None):
+    """Score the test images of ``data_dir`` the ``protocol`` keeps and compute the metrics.
+
+    ``protocol``/``which``: see :func:`resolve_protocol`. ``include_validation`` keeps
+    the holdout protocol's validation images (optimistic: they chose the checkpoint).
+    Returns a :class:`~anogen.metrics.MetricsReport` that names the protocol and the
+    checkpoint and counts the scored and excluded images.
     """
     from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image, read_mask
@@ -48,6 +83,7 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     from anogen.metrics import compute_metrics
 
     report = progress or no_progress
+    protocol, which = resolve_protocol(detector_dir, protocol, which)
     loaded = load_detector(detector_dir, which=which, device=device)
     provenance = loaded.info.provenance
     data_dir = Path(data_dir)
@@ -56,21 +92,15 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     if not records:
         raise InputError(f"{data_dir}: the test set is empty")
 
-    support = list(exclude) + [p for p in provenance.get("excluded_support_images", []) if Path(p).exists()]
-    support_hits = excluded_indices(records, support)
+    support = _recorded_digests(provenance, "support_digests",
+                                [Path(p) for p in provenance.get("excluded_support_images", [])])
+    support_hits = excluded_indices(records, list(exclude), digests=support)
     validation_hits: set[int] = set()
-    if not include_validation and provenance.get("validation_source") == "test":
-        same_data = Path(provenance.get("data_dir", "")).resolve() == data_dir.resolve()
-        names = set(provenance.get("validation_images", []))
-        if same_data and names:
-            for index, record in enumerate(records):
-                try:
-                    name = str(Path(record.path).resolve().relative_to(data_dir.resolve()))
-                except ValueError:
-                    continue
-                if name in names:
-                    validation_hits.add(index)
-    validation_hits -= support_hits
+    if protocol == "holdout" and not include_validation and provenance.get("validation_source") == "test":
+        trained_on = Path(provenance.get("data_dir", ""))
+        validation = _recorded_digests(provenance, "validation_digests",
+                                       [trained_on / n for n in provenance.get("validation_images", [])])
+        validation_hits = excluded_indices(records, digests=validation) - support_hits
     kept = [r for i, r in enumerate(records) if i not in support_hits and i not in validation_hits]
     if not kept:
         raise InputError(f"{data_dir}: no test image is left after excluding {len(support_hits)} support and "
@@ -96,11 +126,13 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
         report(Progress(min(start + batch_size, len(kept)), len(kept), "scoring test images"))
 
     report(Progress(len(kept), len(kept), "computing metrics"))
-    n_excluded = len(support_hits) + len(validation_hits)
     metrics = compute_metrics(np.concatenate(scores), labels, np.concatenate(maps), np.stack(masks),
-                              n_excluded=n_excluded)
-    metrics.notes.append(f"excluded {len(support_hits)} support image(s) and {len(validation_hits)} "
-                         "validation image(s) from the test set")
+                              n_excluded=len(support_hits) + len(validation_hits))
+    metrics.protocol, metrics.checkpoint = protocol, which
+    metrics.n_excluded_support, metrics.n_excluded_validation = len(support_hits), len(validation_hits)
+    metrics.notes.append(f"{protocol} protocol, {which} checkpoint: scored {len(kept)} of {len(records)} test "
+                         f"images; excluded {len(support_hits)} support image(s) and {len(validation_hits)} "
+                         "validation image(s)")
     metrics.test_per_kind = dict(sorted(Counter(str(r.defect_kind) for r in kept).items()))
     metrics.generated_per_kind = dict(provenance.get("generated_per_kind") or {})
     return metrics

@@ -9,3 +9,10 @@ from __future__ import annotations
 #: How the detector's own anomalies are made: DRAEM's Perlin textures (both detectors'
 #: official choice) or CutPaste (:mod:`anogen.detection.cutpaste`, the paper's Table 4).
 SYNTHESIS_METHODS = ("perlin", "cutpaste")
+
+#: Which checkpoint is scored on which test images (see :mod:`anogen.detection.evaluate`):
+#: ``holdout`` picks the best checkpoint on a held-out share of the test set and scores
+#: the rest; ``paper`` scores the last checkpoint on the whole test set, as the reference
+#: code did. Both leave the support images out.
+PROTOCOLS = ("holdout", "paper")
+PROTOCOL_CHECKPOINT = {"holdout": "best", "paper": "last"}

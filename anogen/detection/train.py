@@ -58,7 +58,7 @@ from anogen.detection.checkpoint import (
     run_status,
     save_checkpoint,
 )
-from anogen.detection.options import SYNTHESIS_METHODS
+from anogen.detection.options import PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.pipeline import DataPipeline
 from anogen.detection.registry import DETECTORS, PRESETS, detector_kind
 from anogen.detection.training_data import (
@@ -84,7 +84,10 @@ class TrainConfig:
     ``overrides`` change fields of the detector config of ``preset`` (for example
     ``{"image_size": 64}``); ``steps`` overrides the preset's length. ``exclude`` lists
     support images (the few real defects used for stage 1): they never enter the
-    validation split, and the checkpoint records them so ``evaluate`` leaves them out too.
+    validation split, and the checkpoint records them (by content) so ``evaluate`` leaves
+    them out too. ``protocol`` ``holdout`` keeps the checkpoint that validates best;
+    ``paper`` keeps the last one, as the reference code did (validation then only draws
+    the curves and calibrates the threshold).
     """
 
     data_dir: Path
@@ -110,6 +113,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     log_every: int = 1
+    protocol: str = "holdout"
 
     @property
     def generated_sets(self) -> list[Path]:
@@ -127,6 +131,8 @@ class TrainConfig:
             raise InputError(f"mix must be in [0, 1], got {self.mix}")
         if self.mix == 0.0 and not self.generated_sets:
             raise InputError("mix 0 trains on generated samples only; give a generated set")
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"unknown protocol '{self.protocol}'; choose one of {', '.join(PROTOCOLS)}")
         if self.synthesis not in SYNTHESIS_METHODS:
             raise InputError(f"unknown synthesis '{self.synthesis}'; choose one of {', '.join(SYNTHESIS_METHODS)}")
         if self.steps is not None and self.steps < 1:
@@ -326,7 +332,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
           cancel: Optional[threading.Event] = None) -> TrainResult:
     """Train a detector; see the module docstring. Returns when training is complete."""
     from anogen.data.datasets import read_mvtec_category
-    from anogen.data.exclusion import excluded_indices
+    from anogen.data.exclusion import excluded_indices, file_digests
     from anogen.device import describe_device, resolve_device
 
     config.validate()
@@ -382,6 +388,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
     report(Progress(0, 0, "reading images"))
     if has_labels:
         val_records = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
+        validation_digests = file_digests(r.path for r in val_records)
         good = _read_resized([r.path for r in train_records], size)
         synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
         vset = ValidationSet(
@@ -392,6 +399,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
             names=[_relative_or_absolute(Path(r.path), Path(config.data_dir)) for r in val_records],
         )
     else:
+        validation_digests = []  # held-out good training images: nothing to leave out of the test set
         if len(train_records) < 2:
             raise InputError(f"{config.data_dir}: the test set has no labelled anomalies and there are too few "
                              "good training images to hold some out for validation")
@@ -439,8 +447,11 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
         "train_images": len(good),
         "validation_source": vset.source,
         "validation_images": vset.names,
+        "validation_digests": validation_digests,
         "excluded_support_images": [str(Path(p).resolve()) for p in config.exclude],
+        "support_digests": file_digests(config.exclude),
         "n_excluded": len(excluded),
+        "protocol": config.protocol,
         "device": describe_device(device),
     }
 
@@ -527,9 +538,13 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
                 if done % validate_every == 0 or done == total:
                     check_cancel(cancel)
                     val_metrics, calibration, score = _validate_detector(detector, vset, device, batch_size)
-                    # Before the last phase the detector is incomplete (DeSTSeg's head is still
-                    # untrained during the student phase), so only the last phase competes for best.
-                    is_best = phase_index == len(phases) - 1 and score > best_score
+                    val_metrics["protocol"] = config.protocol
+                    if config.protocol == "paper":
+                        is_best = done == total  # the last checkpoint, never one chosen on test images
+                    else:
+                        # Before the last phase the detector is incomplete (DeSTSeg's head is still
+                        # untrained during the student phase), so only the last phase competes for best.
+                        is_best = phase_index == len(phases) - 1 and score > best_score
                     history.append({"step": done, "phase": "validation", **{
                         k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}})
                     check_cancel(cancel)
