@@ -66,8 +66,8 @@ class TrainConfig:
     vae_kl_weight: float = 1e-6
     vae_max_steps: int = 12000
     vae_eval_every: int = 500
-    vae_patience: int = 3  # evaluations without a gain of vae_min_gain_db
-    vae_min_gain_db: float = 0.1
+    vae_patience: int = 1  # evaluations without a gain of vae_min_gain_db before the LR drops
+    vae_min_gain_db: float = 0.3
     # UNet + text encoder
     unet_batch: int = 32
     unet_lr: float = 4e-4
@@ -78,8 +78,12 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     unet_max_steps: int = 30000
     unet_eval_every: int = 250
-    unet_patience: int = 4  # evaluations without a relative gain of unet_min_gain
+    unet_patience: int = 4  # evaluations without a relative gain of unet_min_gain before the LR drops
     unet_min_gain: float = 0.005
+    # On a plateau the learning rate drops by this factor, up to lr_max_drops times;
+    # a plateau after the last drop ends the phase (the held-out metric stopped improving).
+    lr_drop_factor: float = 0.3
+    lr_max_drops: int = 2
     checkpoint_every: int = 250
     max_minutes: Optional[float] = None  # this session's budget; --resume continues
     log_every: int = 50
@@ -93,6 +97,8 @@ class PhaseState:
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out metric)
     best: float = float("nan")
     best_step: int = 0
+    lr_scale: float = 1.0  # multiplied by lr_drop_factor at each plateau
+    lr_drops: int = 0
     done: bool = False
     stop_reason: str = ""
 
@@ -225,8 +231,16 @@ def run_phase(name: str, state: PhaseState, cfg: TrainConfig, *, step_fn: Callab
             log.info("%s step %d held-out %.5f (best %.5f at step %d)", name, state.step, value, state.best,
                      state.best_step)
             if state.step - state.best_step >= patience * eval_every:
-                state.done, state.stop_reason = True, f"held-out metric flat for {patience} evaluations"
-            elif state.step >= max_steps:
+                if state.lr_drops < cfg.lr_max_drops:
+                    state.lr_drops += 1
+                    state.lr_scale *= cfg.lr_drop_factor
+                    state.best_step = state.step  # a new patience window at the lower rate
+                    log.info("%s: plateau at step %d, learning rate x%.3g", name, state.step, state.lr_scale)
+                else:
+                    state.done = True
+                    state.stop_reason = (f"held-out metric flat for {patience} evaluations after "
+                                         f"{state.lr_drops} learning-rate drops")
+            if not state.done and state.step >= max_steps:
                 state.done, state.stop_reason = True, f"reached max steps ({max_steps})"
             save()
         elif state.step % cfg.checkpoint_every == 0:
@@ -289,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
 
     def vae_step(step: int) -> float:
         for group in vae_opt.param_groups:
-            group["lr"] = cfg.vae_lr * min(1.0, (step + 1) / cfg.warmup_steps)
+            group["lr"] = cfg.vae_lr * min(1.0, (step + 1) / cfg.warmup_steps) * vae_state.lr_scale
         index = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
         y, x = (int(v) for v in torch.randint(0, size - cfg.vae_crop + 1, (2,), generator=generator))
         batch = images[index, :, y:y + cfg.vae_crop, x:x + cfg.vae_crop].to(device)
@@ -391,7 +405,7 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
 
     def unet_step(step: int) -> float:
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps)
+            group["lr"] = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps) * unet_state.lr_scale
         index = torch.randint(0, len(images), (cfg.unet_batch,), generator=generator)
         noise_z = torch.randn(latent_mean[index].shape, generator=generator)
         latents = (latent_mean[index] + latent_std[index] * noise_z) * scaling_factor
