@@ -59,6 +59,54 @@ def check_model(source: str, progress: ProgressFn, cancel: threading.Event) -> s
     return model.description
 
 
+@dataclass
+class ImportTask:
+    workspace: Any  # anogen.data.workspace.Workspace: the images are added to it as they are copied
+    kind: str
+    paths: list[Path]
+    max_side: Optional[int] = None  # shrink images whose longer side is above this; None keeps originals
+
+
+@dataclass
+class ImportResult:
+    added: int
+    downscaled: int
+    problems: list[str]  # images refused, with the reason
+
+
+def run_import(task: ImportTask, progress: ProgressFn, cancel: threading.Event) -> ImportResult:
+    """Copy defect photos into a defect kind, shrinking the very large ones when asked.
+
+    Reading a 6000x4000 photo to validate it takes seconds, hence a job. Each image is
+    added whole (atomic copy), so a cancel keeps the images already imported.
+    """
+    import tempfile
+
+    from anogen.data.imageio import write_downscaled
+    from anogen.data.workspace import image_size
+    from anogen.errors import AnoGenError
+
+    result = ImportResult(0, 0, [])
+    with tempfile.TemporaryDirectory(prefix="anogen-import-") as scratch:
+        for index, path in enumerate(task.paths):
+            check_cancel(cancel)
+            progress(Progress(index, len(task.paths), f"importing {path.name}"))
+            try:
+                source = path
+                if task.max_side is not None and max(image_size(path)) > task.max_side:
+                    # Same file name in a scratch folder: the project copy keeps the user's name.
+                    source = Path(scratch) / str(index) / path.name
+                    source.parent.mkdir()
+                    write_downscaled(path, source, task.max_side)
+                    result.downscaled += 1
+                task.workspace.add_support_image(task.kind, source)
+                result.added += 1
+            except AnoGenError as exc:
+                result.problems.append(str(exc))
+    progress(Progress(len(task.paths), len(task.paths), "imported"))
+    return result
+
+
 # ============================================================================ stage 2
 
 

@@ -381,3 +381,58 @@ def test_engine_times_reports_when_the_job_sends_them(engine, qtbot):
     # 43 steps at 0.05 s is about 2.2 s where the old estimate said about 8 s (ratios hold under load).
     assert eta is not None and 0.5 < eta < 0.6 * whole_job_average, (eta, whole_job_average)
     assert engine.wait(10)
+
+
+# ---------------------------------------------------------------- bug 11
+def test_import_runs_as_a_job_and_offers_to_downscale_large_images(make_window, project, qtbot, tmp_path,
+                                                                  monkeypatch):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QMessageBox
+
+    import app.panels.defects
+    from _app_helpers import picture
+    from anogen.data.imageio import read_image, write_image
+
+    monkeypatch.setattr(app.panels.defects, "LARGE_SIDE", 100)  # stands in for 4096 px: small files, fast test
+    monkeypatch.setattr(app.panels.defects, "DOWNSCALED_SIDE", 60)
+    big, small = tmp_path / "wide photo.png", tmp_path / "small.png"
+    write_image(big, np.concatenate([picture(1, 120), picture(2, 120)], axis=1)[:90])  # 240x90
+    write_image(small, picture(3, 50))
+    window = make_window()
+    window.open_project(project)
+    panel = window.panels["defects"]
+    reports = []
+    window.engine.jobProgress.connect(lambda job, report: reports.append((report.step, report.total)))
+
+    job = panel.import_files([big, small], large="downscale")
+    assert job is not None and job.title.startswith("Import") and job.fn.__name__ == "run_import"
+    assert window.engine.wait(30)
+    support = window.studio.project.defect_kind("scratch").support
+    assert [Path(s.image).name for s in support[2:]] == ["wide photo.png", "small.png"]
+    assert read_image(project / support[2].image).shape == (22, 60, 3)  # 240x90 shrunk to 60 px wide
+    assert (project / support[3].image).read_bytes() == small.read_bytes()
+    assert reports[-1] == (2, 2)
+    assert window.studio.selection == Selection("support", "scratch", 3)
+    assert not window.studio.is_dirty()
+
+    # Asked in a dialog: keep the original.
+    def answer() -> None:
+        [box] = [w for w in visible_message_boxes() if w.windowTitle() == "Very large images"]
+        assert "240×90" in box.text()
+        [keep] = [b for b in box.buttons() if b.text() == "Keep the originals"]
+        keep.click()
+
+    QTimer.singleShot(100, answer)
+    assert panel.import_files([big]) is not None
+    assert window.engine.wait(30)
+    support = window.studio.project.defect_kind("scratch").support
+    assert read_image(project / support[-1].image).shape == (90, 240, 3)
+
+    # Cancelled in the dialog: nothing happens.
+    def cancel() -> None:
+        [box] = visible_message_boxes()
+        box.button(QMessageBox.StandardButton.Cancel).click()
+
+    QTimer.singleShot(100, cancel)
+    assert panel.import_files([big]) is None
+    assert len(window.studio.project.defect_kind("scratch").support) == 5

@@ -178,3 +178,21 @@ def test_list_images_and_unsupported_formats(tmp_path: Path) -> None:
         list_images(tmp_path / "a.jpg")
     with pytest.raises(InputError, match="unsupported image format"):
         write_image(tmp_path / "x.gif", _rgb())
+
+
+def test_write_downscaled_keeps_the_aspect_and_the_format(tmp_path: Path) -> None:
+    from anogen.data.imageio import write_downscaled
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (300, 600, 3), dtype=np.uint8)
+    write_image(tmp_path / "big.png", big)
+    assert write_downscaled(tmp_path / "big.png", tmp_path / "small.png", 200) == (200, 100)
+    small = read_image(tmp_path / "small.png")
+    assert small.shape == (100, 200, 3)
+    # An area filter: each output pixel is the mean of its 3x3 block.
+    assert np.abs(small.astype(int) - big.reshape(100, 3, 200, 3, 3).mean(axis=(1, 3))).max() <= 1
+    write_image(tmp_path / "photo.jpg", big)
+    assert write_downscaled(tmp_path / "photo.jpg", tmp_path / "photo_small.jpg", 1000) == (600, 300)
+    assert Image.open(tmp_path / "photo_small.jpg").format == "JPEG"
+    with pytest.raises(InputError):
+        write_downscaled(tmp_path / "big.png", tmp_path / "x.png", 0)

@@ -159,3 +159,23 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write a binary mask as an 8-bit PNG with values 0 and 255, atomically."""
     atomic_write_bytes(path, encode_png(np.asarray(mask) > 0))
+
+
+def write_downscaled(src: str | os.PathLike, dest: str | os.PathLike, max_side: int) -> tuple[int, int]:
+    """Write ``src`` to ``dest`` with its longer side at most ``max_side`` pixels; returns ``(width, height)``.
+
+    For photos far larger than the models' working size (a 6000x4000 camera frame):
+    the copy is read like :func:`read_image` (EXIF rotation applied, RGB), shrunk with an
+    area filter (no aliasing of fine texture) and written atomically in ``dest``'s format.
+    An image already small enough is written unscaled.
+    """
+    if max_side < 1:
+        raise InputError(f"max_side must be >= 1, got {max_side}")
+    pixels = read_image(src)
+    height, width = pixels.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size != (width, height):
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX))
+    write_image(dest, pixels)
+    return size

@@ -21,13 +21,15 @@ from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
 from app.studio import MODEL_CHECKING, MODEL_FAILED, MODEL_OK, MODEL_UNCHECKED, Selection, Studio
-from app.tasks import LearnTask, check_model, run_learn
+from app.tasks import ImportResult, ImportTask, LearnTask, check_model, run_import, run_learn
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 from app.widgets.plot import PlotWidget
 
 MIN_SHOTS = 3  # the paper's k; fewer works but learns worse
 DEFAULT_CPU_STEPS = 500
+LARGE_SIDE = 4096  # above this an import asks first: a 6000x4000 photo froze the UI for 6 s
+DOWNSCALED_SIDE = 2048  # still 4x the models' working size, so a small defect keeps its detail
 
 
 class DefectsPanel(Panel):
@@ -39,6 +41,8 @@ class DefectsPanel(Panel):
         self.setAcceptDrops(True)
         self._learn_job: Optional[Job] = None
         self._check_job: Optional[Job] = None
+        self._import_job: Optional[Job] = None
+        self._import_problems: list[str] = []
 
         # -- defect kind
         self.heading("Defect kind")
@@ -324,7 +328,9 @@ class DefectsPanel(Panel):
         learning = self.is_running(self._learn_job)
         self.add_kind_button.setEnabled(has_project)
         self.remove_kind_button.setEnabled(kind is not None and not learning)
-        self.import_button.setEnabled(kind is not None)
+        importing = self.is_running(self._import_job)
+        self.import_button.setEnabled(kind is not None and not importing)
+        self.import_action.setEnabled(kind is not None and not importing)
         self.remove_support_button.setEnabled(kind is not None and bool(kind.support) and not learning)
         ready = kind is not None and any(s.mask for s in kind.support) and self.studio.model_ready()
         self.learn_button.setEnabled(ready and not learning)
@@ -387,24 +393,76 @@ class DefectsPanel(Panel):
             self.studio.settings.last_folder = str(Path(files[0]).parent)
             self.import_files([Path(f) for f in files])
 
-    def import_files(self, paths: list[Path]) -> int:
-        """Copy defect photos into the current kind; returns how many were added."""
+    def import_files(self, paths: list[Path], large: str = "ask") -> Optional[Job]:
+        """Copy defect photos into the current kind, in the background.
+
+        ``large`` says what happens to images whose longer side is above ``LARGE_SIDE``:
+        ``ask`` (a dialog), ``downscale`` (to ``DOWNSCALED_SIDE``) or ``keep``.
+        """
+        from anogen.data.workspace import image_size
+
         kind = self._kind()
-        if kind is None:
-            return 0
-        added, problems = 0, []
+        workspace = self.studio.workspace
+        if kind is None or workspace is None or self.is_running(self._import_job):
+            return None
+        big, problems = [], []
         for path in paths:
             try:
-                self.studio.workspace.add_support_image(kind.name, path)
-                added += 1
+                size = image_size(path)  # the header only: fast even for huge files
             except AnoGenError as exc:
                 problems.append(str(exc))
-        if added:
-            self.studio.edited("defects")
-            self.studio.select(Selection("support", kind.name, len(kind.support) - 1))
+                continue
+            if max(size) > LARGE_SIDE:
+                big.append((path, size))
+        if large == "ask" and big:
+            large = self._ask_large(big)
+            if not large:
+                return None
+        self._import_problems = problems
+        name = kind.name
+        task = ImportTask(workspace, name, list(paths), DOWNSCALED_SIDE if large == "downscale" else None)
+        self._import_job = self.studio.engine.submit(
+            f"Import {len(paths)} image(s) into '{name}'", run_import, task, heavy=False,
+            on_result=lambda result: self._imported(name, result),
+            on_failure=lambda _state: self._imported(name, None))
+        self.kind_info.setText(f"Importing {len(paths)} image(s)…")
+        self.update_enabled()
+        return self._import_job
+
+    def _ask_large(self, big: list[tuple[Path, tuple[int, int]]]) -> str:
+        """Downscale or keep very large images; returns ``downscale``, ``keep`` or ``""`` (cancel)."""
+        (path, (width, height)), more = big[0], len(big) - 1
+        box = QMessageBox(QMessageBox.Icon.Question, "Very large images",
+                          f"{path.name} is {width}×{height} pixels" + (f" (and {more} more are over {LARGE_SIDE} px)"
+                                                                        if more else "") + ".", parent=self)
+        box.setInformativeText(
+            f"The models work at a few hundred pixels, and painting masks on images this large is slow. "
+            f"Downscaling to {DOWNSCALED_SIDE} px on the longer side keeps the project light; keep the "
+            "originals when the defects are tiny (Learn then crops around them).")
+        downscale = box.addButton(f"Downscale to {DOWNSCALED_SIDE} px", QMessageBox.ButtonRole.AcceptRole)
+        keep = box.addButton("Keep the originals", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(downscale)
+        box.exec()
+        clicked = box.clickedButton()
+        return "downscale" if clicked is downscale else "keep" if clicked is keep else ""
+
+    def _imported(self, kind: str, result: Optional[ImportResult]) -> None:
+        """Runs when the import job ends (``result`` None: it failed or was cancelled part way)."""
+        self.studio.edited("defects")
+        problems = self._import_problems + (result.problems if result is not None else [])
+        self._import_problems = []
+        try:
+            defect = self.studio.project.defect_kind(kind)
+        except (KeyError, AnoGenError, ValueError, AttributeError):
+            return
+        if result is not None and result.added and defect.support:
+            self.studio.select(Selection("support", kind, len(defect.support) - 1))
+        if result is not None and result.downscaled:
+            self.studio.message.emit(f"{result.downscaled} image(s) downscaled to {DOWNSCALED_SIDE} px on import.")
+        self._kind_changed(self.current_kind() or "", select=False)
         if problems:
             QMessageBox.warning(self, "Some images were not imported", "\n".join(problems))
-        return added
 
     def remove_support(self) -> None:
         kind = self._kind()
