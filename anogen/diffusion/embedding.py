@@ -12,8 +12,9 @@ How the pieces fit:
    defect with a context margin (small defects on large images; the same window rule
    as stage 2, :mod:`anogen.diffusion.crop`), and resizes to the model's resolution.
 2. The support latents are encoded once, for both horizontal flips, and the masks
-   are moved to the latent grid the way the reference code does (bilinear resize,
-   then every non-zero cell becomes 1).
+   are moved to the latent grid the way the reference code does (bicubic resize to
+   the training resolution with the image, bilinear resize without antialiasing to the
+   latent grid, then every non-zero cell becomes 1: :func:`latent_loss_masks`).
 3. Each step draws a batch of (shot, flip, caption, timestep, noise) from generators
    seeded by ``(seed, step)``, so a resumed run continues exactly as an uninterrupted
    one would.
@@ -116,7 +117,7 @@ class SupportShot:
     image_path: Path
     mask_path: Path
     image: np.ndarray  # (R, R, 3) uint8
-    mask: np.ndarray  # (R, R) float32 in [0, 1] (bilinear resize of the binary mask)
+    mask: np.ndarray  # (R, R) float32 in [0, 1] (bicubic resize of the 0/255 mask, / 255)
     crop: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image
 
 
@@ -189,10 +190,11 @@ def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
         crop = (window.x0, window.y0, window.x1, window.y1)
         left, top, right, bottom = crop
         image_crop = Image.fromarray(image[top:bottom, left:right])
-        mask_crop = Image.fromarray(mask[top:bottom, left:right].astype(np.float32))
+        # As the reference's data loader: the 0/255 mask resized bicubic like the image.
+        mask_crop = Image.fromarray(mask[top:bottom, left:right].astype(np.uint8) * 255)
         size = (resolution, resolution)
         resized_image = np.asarray(image_crop.resize(size, Image.BICUBIC), dtype=np.uint8)
-        resized_mask = np.clip(np.asarray(mask_crop.resize(size, Image.BILINEAR), dtype=np.float32), 0, 1)
+        resized_mask = np.asarray(mask_crop.resize(size, Image.BICUBIC), dtype=np.float32) / 255.0
         if not (resized_mask > 0).any():
             raise InputError(f"{mask_path}: the defect vanishes at {resolution} px; use --crop on")
         shots.append(SupportShot(image_path, mask_path, resized_image, resized_mask, crop))
@@ -216,6 +218,26 @@ def _bounding_box_mask(mask: np.ndarray) -> np.ndarray:
     return box
 
 
+def latent_loss_masks(pixel_masks: torch.Tensor, grid: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """The support masks on the latent grid, binary float ``(N, 1, h, w)``, as the
+    reference code makes them: bilinear resize without antialiasing (each cell looks at
+    the 2 x 2 pixels around its centre), then every non-zero cell becomes 1.
+
+    ``pixel_masks`` ``(N, 1, H, W)`` in [0, 1] are the bicubic-resized masks of
+    :func:`prepare_support`. A mask that no cell centre touches (a defect thinner than
+    the sampling step, which the reference would skip) gets the cells it overlaps
+    instead, so no shot trains without a loss.
+    """
+    sampled = F.interpolate(pixel_masks.float(), size=tuple(grid), mode="bilinear", align_corners=False) > 0
+    empty = ~sampled.flatten(1).any(dim=1)
+    if empty.any():
+        covered = F.adaptive_max_pool2d((pixel_masks[empty] > 0).float(), tuple(grid)) > 0
+        sampled[empty] = covered
+        log.info("%d support mask(s) fall between the latent cell centres; using the cells they overlap",
+                 int(empty.sum()))
+    return sampled.float()
+
+
 @torch.no_grad()
 def encode_support(model, shots: list[SupportShot], flip: bool, batch_size: int = 4) -> EncodedSupport:
     """Encode every shot (and its mirror image when ``flip``) with the VAE once."""
@@ -232,10 +254,7 @@ def encode_support(model, shots: list[SupportShot], flip: bool, batch_size: int 
 
     latents = encode(pixels)
     grid = latents.shape[-2:]
-    # The reference code: bilinear resize to the latent grid, then any non-zero -> 1.
-    # With antialiasing, so a defect thinner than one latent cell is never skipped.
-    loss_masks = (F.interpolate(pixel_masks, size=grid, mode="bilinear", align_corners=False,
-                                antialias=True) > 0).float()
+    loss_masks = latent_loss_masks(pixel_masks, grid)
 
     conditioning = None
     if model.is_inpainting:
