@@ -13,6 +13,7 @@ from app.icons import icon
 from app.studio import Selection, Studio
 
 SELECTION_ROLE = Qt.ItemDataRole.UserRole + 1
+TESTS_KEY = "test_results"  # app.results_record.VIEW_KEY (not imported: that module loads numpy)
 MAX_SAMPLE_ROWS = 500  # a set with more samples lists the first ones; the gallery shows all
 
 
@@ -82,9 +83,14 @@ class ProjectTree(QTreeWidget):
                 mark = {"accepted": "✓ ", "rejected": "✗ "}.get(sample.status, "")
                 self._add(node, mark + PurePosixPath(sample.image).name, Selection("sample", generated.name, i), "image")
         detectors = self._add(None, f"Detectors ({len(project.detectors)})", Selection("detectors"), "detector")
+        tests = project.view.get(TESTS_KEY)
         for detector in project.detectors:
+            # Say which AUROC: the last Test's on the test set, else the validation score of training.
+            test = tests.get(detector.name) if isinstance(tests, dict) else None
+            tested = test.get("metrics", {}).get("image_auroc") if isinstance(test, dict) else None
             auroc = detector.metrics.get("image_auroc")
-            extra = f"  ·  AUROC {auroc:.3f}" if auroc is not None else ""
+            extra = (f"  ·  test AUROC {tested:.3f}" if isinstance(tested, (int, float)) else
+                     f"  ·  val AUROC {auroc:.3f}" if auroc is not None else "")
             self._add(detectors, f"{detector.name} ({detector.detector}){extra}", Selection("detector", detector.name),
                       "detector", detector.folder)
         groups = ("defect_kinds", "defect_kind", "goods", "generated_sets", "detectors")

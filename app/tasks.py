@@ -266,7 +266,7 @@ class TestImage:
     defect_kind: str
     score: float
     normalised: float
-    anomaly_map: np.ndarray  # float32 (H, W) in [0, 1]
+    anomaly_map: Optional[np.ndarray]  # float32 (H, W) in [0, 1]; None for results read back from the project
 
 
 @dataclass

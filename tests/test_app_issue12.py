@@ -436,3 +436,53 @@ def test_import_runs_as_a_job_and_offers_to_downscale_large_images(make_window, 
     QTimer.singleShot(100, cancel)
     assert panel.import_files([big]) is None
     assert len(window.studio.project.defect_kind("scratch").support) == 5
+
+
+# ---------------------------------------------------------------- bug 2
+def test_reopened_project_shows_the_same_labelled_test_numbers(make_window, project, qtbot):
+    from anogen.data.imageio import write_image
+    from app.tasks import TestImage, TestResults
+
+    from _app_helpers import picture
+
+    workspace = Workspace.open(project)
+    (project / "detectors" / "d1").mkdir(parents=True)
+    workspace.add_detector("d1", "detectors/d1", "draem", {"image_auroc": 0.95, "n_images": 9})
+    workspace.save()
+    images = []
+    for i in range(6):
+        path = project / "test" / f"{i}.png"
+        write_image(path, picture(40 + i, 48))
+        images.append(TestImage(path, int(i >= 3), "hole" if i >= 3 else "good", 0.1 * i, 0.15 * i,
+                                np.full((48, 48), 0.1 * i, np.float32)))
+    metrics = {"image_auroc": 0.625, "image_ap": 0.7, "pixel_auroc": 0.8, "n_images": 6, "n_scored": 6,
+               "n_excluded": 5, "n_excluded_support": 3, "n_excluded_validation": 2, "protocol": "holdout",
+               "checkpoint": "best"}
+    results = TestResults(images, metrics, roc=(np.linspace(0, 1, 700), np.linspace(0, 1, 700) ** 0.5),
+                          pr=(np.array([0.0, 1.0]), np.array([1.0, 0.5])), threshold=0.5)
+
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("train")
+    train = window.panels["train"]
+    assert "Validation" in train.metrics_caption.text() and "9 images" in train.metrics_caption.text()
+    train.show_results(results)  # what the Test job hands over
+    train.threshold_slider.setValue(400)
+    shown = [train.metrics_table.item(r, 1).text() for r in range(train.metrics_table.rowCount())]
+    counts = train.counts_label.text()
+    assert shown[0] == "0.625"
+    window.close()
+
+    again = make_window()
+    again.open_project(project)
+    train = again.panels["train"]
+    assert [train.metrics_table.item(r, 1).text() for r in range(train.metrics_table.rowCount())] == shown
+    caption = train.metrics_caption.text()
+    assert "Test set" in caption and "6 images scored" in caption and "5 excluded (3 support, 2 validation)" in caption
+    assert train.threshold() == pytest.approx(0.4) and train.counts_label.text() == counts
+    assert len(train.roc_plot.series()["ROC"].xs) <= 512 and train.pr_plot.series()["PR"].ys == [1.0, 0.5]
+    assert train.gallery.count() == 6
+    train.gallery.setCurrentRow(0)  # no stored heat map: the image alone
+    assert again.canvas.image() is not None
+    tree_rows = [again.tree.topLevelItem(3).child(i).text(0) for i in range(again.tree.topLevelItem(3).childCount())]
+    assert tree_rows == ["d1 (draem)  ·  test AUROC 0.625"]

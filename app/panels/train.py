@@ -21,6 +21,7 @@ from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
 from app.studio import Studio
+from app.results_record import VIEW_KEY, from_record, results_caption, to_record, validation_caption
 from app.tasks import ExportTask, TestResults, TestTask, run_export, run_test, run_train
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
@@ -55,6 +56,8 @@ class TrainPanel(Panel):
         self.results: Optional[TestResults] = None
         self._ordered: list[int] = []
         self._thumbs: dict[int, np.ndarray] = {}
+        self._results_for: Optional[str] = None  # the detector self.results belong to
+        self._tested_at = ""
 
         self.heading("Data")
         row = QHBoxLayout()
@@ -142,6 +145,9 @@ class TrainPanel(Panel):
         row.addWidget(self.test_button)
         row.addWidget(self.export_button)
         self.form.addLayout(row)
+        self.metrics_caption = self.note()
+        self.metrics_caption.setObjectName("metricsCaption")
+        self.form.addWidget(self.metrics_caption)
         self.metrics_table = QTableWidget(len(METRIC_ROWS), 2)
         self.metrics_table.setObjectName("metricsTable")
         self.metrics_table.setHorizontalHeaderLabels(["Metric", "Value"])
@@ -216,10 +222,10 @@ class TrainPanel(Panel):
         return None
 
     def project_changed(self) -> None:
+        self._clear_results()
         self._fill()
         self.loss_plot.clear()
         self.val_plot.clear()
-        self._clear_results()
         self.update_enabled()
 
     def _project_edited(self, area: str) -> None:
@@ -258,7 +264,10 @@ class TrainPanel(Panel):
         self.name_combo.addItems(names)
         self.name_combo.setEditText("")
         self._update_preset_info()
-        self._show_metrics(self._detector_entry().metrics if self._detector_entry() else {})
+        if self._results_for != self.result_combo.currentText():
+            self._clear_results()
+            self._restore_results()
+        self._refresh_metrics()
 
     def _detector_entry(self):
         project = self.studio.project
@@ -342,6 +351,9 @@ class TrainPanel(Panel):
             metrics = {k: float(v) for k, v in result.best_metrics.items()
                        if isinstance(v, (int, float)) and math.isfinite(float(v))}
             workspace.add_detector(name, folder_rel, result.kind, metrics)
+            records = self._stored_records()
+            if records.pop(name, None) is not None:  # the Test of the detector this one replaces
+                self.studio.update_view(**{VIEW_KEY: records})
             self.studio.edited("detectors")
             self.result_combo.setCurrentText(name)
             self.test()
@@ -364,6 +376,8 @@ class TrainPanel(Panel):
     # ================================================================== results
     def _clear_results(self) -> None:
         self.results = None
+        self._results_for = None
+        self._tested_at = ""
         self.gallery.clear()
         self.roc_plot.clear()
         self.pr_plot.clear()
@@ -372,11 +386,24 @@ class TrainPanel(Panel):
 
     def _detector_changed(self) -> None:
         self._clear_results()
-        entry = self._detector_entry()
-        self._show_metrics(entry.metrics if entry else {})
+        self._restore_results()
+        self._refresh_metrics()
         self.update_enabled()
 
-    def _show_metrics(self, metrics: dict) -> None:
+    def _refresh_metrics(self) -> None:
+        """The table shows the last Test of this detector when there is one, else the validation
+        score training recorded; the caption says which, on how many images."""
+        entry = self._detector_entry()
+        if self.results is not None:
+            self._show_metrics(self.results.metrics, results_caption(self.results.metrics, self._tested_at))
+        elif entry is not None:
+            self._show_metrics(entry.metrics, validation_caption(entry.metrics))
+        else:
+            self._show_metrics({}, "")
+
+    def _show_metrics(self, metrics: dict, caption: str = "") -> None:
+        self.metrics_caption.setText(caption)
+        self.metrics_caption.setVisible(bool(caption))
         for r, (key, _label) in enumerate(METRIC_ROWS):
             value = metrics.get(key)
             text = f"{float(value):.3f}" if isinstance(value, (int, float)) and math.isfinite(float(value)) else "–"
@@ -390,13 +417,23 @@ class TrainPanel(Panel):
         task = TestTask(data, self.studio.resolve(entry.folder), exclude=self._support_images(),
                         device=self.device_combo.currentText())
         self.result_notes.setText("Scoring the test images…")
-        self._test_job = self.studio.engine.submit(f"Test '{entry.name}'", run_test, task, on_result=self.show_results)
+        name = entry.name
+        self._test_job = self.studio.engine.submit(f"Test '{name}'", run_test, task,
+                                                   on_result=lambda results: self._tested(name, results))
         self.update_enabled()
         return self._test_job
 
-    def show_results(self, results: TestResults) -> None:
+    def _tested(self, detector: str, results: TestResults) -> None:
+        if self.result_combo.currentText() != detector:
+            self.result_combo.setCurrentText(detector)
+        self.show_results(results)
+
+    def show_results(self, results: TestResults, *, tested_at: str = "", store: bool = True) -> None:
+        """Show Test results of the current detector; fresh ones are stored in the project."""
         self.results = results
-        self._show_metrics(results.metrics)
+        self._results_for = self.result_combo.currentText()
+        self._tested_at = tested_at or time.strftime("%Y-%m-%d %H:%M")
+        self._refresh_metrics()
         self.roc_plot.clear()
         self.pr_plot.clear()
         if results.roc is not None:
@@ -411,8 +448,62 @@ class TrainPanel(Panel):
         self._fill_gallery()
         self._threshold_changed()
         n = results.metrics.get("n_images", len(results.images))
+        stored = "" if store else " Heat maps are not kept with the project: press Test to compute them again."
         self.result_notes.setText(f"{n} test images scored, most anomalous first. "
-                                  + " ".join(results.notes))
+                                  + " ".join(results.notes) + stored)
+        if store:
+            self._store_results()
+
+    # ------------------------------------------------------------------ kept in the project
+    def _stored_records(self) -> dict:
+        records = self.studio.view_state().get(VIEW_KEY)
+        return dict(records) if isinstance(records, dict) else {}
+
+    def _store_results(self) -> None:
+        workspace = self.studio.workspace
+        if workspace is None or self.results is None or not self._results_for:
+            return
+
+        def relative(path: Path) -> str:
+            try:
+                return workspace.relative(path)
+            except AnoGenError:  # outside the project and its datasets: kept as it is
+                return str(path)
+
+        data = self.dataset_dir()
+        record = to_record(self.results, relative, relative(data) if data is not None else "")
+        record["tested_at"] = self._tested_at
+        records = self._stored_records()
+        records[self._results_for] = record
+        self.studio.update_view(**{VIEW_KEY: records})
+        self.studio.save()  # a Test takes minutes: keep it even if the app is killed next
+        self.studio.projectEdited.emit(VIEW_KEY)  # the project tree names the test score
+
+    def _store_threshold(self) -> None:
+        records = self._stored_records()
+        record = records.get(self._results_for or "")
+        if self.results is None or not isinstance(record, dict) or record.get("threshold") == self.threshold():
+            return
+        records[self._results_for] = dict(record, threshold=self.threshold())
+        self.studio.update_view(**{VIEW_KEY: records})  # saved shortly after, in one write
+
+    def _restore_results(self) -> None:
+        """Show the stored last Test of the current detector (no heat maps), if any."""
+        name = self.result_combo.currentText()
+        workspace = self.studio.workspace
+        record = self._stored_records().get(name) if name and workspace is not None else None
+        if record is None:
+            return
+
+        def resolve(rel: str) -> Path:
+            try:
+                return workspace.resolve(rel)
+            except AnoGenError:
+                return Path(rel)
+
+        results = from_record(record, resolve)
+        if results is not None:
+            self.show_results(results, tested_at=str(record.get("tested_at", "")), store=False)
 
     def threshold(self) -> float:
         return self.threshold_slider.value() / 1000
@@ -430,12 +521,20 @@ class TrainPanel(Panel):
             self.gallery.add(i, thumb, f"{item.normalised:.2f} {truth}", verdict)
 
     def _thumb(self, index: int) -> np.ndarray:
-        """The test image blended with its heat map (the library's overlay), cached."""
+        """The test image blended with its heat map (the library's overlay), cached; the plain
+        image for stored results, whose heat maps are not kept, or a grey tile when it is gone."""
         from anogen.detection.infer import heatmap_overlay
 
         if index not in self._thumbs:
             item = self.results.images[index]
-            self._thumbs[index] = heatmap_overlay(read_image(item.path), item.anomaly_map, alpha=0.45)
+            try:
+                image = read_image(item.path)
+            except AnoGenError:
+                image = np.full((64, 64, 3), 128, np.uint8)
+                self._thumbs[index] = image
+                return image
+            self._thumbs[index] = (image if item.anomaly_map is None
+                                   else heatmap_overlay(image, item.anomaly_map, alpha=0.45))
         return self._thumbs[index]
 
     def pass_fail_counts(self) -> tuple[int, int]:
@@ -454,7 +553,9 @@ class TrainPanel(Panel):
         wrong_pass = sum(1 for t in self.results.images if t.normalised < threshold and t.label == 1)
         wrong_fail = sum(1 for t in self.results.images if t.normalised >= threshold and t.label == 0)
         self.counts_label.setText(f"{passed} pass · {failed} fail  (threshold {threshold:.3f}; "
-                                  f"{wrong_pass} missed defects, {wrong_fail} false alarms)")
+                                  f"{wrong_pass} missed defects, {wrong_fail} false alarms; "
+                                  f"on the {len(self.results.images)} test images scored)")
+        self._store_threshold()
         for i in range(self.gallery.count()):
             item = self.gallery.item(i)
             index = item.data(Qt.ItemDataRole.UserRole + 1)
@@ -471,7 +572,12 @@ class TrainPanel(Panel):
         if self.results is None:
             return
         item = self.results.images[int(index)]
-        self.controller.show_image(read_image(item.path), item.anomaly_map, threshold=self._map_threshold(),
+        try:
+            image = read_image(item.path)
+        except AnoGenError as exc:
+            self.result_notes.setText(str(exc))
+            return
+        self.controller.show_image(image, item.anomaly_map, threshold=self._map_threshold(),
                                    opacity=self.heat_opacity.value() / 100)
 
     def export(self) -> Optional[Job]:
