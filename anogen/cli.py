@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "anogen.commands.evaluate",
     "anogen.commands.predict",
     "anogen.commands.export",
+    "anogen.commands.import_annotations",
+    "anogen.commands.export_data",
 )
 
 
