@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from anogen.data.imageio import write_image, write_mask
-from anogen.diffusion.embedding import LearnConfig, encode_support, latent_loss_masks, prepare_support
+from anogen.diffusion.embedding import (
+    LearnConfig,
+    encode_support,
+    latent_loss_masks,
+    prepare_support,
+)
 
 
 @pytest.fixture(scope="module")

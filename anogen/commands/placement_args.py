@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from anogen.data.boxes import BoxPlacement
@@ -38,7 +38,7 @@ def add_placement_arguments(parser: argparse.ArgumentParser) -> None:
                              "on, off")
 
 
-def placement_from_args(args: argparse.Namespace, kind: Optional[str] = None) -> "BoxPlacement":
+def placement_from_args(args: argparse.Namespace, kind: str | None = None) -> BoxPlacement:
     """The placement the options describe; ``kind`` is ``CATEGORY/KIND`` of ``--kind``."""
     from anogen.data.boxes import BoxPlacement, reference_rotates
     from anogen.data.imageio import list_images, read_mask

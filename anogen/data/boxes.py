@@ -32,10 +32,11 @@ import math
 import os
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -80,7 +81,7 @@ class Box:
     angle: float = 0.0
 
     @classmethod
-    def from_sequence(cls, values: Sequence[Any], *, what: str = "box") -> "Box":
+    def from_sequence(cls, values: Sequence[Any], *, what: str = "box") -> Box:
         """Build a box from ``[x0, y0, x1, y1]`` or ``[x0, y0, x1, y1, angle]``; a malformed
         value is an InputError."""
         try:
@@ -99,7 +100,7 @@ class Box:
         return box
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray) -> "Box":
+    def from_mask(cls, mask: np.ndarray) -> Box:
         """The tight bounding box of the True pixels of ``mask``."""
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
@@ -133,7 +134,7 @@ class Box:
                                 np.array([float(self.height)]), np.array([self.angle]))[0]
 
     @property
-    def bounds(self) -> "Box":
+    def bounds(self) -> Box:
         """The smallest axis-aligned box that holds the (rotated) rectangle."""
         if not self.is_rotated:
             return Box(self.x0, self.y0, self.x1, self.y1)
@@ -173,12 +174,12 @@ class Box:
             mask[clipped.y0:clipped.y1, clipped.x0:clipped.x1] = True
         return mask
 
-    def clip(self, height: int, width: int) -> "Box":
+    def clip(self, height: int, width: int) -> Box:
         """The part of the rectangle inside a ``width`` x ``height`` image (may be empty)."""
         return Box(min(max(self.x0, 0), width), min(max(self.y0, 0), height),
                    min(max(self.x1, 0), width), min(max(self.y1, 0), height))
 
-    def validate(self, height: int, width: int, *, what: str = "box") -> "Box":
+    def validate(self, height: int, width: int, *, what: str = "box") -> Box:
         """Return the box if it is non-empty and inside the image, else raise InputError."""
         if self.is_empty:
             raise InputError(f"{what}: box {self.to_list()} is empty (need x0 < x1 and y0 < y1)")
@@ -187,11 +188,11 @@ class Box:
             raise InputError(f"{what}: box {self.to_list()} lies (partly) off the {width}x{height} image")
         return self
 
-    def expand(self, margin: int) -> "Box":
+    def expand(self, margin: int) -> Box:
         """The box grown by ``margin`` pixels on every side (not clipped)."""
         return Box(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin, self.angle)
 
-    def intersection(self, other: "Box") -> int:
+    def intersection(self, other: Box) -> int:
         w = min(self.x1, other.x1) - max(self.x0, other.x0)
         h = min(self.y1, other.y1) - max(self.y0, other.y0)
         return max(0, w) * max(0, h)
@@ -231,7 +232,7 @@ def _otsu_foreground(image: np.ndarray) -> np.ndarray:
     return cleaned.astype(bool) if cleaned.any() else foreground
 
 
-def _grabcut_foreground(image: np.ndarray, *, max_side: int = 256, iterations: int = 5) -> Optional[np.ndarray]:
+def _grabcut_foreground(image: np.ndarray, *, max_side: int = 256, iterations: int = 5) -> np.ndarray | None:
     """GrabCut initialised with a rectangle 5 % inside the border; None when it fails."""
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))  # GrabCut is slow; a small copy suffices
@@ -310,7 +311,7 @@ def looks_like_texture(image: np.ndarray) -> bool:
     return gap < _TEXTURE_MAX_GAP and ratio < _TEXTURE_MAX_SPREAD_RATIO
 
 
-def auto_foreground_method(images: Sequence[np.ndarray], category: Optional[str] = None) -> ForegroundMethod:
+def auto_foreground_method(images: Sequence[np.ndarray], category: str | None = None) -> ForegroundMethod:
     """What ``foreground="auto"`` means for a set of good images of one category.
 
     A known MVTec AD category decides by name (textures: ``all``; objects: ``grabcut``);
@@ -325,7 +326,7 @@ def auto_foreground_method(images: Sequence[np.ndarray], category: Optional[str]
 
 
 def foreground_mask(image: np.ndarray, method: ForegroundMethod = "grabcut", *,
-                    category: Optional[str] = None) -> np.ndarray:
+                    category: str | None = None) -> np.ndarray:
     """The object pixels of a good image, bool ``(H, W)``.
 
     ``grabcut`` (the paper) falls back to ``otsu`` when GrabCut finds no object;
@@ -354,7 +355,7 @@ def foreground_mask(image: np.ndarray, method: ForegroundMethod = "grabcut", *,
 
 
 def place_region(region: np.ndarray, height: int, width: int, *, frame: RegionFrame = "image",
-                 foreground: Optional[np.ndarray] = None) -> np.ndarray:
+                 foreground: np.ndarray | None = None) -> np.ndarray:
     """Where a defect kind may occur on one good image, bool ``(height, width)``.
 
     ``region`` is a mask the user painted (any size, non-zero = allowed). ``frame="image"``
@@ -415,7 +416,7 @@ class BoxSizeRange:
                     f"box {side} range [{lo}, {hi}] is invalid: need 0 < low <= high <= 1 (fractions of the image side)")
 
     @classmethod
-    def from_sequence(cls, values: Sequence[float]) -> "BoxSizeRange":
+    def from_sequence(cls, values: Sequence[float]) -> BoxSizeRange:
         if len(values) != 4:
             raise InputError(f"a box size range needs 4 numbers w_lo w_hi h_lo h_hi, got {list(values)}")
         return cls(*(float(v) for v in values))
@@ -434,7 +435,7 @@ def reference_size_table() -> dict[str, BoxSizeRange]:
     return {key: BoxSizeRange.from_sequence(values) for key, values in data["ranges"].items()}
 
 
-def reference_size_range(category: str, kind: str) -> Optional[BoxSizeRange]:
+def reference_size_range(category: str, kind: str) -> BoxSizeRange | None:
     """The reference range of one MVTec AD defect kind, or None when it has none."""
     return reference_size_table().get(f"{category}/{kind}")
 
@@ -497,7 +498,7 @@ def image_seed(seed: int, name: str) -> np.random.Generator:
 
 
 def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
-                  foreground: Optional[np.ndarray] = None, rule: BoxRule = "inside",
+                  foreground: np.ndarray | None = None, rule: BoxRule = "inside",
                   min_iou: float = 0.5, min_inside: float = 0.75,
                   seed: int | np.random.Generator = 0, max_tries: int = 1000,
                   rotate: bool = False) -> list[Box]:
@@ -621,10 +622,10 @@ class BoxPlacement:
     """
 
     foreground: ForegroundMethod = "auto"
-    category: Optional[str] = None  # an MVTec AD category name settles texture vs object
-    region: Optional[np.ndarray] = None  # painted allowed region, non-zero = allowed
+    category: str | None = None  # an MVTec AD category name settles texture vs object
+    region: np.ndarray | None = None  # painted allowed region, non-zero = allowed
     region_frame: RegionFrame = "image"
-    prior_masks: Optional[list[np.ndarray]] = None  # support masks: boxes go near the real defects
+    prior_masks: list[np.ndarray] | None = None  # support masks: boxes go near the real defects
     rotate: bool = False
     rule: BoxRule = "inside"
     min_iou: float = 0.5
@@ -644,7 +645,7 @@ class BoxPlacement:
         if self.prior_masks is not None and not any((np.asarray(m) > 0).any() for m in self.prior_masks):
             raise InputError("the support masks have no defect pixels: cannot place boxes near them")
 
-    def resolved(self, images: Sequence[np.ndarray]) -> "BoxPlacement":
+    def resolved(self, images: Sequence[np.ndarray]) -> BoxPlacement:
         """A copy whose ``auto`` foreground is settled once for a whole set of images, so
         every image of a folder gets the same kind of allowed area."""
         if self.foreground != "auto":
@@ -655,7 +656,7 @@ class BoxPlacement:
         return self.region is None or self.region_frame == "foreground"
 
     def allowed_area(self, image: np.ndarray, size_range: BoxSizeRange,
-                     foreground: Optional[np.ndarray] = None) -> np.ndarray:
+                     foreground: np.ndarray | None = None) -> np.ndarray:
         """The allowed area of one good image, bool ``(H, W)``. ``foreground`` may be given
         when the caller already has it."""
         height, width = np.asarray(image).shape[:2]
@@ -673,7 +674,7 @@ class BoxPlacement:
         return on_part if on_part.any() else prior
 
     def propose(self, image: np.ndarray, size_range: BoxSizeRange, n: int, *,
-                seed: int | np.random.Generator = 0, allowed: Optional[np.ndarray] = None) -> list[Box]:
+                seed: int | np.random.Generator = 0, allowed: np.ndarray | None = None) -> list[Box]:
         """:func:`propose_boxes` on this placement's allowed area."""
         if allowed is None:
             allowed = self.allowed_area(image, size_range)
@@ -694,7 +695,7 @@ def write_boxes_file(path: str | os.PathLike, boxes: dict[str, Sequence[Box]], *
     # One line per list of numbers ([x0, y0, x1, y1], size ranges): easy to read and diff.
     number = r"-?[0-9][0-9.eE+-]*"
     text = re.sub(rf"\[\s*({number}(?:\s*,\s*{number})*)\s*\](?=,?$)",  # never inside a string
-                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text, flags=re.M)
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text, flags=re.MULTILINE)
     atomic_write_text(path, text + "\n")
 
 
@@ -736,7 +737,7 @@ class BoxProposalConfig:
     per_image: int = 2
     placement: BoxPlacement = field(default_factory=BoxPlacement)
     seed: int = 0
-    limit: Optional[int] = None  # only the first N images (sorted by name)
+    limit: int | None = None  # only the first N images (sorted by name)
 
 
 @dataclass
@@ -746,8 +747,8 @@ class BoxProposalResult:
     foreground: ForegroundMethod = "grabcut"  # the method used ("auto" resolved)
 
 
-def run_box_proposals(config: BoxProposalConfig, progress: "ProgressFn | None" = None,
-                      cancel: "threading.Event | None" = None) -> BoxProposalResult:
+def run_box_proposals(config: BoxProposalConfig, progress: ProgressFn | None = None,
+                      cancel: threading.Event | None = None) -> BoxProposalResult:
     """Write ``out/boxes.json``, ``out/masks/<image stem>_<k>.png`` (box masks) and
     ``out/allowed/<image stem>.png`` (where boxes may go); all or nothing (cancel leaves
     no folder)."""

@@ -58,7 +58,7 @@ def context_window(box: Box, height: int, width: int, *, mode: str = "auto", con
         return full
 
     def place(lo: int, hi: int, limit: int) -> int:
-        start = int(round((lo + hi) / 2 - side / 2))
+        start = round((lo + hi) / 2 - side / 2)
         start = min(max(start, 0), limit - side)
         # Rounding must never cut the box: it lies inside [start, start + side).
         return min(max(start, hi - side), lo)
