@@ -167,7 +167,12 @@ def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: 
 
 def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
     """Blend weights of the generated pixels inside a box, ``(height, width, 1)``:
-    1 in the interior, ramping down over ``feather`` pixels towards the box edge."""
+    1 in the interior, ramping down over ``feather`` pixels towards the box edge.
+
+    ``feather`` is bounded by the box: at most ``(short side - 1) // 2``, so the centre of
+    the box always gets the generated pixels (a wider ramp would blend the whole box
+    back towards the source, down to a box identical to it)."""
+    feather = min(feather, (min(height, width) - 1) // 2)
     if feather <= 0:
         return np.ones((height, width, 1), dtype=np.float32)
     ys = np.arange(height, dtype=np.float32)
@@ -206,6 +211,7 @@ def _composite_rotated(result: np.ndarray, source: np.ndarray, generated_crop: n
         # Distance to the box edge (1 on the edge pixels), as feather_weights counts it.
         padded = np.pad(inside.astype(np.uint8), 1)
         distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+        feather = min(feather, max(0, int(distance.max()) - 1))  # bounded by the box, as feather_weights
         weights = np.clip(distance / (feather + 1), 0.0, 1.0)[:, :, None] * inside[:, :, None]
     original = source[area.y0:area.y1, area.x0:area.x1].astype(np.float32)
     blended = weights * inner.astype(np.float32) + (1.0 - weights) * original
@@ -429,7 +435,9 @@ def _generate_batch(
     # 4. Decode, back to the crop's size, composite in pixel space.
     if normal_latents is not None:
         latents = normal_latents * (1.0 - mask) + latents * mask  # consistent context for the decoder
-    decoded = _to_uint8(torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)]))
+    pixels_float = torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)])
+    _check_finite(pixels_float, items)
+    decoded = _to_uint8(pixels_float)
     results = []
     for item, pixels in zip(items, decoded):
         generated_crop = _resize(pixels, item.crop.width, item.crop.height)
@@ -437,6 +445,18 @@ def _generate_batch(
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
+
+
+def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:
+    """Refuse a batch whose decoded pixels hold NaN or infinity: cast to uint8 they would
+    become a black box that looks like a defect and be written as an accepted sample."""
+    finite = torch.isfinite(pixels.float()).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return
+    bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
+    seeds = ", ".join(str(int(items[i].request.seed)) for i in bad[:5])
+    raise ModelError(f"generation produced NaN or infinite pixels in {len(bad)} of {len(items)} images "
+                     f"(seeds {seeds}); the model or the embedding is broken (try --precision fp32)")
 
 
 def _encode(model: "DiffusionModel", images: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -579,13 +599,21 @@ def generate_set(
         progress(Progress(done_batches * config.steps + report.step, steps_total,
                           message=f"images {first}-{last} of {total_requests}", preview=report.preview))
 
+    unchanged: list[str] = []
     with GeneratedSetWriter(out) as writer:
         pending: list[tuple[Path, int, GenerationRequest]] = []
 
         def flush() -> None:
             nonlocal done_batches
             outputs = generate(model, token, [request for _, _, request in pending], config, batch_progress, cancel)
-            for (path, k, _), output in zip(pending, outputs):
+            for (path, k, request), output in zip(pending, outputs):
+                if _box_unchanged(request.image, output):
+                    # Not a defect: training on it would teach the detector that a good
+                    # patch is defective.
+                    log.warning("%s sample %d: the box came out identical to the good image; not written",
+                                path.name, k)
+                    unchanged.append(f"{path.name}#{k}")
+                    continue
                 mask = output.box.to_mask(*output.image.shape[:2]) if output.box.is_rotated else None
                 writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
@@ -614,8 +642,18 @@ def generate_set(
         if pending:
             flush()
         check_cancel(cancel)
+        if not writer.samples:
+            raise ModelError(f"none of the {len(unchanged)} generated samples changed its box "
+                             f"({', '.join(unchanged[:3])}...); nothing was written")
         samples = list(writer.samples)
     return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
+
+
+def _box_unchanged(source: np.ndarray, output: GeneratedImage) -> bool:
+    """True when the generated image equals its good image inside the box's bounds."""
+    area = output.box.bounds
+    return bool(np.array_equal(source[area.y0:area.y1, area.x0:area.x1],
+                               output.image[area.y0:area.y1, area.x0:area.x1]))
 
 
 def _embedding_kind(embedding: object, path: Path) -> str:

@@ -115,6 +115,10 @@ def load_embedding(path: str | os.PathLike) -> LearnedEmbedding:
     if vector.ndim != 1:
         raise InputError(f"{path}: token '{token}' has shape {tuple(vector.shape)}; only single-vector "
                          "embeddings are supported")
+    if not torch.isfinite(vector).all():
+        # A NaN vector makes every generated box black; refuse it here, where the file is named.
+        raise InputError(f"{path}: token '{token}' holds NaN or infinite values; the embedding is broken, "
+                         "learn it again")
     try:
         loss_curve = [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
     except (ValueError, TypeError):

