@@ -200,7 +200,8 @@ def test_coco_polygons_and_both_rle_kinds(tmp_path):
     ])
     records = read_coco(path)  # images found in ../images, the usual layout
     assert [r.image.name for r in records] == ["p.png", "q.png"]
-    assert np.array_equal(records[0].masks["scratch"], _box(2, 2, 6, 5))
+    # On COCO's grid the polygon (2, 2)-(6, 5) traces pixel edges: columns 2..5, rows 2..4.
+    assert np.array_equal(records[0].masks["scratch"], _box(2, 2, 5, 4))
     assert np.array_equal(records[0].masks["hole"], hole)
     assert np.array_equal(records[1].masks["hole"], other)
 

@@ -125,11 +125,40 @@ def check_points(points: Any, width: int, height: int, minimum: int) -> list[tup
     return result
 
 
-def fill_polygon(points: Sequence[tuple[float, float]], width: int, height: int) -> np.ndarray:
-    """The polygon filled (edges included, as labelme draws it), ``bool (H, W)``."""
+def fill_polygon(points: Sequence[tuple[float, float]], width: int, height: int, *,
+                 centres: bool = False) -> np.ndarray:
+    """The polygon filled, ``bool (H, W)``.
+
+    Default: on pixel coordinates with edges included, as labelme draws it. ``centres``:
+    COCO's convention, where pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)`` and is set
+    when its centre lies inside, so the rectangle ``(0, 0)-(w, h)`` is exactly w x h pixels.
+    """
+    if centres:
+        return _fill_centres(points, width, height)
     canvas = Image.new("L", (width, height), 0)
     ImageDraw.Draw(canvas).polygon(list(points), fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def _fill_centres(points: Sequence[tuple[float, float]], width: int, height: int) -> np.ndarray:
+    """Even-odd scanline fill sampled at pixel centres (PIL rounds sub-pixel coordinates)."""
+    xy = np.asarray(points, dtype=np.float64)
+    x0, y0 = xy[:, 0], xy[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    mask = np.zeros((height, width), dtype=bool)
+    for row in range(height):
+        y = row + 0.5
+        # Half-open in y, so a vertex on the scanline counts once and flat edges never.
+        crossing = ((y0 <= y) & (y < y1)) | ((y1 <= y) & (y < y0))
+        if not crossing.any():
+            continue
+        xs = np.sort(x0[crossing] + (y - y0[crossing]) * (x1[crossing] - x0[crossing])
+                     / (y1[crossing] - y0[crossing]))
+        for left, right in zip(xs[0::2], xs[1::2]):
+            # Pixel i is inside when left <= i + 0.5 < right.
+            start, stop = max(math.ceil(left - 0.5), 0), min(math.ceil(right - 0.5), width)
+            mask[row, start:stop] = True
+    return mask
 
 
 def add_mask(record: LabelledImage, label: str, mask: np.ndarray, entry: str) -> None:

@@ -9,7 +9,9 @@ usually with ``iscrowd: 1``) or a string ("compressed"): each count is written a
 "another group follows" and bit 0x10 of the last group the sign; from the fourth count
 on, the value stored is the difference to the count two places earlier.
 
-Image files are looked up by ``file_name`` in ``--images`` or, without it, next to the
+Polygons are filled on COCO's pixel grid: pixel ``(i, j)`` spans ``[i, i+1)`` and is
+set when its centre is inside, so a box polygon traced along pixel edges gives exactly
+its pixels. Image files are looked up by ``file_name`` in ``--images`` or, without it, next to the
 JSON file, in its ``images/`` folder or in ``../images`` (the usual layouts).
 """
 
@@ -129,7 +131,7 @@ def _polygons_mask(segmentation: list, width: int, height: int) -> np.ndarray:
             points = check_points([flat[i:i + 2] for i in range(0, len(flat), 2)], width, height, 3)
         except EntryError as exc:
             raise EntryError(f"polygon #{index}: {exc}") from None
-        mask |= fill_polygon(points, width, height)
+        mask |= fill_polygon(points, width, height, centres=True)
     return mask
 
 
