@@ -99,6 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         window.open_demo_project(Path(args.project) if args.project else None, wait=bool(args.screenshot))
     elif args.project:
         window.open_project(Path(args.project))
+    elif settings.reopen_last_project and settings.recent_projects():
+        window.open_project(settings.recent_projects()[0])  # the first screen shows if it fails
     if args.panel:
         window.show_panel(args.panel)
 

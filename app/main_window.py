@@ -15,7 +15,7 @@ import shiboken6
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
-                               QMenu, QMessageBox, QTabWidget, QToolBar, QWidget)
+                               QMenu, QMessageBox, QStackedWidget, QTabWidget, QToolBar, QWidget)
 
 from anogen.data.workspace import Workspace
 from anogen.errors import AnoGenError
@@ -31,6 +31,7 @@ from app.project_tree import ProjectTree
 from app.relink import relink_moved_datasets
 from app.settings import Settings
 from app.studio import Selection, Studio
+from app.widgets.start_page import StartPage
 from app.widgets.wheel_guard import guard_wheel
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,12 @@ class MainWindow(QMainWindow):
         self.canvas.set_brush_radius(self.settings.brush_radius)
         self.canvas.set_mask_opacity(self.settings.mask_opacity)
         self.controller = CanvasController(self.studio, self.canvas, self)
-        self.setCentralWidget(self.canvas)
+        # The first screen stands in for the empty canvas until a project is open.
+        self.start_page = StartPage()
+        self.centre = QStackedWidget()
+        self.centre.addWidget(self.start_page)
+        self.centre.addWidget(self.canvas)
+        self.setCentralWidget(self.centre)
         self.setDockNestingEnabled(True)
         self._shortcut_rows: list[tuple[str, str, str]] = []
         self._error_boxes: list[QMessageBox] = []
@@ -312,6 +318,13 @@ class MainWindow(QMainWindow):
             lambda n, pct: self.area_label.setText(f"Mask {n:,} px ({pct:.2f} %)" if self.canvas.mask() is not None else ""))
         self.engine.jobFailed.connect(lambda job, message, details: self.show_error(f"{job.title} failed", message, details))
         self.tabs.currentChanged.connect(self._panel_changed)
+        self.start_page.newRequested.connect(self.new_project)
+        self.start_page.openRequested.connect(self.open_project_dialog)
+        self.start_page.demoRequested.connect(lambda: self.open_demo_project())
+        self.start_page.recentRequested.connect(self.open_project)
+        self.start_page.set_reopen_last(self.settings.reopen_last_project)
+        self.start_page.reopenLastChanged.connect(
+            lambda on: setattr(self.settings, "reopen_last_project", on))
         self._brush_changed(self.canvas.brush_radius())
 
     # ================================================================== projects
@@ -328,6 +341,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _set_workspace(self, workspace: Optional[Workspace]) -> None:
+        self.start_page.set_demo_building(False)
         if self.studio.workspace is not None:
             self.controller.remember_view()
             self.studio.flush()
@@ -396,8 +410,10 @@ class MainWindow(QMainWindow):
         if (folder / "project.json").is_file():
             self.open_project(folder)
             return
+        self.start_page.set_demo_building(True)
         self.engine.submit("Build the demo project", build_demo_project, folder,
-                           on_result=lambda path: self.open_project(Path(path)))
+                           on_result=lambda path: self.open_project(Path(path)),
+                           on_failure=lambda _state: self.start_page.set_demo_building(False))
         if wait:
             self.engine.wait(300)
 
@@ -408,6 +424,7 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(f"&{number} {folder}")
             action.setShortcut(QKeySequence(f"Ctrl+Alt+{number}"))
             action.triggered.connect(lambda _c=False, f=folder: self.open_project(f))
+        self.start_page.set_recent(recent[:9])
         if not recent:
             self.recent_menu.addAction("(none)").setEnabled(False)
         else:
@@ -417,6 +434,7 @@ class MainWindow(QMainWindow):
 
     def _project_changed(self) -> None:
         self._update_title()
+        self.centre.setCurrentWidget(self.canvas if self.studio.project is not None else self.start_page)
         for panel in self.panels.values():
             panel.project_changed()
 

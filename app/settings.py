@@ -112,6 +112,15 @@ class Settings:
         self._store.setValue("canvas/mask_opacity", float(opacity))
 
     @property
+    def reopen_last_project(self) -> bool:
+        """Open the most recent project at start-up (when no project is named on the command line)."""
+        return bool(self.value("ui/reopen_last_project", False, bool))
+
+    @reopen_last_project.setter
+    def reopen_last_project(self, on: bool) -> None:
+        self._store.setValue("ui/reopen_last_project", bool(on))
+
+    @property
     def last_folder(self) -> str:
         return str(self.value("ui/last_folder", str(Path.home())))
 

@@ -486,3 +486,63 @@ def test_reopened_project_shows_the_same_labelled_test_numbers(make_window, proj
     assert again.canvas.image() is not None
     tree_rows = [again.tree.topLevelItem(3).child(i).text(0) for i in range(again.tree.topLevelItem(3).childCount())]
     assert tree_rows == ["d1 (draem)  ·  test AUROC 0.625"]
+
+
+# ---------------------------------------------------------------- the first screen
+def test_first_screen_starts_the_work_and_returns_when_the_project_closes(make_window, project, qtbot,
+                                                                         monkeypatch):
+    from app.main_window import MainWindow
+
+    window = make_window()
+    start = window.start_page
+    assert window.centre.currentWidget() is start and start.isVisible() and not window.canvas.isVisible()
+    assert not start.recent_list.isVisible() and start.recent_empty.isVisible()
+    demo_calls = []
+    monkeypatch.setattr(MainWindow, "open_demo_project", lambda self, *a, **k: demo_calls.append(a))
+    qtbot.mouseClick(start.demo_button, Qt.MouseButton.LeftButton)
+    assert demo_calls == [()]
+
+    window.open_project(project)
+    assert window.centre.currentWidget() is window.canvas and not start.isVisible()
+    window.close_project()
+    assert start.isVisible()
+    assert start.recent_list.count() == 1 and str(project.resolve()) in start.recent_list.item(0).text()
+    item = start.recent_list.item(0)
+    qtbot.mouseClick(start.recent_list.viewport(), Qt.MouseButton.LeftButton,
+                     pos=start.recent_list.visualItemRect(item).center())
+    assert window.studio.project is not None and window.studio.workspace.root == project.resolve()
+    assert window.canvas.isVisible()
+
+    assert not window.settings.reopen_last_project
+    start.reopen_check.setChecked(True)
+    assert window.settings.reopen_last_project
+
+
+def test_start_up_reopens_the_last_project_when_asked(project, tmp_path, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QApplication
+
+    import app.main
+    import app.main_window
+    from app.settings import SETTINGS_ENV, Settings
+
+    settings_file = tmp_path / "start.ini"
+    settings = Settings(settings_file)
+    settings.add_recent_project(project)
+    settings.reopen_last_project = True
+    settings.sync()
+    monkeypatch.setenv(SETTINGS_ENV, str(settings_file))
+    made = []
+
+    class Recorded(app.main_window.MainWindow):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(app.main_window, "MainWindow", Recorded)
+    monkeypatch.setattr(QApplication, "exec", lambda self=None: 0)  # no event loop: look at the window
+    assert app.main.main([]) == 0
+    [window] = made
+    qtbot.addWidget(window)
+    assert window.studio.workspace is not None and window.studio.workspace.root == project.resolve()
+    window.confirm_close = False
+    window.close()

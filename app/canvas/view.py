@@ -109,7 +109,9 @@ class ImageCanvas(QGraphicsView):
         self._cursor_inner.setPen(inner_pen)
 
         self._apply_theme()
-        theme.theme_changed().connect(lambda _dark: self._apply_theme())
+        # A bound slot, not a lambda: Qt drops the connection when the canvas is deleted, where a
+        # lambda would outlive it and raise on the next theme change (a second window, tests).
+        theme.theme_changed().connect(self._theme_changed)
 
     # ================================================================== content
     def has_image(self) -> bool:
@@ -521,6 +523,9 @@ class ImageCanvas(QGraphicsView):
         inset = 1.0 / max(self.zoom(), 1e-6)
         self._cursor_inner.setRect(rect.adjusted(inset, inset, -inset, -inset))
         self._cursor_item.setVisible(visible)
+
+    def _theme_changed(self, _dark: bool) -> None:
+        self._apply_theme()
 
     def _apply_theme(self) -> None:
         self.setBackgroundBrush(theme.colors().canvas_background)
