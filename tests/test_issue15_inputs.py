@@ -10,6 +10,7 @@ ground-truth mask could not fail ``dataset check``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,78 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
         sampler.generate_set(diffusion["model"], diffusion["embedding"], diffusion["normals"], empty,
                              per_image=1, config=sampler.GenerateConfig(steps=1), device="cpu")
     assert not empty.exists()
+
+
+# ----------------------------------------------------------------------------- item 17
+TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
+TINY_DRAEM_ARGS = [arg for key, value in TINY_DRAEM.items() for arg in ("--set", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory) -> Path:
+    from _data_helpers import make_category
+
+    return make_category(tmp_path_factory.mktemp("data") / "cat", size=(32, 40), train=4, per_kind=2)
+
+
+@pytest.fixture(scope="module")
+def detector(category, tmp_path_factory) -> Path:
+    from anogen.detection.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run") / "draem"
+    train(TrainConfig(data_dir=category, detector="draem", out_dir=out, steps=2, overrides=dict(TINY_DRAEM),
+                      device="cpu"))
+    return out
+
+
+def _with_small_masks(category: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``category`` whose ground-truth masks are half their images' size."""
+    from anogen.data.imageio import read_mask, write_mask
+
+    copy = tmp_path / "cat"
+    shutil.copytree(category, copy)
+    masks = sorted((copy / "ground_truth").rglob("*_mask.png"))
+    for path in masks:
+        write_mask(path, read_mask(path)[::2, ::2])
+    return copy, masks[0]
+
+
+SMALL_MASK_MESSAGE = "mask is 20x16 (WxH) but the image"
+
+
+def test_train_refuses_a_mask_of_another_size(category, tmp_path, capsys):
+    data, _ = _with_small_masks(category, tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--detector", "draem", "--steps", "1", "--device", "cpu", "--quiet",
+                 *TINY_DRAEM_ARGS, "--out", str(out)]) == 2
+    line = _one_line_error(capsys, SMALL_MASK_MESSAGE, "_mask.png")
+    assert str(data / "ground_truth") in line
+    assert not out.exists()
+
+
+def test_evaluate_refuses_a_mask_of_another_size(category, detector, tmp_path, capsys):
+    data, _ = _with_small_masks(category, tmp_path)
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--data", str(data), "--detector-dir", str(detector), "--device", "cpu", "--quiet",
+                 "--json", str(out)]) == 2
+    _one_line_error(capsys, SMALL_MASK_MESSAGE, str(data / "ground_truth"))
+    assert not out.exists()
+    # The same dataset with masks of the right size evaluates.
+    assert main(["evaluate", "--data", str(category), "--detector-dir", str(detector), "--device", "cpu",
+                 "--quiet", "--json", str(out)]) == 0
+    capsys.readouterr()
+
+
+def test_learn_train_and_evaluate_say_the_same_about_a_small_mask(category, tmp_path):
+    """One reader, one message: ``learn`` refused such masks already."""
+    from anogen.data.datasets import read_ground_truth, read_mvtec_category
+    from anogen.data.imageio import read_image_and_mask
+    from anogen.errors import InputError
+
+    data, small = _with_small_masks(category, tmp_path)
+    record = next(r for r in read_mvtec_category(data).test if r.mask_path == small)
+    with pytest.raises(InputError) as from_dataset:
+        read_ground_truth(record)
+    with pytest.raises(InputError) as from_learn:
+        read_image_and_mask(record.path, small)
+    assert str(from_dataset.value) == str(from_learn.value)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from anogen.data.imageio import list_images, read_image, read_mask
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
@@ -168,6 +170,20 @@ def read_plain_folders(good_dir: str | os.PathLike, defect_dir: str | os.PathLik
         if not test:
             raise InputError(f"{defect_dir}: no defect images found")
     return Category(root=good_dir.parent, name=good_dir.parent.name or good_dir.name, train=train, test=test)
+
+
+def read_ground_truth(record: ImageRecord, image_shape: Optional[tuple[int, ...]] = None) -> Optional[np.ndarray]:
+    """The pixel ground truth of a defective record, bool ``(H, W)``, or None when it has none.
+
+    The mask must have its image's size (``image_shape``, else read from the image): a
+    mask of another size is refused, never resized, the same way ``learn`` refuses a
+    support mask, since a resized mask marks pixels the annotator did not mark.
+    """
+    if not record.is_defective or record.mask_path is None:
+        return None
+    if image_shape is None:
+        image_shape = read_image(record.path).shape
+    return read_mask(record.mask_path, expected_size=tuple(image_shape[:2]), image_path=record.path)
 
 
 # ----------------------------------------------------------------------------- checking

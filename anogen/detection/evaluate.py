@@ -75,8 +75,8 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     Returns a :class:`~anogen.metrics.MetricsReport` that names the protocol and the
     checkpoint and counts the scored and excluded images.
     """
-    from anogen.data.datasets import read_mvtec_category
-    from anogen.data.imageio import read_image, read_mask
+    from anogen.data.datasets import read_ground_truth, read_mvtec_category
+    from anogen.data.imageio import read_image
     from anogen.detection.checkpoint import load_detector
     from anogen.detection.infer import score_images
     from anogen.detection.training_data import is_defective, resize_image, resize_mask
@@ -114,12 +114,12 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     for start in range(0, len(kept), batch_size):
         check_cancel(cancel)
         chunk = kept[start:start + batch_size]
-        images = np.stack([resize_image(read_image(r.path), size) for r in chunk])
-        for record in chunk:
-            if is_defective(record) and record.mask_path is not None:
-                masks.append(resize_mask(read_mask(record.mask_path), size) > 0.5)
-            else:
-                masks.append(np.zeros((size, size), dtype=bool))
+        originals = [read_image(r.path) for r in chunk]
+        images = np.stack([resize_image(image, size) for image in originals])
+        for record, image in zip(chunk, originals):
+            # A mask of another size than its image is refused, never resized.
+            mask = read_ground_truth(record, image.shape)
+            masks.append(np.zeros((size, size), dtype=bool) if mask is None else resize_mask(mask, size) > 0.5)
         chunk_maps, chunk_scores = score_images(loaded.detector, images, loaded.device, batch_size)
         maps.append(chunk_maps)
         scores.append(chunk_scores)

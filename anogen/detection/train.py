@@ -187,11 +187,12 @@ def _read_resized(paths: Sequence[Path], size: int) -> list[np.ndarray]:
 
 
 def _read_mask_resized(record: Any, size: int) -> np.ndarray:
-    from anogen.data.imageio import read_mask
+    from anogen.data.datasets import read_ground_truth
 
-    if not is_defective(record) or record.mask_path is None:
+    mask = read_ground_truth(record)  # a mask of another size than its image is refused
+    if mask is None:
         return np.zeros((size, size), dtype=bool)
-    return resize_mask(read_mask(record.mask_path), size) > 0.5
+    return resize_mask(mask, size) > 0.5
 
 
 def _stratified_holdout(records: Sequence[Any], fraction: float, limit: int, rng: np.random.Generator) -> list[Any]:
