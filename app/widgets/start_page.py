@@ -64,9 +64,10 @@ class StartPage(QWidget):
         self.reopen_check = QCheckBox("Reopen the last project when AnoGen Studio starts")
         recent = QVBoxLayout()
         recent.addWidget(recent_title)
-        recent.addWidget(self.recent_list, 1)
+        recent.addWidget(self.recent_list)
         recent.addWidget(self.recent_empty)
         recent.addWidget(self.reopen_check)
+        recent.addStretch(1)
 
         columns = QHBoxLayout()
         columns.addLayout(buttons, 1)
@@ -101,6 +102,9 @@ class StartPage(QWidget):
             item.setToolTip(str(folder))
             self.recent_list.addItem(item)
         self.recent_list.setVisible(bool(folders))
+        if folders:  # as tall as its rows: an empty white box reads as "nothing here"
+            rows = sum(self.recent_list.sizeHintForRow(i) for i in range(self.recent_list.count()))
+            self.recent_list.setFixedHeight(rows + 2 * self.recent_list.frameWidth() + 4)
         self.recent_empty.setVisible(not folders)
 
     def set_reopen_last(self, on: bool) -> None:
