@@ -212,3 +212,39 @@ def test_learn_train_and_evaluate_say_the_same_about_a_small_mask(category, tmp_
     with pytest.raises(InputError) as from_learn:
         read_image_and_mask(record.path, small)
     assert str(from_dataset.value) == str(from_learn.value)
+
+
+# ----------------------------------------------------------------------------- item 18
+def _generated_set(category: Path, out: Path, box: list[int]) -> Path:
+    """A one-sample generated set on the category's first good image, its manifest box
+    replaced by ``box`` (the image and box mask stay as written)."""
+    from anogen.data.generated import MANIFEST_NAME, GeneratedSetWriter
+
+    source = sorted((category / "train" / "good").glob("*.png"))[0]
+    with GeneratedSetWriter(out) as writer:
+        for index in range(2):
+            writer.add(read_image(source), box=[2, 2, 12, 10], source=str(source), defect_kind="scratch", seed=index,
+                       model="tiny", embedding_hash="0" * 64, steps=1, guidance=1.0, id=f"s{index}")
+    manifest = out / MANIFEST_NAME
+    lines = manifest.read_text().splitlines()
+    lines[1] = lines[1].replace('"box": [2, 2, 12, 10]', f'"box": {box}')
+    manifest.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_a_generated_box_outside_its_image_is_refused_naming_the_line(category, tmp_path, capsys):
+    from anogen.errors import InputError
+
+    generated = _generated_set(category, tmp_path / "set", [20, 20, 90, 90])  # the images are 40x32
+    with pytest.raises(InputError, match=r"line 2: box \[20, 20, 90, 90\] lies outside its 40x32 image"):
+        read_generated_set(generated)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "1", "--device", "cpu",
+                 "--quiet", *TINY_DRAEM_ARGS, "--generated", str(generated), "--out", str(out)]) == 2
+    _one_line_error(capsys, "manifest.jsonl", "line 2", "outside its 40x32 image")
+    assert not out.exists()
+
+
+def test_a_box_touching_the_image_edge_is_accepted(category, tmp_path):
+    generated = _generated_set(category, tmp_path / "set", [0, 0, 40, 32])
+    assert [s.box for s in read_generated_set(generated)] == [(2, 2, 12, 10), (0, 0, 40, 32)]

@@ -143,6 +143,20 @@ def _check_box(value: Any) -> tuple[int, int, int, int]:
     return (x0, y0, x1, y1)
 
 
+def _image_size(path: Path, name: str) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image` returns it (EXIF rotation
+    applied), from its header only: checking every box of a set stays fast."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112)  # 5-8: turned by 90 degrees
+    except Exception as exc:  # PIL raises many types for a damaged file
+        raise ValueError(f"image file {name} cannot be read ({exc.__class__.__name__})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _sample_from_json(obj: Any, folder: Path) -> GeneratedSample:
     """Validate one parsed manifest line; raises ValueError with a short reason."""
     if not isinstance(obj, dict):
@@ -167,6 +181,10 @@ def _sample_from_json(obj: Any, folder: Path) -> GeneratedSample:
         if not resolved.is_file():
             raise ValueError(f"{name} file {obj[name]} is missing")
         paths[name] = resolved
+    width, height = _image_size(paths["image"], obj["image"])
+    if box[2] > width or box[3] > height:
+        # Trained on, such a box would mark pixels that do not exist as defective.
+        raise ValueError(f"box {list(box)} lies outside its {width}x{height} image {obj['image']}")
     return GeneratedSample(
         id=obj["id"], image=obj["image"], mask=obj["mask"], source=obj["source"], box=box,
         defect_kind=obj["defect_kind"], seed=obj["seed"], model=obj["model"],
