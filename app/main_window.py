@@ -26,6 +26,7 @@ from app.canvas_controller import CanvasController
 from app.dialogs import ShortcutsDialog, show_error
 from app.engine import JobEngine
 from app.icons import icon
+from app.interop_dialogs import export_data_dialog, import_annotations_dialog
 from app.job_area import JobArea
 from app.project_tree import ProjectTree
 from app.relink import relink_moved_datasets
@@ -204,6 +205,11 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Open project...", "Ctrl+O", self.open_project_dialog, "open")
         self.recent_menu = file_menu.addMenu(icon("recent"), "Open &recent")
         self._action(file_menu, "Open &demo project", "Ctrl+Shift+D", lambda: self.open_demo_project(), "demo")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Import annotations...", "Ctrl+Shift+I", lambda: import_annotations_dialog(self),
+                     "import", tip="Support masks from labelme, COCO or CVAT files")
+        self._action(file_menu, "E&xport generated data...", "Ctrl+Alt+E", lambda: export_data_dialog(self),
+                     "export", tip="Generated sets as an anomalib, COCO, YOLO or MVTec AD dataset")
         file_menu.addSeparator()
         self._action(file_menu, "&Save", "Ctrl+S", self.studio.save, "save")
         self._action(file_menu, "&Close project", "Ctrl+W", self.close_project)
