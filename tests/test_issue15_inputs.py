@@ -248,3 +248,48 @@ def test_a_generated_box_outside_its_image_is_refused_naming_the_line(category, 
 def test_a_box_touching_the_image_edge_is_accepted(category, tmp_path):
     generated = _generated_set(category, tmp_path / "set", [0, 0, 40, 32])
     assert [s.box for s in read_generated_set(generated)] == [(2, 2, 12, 10), (0, 0, 40, 32)]
+
+
+# ----------------------------------------------------------------------------- item 19
+@pytest.fixture(scope="module")
+def support(diffusion, tmp_path_factory) -> dict[str, list[Path]]:
+    from anogen.data.demo import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("support")
+    write_demo_dataset(root, categories=("washer",), size=64, train_good=1, test_good=0, test_per_kind=2)
+    category = root / "washer"
+    return {"images": sorted((category / "test" / "scratch").glob("*.png")),
+            "masks": sorted((category / "ground_truth" / "scratch").glob("*.png"))}
+
+
+def _learn_argv(diffusion, support, out: Path, *extra: str) -> list[str]:
+    return ["learn", "--model", str(diffusion["model"]), "--images", *map(str, support["images"]),
+            "--masks", *map(str, support["masks"]), "--out", str(out), "--batch-size", "2", "--device", "cpu",
+            "--quiet", *extra]
+
+
+def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_path, capsys):
+    from anogen.diffusion.embedding import LearnConfig, learn_embedding
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.textual_inversion import load_embedding
+    from anogen.errors import InputError
+
+    out = tmp_path / "scratch.safetensors"
+    checkpoint = tmp_path / "scratch.checkpoint.safetensors"
+    config = LearnConfig(images=support["images"], masks=support["masks"], token="<scratch>", steps=4, batch_size=2,
+                         checkpoint_path=checkpoint)
+    learn_embedding(load_model(diffusion["model"], device="cpu"), config)  # a checkpoint at step 4
+    before = checkpoint.read_bytes()
+
+    assert main(_learn_argv(diffusion, support, out, "--resume", "--steps", "2")) == 2
+    _one_line_error(capsys, str(checkpoint), "step 4", "--steps 4")
+    assert not out.exists() and checkpoint.read_bytes() == before  # nothing written, the checkpoint kept
+    with pytest.raises(InputError, match="already at step 4"):  # the library refuses as well (the app)
+        learn_embedding(load_model(diffusion["model"], device="cpu"),
+                        LearnConfig(**{**config.__dict__, "steps": 2, "resume_from": checkpoint}))
+
+    # Resuming to the checkpoint's own step or beyond records the truth.
+    assert main(_learn_argv(diffusion, support, out, "--resume", "--steps", "5")) == 0
+    capsys.readouterr()
+    learned = load_embedding(out)
+    assert learned.metadata["steps"] == "5" and len(learned.loss_curve) == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from anogen.outputs import add_overwrite_argument
 
@@ -76,6 +77,18 @@ def _is_anogen_embedding(path: Path) -> bool:
         return False
 
 
+def _checkpoint_step(path: Path) -> Optional[int]:
+    """The step a stage-1 checkpoint was saved at, read from its metadata before the model
+    loads; None when unreadable (learning then reports the problem)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return int((handle.metadata() or {})["step"])
+    except Exception:  # any damage: learn_embedding names it when it loads the checkpoint
+        return None
+
+
 def checkpoint_path_for(out: Path) -> Path:
     """Where ``anogen learn --out OUT`` keeps its resumable checkpoint."""
     return out.with_name(f"{out.stem}.checkpoint.safetensors")
@@ -108,7 +121,7 @@ def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], lis
 
 
 def run(args: argparse.Namespace) -> int:
-    from anogen.diffusion.embedding import LearnConfig, learn_embedding, validate_support
+    from anogen.diffusion.embedding import LearnConfig, check_resume_steps, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
     from anogen.diffusion.textual_inversion import save_embedding
     from anogen.errors import InputError
@@ -137,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
     config = config.with_preset(args.preset)
     validate_support(config)  # fail on a bad support set before the (slow) model load
+    if args.resume:
+        step = _checkpoint_step(checkpoint)
+        if step is not None:
+            check_resume_steps(checkpoint, step, config.steps)
     model = load_model(args.model, device=args.device, precision=args.precision,
                        allow_download=args.allow_download, config_dir=args.config_dir,
                        attention_slicing=args.attention_slicing)

@@ -413,6 +413,15 @@ def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.op
     return int(metadata["step"]), [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
 
 
+def check_resume_steps(checkpoint: Path, checkpoint_step: int, steps: int) -> None:
+    """Refuse to resume a checkpoint that is already past ``steps``: the result would be
+    the checkpoint's vector recorded as a shorter run."""
+    if checkpoint_step > steps:
+        raise InputError(f"{checkpoint}: the checkpoint is already at step {checkpoint_step}, past the {steps} "
+                         f"steps asked for; resume with --steps {checkpoint_step} or more, or start afresh "
+                         "without --resume")
+
+
 # ---------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------
@@ -471,7 +480,7 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
     start, loss_curve = 0, []
     if config.resume_from is not None:
         start, loss_curve = _load_checkpoint(Path(config.resume_from), vector, optimizer, fingerprint)
-        start = min(start, config.steps)
+        check_resume_steps(Path(config.resume_from), start, config.steps)
         loss_curve = loss_curve[:start]
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
     last_checkpoint: Optional[int] = start if config.resume_from is not None else None
