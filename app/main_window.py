@@ -44,15 +44,12 @@ PANEL_NAMES = ("defects", "generate", "train")
 
 
 def demo_model_folder() -> Optional[Path]:
-    """``resources/models/demo-ldm`` next to the package (source tree or frozen app)."""
-    roots = [Path(__file__).resolve().parent.parent]
-    if getattr(sys, "_MEIPASS", None):
-        roots.insert(0, Path(sys._MEIPASS))  # type: ignore[attr-defined]
-    for root in roots:
-        folder = root / "resources" / "models" / "demo-ldm"
-        if folder.is_dir():
-            return folder
-    return None
+    """The embedded demo model, wherever :mod:`anogen.resources` finds it (checkout, installed
+    wheel, frozen app), or None when it is not installed."""
+    from anogen.resources import DEMO_MODEL, resource_path
+
+    folder = resource_path(*DEMO_MODEL)
+    return folder if folder.is_dir() else None
 
 
 def default_demo_folder() -> Path:
