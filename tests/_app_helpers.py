@@ -89,6 +89,7 @@ def add_learned_kind_and_set(root: Path, samples: int = 3) -> str:
     embedding.parent.mkdir(parents=True, exist_ok=True)
     embedding.write_bytes(b"placeholder")
     workspace.set_embedding("scratch", embedding)
+    (root / "model").mkdir(exist_ok=True)
     workspace.project.model = str(root / "model")
     good = workspace.project.good_images[0].image
     folder = workspace.generated_dir / "set1"

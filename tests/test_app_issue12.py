@@ -146,6 +146,7 @@ def test_bad_model_path_and_return_checks_once_and_keeps_the_good_model(make_win
 
     name = add_learned_kind_and_set(project)
     good_model = str(project / "good-model")
+    Path(good_model).mkdir()
     workspace = Workspace.open(project)
     workspace.project.model = good_model
     workspace.save()
@@ -546,3 +547,16 @@ def test_start_up_reopens_the_last_project_when_asked(project, tmp_path, qtbot, 
     assert window.studio.workspace is not None and window.studio.workspace.root == project.resolve()
     window.confirm_close = False
     window.close()
+
+
+def test_a_model_folder_gone_since_last_time_is_said_on_open(make_window, project, qtbot):
+    add_learned_kind_and_set(project)
+    workspace = Workspace.open(project)
+    workspace.project.model = str(project / "moved-model")  # the folder is not there
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    defects, generate = window.panels["defects"], window.panels["generate"]
+    assert defects.model_status.text().startswith("✗") and "not there any more" in defects.model_status.text()
+    assert not window.studio.model_ready() and not generate.generate_button.isEnabled()
+    assert window.studio.project.model == str(project / "moved-model")  # kept: the user may copy it back

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
                                QWidget)
 
 from anogen.data.imageio import is_image_file, read_image
+from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
 
 from app.canvas import Tool
@@ -175,7 +176,7 @@ class DefectsPanel(Panel):
         self.batch_spin.setValue(4)
         adv.addRow("Batch size", self.batch_spin)
         self.crop_combo = QComboBox()
-        self.crop_combo.addItems(["auto", "on", "off"])
+        self.crop_combo.addItems(CROP_CHOICES)
         self.crop_combo.setToolTip("Crop around the defect when it is small in its image")
         adv.addRow("Crop to defect", self.crop_combo)
         self.scale_lr_check = QComboBox()
@@ -244,8 +245,16 @@ class DefectsPanel(Panel):
         self.model_edit.setText(project.model if project is not None else "")
         self._set_model_status("", None)
         if project is not None:
-            # Reopening a project does not load a big model just to check it.
-            self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
+            # Reopening a project does not load a big model just to check it, but a local
+            # folder that is gone (the project moved to another machine) is said at once.
+            path = Path(project.model).expanduser()
+            local = path.is_absolute() or project.model.startswith(("~", "."))
+            if project.model and local and not path.exists():
+                self.studio.set_model_state(MODEL_FAILED, project.model)
+                self._set_model_status(f"The model {project.model} is not there any more: choose it again "
+                                       "(folder or file buttons) or use the demo model.", False)
+            else:
+                self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
         self.loss_plot.clear()
         self.learn_status.setText("")
         self.update_enabled()
@@ -399,7 +408,7 @@ class DefectsPanel(Panel):
         ``large`` says what happens to images whose longer side is above ``LARGE_SIDE``:
         ``ask`` (a dialog), ``downscale`` (to ``DOWNSCALED_SIDE``) or ``keep``.
         """
-        from anogen.data.workspace import image_size
+        from anogen.data.imageio import image_size
 
         kind = self._kind()
         workspace = self.studio.workspace
