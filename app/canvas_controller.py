@@ -98,7 +98,7 @@ class CanvasController(QObject):
         mask = read_mask(self.studio.resolve(support.mask)) if support.mask else None
         self.canvas.set_image(image)
         self.canvas.set_mask(mask, editable=True)
-        if self.canvas.tool() not in (Tool.BRUSH, Tool.ERASER, Tool.FILL):
+        if self.canvas.tool() not in (Tool.BRUSH, Tool.ERASER, Tool.FILL, Tool.POLYGON):
             self.canvas.set_tool(Tool.BRUSH)  # panning stays at hand with Space or the middle button
 
     def _show_good(self, selection: Selection) -> None:

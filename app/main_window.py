@@ -229,7 +229,7 @@ class MainWindow(QMainWindow):
         group = QActionGroup(self)
         for tool, text, key, name in ((Tool.PAN, "&Pan", "H", "pan"), (Tool.BRUSH, "&Brush", "B", "brush"),
                                       (Tool.ERASER, "&Eraser", "E", "eraser"), (Tool.FILL, "&Fill region", "G", "fill"),
-                                      (Tool.BOX, "B&ox", "R", "box")):
+                                      (Tool.POLYGON, "Po&lygon", "P", "polygon"), (Tool.BOX, "B&ox", "R", "box")):
             action = self._action(tools, text, key, lambda _c=False, t=tool: self.canvas.set_tool(t), name, checkable=True,
                                   tip=f"{text.replace('&', '')} tool")
             group.addAction(action)

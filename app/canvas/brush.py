@@ -69,3 +69,45 @@ def fill_region(mask: np.ndarray, x: int, y: int) -> Rect | None:
     region = work[ry:ry + rh, rx:rx + rw] == 2
     mask[ry:ry + rh, rx:rx + rw] |= region
     return (rx, ry, rx + rw, ry + rh)
+
+
+
+def fill_polygon(mask: np.ndarray, points: list[tuple[float, float]], value: bool = True) -> Rect | None:
+    """Set (or clear) every pixel whose centre lies inside the polygon ``points``, in place.
+
+    Points are image coordinates like :func:`paint_segment`'s; inside is the even-odd rule,
+    so an outline that crosses itself leaves its overlaps out, as drawing programs do.
+    Returns the touched rect, or None when the polygon has fewer than 3 points or covers
+    no pixel centre.
+    """
+    if len(points) < 3:
+        return None
+    h, w = mask.shape
+    poly = np.asarray(points, dtype=np.float64)
+    x0 = max(0, int(np.floor(poly[:, 0].min())))
+    y0 = max(0, int(np.floor(poly[:, 1].min())))
+    x1 = min(w, int(np.ceil(poly[:, 0].max())) + 1)
+    y1 = min(h, int(np.ceil(poly[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # Scanlines through the pixel centres: where the edges cross a row, sorted; the centres
+    # from one crossing to the next (pairwise) are inside. Exact, and memory is one row.
+    inside = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    ax, ay = poly[:, 0], poly[:, 1]
+    bx, by = np.roll(ax, -1), np.roll(ay, -1)
+    for row in range(y0, y1):
+        cy = row + 0.5
+        crossing = (ay <= cy) != (by <= cy)
+        if not crossing.any():
+            continue
+        cut = np.sort(ax[crossing] + (cy - ay[crossing]) * (bx[crossing] - ax[crossing])
+                      / (by[crossing] - ay[crossing]))
+        for start, stop in zip(cut[0::2], cut[1::2]):
+            first = max(x0, int(np.ceil(start - 0.5)))
+            last = min(x1, int(np.ceil(stop - 0.5)))
+            if last > first:
+                inside[row - y0, first - x0:last - x0] = True
+    if not inside.any():
+        return None
+    mask[y0:y1, x0:x1][inside] = value
+    return (x0, y0, x1, y1)

@@ -36,9 +36,26 @@ class ImageLayer(QGraphicsItem):
         super().__init__()
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setZValue(Z_IMAGE)
+        self._rgb = rgb
+        self._lut: np.ndarray | None = None
+        self._levels: list[QPixmap] = []
+        self._build(rgb)
+
+    def set_lut(self, lut: np.ndarray | None) -> None:
+        """Show the image through a 256-entry value map (brightness/contrast); None: as it is.
+        Only the pixmaps change; the image array stays what it was."""
+        if lut is None and self._lut is None:
+            return
+        if lut is not None and self._lut is not None and np.array_equal(lut, self._lut):
+            return
+        self._lut = None if lut is None else np.asarray(lut, dtype=np.uint8)
+        self._build(self._rgb if self._lut is None else self._lut[self._rgb])
+        self.update()
+
+    def _build(self, rgb: np.ndarray) -> None:
         image = rgb_to_qimage(rgb)
         self._size = (image.width(), image.height())
-        self._levels: list[QPixmap] = [QPixmap.fromImage(image)]
+        self._levels = [QPixmap.fromImage(image)]
         level = image
         while min(level.width(), level.height()) // 2 >= self.MIN_LEVEL_SIDE and len(self._levels) < 5:
             level = level.scaled(max(1, level.width() // 2), max(1, level.height() // 2),

@@ -11,14 +11,15 @@ import enum
 from typing import Optional, Sequence
 
 import numpy as np
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import (QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QResizeEvent,
-                           QTransform, QWheelEvent)
-from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPolygonF,
+                           QResizeEvent, QTransform, QWheelEvent)
+from PySide6.QtWidgets import (QFrame, QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView,
+                               QWidget)
 
 from app import theme
 from app.canvas.boxes import MIN_SIDE, BoxItem, BoxTuple, clamp_box
-from app.canvas.brush import fill_region, paint_segment
+from app.canvas.brush import fill_polygon, fill_region, paint_segment
 from app.canvas.history import DEFAULT_MAX_BYTES, MaskHistory, Rect
 from app.canvas.layers import Z_CURSOR, CompareLayer, HeatmapLayer, ImageLayer, MaskLayer
 
@@ -32,7 +33,11 @@ class Tool(str, enum.Enum):
     BRUSH = "brush"
     ERASER = "eraser"
     FILL = "fill"
+    POLYGON = "polygon"  # click corners, double-click or Enter fills the outline
     BOX = "box"
+
+
+_POLYGON_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape, Qt.Key.Key_Backspace)
 
 
 def _union(a: Rect | None, b: Rect | None) -> Rect | None:
@@ -80,6 +85,10 @@ class ImageCanvas(QGraphicsView):
         self._tool = Tool.PAN
         self._brush_radius = 12
         self._mask_opacity = 0.5
+        self._mask_visible = True
+        self._mask_color: Optional[QColor] = None  # None: the theme's "bad" colour
+        self._brightness = 0  # view-only levels: -100..100 added, contrast in percent
+        self._contrast = 100
         self._mask_editable = False
         self._boxes_editable = False
         self._fit_on_resize = True
@@ -95,6 +104,12 @@ class ImageCanvas(QGraphicsView):
         self._new_box: Optional[BoxItem] = None
         self._new_box_origin: Optional[QPointF] = None
         self._dragging_split = False
+        self._polygon: list[QPointF] = []  # the corners clicked so far with the polygon tool
+        self._polygon_hover: Optional[QPointF] = None
+        self._polygon_item = QGraphicsPathItem()
+        self._polygon_item.setZValue(Z_CURSOR)
+        self._polygon_item.setVisible(False)
+        self.scene().addItem(self._polygon_item)
 
         self._cursor_item = QGraphicsEllipseItem()
         self._cursor_item.setZValue(Z_CURSOR)
@@ -140,6 +155,7 @@ class ImageCanvas(QGraphicsView):
         if self._rgb.ndim == 2:
             self._rgb = np.repeat(self._rgb[:, :, None], 3, axis=2)
         self._image_layer = ImageLayer(self._rgb)
+        self._image_layer.set_lut(self._levels_lut())
         self.scene().addItem(self._image_layer)
         w, h = self.image_size()
         self.scene().setSceneRect(QRectF(0, 0, w, h))
@@ -181,8 +197,9 @@ class ImageCanvas(QGraphicsView):
         if mask.shape != (h, w):
             raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
         self.clear_mask_layer()
-        self._mask_layer = MaskLayer(mask, theme.colors().bad)
+        self._mask_layer = MaskLayer(mask, self.mask_color())
         self._mask_layer.setOpacity(self._mask_opacity)
+        self._mask_layer.setVisible(self._mask_visible)
         self.scene().addItem(self._mask_layer)
         self._mask_editable = editable
         self._history.clear()
@@ -191,6 +208,7 @@ class ImageCanvas(QGraphicsView):
 
     def clear_mask_layer(self) -> None:
         self._end_stroke(commit=False)
+        self.cancel_polygon()
         if self._mask_layer is not None:
             self.scene().removeItem(self._mask_layer)
             self._mask_layer = None
@@ -216,6 +234,44 @@ class ImageCanvas(QGraphicsView):
 
     def mask_opacity(self) -> float:
         return self._mask_opacity
+
+    def set_mask_visible(self, visible: bool) -> None:
+        """Show or hide the mask overlay (to look at the defect under it); the mask is kept."""
+        self._mask_visible = bool(visible)
+        if self._mask_layer is not None:
+            self._mask_layer.setVisible(self._mask_visible)
+
+    def mask_visible(self) -> bool:
+        return self._mask_visible
+
+    def set_mask_color(self, color: Optional[QColor]) -> None:
+        """The overlay's tint; None follows the theme. Red is invisible on red parts."""
+        self._mask_color = None if color is None else QColor(color)
+        if self._mask_layer is not None:
+            self._mask_layer.set_color(self.mask_color())
+        self._update_polygon_item()
+
+    def mask_color(self) -> QColor:
+        return QColor(self._mask_color) if self._mask_color is not None else theme.colors().bad
+
+    # ------------------------------------------------------------------ viewing levels
+    def set_display_levels(self, brightness: int = 0, contrast: int = 100) -> None:
+        """Brightness (-100..100) and contrast (percent) of what is shown: the image array,
+        what is saved and what the models read never change."""
+        self._brightness = int(min(100, max(-100, brightness)))
+        self._contrast = int(min(400, max(10, contrast)))
+        if self._image_layer is not None:
+            self._image_layer.set_lut(self._levels_lut())
+
+    def display_levels(self) -> tuple[int, int]:
+        return (self._brightness, self._contrast)
+
+    def _levels_lut(self) -> Optional[np.ndarray]:
+        if self._brightness == 0 and self._contrast == 100:
+            return None
+        ramp = np.arange(256, dtype=np.float32)
+        values = (ramp - 127.5) * (self._contrast / 100.0) + 127.5 + self._brightness * 2.55
+        return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
     def clear_mask(self) -> None:
         """Erase the whole mask (one undoable step)."""
@@ -244,6 +300,62 @@ class ImageCanvas(QGraphicsView):
         x0, y0, x1, y1 = rect
         self._commit_edit(rect, before[y0:y1, x0:x1])
         return True
+
+    # ------------------------------------------------------------------ polygon
+    def polygon_points(self) -> list[tuple[float, float]]:
+        """The corners of the polygon being drawn (image coordinates)."""
+        return [(p.x(), p.y()) for p in self._polygon]
+
+    def add_polygon_point(self, x: float, y: float) -> None:
+        """Add a corner to the polygon being drawn (clamped to the image)."""
+        w, h = self.image_size()
+        point = QPointF(min(max(0.0, x), w), min(max(0.0, y), h))
+        if self._polygon and (self._polygon[-1] - point).manhattanLength() < 1e-6:
+            return  # the second click of a double-click lands on the same corner
+        self._polygon.append(point)
+        self._update_polygon_item()
+
+    def close_polygon(self, erase: bool = False) -> bool:
+        """Fill (or with ``erase`` clear) the drawn polygon as one undoable edit."""
+        points, self._polygon = self.polygon_points(), []
+        self._update_polygon_item()
+        if self._mask_layer is None or not self._mask_editable:
+            return False
+        if len(points) < 3:
+            if points:
+                self.message.emit("Polygon: click at least 3 corners, then double-click or press Enter")
+            return False
+        mask = self._mask_layer.mask
+        before = mask.copy()
+        rect = fill_polygon(mask, points, not erase)
+        if rect is None:
+            return False
+        x0, y0, x1, y1 = rect
+        self._commit_edit(rect, before[y0:y1, x0:x1])
+        return True
+
+    def cancel_polygon(self) -> None:
+        self._polygon = []
+        self._update_polygon_item()
+
+    def _update_polygon_item(self) -> None:
+        points = list(self._polygon)
+        if points and self._polygon_hover is not None:
+            points.append(self._polygon_hover)
+        path = QPainterPath()
+        if points:
+            path.addPolygon(QPolygonF(points))
+            if len(points) > 2:
+                path.closeSubpath()
+        self._polygon_item.setPath(path)
+        color = QColor(self._mask_color) if self._mask_color is not None else theme.colors().bad
+        pen = QPen(color, 2, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self._polygon_item.setPen(pen)
+        fill = QColor(color)
+        fill.setAlpha(60)
+        self._polygon_item.setBrush(fill)
+        self._polygon_item.setVisible(bool(self._polygon))
 
     # ------------------------------------------------------------------ undo / redo
     def can_undo(self) -> bool:
@@ -475,6 +587,8 @@ class ImageCanvas(QGraphicsView):
     def set_tool(self, tool: Tool | str) -> None:
         tool = Tool(tool)
         self._end_stroke(commit=True)
+        if tool != self._tool:
+            self.cancel_polygon()
         self._tool = tool
         self._update_box_interaction()
         self._update_cursor()
@@ -504,7 +618,7 @@ class ImageCanvas(QGraphicsView):
             cursor = Qt.CursorShape.ClosedHandCursor if self._pan_last is not None else Qt.CursorShape.OpenHandCursor
         elif self._painting_tool():
             cursor = Qt.CursorShape.BlankCursor
-        elif self._tool in (Tool.FILL, Tool.BOX):
+        elif self._tool in (Tool.FILL, Tool.BOX, Tool.POLYGON):
             cursor = Qt.CursorShape.CrossCursor
         elif self._compare_layer is not None:
             cursor = Qt.CursorShape.SplitHCursor
@@ -530,7 +644,7 @@ class ImageCanvas(QGraphicsView):
     def _apply_theme(self) -> None:
         self.setBackgroundBrush(theme.colors().canvas_background)
         if self._mask_layer is not None:
-            self._mask_layer.set_color(theme.colors().bad)
+            self._mask_layer.set_color(self.mask_color())
 
     # ================================================================== events
     def _image_point(self, event_pos: QPoint | QPointF) -> QPointF:
@@ -571,6 +685,10 @@ class ImageCanvas(QGraphicsView):
             self._begin_stroke(pos, not erase)
             event.accept()
             return
+        if self._tool == Tool.POLYGON and button == Qt.MouseButton.LeftButton and self._mask_editable:
+            self.add_polygon_point(pos.x(), pos.y())
+            event.accept()
+            return
         if self._tool == Tool.FILL and button == Qt.MouseButton.LeftButton and self._mask_editable:
             self.fill_at(int(np.floor(pos.x())), int(np.floor(pos.y())))
             event.accept()
@@ -608,6 +726,9 @@ class ImageCanvas(QGraphicsView):
             self._update_cursor_outline(pos)
             event.accept()
             return
+        if self._polygon:
+            self._polygon_hover = pos
+            self._update_polygon_item()
         if self._new_box is not None and self._new_box_origin is not None:
             w, h = self.image_size()
             o = self._new_box_origin
@@ -639,6 +760,25 @@ class ImageCanvas(QGraphicsView):
             return
         super().mouseReleaseEvent(event)
 
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if self._tool == Tool.POLYGON and event.button() == Qt.MouseButton.LeftButton and self._mask_editable:
+            # The double-click's first click already placed this corner: close the outline.
+            pos = self._image_point(event.position())
+            self.add_polygon_point(pos.x(), pos.y())
+            self.close_polygon(erase=bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier))
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        # While a polygon is drawn, Enter, Esc and Backspace act on it, not on the window's
+        # shortcuts (Backspace there deletes boxes).
+        if (event.type() == QEvent.Type.ShortcutOverride and self._polygon and isinstance(event, QKeyEvent)
+                and event.key() in _POLYGON_KEYS):
+            event.accept()
+            return True
+        return super().event(event)
+
     def leaveEvent(self, event) -> None:  # noqa: ANN001 - Qt override
         self._cursor_item.setVisible(False)
         self.cursorMoved.emit(-1, -1, "")
@@ -654,6 +794,15 @@ class ImageCanvas(QGraphicsView):
             self._space_held = True
             self._cursor_item.setVisible(False)
             self._update_cursor()
+            return
+        if self._polygon and key in _POLYGON_KEYS:
+            if key == Qt.Key.Key_Escape:
+                self.cancel_polygon()
+            elif key == Qt.Key.Key_Backspace:
+                self._polygon.pop()
+                self._update_polygon_item()
+            else:
+                self.close_polygon(erase=bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier))
             return
         if key == Qt.Key.Key_BracketRight:
             self.grow_brush()

@@ -85,7 +85,7 @@ class DefectsPanel(Panel):
         row = QHBoxLayout()
         self.tool_buttons: dict[Tool, QToolButton] = {}
         for tool, text, key in ((Tool.BRUSH, "Brush", "B"), (Tool.ERASER, "Eraser", "E"), (Tool.FILL, "Fill", "G"),
-                                (Tool.PAN, "Pan", "H")):
+                                (Tool.POLYGON, "Polygon", "P"), (Tool.PAN, "Pan", "H")):
             button = QToolButton()
             button.setIcon(icon(tool.value))
             button.setText(text)
