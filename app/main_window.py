@@ -28,11 +28,12 @@ from app.engine import JobEngine
 from app.icons import icon
 from app.interop_dialogs import export_data_dialog, import_annotations_dialog
 from app.job_area import JobArea
-from app.project_tree import ProjectTree
+from app.project_tree import ProjectPane, ProjectTree
 from app.relink import relink_moved_datasets
 from app.settings import Settings
 from app.studio import Selection, Studio
 from app.widgets.start_page import StartPage
+from app.widgets.view_controls import ViewControls
 from app.widgets.wheel_guard import guard_wheel
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ class MainWindow(QMainWindow):
         self.tree = ProjectTree(self.studio)
         left = QDockWidget("Project", self)
         left.setObjectName("projectDock")
-        left.setWidget(self.tree)
+        self.project_pane = ProjectPane(self.tree)
+        left.setWidget(self.project_pane)
         left.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
 
@@ -246,6 +248,16 @@ class MainWindow(QMainWindow):
         self._action(view, "Zoom &in", ["Ctrl++", "Ctrl+="], lambda: self.canvas.zoom_by(1.25), "zoom-in")
         self._action(view, "Zoom &out", "Ctrl+-", lambda: self.canvas.zoom_by(0.8), "zoom-out")
         view.addSeparator()
+        # Application-wide: they work whatever has focus (a spin box, the tree, a floating dock).
+        for text, keys, delta, name in (("&Next image", ["PgDown", "Ctrl+Right"], 1, "next"),
+                                        ("&Previous image", ["PgUp", "Ctrl+Left"], -1, "previous")):
+            action = self._action(view, text, keys, lambda _c=False, d=delta: self.tree.step_image(d), name,
+                                  tip=f"{text.replace('&', '')} in the project list (follows its filter)")
+            action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        self.view_controls = ViewControls(self.canvas, self.settings)
+        self.mask_action = self._action(view, "Show &mask", "M", self.view_controls.toggle_mask, "mask",
+                                        tip="Show or hide the mask overlay")
+        view.addSeparator()
         self._action(view, "Next &theme (auto, light, dark)", "Ctrl+Shift+T", self.cycle_theme)
         self._shortcut_rows.append(("View", "Zoom around the cursor", "Wheel"))
         self._shortcut_rows.append(("View", "Pan", "Space+drag, middle drag"))
@@ -288,6 +300,8 @@ class MainWindow(QMainWindow):
         self.brush_label.setContentsMargins(8, 0, 8, 0)
         toolbar.addSeparator()
         toolbar.addWidget(self.brush_label)
+        toolbar.addSeparator()
+        toolbar.addWidget(self.view_controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
 
     def _build_status_bar(self) -> None:

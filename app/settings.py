@@ -112,6 +112,15 @@ class Settings:
         self._store.setValue("canvas/mask_opacity", float(opacity))
 
     @property
+    def mask_color(self) -> str:
+        """The mask overlay's colour as ``#rrggbb``; empty follows the theme."""
+        return str(self.value("canvas/mask_color", "") or "")
+
+    @mask_color.setter
+    def mask_color(self, value: str) -> None:
+        self._store.setValue("canvas/mask_color", value)
+
+    @property
     def reopen_last_project(self) -> bool:
         """Open the most recent project at start-up (when no project is named on the command line)."""
         return bool(self.value("ui/reopen_last_project", False, bool))
