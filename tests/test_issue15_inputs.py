@@ -78,7 +78,7 @@ def test_a_nan_embedding_is_refused_on_load(diffusion, tmp_path, capsys):
 
 def test_non_finite_generated_pixels_are_refused_not_written(diffusion, tmp_path):
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
     from anogen.errors import ModelError
 
     model = load_model(diffusion["model"], device="cpu")
@@ -86,8 +86,8 @@ def test_non_finite_generated_pixels_are_refused_not_written(diffusion, tmp_path
         model.unet.conv_out.bias.fill_(float("nan"))
     out = tmp_path / "set"
     with pytest.raises(ModelError, match="NaN or infinite"):
-        generate_set(model, diffusion["embedding"], diffusion["normals"], out, per_image=1,
-                     config=GenerateConfig(steps=1))
+        generate_set(GenerateSetConfig(model, diffusion["embedding"], diffusion["normals"], out, per_image=1,
+                                       generation=GenerateConfig(steps=1)))
     assert not out.exists()
 
 
@@ -126,16 +126,18 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
 
     monkeypatch.setattr(sampler, "composite", sometimes_unchanged)
     out = tmp_path / "set"
-    result = sampler.generate_set(diffusion["model"], diffusion["embedding"], diffusion["normals"], out,
-                                  per_image=2, config=sampler.GenerateConfig(steps=1), device="cpu")
+    result = sampler.generate_set(sampler.GenerateSetConfig(
+        diffusion["model"], diffusion["embedding"], diffusion["normals"], out, per_image=2,
+        generation=sampler.GenerateConfig(steps=1), device="cpu"))
     assert len(result.samples) == 2 and len(read_generated_set(out)) == 2  # 4 made, 2 unchanged dropped
     assert "identical to the good image" in caplog.text
 
     monkeypatch.setattr(sampler, "composite", lambda source, *args, **kwargs: source.copy())
     empty = tmp_path / "empty"
     with pytest.raises(ModelError, match="changed its box"):
-        sampler.generate_set(diffusion["model"], diffusion["embedding"], diffusion["normals"], empty,
-                             per_image=1, config=sampler.GenerateConfig(steps=1), device="cpu")
+        sampler.generate_set(sampler.GenerateSetConfig(
+            diffusion["model"], diffusion["embedding"], diffusion["normals"], empty, per_image=1,
+            generation=sampler.GenerateConfig(steps=1), device="cpu"))
     assert not empty.exists()
 
 
@@ -293,3 +295,45 @@ def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_
     capsys.readouterr()
     learned = load_embedding(out)
     assert learned.metadata["steps"] == "5" and len(learned.loss_curve) == 5
+
+
+# ----------------------------------------------------------------------------- item 20
+def _run_limited(argv: list[str], limit_bytes: int, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """``anogen ARGV`` in a child process whose address space is capped, so a command
+    that tries to allocate far too much fails there instead of taking the machine down."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    env = {**os.environ, "ANOGEN_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "anogen", *argv], capture_output=True, text=True, cwd=cwd,
+                          env=env, preexec_fn=cap, timeout=300)
+
+
+def test_learn_refuses_a_resolution_that_cannot_fit(diffusion, support, tmp_path):
+    out = tmp_path / "scratch.safetensors"
+    result = _run_limited(_learn_argv(diffusion, support, out, "--steps", "1", "--resolution", "1048576"),
+                          6 << 30, tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("anogen: error: learning at 1048576 px needs at least"), line
+    assert "TB of memory (estimate) but this machine has 6.4 GB" in line and "--resolution" in line
+    assert not out.exists()
+
+
+def test_the_memory_estimate_lets_ordinary_runs_through(diffusion):
+    from anogen.diffusion.models import load_model
+    from anogen.errors import InputError
+    from anogen.memory import check_learn_memory, machine_memory
+
+    model = load_model(diffusion["model"], device="cpu")
+    assert machine_memory() > 1 << 30
+    for resolution in (32, 256, 1024):
+        check_learn_memory(model, resolution, batch_size=4, shots=5, flip=True)
+    with pytest.raises(InputError, match="needs at least"):
+        check_learn_memory(model, 1 << 17, batch_size=4, shots=5, flip=True)

@@ -55,6 +55,7 @@ from anogen.diffusion.textual_inversion import (  # noqa: F401  (re-exported: on
 )
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+from anogen.memory import check_learn_memory
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +457,8 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
     checkpoint, if any, is kept).
     """
     resolution = _resolution(model, config)
+    # Before the support set is resized: a resolution that cannot fit is refused, not OOM-killed.
+    check_learn_memory(model, resolution, config.batch_size, len(config.images), config.flip)
     shots = prepare_support(config, resolution)
     check_cancel(cancel)
     shot_hashes = [{"image": shot.image_path.name, "image_sha256": file_sha256(shot.image_path),
