@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "anogen.commands.export",
     "anogen.commands.import_annotations",
     "anogen.commands.export_data",
+    "anogen.commands.run",
 )
 
 

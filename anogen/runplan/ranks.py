@@ -1,0 +1,141 @@
+"""Stage 2 across the processes of ``accelerate launch``.
+
+``accelerate launch --num_processes N anogen run PLAN.toml`` starts N copies of the run,
+with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment (Accelerate starts
+them through torch's elastic launcher). Each process generates its share of a defect
+kind's good images into its own part folder; the main process then puts the parts
+together in the one-process order. Every sample's random numbers come from its own
+seed (:func:`anogen.diffusion.sampler.sample_seed`: base seed, image name, index) and
+its boxes from the shared boxes step, so the set is the same, byte for byte, whatever
+the number of processes.
+
+The processes meet through the shared output folder (a part is complete when its done
+marker is there), not through a collective: a barrier would time out while the main
+process spends an hour on stage 1 or a detector.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from anogen.atomic import atomic_write_json, staged_directory
+from anogen.jobs import ProgressFn, check_cancel
+from anogen.runplan.steps import DONE_NAME, Step
+
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ProcessRanks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    use_cpu: bool = False  # accelerate launch --cpu
+
+    @classmethod
+    def from_environment(cls) -> ProcessRanks:
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", "1") or 1)
+        rank = int(env.get("RANK", "0") or 0)
+        return cls(rank=rank, world=max(1, world), local_rank=int(env.get("LOCAL_RANK", rank) or rank),
+                   use_cpu=env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str) -> str:
+        """``auto`` picks this process's own GPU when several processes share a machine."""
+        if self.use_cpu:
+            return "cpu"
+        if requested != "auto" or self.world == 1:
+            return requested
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
+        return requested
+
+    def wait_until(self, condition: Callable[[], bool], cancel: threading.Event | None = None) -> None:
+        while not condition():
+            check_cancel(cancel)
+            time.sleep(POLL_SECONDS)
+
+
+def parts_folder(step: Step) -> Path:
+    return step.folder.parent / f".{step.folder.name}.parts"
+
+
+def _part_folder(step: Step, rank: int, world: int) -> Path:
+    return parts_folder(step) / f"rank{rank}-of-{world}"
+
+
+def share_of(items: list[Path], rank: int, world: int) -> list[Path]:
+    """The good images process ``rank`` generates: every ``world``-th, from its rank on."""
+    return items[rank::world]
+
+
+def _write_part(job, step: Step, ranks: ProcessRanks, progress: ProgressFn | None,
+                cancel: threading.Event | None) -> None:
+    from anogen.diffusion.sampler import generate_set
+
+    part = _part_folder(step, ranks.rank, ranks.world)
+    if (part / DONE_NAME).is_file():
+        return  # written before this process was restarted: the same samples again
+    normals = share_of(list(job.normals), ranks.rank, ranks.world)
+    with staged_directory(part) as staging:
+        count = 0
+        if normals:
+            count = len(generate_set(replace(job, normals=normals, out=staging / "set"), progress, cancel).samples)
+        atomic_write_json(staging / DONE_NAME, {"rank": ranks.rank, "world": ranks.world, "samples": count})
+
+
+def _assemble(job, step: Step, world: int) -> int:
+    """Write the parts as one set, in the order one process writes: good image by good
+    image (the normals' order), and within an image by sample index."""
+    from anogen.data.generated import GeneratedSetWriter, read_generated_set
+
+    position = {str(path): index for index, path in enumerate(job.normals)}
+    samples = []
+    for rank in range(world):
+        part_set = _part_folder(step, rank, world) / "set"
+        if part_set.is_dir():
+            samples += read_generated_set(part_set)
+    samples.sort(key=lambda s: position.get(s.source, len(position)))  # stable: keeps k order per image
+    with GeneratedSetWriter(job.out) as writer:
+        for sample in samples:
+            writer.add(sample.load_image(), box=sample.box, source=sample.source, defect_kind=sample.defect_kind,
+                       seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
+                       steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample.id,
+                       mask=sample.load_mask())
+    return len(samples)
+
+
+def generate_across_ranks(job, step: Step, ranks: ProcessRanks, progress: ProgressFn | None = None,
+                          cancel: threading.Event | None = None) -> int:
+    """Generate ``job`` (a :class:`~anogen.diffusion.sampler.GenerateSetConfig` whose
+    ``normals`` is a list) with every process; on the main process, write the whole set
+    to ``job.out`` and return its sample count (other processes return their part's)."""
+    from anogen.diffusion.sampler import generate_set
+
+    if ranks.world == 1:
+        return len(generate_set(job, progress, cancel).samples)
+    _write_part(job, step, ranks, progress, cancel)
+    if not ranks.is_main:
+        return 0
+    parts = [_part_folder(step, rank, ranks.world) for rank in range(ranks.world)]
+    ranks.wait_until(lambda: all((p / DONE_NAME).is_file() for p in parts), cancel)
+    check_cancel(cancel)
+    count = _assemble(job, step, ranks.world)
+    return count
+
+
+def remove_parts(step: Step) -> None:
+    """Drop the per-process parts once the step is published."""
+    shutil.rmtree(parts_folder(step), ignore_errors=True)
