@@ -15,7 +15,7 @@ import shiboken6
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
-                               QMenu, QMessageBox, QStackedWidget, QTabWidget, QToolBar, QWidget)
+                               QMenu, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QToolBar, QWidget)
 
 from anogen.data.workspace import Workspace
 from anogen.errors import AnoGenError
@@ -110,9 +110,21 @@ class MainWindow(QMainWindow):
         self.controller = CanvasController(self.studio, self.canvas, self)
         # The first screen stands in for the empty canvas until a project is open.
         self.start_page = StartPage()
+        # The canvas above, and under it the generated samples or the test images with room
+        # to read them (they were squeezed at the bottom of the scrolling task panel).
+        self.work_area = QSplitter(Qt.Orientation.Vertical)
+        self.work_area.setObjectName("workArea")
+        self.work_area.addWidget(self.canvas)
+        self.results_tabs = QTabWidget()
+        self.results_tabs.setObjectName("resultsTabs")
+        self.results_tabs.setDocumentMode(True)
+        self.work_area.addWidget(self.results_tabs)
+        self.work_area.setCollapsible(0, False)
+        self.work_area.setStretchFactor(0, 3)
+        self.work_area.setStretchFactor(1, 2)
         self.centre = QStackedWidget()
         self.centre.addWidget(self.start_page)
-        self.centre.addWidget(self.canvas)
+        self.centre.addWidget(self.work_area)
         self.setCentralWidget(self.centre)
         self.setDockNestingEnabled(True)
         self._shortcut_rows: list[tuple[str, str, str]] = []
@@ -157,6 +169,11 @@ class MainWindow(QMainWindow):
         }
         for panel in self.panels.values():
             guard_wheel(panel)  # scrolling the panel never moves a threshold or an opacity
+        self.results_tabs.addTab(self.panels["generate"].results_pane, icon("generated"), "Generated samples")
+        self.results_tabs.addTab(self.panels["train"].results_pane, icon("heatmap"), "Test images and heat maps")
+        for pane in (self.panels["generate"].results_pane, self.panels["train"].results_pane):
+            guard_wheel(pane)
+        self.results_tabs.setVisible(False)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("panelTabs")
         self.tabs.setDocumentMode(True)
@@ -451,7 +468,7 @@ class MainWindow(QMainWindow):
 
     def _project_changed(self) -> None:
         self._update_title()
-        self.centre.setCurrentWidget(self.canvas if self.studio.project is not None else self.start_page)
+        self.centre.setCurrentWidget(self.work_area if self.studio.project is not None else self.start_page)
         for panel in self.panels.values():
             panel.project_changed()
 
@@ -459,6 +476,15 @@ class MainWindow(QMainWindow):
     def show_panel(self, name: str) -> None:
         if name in self.panels:
             self.tabs.setCurrentWidget(self.panels[name])
+            self._show_results_for(name)
+
+    def _show_results_for(self, panel: str) -> None:
+        """Samples under the canvas with Generate, test images with Train; Defects gets the
+        whole height for painting."""
+        pane = getattr(self.panels.get(panel), "results_pane", None)
+        self.results_tabs.setVisible(pane is not None)
+        if pane is not None:
+            self.results_tabs.setCurrentWidget(pane)
 
     def current_panel(self) -> str:
         widget = self.tabs.currentWidget()
@@ -466,6 +492,7 @@ class MainWindow(QMainWindow):
 
     def _panel_changed(self, _index: int) -> None:
         name = self.current_panel()
+        self._show_results_for(name)
         self.settings.last_panel = name
         self.studio.update_view(panel=name)
         self.panels[name].activated()

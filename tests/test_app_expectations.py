@@ -191,3 +191,109 @@ def test_mask_can_be_hidden_and_recoloured(make_window, project, qtbot):
     window.mask_action.trigger()
     assert pixel().green() > 200
     assert window.settings.mask_color == "#22dd44"  # kept for next time
+
+
+# ---------------------------------------------------------------- results you can read
+def _tiny_category(root: Path) -> Path:
+    """An MVTec AD category: 2 good train images, a good and a 'hole' test image with its mask."""
+    from _app_helpers import picture
+    from anogen.data.imageio import write_image, write_mask
+
+    category = root / "cat"
+    for i in range(2):
+        write_image(category / "train" / "good" / f"{i:03d}.png", picture(200 + i, 64))
+    write_image(category / "test" / "good" / "000.png", picture(210, 64))
+    write_image(category / "test" / "hole" / "000.png", picture(211, 64))
+    mask = np.zeros((64, 64), bool)
+    mask[20:36, 10:30] = True
+    write_mask(category / "ground_truth" / "hole" / "000_mask.png", mask)
+    return category
+
+
+def _results_for(category: Path):
+    from app.tasks import TestImage, TestResults
+
+    heat = np.zeros((32, 32), np.float32)
+    heat[10:18, 5:15] = 0.9
+    images = [TestImage(category / "test" / "hole" / "000.png", 1, "hole", 0.9, 0.9, heat),
+              TestImage(category / "test" / "good" / "000.png", 0, "good", 0.1, 0.1, np.zeros((32, 32), np.float32))]
+    return TestResults(images, {"image_auroc": 1.0, "n_images": 2, "n_scored": 2, "n_excluded": 0}, threshold=0.5)
+
+
+def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, project, qtbot, tmp_path):
+    from app.canvas.layers import colormap_lut
+
+    category = _tiny_category(tmp_path)
+    workspace = Workspace.open(project)
+    workspace.link_dataset(category)
+    (project / "detectors" / "d1").mkdir(parents=True)
+    workspace.add_detector("d1", "detectors/d1", "draem", {"image_auroc": 0.9})
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("train")
+    train = window.panels["train"]
+    train.show_results(_results_for(category))
+
+    # The test images sit under the canvas, not at the bottom of the scrolling panel.
+    assert window.results_tabs.isVisible() and window.results_tabs.currentWidget() is train.results_pane
+    assert not train.scroll.isAncestorOf(train.gallery) and window.work_area.isAncestorOf(train.gallery)
+    assert train.gallery.height() >= 150
+    first = train.gallery.item(0)  # most anomalous first: the hole
+    train.gallery.setCurrentItem(first)
+    canvas = window.canvas
+    assert canvas.has_heatmap() and canvas.has_outline()
+    bounds = canvas.outline_bounds()
+    assert (bounds.left(), bounds.top(), bounds.right(), bounds.bottom()) == pytest.approx((10.5, 20.5, 29.5, 35.5))
+
+    window.repaint()
+    grab = canvas.viewport().grab().toImage()
+    bar = canvas.colorbar_rect()
+    lut = colormap_lut()
+    top = grab.pixelColor(int(bar.center().x()), int(bar.top()) + 2)
+    bottom = grab.pixelColor(int(bar.center().x()), int(bar.bottom()) - 2)
+    assert abs(top.red() - int(lut[255][0])) < 25 and abs(top.blue() - int(lut[255][2])) < 25
+    assert abs(bottom.red() - int(lut[0][0])) < 25 and abs(bottom.blue() - int(lut[0][2])) < 25
+    # A good image has no outline; the defects panel hides the results and gives the canvas its height.
+    train.gallery.setCurrentItem(train.gallery.item(1))
+    assert canvas.has_heatmap() and not canvas.has_outline()
+    window.show_panel("defects")
+    assert not window.results_tabs.isVisible()
+    window.show_panel("generate")
+    assert window.results_tabs.currentWidget() is window.panels["generate"].results_pane
+    assert not window.panels["generate"].scroll.isAncestorOf(window.panels["generate"].gallery)
+
+
+def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tmp_path, monkeypatch):
+    import app.panels.train as train_module
+    from PySide6.QtWidgets import QFileDialog
+
+    workspace = Workspace.open(project)
+    (project / "detectors" / "d1").mkdir(parents=True)
+    workspace.add_detector("d1", "detectors/d1", "draem", {})
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    train = window.panels["train"]
+    asked, written = [], []
+
+    class Result:
+        path, image_size, max_abs_diff_map = tmp_path / "deploy" / "line3.onnx", 128, 1e-6
+
+    def fake_export(task, progress, cancel):
+        written.append(task.out)
+        return Result()
+
+    monkeypatch.setattr(train_module, "run_export", fake_export)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args, **kwargs: (asked.append(args[2]) or "", ""))
+    train.export_button.click()
+    assert asked and asked[0].endswith("d1.onnx") and window.engine.current() is None and not written
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args, **kwargs: (str(tmp_path / "deploy" / "line3"), "ONNX model (*.onnx)"))
+    train.export_button.click()
+    job = train._export_job
+    qtbot.waitUntil(lambda: bool(written) and not job.is_active(), timeout=10000)
+    assert written == [tmp_path / "deploy" / "line3.onnx"]
+    qtbot.waitUntil(lambda: "line3.onnx" in train.result_notes.text(), timeout=5000)

@@ -504,7 +504,7 @@ def test_first_screen_starts_the_work_and_returns_when_the_project_closes(make_w
     assert demo_calls == [()]
 
     window.open_project(project)
-    assert window.centre.currentWidget() is window.canvas and not start.isVisible()
+    assert window.centre.currentWidget() is window.work_area and not start.isVisible()
     window.close_project()
     assert start.isVisible()
     assert start.recent_list.count() == 1 and str(project.resolve()) in start.recent_list.item(0).text()

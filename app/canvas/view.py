@@ -21,11 +21,12 @@ from app import theme
 from app.canvas.boxes import MIN_SIDE, BoxItem, BoxTuple, clamp_box
 from app.canvas.brush import fill_polygon, fill_region, paint_segment
 from app.canvas.history import DEFAULT_MAX_BYTES, MaskHistory, Rect
-from app.canvas.layers import Z_CURSOR, CompareLayer, HeatmapLayer, ImageLayer, MaskLayer
+from app.canvas.layers import Z_BOXES, Z_CURSOR, CompareLayer, HeatmapLayer, ImageLayer, MaskLayer, colormap_lut
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
 WHEEL_ZOOM_STEP = 1.25
 MAX_BRUSH_RADIUS = 500
+OUTLINE_COLOR = QColor("#39ff14")  # the ground-truth outline: green shows on every colour-map hue
 
 
 class Tool(str, enum.Enum):
@@ -106,6 +107,7 @@ class ImageCanvas(QGraphicsView):
         self._dragging_split = False
         self._polygon: list[QPointF] = []  # the corners clicked so far with the polygon tool
         self._polygon_hover: Optional[QPointF] = None
+        self._outline_item: Optional[QGraphicsPathItem] = None  # ground truth over a heat map
         self._polygon_item = QGraphicsPathItem()
         self._polygon_item.setZValue(Z_CURSOR)
         self._polygon_item.setVisible(False)
@@ -143,6 +145,7 @@ class ImageCanvas(QGraphicsView):
         self.clear_mask_layer()
         self.clear_heatmap()
         self.clear_compare()
+        self.set_outline(None)
         self.set_boxes([])
         if self._image_layer is not None:
             self.scene().removeItem(self._image_layer)
@@ -175,6 +178,8 @@ class ImageCanvas(QGraphicsView):
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
         super().drawForeground(painter, rect)
+        if self._heat_layer is not None and self._rgb is not None:
+            self._draw_colorbar(painter)
         if self._rgb is not None or not self._placeholder:
             return
         # Drawn in viewport coordinates: the empty scene has no useful geometry to anchor to.
@@ -467,6 +472,8 @@ class ImageCanvas(QGraphicsView):
         self._heat_layer.setOpacity(opacity)
         self._heat_layer.set_threshold(threshold)
         self.scene().addItem(self._heat_layer)
+        # The colour bar is fixed to the viewport: scrolling by blitting would smear it.
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
 
     def set_heatmap_opacity(self, opacity: float) -> None:
         if self._heat_layer is not None:
@@ -475,11 +482,105 @@ class ImageCanvas(QGraphicsView):
     def set_heatmap_threshold(self, threshold: float) -> None:
         if self._heat_layer is not None:
             self._heat_layer.set_threshold(threshold)
+            self.viewport().update()  # the colour bar marks the threshold
 
     def clear_heatmap(self) -> None:
         if self._heat_layer is not None:
             self.scene().removeItem(self._heat_layer)
             self._heat_layer = None
+            self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+            self.viewport().update()  # the colour bar goes with it
+
+    def has_heatmap(self) -> bool:
+        return self._heat_layer is not None
+
+    def heatmap_threshold(self) -> Optional[float]:
+        return None if self._heat_layer is None else self._heat_layer.threshold
+
+    # ------------------------------------------------------------------ ground-truth outline
+    def set_outline(self, mask: Optional[np.ndarray]) -> None:
+        """Outline the true defect pixels (bool, any size: stretched over the image) in green,
+        to compare with the heat map; None removes it."""
+        import cv2
+
+        if self._outline_item is not None:
+            self.scene().removeItem(self._outline_item)
+            self._outline_item = None
+        if mask is None or self._rgb is None or not np.any(mask):
+            return
+        mask = np.asarray(mask, dtype=np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        w, h = self.image_size()
+        sx, sy = w / mask.shape[1], h / mask.shape[0]
+        path = QPainterPath()
+        for contour in contours:
+            # Contour points are pixel indices; +0.5 puts the line on the pixels' centres.
+            points = [QPointF((x + 0.5) * sx, (y + 0.5) * sy) for x, y in contour[:, 0, :]]
+            if len(points) >= 2:
+                path.addPolygon(QPolygonF(points))
+                path.closeSubpath()
+        item = QGraphicsPathItem(path)
+        pen = QPen(OUTLINE_COLOR, 2, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        item.setPen(pen)
+        item.setZValue(Z_BOXES - 1)
+        self.scene().addItem(item)
+        self._outline_item = item
+        self.viewport().update()
+
+    def has_outline(self) -> bool:
+        return self._outline_item is not None
+
+    def outline_bounds(self) -> Optional[QRectF]:
+        """The outline's bounding rect in image coordinates."""
+        return None if self._outline_item is None else self._outline_item.path().boundingRect()
+
+    def colorbar_rect(self) -> QRectF:
+        """Where the heat map's colour bar is drawn, in viewport coordinates."""
+        area = self.viewport().rect()
+        height = max(80.0, min(260.0, area.height() * 0.5))
+        return QRectF(area.width() - 34.0, 14.0 + 16.0, 14.0, height)
+
+    def _draw_colorbar(self, painter: QPainter) -> None:
+        """A vertical score scale (0 normal .. 1 anomalous) with the threshold marked, so a
+        colour on the image reads as a number; and a key for the ground-truth outline."""
+        assert self._heat_layer is not None
+        bar = self.colorbar_rect()
+        lut = colormap_lut()
+        painter.save()
+        painter.resetTransform()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        backdrop = bar.adjusted(-64, -22, 8, 22 + (18 if self._outline_item is not None else 0))
+        painter.fillRect(backdrop, QColor(0, 0, 0, 150))
+        rows = int(bar.height())
+        for row in range(rows):
+            value = 1.0 - row / max(1, rows - 1)  # top is 1 (anomalous)
+            r, g, b = (int(v) for v in lut[int(round(value * 255))])
+            painter.fillRect(QRectF(bar.x(), bar.y() + row, bar.width(), 1), QColor(r, g, b))
+        painter.setPen(QColor("white"))
+        painter.drawRect(bar)
+        metrics = painter.fontMetrics()
+        right = bar.x() - 4
+
+        def label(y: float, text: str) -> None:
+            width = metrics.horizontalAdvance(text)
+            painter.drawText(QPointF(right - width, y + metrics.ascent() / 2 - 1), text)
+
+        painter.drawText(QPointF(bar.x() - 58, bar.y() - 8), "anomaly score")
+        label(bar.y(), "1.0")
+        label(bar.bottom(), "0.0")
+        threshold = self._heat_layer.threshold
+        y = bar.bottom() - threshold * bar.height()
+        painter.drawLine(QPointF(bar.x() - 3, y), QPointF(bar.right() + 3, y))
+        label(y, f"{threshold:.2f} ⟶")
+        if self._outline_item is not None:
+            y_key = bar.bottom() + 24
+            pen = QPen(OUTLINE_COLOR, 2, Qt.PenStyle.DashLine)
+            painter.setPen(pen)
+            painter.drawLine(QPointF(bar.x() - 58, y_key), QPointF(bar.x() - 38, y_key))
+            painter.setPen(QColor("white"))
+            painter.drawText(QPointF(bar.x() - 34, y_key + metrics.ascent() / 2 - 1), "true defect")
+        painter.restore()
 
     # ------------------------------------------------------------------ compare
     def set_compare(self, before: np.ndarray, after: np.ndarray, split: float = 0.5) -> None:

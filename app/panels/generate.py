@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QMessageBox,
-                               QPushButton, QSlider, QSpinBox, QWidget)
+                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from anogen.data.imageio import read_image, read_mask
 from anogen.data.workspace import Box as ProjectBox
+from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
 
 from app.canvas.qimage import rgb_to_pixmap
@@ -143,7 +144,7 @@ class GeneratePanel(Panel):
         self.feather_spin.setRange(0, 64)
         adv.addRow("Feather (px)", self.feather_spin)
         self.crop_combo = QComboBox()
-        self.crop_combo.addItems(["auto", "on", "off"])
+        self.crop_combo.addItems(CROP_CHOICES)
         adv.addRow("Crop around box", self.crop_combo)
         self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
@@ -169,29 +170,36 @@ class GeneratePanel(Panel):
         row.addWidget(self.status, 1)
         self.form.addLayout(row)
 
-        self.heading("Generated samples")
+        # The samples live in a pane of their own, which the main window shows beside the
+        # canvas where a grid of thumbnails has room (a long scrolling panel squeezed it).
+        self.results_pane = QWidget()
+        self.results_pane.setObjectName("samplesPane")
+        pane = QVBoxLayout(self.results_pane)
+        pane.setContentsMargins(6, 4, 6, 4)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Generated set"))
         self.set_combo = QComboBox()
         self.set_combo.setObjectName("setCombo")
-        self.form.addWidget(self.set_combo)
-        self.gallery = Gallery(side=88)
-        self.gallery.setObjectName("sampleGallery")
-        self.gallery.setMinimumHeight(220)
-        self.form.addWidget(self.gallery, 1)
-        row = QHBoxLayout()
+        row.addWidget(self.set_combo, 1)
         self.accept_button = QPushButton(icon("accept"), "Accept")
         self.reject_button = QPushButton(icon("reject"), "Reject")
         self.regenerate_button = QPushButton(icon("regenerate"), "Regenerate")
         for button in (self.accept_button, self.reject_button, self.regenerate_button):
             row.addWidget(button)
-        self.form.addLayout(row)
-        grid = QFormLayout()
+        row.addWidget(QLabel("Before | after"))
         self.compare_slider = QSlider(Qt.Orientation.Horizontal)
         self.compare_slider.setRange(0, 100)
         self.compare_slider.setValue(50)
-        grid.addRow("Before | after", self.compare_slider)
-        self.form.addLayout(grid)
+        self.compare_slider.setMaximumWidth(160)
+        row.addWidget(self.compare_slider)
+        pane.addLayout(row)
+        self.gallery = Gallery(side=120)
+        self.gallery.setObjectName("sampleGallery")
+        pane.addWidget(self.gallery, 1)
         self.gallery_info = self.note()
-        self.form.addWidget(self.gallery_info)
+        pane.addWidget(self.gallery_info)
+        self.form.addWidget(self.note("Generated samples are shown under the canvas: review them there."))
+        self.form.addStretch(1)
 
         self.preview_action = self.action("&Preview one sample", "Ctrl+P", self.preview, "preview")
         self.generate_action = self.action("&Generate N samples", "Ctrl+G", self.generate, "generate")

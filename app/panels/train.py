@@ -11,9 +11,10 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QHeaderView, QLabel, QMessageBox, QPushButton, QSlider, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QWidget)
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from anogen.data.imageio import read_image
+from anogen.detection.registry import DETECTORS, PRESETS
 from anogen.errors import AnoGenError
 
 from app.canvas_controller import CanvasController
@@ -88,10 +89,10 @@ class TrainPanel(Panel):
         adv = QFormLayout(advanced)
         adv.setContentsMargins(12, 0, 0, 0)
         self.detector_combo = QComboBox()
-        self.detector_combo.addItems(["draem", "destseg"])
+        self.detector_combo.addItems(list(DETECTORS))
         adv.addRow("Detector", self.detector_combo)
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(["auto (quick on CPU, paper on GPU)", "quick", "paper"])
+        self.preset_combo.addItems(["auto (quick on CPU, paper on GPU)", *PRESETS])
         adv.addRow("Preset", self.preset_combo)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 1_000_000)
@@ -139,7 +140,8 @@ class TrainPanel(Panel):
         self.result_combo.setObjectName("detectorCombo")
         self.test_button = QPushButton(icon("heatmap"), "Test")
         self.test_button.setToolTip("Score the test images with this detector (Ctrl+Shift+E)")
-        self.export_button = QPushButton(icon("export"), "Export ONNX")
+        self.export_button = QPushButton(icon("export"), "Export ONNX…")
+        self.export_button.setToolTip("Save the detector as an ONNX file for deployment; asks where (Ctrl+E)")
         self.export_button.setObjectName("exportButton")
         row.addWidget(self.result_combo, 1)
         row.addWidget(self.test_button)
@@ -171,6 +173,12 @@ class TrainPanel(Panel):
         row.addWidget(self.pr_plot)
         self.form.addLayout(row)
 
+        # Verdicts and heat maps live in a pane of their own, which the main window shows under
+        # the canvas where the thumbnails have room (the long scrolling panel squeezed them).
+        self.results_pane = QWidget()
+        self.results_pane.setObjectName("testImagesPane")
+        pane = QVBoxLayout(self.results_pane)
+        pane.setContentsMargins(6, 4, 6, 4)
         grid = QFormLayout()
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setObjectName("thresholdSlider")
@@ -185,22 +193,26 @@ class TrainPanel(Panel):
         self.heat_opacity.setRange(0, 100)
         self.heat_opacity.setValue(50)
         grid.addRow("Heat-map opacity", self.heat_opacity)
-        self.form.addLayout(grid)
-        self.gallery = Gallery(side=80)
+        pane.addLayout(grid)
+        self.gallery = Gallery(side=110)
         self.gallery.setObjectName("heatmapGallery")
-        self.gallery.setMinimumHeight(200)
-        self.form.addWidget(self.gallery, 1)
+        self.gallery.setToolTip("Test images, most anomalous first; click one to see its heat map on the canvas, "
+                                "with the true defect outlined in green")
+        pane.addWidget(self.gallery, 1)
         self.result_notes = self.note()
-        self.form.addWidget(self.result_notes)
+        pane.addWidget(self.result_notes)
+        self.form.addWidget(self.note("Test images and their heat maps are shown under the canvas."))
+        self.form.addStretch(1)
+        self._gt_masks: dict[Path, Optional[Path]] = {}  # test image -> its ground-truth mask
 
         self.train_action = self.action("&Train detector", "Ctrl+T", self.train, "train")
         self.test_action = self.action("T&est detector on the test images", "Ctrl+Shift+E", self.test, "heatmap")
-        self.export_action = self.action("E&xport detector to ONNX", "Ctrl+E", self.export, "export")
+        self.export_action = self.action("E&xport detector to ONNX…", "Ctrl+E", self.export, "export")
 
         self.link_button.clicked.connect(self.link_dataset_dialog)
         self.train_button.clicked.connect(self.train)
         self.test_button.clicked.connect(self.test)
-        self.export_button.clicked.connect(self.export)
+        self.export_button.clicked.connect(lambda: self.export())
         self.result_combo.currentTextChanged.connect(lambda _t: self._detector_changed())
         self.threshold_slider.valueChanged.connect(lambda _v: self._threshold_changed())
         self.heat_opacity.valueChanged.connect(lambda v: self.canvas.set_heatmap_opacity(v / 100))
@@ -222,6 +234,7 @@ class TrainPanel(Panel):
         return None
 
     def project_changed(self) -> None:
+        self._gt_masks = {}
         self._clear_results()
         self._fill()
         self.loss_plot.clear()
@@ -579,19 +592,51 @@ class TrainPanel(Panel):
             return
         self.controller.show_image(image, item.anomaly_map, threshold=self._map_threshold(),
                                    opacity=self.heat_opacity.value() / 100)
+        self.canvas.set_outline(self._ground_truth(item.path, image.shape[:2]))
 
-    def export(self) -> Optional[Job]:
+    def _ground_truth(self, path: Path, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+        """The true defect mask of a test image (None for a good one or when it is unknown)."""
+        from anogen.data.datasets import read_mvtec_category
+        from anogen.data.imageio import read_mask
+
+        data = self.dataset_dir()
+        if data is None:
+            return None
+        if not self._gt_masks:
+            try:
+                self._gt_masks = {Path(r.path).resolve(): (Path(r.mask_path) if r.mask_path else None)
+                                  for r in read_mvtec_category(data).test}
+            except AnoGenError:
+                return None
+        mask_path = self._gt_masks.get(Path(path).resolve())
+        if mask_path is None:
+            return None
+        try:
+            return read_mask(mask_path)
+        except AnoGenError:
+            return None
+
+    def export(self, out: Optional[Path] = None) -> Optional[Job]:
+        """Export the current detector to ONNX, at ``out`` or where the user picks in a dialog."""
         entry = self._detector_entry()
         if entry is None:
             return None
         folder = self.studio.resolve(entry.folder)
+        if out is None:
+            start = Path(self.studio.settings.value("ui/export_folder", str(folder)) or folder)
+            chosen, _ = QFileDialog.getSaveFileName(self, f"Export '{entry.name}' to ONNX",
+                                                    str(start / f"{entry.name}.onnx"), "ONNX model (*.onnx)")
+            if not chosen:
+                return None
+            out = Path(chosen) if chosen.lower().endswith(".onnx") else Path(chosen + ".onnx")
+            self.studio.settings.set_value("ui/export_folder", str(out.parent))
 
         def done(result) -> None:  # noqa: ANN001 - ExportResult
             self.result_notes.setText(f"Exported {result.path} (input {result.image_size} px; ONNX matches torch "
                                       f"within {result.max_abs_diff_map:.1e}).")
 
         self._export_job = self.studio.engine.submit(f"Export '{entry.name}' to ONNX", run_export,
-                                                     ExportTask(folder), heavy=False, on_result=done)
+                                                     ExportTask(folder, out), heavy=False, on_result=done)
         self.update_enabled()
         return self._export_job
 
