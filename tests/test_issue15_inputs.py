@@ -10,6 +10,7 @@ ground-truth mask could not fail ``dataset check``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -337,3 +338,24 @@ def test_the_memory_estimate_lets_ordinary_runs_through(diffusion):
         check_learn_memory(model, resolution, batch_size=4, shots=5, flip=True)
     with pytest.raises(InputError, match="needs at least"):
         check_learn_memory(model, 1 << 17, batch_size=4, shots=5, flip=True)
+
+
+# ----------------------------------------------------------------------------- item 21
+def test_boxes_bounds_the_boxes_per_image(category, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "boxes"
+    argv = [sys.executable, "-m", "anogen", "boxes", "--images", str(category / "train" / "good"), "--quiet",
+            "--foreground", "all", "--out", str(out)]
+    # Before the bound this ran for hours; a child process with a timeout keeps a
+    # regression from hanging the suite.
+    result = subprocess.run([*argv, "--per-image", "1000000"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "anogen: error: --per-image must be between 1 and 1000 (each box is placed by trial and written as a "
+        "mask file), got 1000000")
+    assert not out.exists()
+    assert subprocess.run([*argv, "--per-image", "3", "--limit", "1"], capture_output=True, text=True,
+                          timeout=120).returncode == 0
+    assert len(json.loads((out / "boxes.json").read_text())["boxes"]["000.png"]) == 3

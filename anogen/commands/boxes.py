@@ -8,6 +8,10 @@ from pathlib import Path
 from anogen.commands.placement_args import add_placement_arguments
 from anogen.outputs import add_overwrite_argument
 
+# A bound on the work of one run: each box costs a placement search and a mask file
+# (~5 + 15 ms on a busy 2-core machine), so a million per image would run for hours.
+MAX_PER_IMAGE = 1000
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of good images")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
-    parser.add_argument("--per-image", type=int, default=2, metavar="N", help="boxes per image (default 2)")
+    parser.add_argument("--per-image", type=int, default=2, metavar="N",
+                        help=f"boxes per image (default 2, at most {MAX_PER_IMAGE})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
                       help="box width and height ranges as fractions of the image side (default 0.1 0.2 0.1 0.2)")
@@ -77,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         size_range = found
     else:
         size_range = DEFAULT_SIZE_RANGE
-    if args.per_image < 1:
-        raise InputError(f"--per-image must be >= 1, got {args.per_image}")
+    if not 1 <= args.per_image <= MAX_PER_IMAGE:
+        raise InputError(f"--per-image must be between 1 and {MAX_PER_IMAGE} (each box is placed by trial and "
+                         f"written as a mask file), got {args.per_image}")
 
     config = BoxProposalConfig(
         images=args.images, out=args.out, size_range=size_range, per_image=args.per_image,
