@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 VIEW_SAVE_DELAY_MS = 800
 MODEL_UNCHECKED, MODEL_CHECKING, MODEL_OK, MODEL_FAILED = "unchecked", "checking", "ok", "failed"
+# What training does with generated samples nobody reviewed (a per-project setting of the Generate panel).
+REVIEW_CHOICES = ("used for training unless rejected", "not used until accepted")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,17 @@ class Studio(QObject):
         is not still being checked or known to be broken."""
         return (self.project is not None and bool(self.project.model)
                 and self.model_state not in (MODEL_CHECKING, MODEL_FAILED))
+
+    def review_required(self) -> bool:
+        """True when only accepted samples may train (the engineer asked for review first)."""
+        settings = self.view_state().get("settings")
+        generate = settings.get("generate") if isinstance(settings, dict) else None
+        return isinstance(generate, dict) and generate.get("review") == REVIEW_CHOICES[1]
+
+    def shared_kind(self) -> str:
+        """The defect kind the panels share: the one last chosen, painted or learned."""
+        kind = self.view_state().get("kind")
+        return kind if isinstance(kind, str) else ""
 
     def view_state(self) -> dict[str, Any]:
         """The free-form GUI state stored in the project (``project.view``)."""

@@ -297,3 +297,175 @@ def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tm
     qtbot.waitUntil(lambda: bool(written) and not job.is_active(), timeout=10000)
     assert written == [tmp_path / "deploy" / "line3.onnx"]
     qtbot.waitUntil(lambda: "line3.onnx" in train.result_notes.text(), timeout=5000)
+
+
+# ---------------------------------------------------------------- review, settings, shared context
+def test_new_samples_are_to_review_and_the_policy_decides_what_trains(make_window, project, qtbot, tmp_path,
+                                                                       monkeypatch):
+    from _app_helpers import add_learned_kind_and_set, picture
+    from anogen.data.generated import GeneratedSetWriter, read_generated_set
+    from PySide6.QtWidgets import QMessageBox
+
+    # The library default: a sample nobody reviewed is "pending"; an old manifest's "accepted" stays.
+    with GeneratedSetWriter(tmp_path / "fresh") as writer:
+        writer.add(picture(1, 32), box=(4, 4, 20, 20), source="good.png", defect_kind="scratch", seed=0,
+                   model="m", embedding_hash="0", steps=2, guidance=1.0)
+        writer.add(picture(2, 32), box=(4, 4, 20, 20), source="good.png", defect_kind="scratch", seed=1,
+                   model="m", embedding_hash="0", steps=2, guidance=1.0, status="accepted")
+    assert [s.status for s in read_generated_set(tmp_path / "fresh")] == ["pending", "accepted"]
+
+    category = _tiny_category(tmp_path)
+    set_name = add_learned_kind_and_set(project)  # 3 pending samples
+    workspace = Workspace.open(project)
+    workspace.link_dataset(category)
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("generate")
+    generate = window.panels["generate"]
+    assert "to review" in generate.gallery.item(0).text() and "3 to review" in generate.gallery_info.text()
+    assert "unless rejected" in generate.review_combo.currentText()
+    assert "not rejected" in generate.gallery_info.text()
+
+    generate.review_combo.setCurrentIndex(1)  # the engineer wants every sample reviewed
+    assert "accepted ones only" in generate.gallery_info.text()
+    train = window.panels["train"]
+    train.set_combo.setCurrentIndex(train.set_combo.findData(set_name))
+    assert "0 accepted, 3 to review" in train.set_combo.currentText()
+    told = []
+    monkeypatch.setattr(QMessageBox, "information", lambda _parent, title, text: told.append(text))
+    assert train.train() is None and "3 sample(s)" in told[0]
+    window.close()
+
+    again = make_window()  # the policy is the project's
+    again.open_project(project)
+    assert again.panels["generate"].review_combo.currentIndex() == 1
+
+
+def test_job_settings_are_kept_in_the_project_and_restored_on_reopen(make_window, project, qtbot, tmp_path):
+    window = make_window()
+    window.open_project(project)
+    defects, generate, train = (window.panels[n] for n in ("defects", "generate", "train"))
+    defects.steps_spin.setValue(321)
+    defects.scale_lr_check.setCurrentIndex(1)
+    generate.steps_spin.setValue(25)
+    generate.guidance_spin.setValue(7.5)
+    generate.per_box_spin.setValue(5)
+    train.tau_spin.setValue(0.75)
+    train.detector_combo.setCurrentText("destseg")
+    train.length_combo.setCurrentIndex(1)
+    window.close()
+
+    import json
+
+    stored = json.loads((project / "project.json").read_text())["view"]["settings"]
+    assert stored["generate"]["steps"] == 25 and stored["train"]["tau"] == 0.75
+
+    (tmp_path / "other").mkdir()
+    other = write_project(tmp_path / "other")  # another project starts from the defaults
+    again = make_window()
+    again.open_project(other)
+    assert again.panels["generate"].steps_spin.value() == 50
+    again.open_project(project)
+    defects, generate, train = (again.panels[n] for n in ("defects", "generate", "train"))
+    assert defects.steps_spin.value() == 321 and defects.scale_lr_check.currentIndex() == 1
+    assert (generate.steps_spin.value(), generate.guidance_spin.value(), generate.per_box_spin.value()) == (25, 7.5, 5)
+    assert train.tau_spin.value() == pytest.approx(0.75) and train.detector_combo.currentText() == "destseg"
+    assert train.length_combo.currentIndex() == 1
+
+
+def test_generate_opens_on_the_kind_just_learned(make_window, project, qtbot):
+    workspace = Workspace.open(project)
+    workspace.add_defect_kind("dent")
+    for name in ("scratch", "dent"):
+        embedding = project / "embeddings" / f"{name}.safetensors"
+        embedding.parent.mkdir(parents=True, exist_ok=True)
+        embedding.write_bytes(b"placeholder")
+        if name == "scratch":
+            workspace.set_embedding(name, embedding)
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    defects = window.panels["defects"]
+    defects.kind_combo.setCurrentText("dent")
+    defects._learned("dent", project / "embeddings" / "dent.safetensors")  # what the Learn job hands over
+    window.show_panel("generate")
+    assert window.panels["generate"].kind_combo.currentText() == "dent"
+    window.close()
+    again = make_window()
+    again.open_project(project)
+    again.show_panel("generate")
+    assert again.panels["generate"].kind_combo.currentText() == "dent"
+
+
+def test_ml_terms_have_plain_labels_and_tooltips(make_window, project, qtbot):
+    from PySide6.QtWidgets import QFormLayout
+
+    window = make_window()
+    window.open_project(project)
+    defects, generate, train = (window.panels[n] for n in ("defects", "generate", "train"))
+
+    def label(widget) -> str:
+        form = widget.parentWidget().layout()
+        for layout in [form, *widget.parentWidget().findChildren(QFormLayout)]:
+            if isinstance(layout, QFormLayout):
+                item = layout.labelForField(widget)
+                if item is not None:
+                    return item.text()
+        return ""
+
+    plain = {generate.steps_spin: ("Denoising", "longer"), generate.guidance_spin: ("defect strength", "pronounced"),
+             train.tau_spin: ("Box trust", "false alarms"), train.mix_spin: ("Generated share", "synthetic"),
+             defects.scale_lr_check: ("Learning-rate", "batch size")}
+    for widget, (words, effect) in plain.items():
+        assert words in label(widget), label(widget)
+        assert effect in widget.toolTip()
+    assert "init word" in defects.kind_info.toolTip() and "token" in defects.kind_info.toolTip()
+
+
+def test_expected_training_time_is_shown_before_training_and_5_minutes_fits(make_window, project, qtbot,
+                                                                            tmp_path, monkeypatch):
+    import app.panels.train as train_module
+    from anogen.jobs import Progress
+    from app.train_timing import time_training_steps
+
+    category = _tiny_category(tmp_path)
+    workspace = Workspace.open(project)
+    workspace.link_dataset(category)
+    workspace.save()
+    monkeypatch.setattr(train_module, "gpu_available", lambda: False)
+    window = make_window()
+    window.open_project(project)
+    train = window.panels["train"]
+    train.detector_combo.setCurrentText("draem")
+    train.preset_combo.setCurrentText("quick")
+    text = train.time_label.text()
+    assert "Expected training time: about 2 min" in text and "250 steps" in text  # 250 x 0.45 s, the table
+
+    def fake_train(fields, progress, cancel):  # 1.5 s a step on this "slow laptop"
+        clock = {"t": 0.0}
+        for step in range(1, 251):
+            if cancel.is_set():
+                from anogen.errors import JobCancelled
+
+                raise JobCancelled("stop")
+            clock["t"] += 1.5
+            monkeypatch.setattr(time_module, "monotonic", lambda t=clock["t"]: t)
+            progress(Progress(step, 250, "train"))
+        return None
+
+    import app.train_timing as time_module_owner
+
+    time_module = time_module_owner.time
+    monkeypatch.setattr(train_module, "run_train", fake_train)
+    job = train.time_steps()
+    qtbot.waitUntil(lambda: not job.is_active(), timeout=10000)
+    assert "6 min" in train.time_label.text() and "measured here" in train.time_label.text()  # 250 x 1.5 s
+
+    train.length_combo.setCurrentIndex(1)  # within 5 minutes
+    steps = train.train_steps()
+    assert steps * 1.5 <= 5 * 60 * 0.8 + 1e-9 and steps >= 100
+    assert f"{steps} steps" in train.time_label.text() and "4 min" in train.time_label.text()
+    fields = train._train_fields(Workspace.open(project), category, tmp_path / "out")
+    assert fields["steps"] == steps
+    assert time_training_steps is not None

@@ -63,7 +63,7 @@ def test_generate_writes_a_complete_set(setup, capsys):
     assert len(samples) == 12
     digest = hashlib.sha256(embedding.read_bytes()).hexdigest()
     assert {(s.defect_kind, s.steps, s.guidance, s.embedding_hash, s.status) for s in samples} == {
-        ("scratch", 2, 10.0, digest, "accepted")}
+        ("scratch", 2, 10.0, digest, "pending")}  # to review; still used for training unless rejected
     assert len({s.seed for s in samples}) == 12
     for source, group in _by_source(samples).items():
         assert len(group) == 4

@@ -305,12 +305,15 @@ class GeneratedSetWriter:
 
     def add(self, image: np.ndarray, *, box: Sequence[int], source: str | os.PathLike,
             defect_kind: str, seed: int, model: str, embedding_hash: str, steps: int,
-            guidance: float, status: str = "accepted", id: Optional[str] = None,
+            guidance: float, status: str = "pending", id: Optional[str] = None,
             mask: Optional[np.ndarray] = None) -> GeneratedSample:
         """Write one sample (image + its box mask) into the staging folder.
 
         ``mask`` (bool, the image's size, inside ``box``) replaces the filled box as the
         box mask, e.g. for a rotated box whose ``box`` is its axis-aligned bounds.
+        A new sample is ``pending`` (to review) until the user accepts or rejects it;
+        pending samples still train unless rejected (:func:`usable_samples`). Manifests
+        written before this default keep the status they state.
         """
         if self._closed:
             raise RuntimeError("this generated set was already committed or cancelled")

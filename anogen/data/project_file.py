@@ -239,6 +239,16 @@ _VIEW_SHAPE: dict[str, Any] = {
     "foreground": str,
     "selection": _SELECTION_SHAPE,
     "canvas": {"zoom": float, "center": "point", "fit": bool, "tool": str, "for": _SELECTION_SHAPE},
+    "kind": str,  # the defect kind the panels share (the one just learned, painted, generated)
+    # Each panel's job settings, kept per project (app/panels/base.py persist()).
+    "settings": {
+        "defects": {"steps": int, "lr": float, "seed": int, "batch_size": int, "crop": str, "lr_scaling": str,
+                    "device": str},
+        "generate": {"steps": int, "guidance": float, "seed": int, "per_box": int, "images": int,
+                     "boxes_per_image": int, "feather": int, "crop": str, "device": str, "review": str},
+        "train": {"detector": str, "preset": str, "steps": int, "image_size": int, "tau": float, "mix": float,
+                  "seed": int, "device": str, "time_limit": str},
+    },
 }
 MAX_VIEW_DEPTH = 32  # GUI state is shallow; a deeper value is not ours, and would strain json.dumps
 

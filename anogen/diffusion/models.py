@@ -216,10 +216,12 @@ def _found(folder: Path) -> str:
 
 
 def _expected_message(folder: Path, missing: list[str]) -> str:
-    return (f"{folder}: not a complete latent diffusion model folder; missing {', '.join(missing)}. "
-            f"Found: {_found(folder)}. Expected a diffusers folder with "
-            f"{', '.join(c + '/' for c in SD_COMPONENTS)} (Stable Diffusion 1.x/2.x) or "
-            f"{', '.join(c + '/' for c in LDM_COMPONENTS)} (CompVis LDM), as written by save_pretrained")
+    # What to do first (engineers read the first line); the parts list last, for whoever
+    # has to repair the folder.
+    return (f"{folder} is not a complete diffusion model folder. Choose the folder that holds "
+            "model_index.json of a downloaded Stable Diffusion 1.x/2.x or CompVis LDM model (or a single "
+            "'.safetensors' checkpoint file), or use the demo model. "
+            f"It is missing {', '.join(missing)}; found: {_found(folder)}.")
 
 
 def detect_family(folder: str | os.PathLike) -> ModelLayout:

@@ -6,7 +6,8 @@ from typing import Callable, Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QScrollArea, QSpinBox,
+                               QVBoxLayout, QWidget)
 
 from anogen.device import DEVICE_CHOICES
 from app import theme
@@ -26,6 +27,9 @@ class Panel(QWidget):
         self.controller = controller
         self.canvas = controller.canvas
         self._actions: list[QAction] = []
+        self._persisted: dict[str, QWidget] = {}  # settings kept in the project, by key
+        self._defaults: dict[str, object] = {}  # their values before any project set them
+        self._restoring = False
         self.body = QWidget()
         self.form = QVBoxLayout(self.body)
         self.form.setContentsMargins(10, 8, 10, 8)
@@ -95,6 +99,57 @@ class Panel(QWidget):
 
     def is_running(self, job: Optional[Job]) -> bool:
         return job is not None and job.is_active()
+
+    # ------------------------------------------------------------------ settings kept per project
+    def persist(self, key: str, widget: QWidget) -> None:
+        """Keep ``widget``'s value (a spin box's number, a combo box's text) in the project,
+        under ``view.settings.<panel>.<key>``, and put it back when the project is reopened."""
+        self._persisted[key] = widget
+        self._defaults[key] = self._value(widget)
+        if isinstance(widget, QAbstractSpinBox):
+            widget.valueChanged.connect(lambda _v: self._store_settings())
+        elif isinstance(widget, QComboBox):
+            widget.currentIndexChanged.connect(lambda _i: self._store_settings())
+        else:
+            raise TypeError(f"cannot keep a {type(widget).__name__} in the project")
+
+    def stored_settings(self) -> dict:
+        settings = self.studio.view_state().get("settings")
+        panel = settings.get(self.name) if isinstance(settings, dict) else None
+        return dict(panel) if isinstance(panel, dict) else {}
+
+    def _store_settings(self) -> None:
+        if self._restoring or self.studio.project is None:
+            return
+        values = {key: self._value(widget) for key, widget in self._persisted.items()}
+        settings = self.studio.view_state().get("settings")
+        settings = dict(settings) if isinstance(settings, dict) else {}
+        settings[self.name] = values
+        self.studio.update_view(settings=settings)
+
+    @staticmethod
+    def _value(widget: QWidget) -> object:
+        if isinstance(widget, QDoubleSpinBox):
+            return float(widget.value())
+        if isinstance(widget, QSpinBox):
+            return int(widget.value())
+        return widget.currentText()  # a QComboBox (persist() refuses anything else)
+
+    def restore_settings(self) -> None:
+        """Put the project's stored values into the widgets (defaults stay for the others)."""
+        stored = self.stored_settings()
+        self._restoring = True
+        try:
+            for key, widget in self._persisted.items():
+                value = stored.get(key, self._defaults[key])  # a project without them gets the defaults
+                if isinstance(widget, QDoubleSpinBox) and isinstance(value, (int, float)):
+                    widget.setValue(float(value))
+                elif isinstance(widget, QSpinBox) and isinstance(value, int):
+                    widget.setValue(value)
+                elif isinstance(widget, QComboBox) and isinstance(value, str) and widget.findText(value) >= 0:
+                    widget.setCurrentIndex(widget.findText(value))
+        finally:
+            self._restoring = False
 
     # ------------------------------------------------------------------ hooks
     def project_changed(self) -> None:

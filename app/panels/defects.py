@@ -156,13 +156,17 @@ class DefectsPanel(Panel):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 100000)
         self.steps_spin.setValue(DEFAULT_CPU_STEPS)
-        self.steps_spin.setToolTip("The paper trains 6000 steps on a GPU; a few hundred give a usable demo on a CPU")
+        self.steps_spin.setToolTip("How long Learn practises on your photos: more steps learn the defect better and "
+                                   "take longer. The paper trains 6000 on a GPU; a few hundred give a usable demo on "
+                                   "a CPU")
         grid.addRow("Steps", self.steps_spin)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(4)
         self.lr_spin.setRange(0.0001, 1.0)
         self.lr_spin.setSingleStep(0.001)
         self.lr_spin.setValue(0.005)
+        self.lr_spin.setToolTip("How big each learning step is: higher learns faster but can go unstable (the loss "
+                                "curve jumps); lower is steadier and slower")
         grid.addRow("Learning rate", self.lr_spin)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
@@ -174,6 +178,8 @@ class DefectsPanel(Panel):
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 64)
         self.batch_spin.setValue(4)
+        self.batch_spin.setToolTip("Photos looked at per step: more is steadier but each step is slower and needs "
+                                   "more memory")
         adv.addRow("Batch size", self.batch_spin)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
@@ -181,7 +187,9 @@ class DefectsPanel(Panel):
         adv.addRow("Crop to defect", self.crop_combo)
         self.scale_lr_check = QComboBox()
         self.scale_lr_check.addItems(["paper (lr as given)", "reference code (lr x batch)"])
-        adv.addRow("LR scaling", self.scale_lr_check)
+        self.scale_lr_check.setToolTip("The paper uses the learning rate as given; the reference code multiplies it "
+                                       "by the batch size, which learns faster but may overshoot")
+        adv.addRow("Learning-rate scaling", self.scale_lr_check)
         self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
         self.form.addWidget(Collapsible("Advanced", advanced))
@@ -199,6 +207,11 @@ class DefectsPanel(Panel):
         self.loss_plot.setObjectName("learnLoss")
         self.form.addWidget(self.loss_plot)
         self.form.addStretch(1)
+
+        for key, widget in (("steps", self.steps_spin), ("lr", self.lr_spin), ("seed", self.seed_spin),
+                            ("batch_size", self.batch_spin), ("crop", self.crop_combo),
+                            ("lr_scaling", self.scale_lr_check), ("device", self.device_combo)):
+            self.persist(key, widget)
 
         self.learn_action = self.action("&Learn defect embedding", "Ctrl+L", self.learn, "learn")
         self.import_action = self.action("&Import support images…", "Ctrl+I", self.import_dialog, "import")
@@ -240,6 +253,7 @@ class DefectsPanel(Panel):
             return None
 
     def project_changed(self) -> None:
+        self.restore_settings()
         self._fill_kinds()
         project = self.studio.project
         self.model_edit.setText(project.model if project is not None else "")
@@ -292,6 +306,9 @@ class DefectsPanel(Panel):
             self.gallery.add(i, image, Path(support.image).name, "accepted" if support.mask else "")
         embedding = f"embedding: {Path(kind.embedding).name}" if kind.embedding else "not learned yet"
         self.kind_info.setText(f"token {kind.token} · init word '{kind.init_word}' · {embedding}")
+        self.kind_info.setToolTip(f"Learn teaches the model a new word, the token {kind.token}, that means this "
+                                  f"defect. It starts from the init word '{kind.init_word}', a real word close to "
+                                  "the defect (scratch, hole, stain): a good one makes learning faster.")
         masked = sum(1 for s in kind.support if s.mask)
         warnings = []
         if len(kind.support) < MIN_SHOTS:
@@ -301,6 +318,8 @@ class DefectsPanel(Panel):
             warnings.append(f"{len(kind.support) - masked} image(s) have no mask yet: paint the defect on each.")
         self.shots_warning.setText(" ".join(warnings))
         self.shots_warning.setVisible(bool(warnings))
+        if select:
+            self.studio.update_view(kind=kind.name)  # the other panels open on this kind
         if select and self.studio.selection.name != kind.name:
             # Also without support images: the canvas must leave the previous kind's image,
             # or painting would go on editing that kind's mask.
@@ -308,6 +327,11 @@ class DefectsPanel(Panel):
                                else Selection("defect_kind", kind.name))
         self._highlight_selection(self.studio.selection)
         self.update_enabled()
+
+    def activated(self) -> None:
+        shared = self.studio.shared_kind()
+        if shared and shared != self.current_kind() and self.kind_combo.findText(shared) >= 0:
+            self.kind_combo.setCurrentText(shared)  # the kind chosen in another panel
 
     def _selection_changed(self, selection: Selection) -> None:
         if selection.kind in ("support", "defect_kind", "embedding") and selection.name != self.current_kind():
@@ -358,7 +382,8 @@ class DefectsPanel(Panel):
         name, ok = QInputDialog.getText(self, "Add defect kind", "Name of the defect kind (e.g. scratch):")
         if ok and name.strip():
             word, ok = QInputDialog.getText(self, "Add defect kind",
-                                            "One word the learning starts from (e.g. scratch, hole, stain):",
+                                            "Init word: one real word close to the defect, which learning starts "
+                                            "from\n(e.g. scratch, hole, stain; a good one learns faster):",
                                             text=name.strip().split()[0].lower())
             if ok:
                 self.add_kind(name.strip(), word.strip() or "defect")
@@ -644,6 +669,7 @@ class DefectsPanel(Panel):
     def _learned(self, kind: str, path: Path) -> None:
         workspace = self.studio.workspace
         workspace.set_embedding(kind, path)
+        self.studio.update_view(kind=kind)  # Generate opens on the kind just learned
         self.studio.edited("defects")
         job = self._learn_job
         final = job.metrics_history[-1][1].get("loss") if job and job.metrics_history else None

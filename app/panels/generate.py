@@ -21,7 +21,7 @@ from app.canvas_controller import CanvasController
 from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
-from app.studio import Selection, Studio
+from app.studio import REVIEW_CHOICES, Selection, Studio
 from app.tasks import (GenerateTask, PreviewResult, PreviewTask, ProposeTask, RegenerateTask, run_generate,
                        run_preview, run_propose, run_regenerate)
 from app.widgets.collapsible import Collapsible
@@ -118,13 +118,18 @@ class GeneratePanel(Panel):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1000)
         self.steps_spin.setValue(50)
-        grid.addRow("DDIM steps", self.steps_spin)
+        self.steps_spin.setToolTip("How many refinement passes make each defect: more look cleaner and take longer "
+                                   "(50 is the paper's; 20 is enough for a quick look)")
+        grid.addRow("Denoising steps (DDIM)", self.steps_spin)
         self.guidance_spin = QDoubleSpinBox()
         self.guidance_spin.setRange(1.0, 30.0)
         self.guidance_spin.setValue(10.0)
-        grid.addRow("Guidance", self.guidance_spin)
+        self.guidance_spin.setToolTip("How strongly each sample follows the learned defect: higher gives more "
+                                      "pronounced defects, too high gives harsh artefacts (paper: 10)")
+        grid.addRow("Guidance (defect strength)", self.guidance_spin)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip("The same seed gives the same samples again; change it for different ones")
         grid.addRow("Seed", self.seed_spin)
         self.per_box_spin = QSpinBox()
         self.per_box_spin.setRange(1, 64)
@@ -142,7 +147,8 @@ class GeneratePanel(Panel):
         adv.setContentsMargins(12, 0, 0, 0)
         self.feather_spin = QSpinBox()
         self.feather_spin.setRange(0, 64)
-        adv.addRow("Feather (px)", self.feather_spin)
+        self.feather_spin.setToolTip("Softens the edge where the generated defect meets the original image")
+        adv.addRow("Soft edge, feather (px)", self.feather_spin)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
         adv.addRow("Crop around box", self.crop_combo)
@@ -198,8 +204,25 @@ class GeneratePanel(Panel):
         pane.addWidget(self.gallery, 1)
         self.gallery_info = self.note()
         pane.addWidget(self.gallery_info)
-        self.form.addWidget(self.note("Generated samples are shown under the canvas: review them there."))
+        self.heading("Review")
+        self.form.addWidget(self.note("Generated samples are shown under the canvas. New ones are \"to review\": "
+                                      "accept (A) or reject (X) each one there."))
+        grid = QFormLayout()
+        self.review_combo = QComboBox()
+        self.review_combo.setObjectName("reviewPolicy")
+        self.review_combo.addItems(list(REVIEW_CHOICES))
+        self.review_combo.setToolTip("Whether Train may use samples you have not looked at yet. Rejected samples "
+                                     "are never used.")
+        grid.addRow("Unreviewed samples are", self.review_combo)
+        self.form.addLayout(grid)
+        self.review_combo.currentIndexChanged.connect(lambda _i: self._update_gallery_info())
         self.form.addStretch(1)
+
+        for key, widget in (("steps", self.steps_spin), ("guidance", self.guidance_spin), ("seed", self.seed_spin),
+                            ("per_box", self.per_box_spin), ("images", self.images_spin),
+                            ("boxes_per_image", self.boxes_per_image), ("feather", self.feather_spin),
+                            ("crop", self.crop_combo), ("device", self.device_combo), ("review", self.review_combo)):
+            self.persist(key, widget)
 
         self.preview_action = self.action("&Preview one sample", "Ctrl+P", self.preview, "preview")
         self.generate_action = self.action("&Generate N samples", "Ctrl+G", self.generate, "generate")
@@ -210,6 +233,7 @@ class GeneratePanel(Panel):
                                              "regenerate")
 
         self.kind_combo.currentTextChanged.connect(lambda _t: self._kind_changed())
+        self.kind_combo.activated.connect(lambda _i: self.studio.update_view(kind=self.kind_combo.currentText()))
         self.propose_button.clicked.connect(self.propose)
         self.preview_button.clicked.connect(self.preview)
         self.per_box_spin.valueChanged.connect(lambda _n: self.update_enabled())  # the button names N
@@ -241,7 +265,13 @@ class GeneratePanel(Panel):
         except (KeyError, AnoGenError, ValueError):
             return None
 
+    def activated(self) -> None:
+        shared = self.studio.shared_kind()
+        if shared and shared != self.kind_combo.currentText() and self.kind_combo.findText(shared) >= 0:
+            self.kind_combo.setCurrentText(shared)
+
     def project_changed(self) -> None:
+        self.restore_settings()
         # Remembered per project: a texture project keeps "whole image" across sessions.
         mode = self.studio.view_state().get("foreground", "grabcut")
         self.foreground_combo.setCurrentIndex(FOREGROUND_MODES.index(mode) if mode in FOREGROUND_MODES else 0)
@@ -269,7 +299,10 @@ class GeneratePanel(Panel):
             for kind in project.defect_kinds:
                 self.kind_combo.addItem(kind.name)
             learned = [k.name for k in project.defect_kinds if k.embedding]
-            if current in [k.name for k in project.defect_kinds]:
+            shared = self.studio.shared_kind()
+            if shared in learned:  # the kind just learned (or last worked on) in another panel
+                self.kind_combo.setCurrentText(shared)
+            elif current in [k.name for k in project.defect_kinds]:
                 self.kind_combo.setCurrentText(current)
             elif learned:
                 self.kind_combo.setCurrentText(learned[0])
@@ -535,7 +568,7 @@ class GeneratePanel(Panel):
             return None
 
     def _caption(self, index: int, sample) -> str:  # noqa: ANN001
-        mark = {"accepted": "✓", "rejected": "✗"}.get(sample.status, "•")
+        mark = {"accepted": "✓", "rejected": "✗"}.get(sample.status, "• to review")
         return f"{mark} #{index} seed {sample.seed}"
 
     def _fill_gallery(self) -> None:
@@ -587,9 +620,12 @@ class GeneratePanel(Panel):
         if generated is None:
             return
         counts = {s: sum(1 for x in generated.samples if x.status == s) for s in ("accepted", "rejected", "pending")}
+        used = ("Training uses the accepted ones only: review the others first."
+                if self.review_combo.currentIndex() == 1 else
+                "Training uses every sample that is not rejected, reviewed or not.")
         self.gallery_info.setText(f"{len(generated.samples)} samples: {counts['accepted']} accepted, "
-                                  f"{counts['rejected']} rejected, {counts['pending']} pending. "
-                                  "Rejected samples never reach training. Keys: A accept, X reject.")
+                                  f"{counts['rejected']} rejected, {counts['pending']} to review. {used} "
+                                  "Keys: A accept, X reject, PageDown next.")
 
     def _sample_clicked(self, index: int) -> None:
         generated = self._current_set()

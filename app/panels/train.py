@@ -24,6 +24,8 @@ from app.panels.base import Panel
 from app.studio import Studio
 from app.results_record import VIEW_KEY, from_record, results_caption, to_record, validation_caption
 from app.tasks import ExportTask, TestResults, TestTask, run_export, run_test, run_train
+from app.train_timing import (PRESET_STEPS, StepTiming, describe_duration, steps_within, table_seconds_per_step,
+                              time_training_steps)
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 from app.widgets.plot import PlotWidget
@@ -31,6 +33,7 @@ from app.widgets.plot import PlotWidget
 METRIC_ROWS = (("image_auroc", "Image AUROC"), ("image_ap", "Image AP"), ("pixel_auroc", "Pixel AUROC"),
                ("pixel_ap", "Pixel AP"), ("pixel_aupro", "Pixel AUPRO"), ("f1_max", "Image F1-max"))
 GALLERY_LIMIT = 200
+LENGTH_CHOICES = ("the preset's steps", "within 5 minutes on this CPU")
 
 
 def gpu_available() -> Optional[bool]:
@@ -84,6 +87,23 @@ class TrainPanel(Panel):
         self.form.addWidget(self.train_button)
         self.preset_info = self.note()
         self.form.addWidget(self.preset_info)
+        row = QHBoxLayout()
+        self.length_combo = QComboBox()
+        self.length_combo.setObjectName("trainLength")
+        self.length_combo.addItems(list(LENGTH_CHOICES))
+        self.length_combo.setToolTip("How long to train: the preset's number of steps, or as many steps as fit in "
+                                     "5 minutes on this computer's CPU (from the measured time per step)")
+        self.time_button = QPushButton(icon("recent"), "Time it")
+        self.time_button.setToolTip("Run 4 training steps now (a few seconds) to measure this computer's speed")
+        row.addWidget(QLabel("Length"))
+        row.addWidget(self.length_combo, 1)
+        row.addWidget(self.time_button)
+        self.form.addLayout(row)
+        self.time_label = self.note()
+        self.time_label.setObjectName("trainTimeEstimate")
+        self.form.addWidget(self.time_label)
+        self._timings: dict[tuple, StepTiming] = {}
+        self._timing_job: Optional[Job] = None
 
         advanced = QWidget()
         adv = QFormLayout(advanced)
@@ -93,6 +113,8 @@ class TrainPanel(Panel):
         adv.addRow("Detector", self.detector_combo)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(["auto (quick on CPU, paper on GPU)", *PRESETS])
+        self.preset_combo.setToolTip("quick: small networks at 128 px, minutes on a CPU; paper: the published "
+                                     "setup, hours on a GPU")
         adv.addRow("Preset", self.preset_combo)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 1_000_000)
@@ -108,14 +130,17 @@ class TrainPanel(Panel):
         self.tau_spin.setRange(0.01, 1.0)
         self.tau_spin.setSingleStep(0.05)
         self.tau_spin.setValue(0.9)
-        self.tau_spin.setToolTip("Box-loss filter: pixels of a box whose predicted score is below tau are ignored")
-        adv.addRow("Tau (box filter)", self.tau_spin)
+        self.tau_spin.setToolTip("A generated box is bigger than its defect. Pixels in a box that the detector "
+                                 "scores below tau are not taught as defect, so the good rim of the box does not "
+                                 "teach false alarms. Higher: only the clearest pixels count (paper: 0.9)")
+        adv.addRow("Box trust (tau)", self.tau_spin)
         self.mix_spin = QDoubleSpinBox()
         self.mix_spin.setRange(0.0, 1.0)
         self.mix_spin.setSingleStep(0.1)
         self.mix_spin.setValue(0.5)
-        self.mix_spin.setToolTip("Share of anomalous training samples taken from the generated set")
-        adv.addRow("Mix", self.mix_spin)
+        self.mix_spin.setToolTip("Share of defect examples taken from your generated samples; the rest are the "
+                                 "detector's own synthetic blotches. 0: synthetic only (paper: 0.5)")
+        adv.addRow("Generated share (mix)", self.mix_spin)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         adv.addRow("Seed", self.seed_spin)
@@ -205,12 +230,23 @@ class TrainPanel(Panel):
         self.form.addStretch(1)
         self._gt_masks: dict[Path, Optional[Path]] = {}  # test image -> its ground-truth mask
 
+        for key, widget in (("detector", self.detector_combo), ("preset", self.preset_combo),
+                            ("steps", self.steps_spin), ("image_size", self.size_spin), ("tau", self.tau_spin),
+                            ("mix", self.mix_spin), ("seed", self.seed_spin), ("device", self.device_combo),
+                            ("time_limit", self.length_combo)):
+            self.persist(key, widget)
+
         self.train_action = self.action("&Train detector", "Ctrl+T", self.train, "train")
         self.test_action = self.action("T&est detector on the test images", "Ctrl+Shift+E", self.test, "heatmap")
         self.export_action = self.action("E&xport detector to ONNX…", "Ctrl+E", self.export, "export")
 
         self.link_button.clicked.connect(self.link_dataset_dialog)
         self.train_button.clicked.connect(self.train)
+        self.time_button.clicked.connect(lambda: self.time_steps())
+        for widget in (self.detector_combo, self.preset_combo, self.length_combo, self.device_combo):
+            widget.currentIndexChanged.connect(lambda _i: self._update_time_estimate())
+        for spin in (self.steps_spin, self.size_spin):
+            spin.valueChanged.connect(lambda _v: self._update_time_estimate())
         self.test_button.clicked.connect(self.test)
         self.export_button.clicked.connect(lambda: self.export())
         self.result_combo.currentTextChanged.connect(lambda _t: self._detector_changed())
@@ -234,6 +270,7 @@ class TrainPanel(Panel):
         return None
 
     def project_changed(self) -> None:
+        self.restore_settings()
         self._gt_masks = {}
         self._clear_results()
         self._fill()
@@ -258,8 +295,9 @@ class TrainPanel(Panel):
         self.set_combo.addItem("none (synthetic anomalies only)", None)
         if project is not None:
             for generated in project.generated_sets:
-                usable = sum(1 for s in generated.samples if s.status != "rejected")
-                self.set_combo.addItem(f"{generated.name} ({usable} usable)", generated.name)
+                counts = {s: sum(1 for x in generated.samples if x.status == s) for s in ("accepted", "pending")}
+                self.set_combo.addItem(f"{generated.name} ({counts['accepted']} accepted, {counts['pending']} to "
+                                       "review)", generated.name)
             index = self.set_combo.findData(current) if current else self.set_combo.count() - 1
             self.set_combo.setCurrentIndex(max(0, index))
         self.set_combo.blockSignals(False)
@@ -301,8 +339,77 @@ class TrainPanel(Panel):
             gpu = gpu_available()
             preset = "quick on CPU, paper on GPU" if gpu is None else ("paper (GPU)" if gpu else "quick (CPU)")
         self.preset_info.setText(f"{self.detector_combo.currentText().upper()}, preset {preset}, "
-                                 f"tau {self.tau_spin.value():g}, mix {self.mix_spin.value():g}. "
-                                 "Change them under Advanced.")
+                                 f"box trust (tau) {self.tau_spin.value():g}, generated share (mix) "
+                                 f"{self.mix_spin.value():g}. Change them under Advanced.")
+        self._update_time_estimate()
+
+    # ------------------------------------------------------------------ expected time
+    def _timing_key(self) -> tuple:
+        return (self.detector_combo.currentText(), self._resolved_preset(), self.size_spin.value(),
+                self.device_combo.currentText())
+
+    def _resolved_preset(self) -> str:
+        preset = self._preset()
+        return ("paper" if gpu_available() else "quick") if preset == "auto" else preset
+
+    def step_timing(self) -> Optional[StepTiming]:
+        """Seconds per step (measured here when "Time it" ran, else from the table) and run length."""
+        detector, preset, size, _device = self._timing_key()
+        measured = self._timings.get(self._timing_key())
+        if measured is not None:
+            return measured
+        per_step = table_seconds_per_step(detector, preset, size)
+        if per_step is None:
+            return None
+        return StepTiming(per_step, PRESET_STEPS.get((detector, preset), 0), False)
+
+    def train_steps(self) -> Optional[int]:
+        """The steps Train will run: within 5 minutes when that length is chosen, else the
+        Steps field, else None (the preset's)."""
+        timing = self.step_timing()
+        if self.length_combo.currentIndex() == 1 and timing is not None:
+            return steps_within(timing.seconds_per_step)
+        return self.steps_spin.value() or None
+
+    def _update_time_estimate(self) -> None:
+        if not hasattr(self, "time_label"):
+            return  # still building the panel
+        timing = self.step_timing()
+        if gpu_available():
+            self.time_label.setText("On the GPU: minutes for quick, about an hour for paper.")
+            return
+        if timing is None:
+            self.time_label.setText("Expected time unknown for these settings: press Time it.")
+            return
+        steps = self.train_steps() or timing.total_steps
+        source = ("measured here" if timing.measured else
+                  "from a 2-core laptop CPU; press Time it to measure this computer")
+        if not steps:
+            self.time_label.setText(f"About {timing.seconds_per_step:.2f} s per step ({source}); the run length "
+                                    "depends on the dataset: choose Steps or the 5-minute length.")
+            return
+        self.time_label.setText(f"Expected training time: about {describe_duration(steps * timing.seconds_per_step)}"
+                                f" ({steps} steps × {timing.seconds_per_step:.2f} s, {source}), then the Test.")
+
+    def time_steps(self) -> Optional[Job]:
+        """Measure this computer's seconds per training step with the chosen settings."""
+        workspace = self.studio.workspace
+        data = self.dataset_dir()
+        if workspace is None or data is None or self.is_running(self._timing_job):
+            return None
+        fields = self._train_fields(workspace, data, Path(workspace.root) / "unused")
+        key = self._timing_key()
+
+        def measured(timing: StepTiming) -> None:
+            self._timings[key] = timing
+            self._update_time_estimate()
+
+        self.time_label.setText("Timing a few training steps…")
+        self._timing_job = self.studio.engine.submit(
+            "Time training steps", lambda config, progress, cancel: time_training_steps(run_train, config, progress,
+                                                                                        cancel), fields,
+            on_result=measured)
+        return self._timing_job
 
     def update_enabled(self) -> None:
         training = self.is_running(self._train_job)
@@ -345,17 +452,19 @@ class TrainPanel(Panel):
         if workspace is None or data is None or self.is_running(self._train_job):
             return None
         set_name = self.set_combo.currentData()
-        generated_dir = workspace.resolve(workspace.project.generated_set(set_name).folder) if set_name else None
+        if set_name and self.studio.review_required():
+            pending = sum(1 for s in workspace.project.generated_set(set_name).samples if s.status == "pending")
+            if pending:
+                QMessageBox.information(
+                    self, "Review the samples first",
+                    f"{pending} sample(s) of '{set_name}' are still to review, and this project trains on accepted "
+                    "samples only. Accept (A) or reject (X) them under the canvas in the Generate panel, or set "
+                    "\"Unreviewed samples are\" to \"used for training unless rejected\" there.")
+                return None
         detector = self.detector_combo.currentText()
         name = self.name_combo.currentText().strip() or f"{detector}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder_rel = f"detectors/{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name).lower()}"
-        config = dict(data_dir=data, detector=detector, out_dir=workspace.resolve(folder_rel),
-                             generated_dir=generated_dir, preset=self._preset(),
-                             overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
-                             steps=self.steps_spin.value() or None, tau=self.tau_spin.value(),
-                             mix=self.mix_spin.value(), seed=self.seed_spin.value(),
-                             device=self.device_combo.currentText(), exclude=self._support_images(),
-                             overwrite=True)
+        config = self._train_fields(workspace, data, workspace.resolve(folder_rel))
         self.loss_plot.clear()
         self.val_plot.clear()
         self._update_preset_info()
@@ -374,6 +483,18 @@ class TrainPanel(Panel):
         self._train_job = self.studio.engine.submit(f"Train {detector} '{name}'", run_train, config, on_result=store)
         self.update_enabled()
         return self._train_job
+
+    def _train_fields(self, workspace, data: Path, out_dir: Path) -> dict:  # noqa: ANN001 - Workspace
+        """TrainConfig fields from the panel (the job builds the config, off the UI thread)."""
+        set_name = self.set_combo.currentData()
+        generated_dir = workspace.resolve(workspace.project.generated_set(set_name).folder) if set_name else None
+        return dict(data_dir=data, detector=self.detector_combo.currentText(), out_dir=out_dir,
+                    generated_dir=generated_dir, preset=self._preset(),
+                    overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
+                    steps=self.train_steps(), tau=self.tau_spin.value(),
+                    mix=self.mix_spin.value(), seed=self.seed_spin.value(),
+                    device=self.device_combo.currentText(), exclude=self._support_images(),
+                    overwrite=True)
 
     def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
         if job is not self._train_job:
