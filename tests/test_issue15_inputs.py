@@ -11,7 +11,11 @@ ground-truth mask could not fail ``dataset check``.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -299,13 +303,9 @@ def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_
 
 
 # ----------------------------------------------------------------------------- item 20
-def _run_limited(argv: list[str], limit_bytes: int, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def _run_limited(argv: list[str], limit_bytes: int, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``anogen ARGV`` in a child process whose address space is capped, so a command
     that tries to allocate far too much fails there instead of taking the machine down."""
-    import os
-    import resource
-    import subprocess
-    import sys
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
@@ -342,9 +342,6 @@ def test_the_memory_estimate_lets_ordinary_runs_through(diffusion):
 
 # ----------------------------------------------------------------------------- item 21
 def test_boxes_bounds_the_boxes_per_image(category, tmp_path):
-    import subprocess
-    import sys
-
     out = tmp_path / "boxes"
     argv = [sys.executable, "-m", "anogen", "boxes", "--images", str(category / "train" / "good"), "--quiet",
             "--foreground", "all", "--out", str(out)]
@@ -359,3 +356,28 @@ def test_boxes_bounds_the_boxes_per_image(category, tmp_path):
     assert subprocess.run([*argv, "--per-image", "3", "--limit", "1"], capture_output=True, text=True,
                           timeout=120).returncode == 0
     assert len(json.loads((out / "boxes.json").read_text())["boxes"]["000.png"]) == 3
+
+
+# ----------------------------------------------------------------------------- item 22
+def test_dataset_check_names_the_effect_of_a_missing_mask_and_strict_refuses_it(tmp_path, capsys):
+    from _data_helpers import make_category
+
+    from anogen.data.imageio import write_mask
+
+    root = make_category(tmp_path / "widget", train=2, kinds=("hole",), per_kind=2)
+    (root / "ground_truth" / "hole" / "000_mask.png").unlink()
+    write_mask(root / "ground_truth" / "hole" / "001_mask.png", np.zeros((32, 40), bool))
+
+    assert main(["dataset", "check", str(root), "--quiet"]) == 0  # usable, with warnings
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert "000.png: no ground-truth mask" in warnings[0] and "001_mask.png: mask is empty" in warnings[1]
+    for line in warnings:
+        assert "pixel metrics count every pixel of this defective image as normal" in line
+
+    assert main(["dataset", "check", str(root), "--quiet", "--strict"]) == 2
+    _one_line_error(capsys, "2 warnings with --strict", "000.png: no ground-truth mask")
+    # --strict passes a sound dataset.
+    sound = make_category(tmp_path / "sound", train=2, kinds=("hole",), per_kind=2)
+    assert main(["dataset", "check", str(sound), "--quiet", "--strict"]) == 0
+    capsys.readouterr()

@@ -21,8 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check", help="open every image and mask of a dataset and report problems",
         description="Open every image and mask of an MVTec AD category (or of every category inside DIR), "
                     "print a table of images per split and kind, masks missing, size mismatches and "
-                    "unreadable files, then one line per problem. Exits 2 when there is an error.")
+                    "unreadable files, then one line per problem. Exits 2 when there is an error (with --strict, also "
+                    "when there is a warning).")
     check.add_argument("dir", type=Path, metavar="DIR", help="an MVTec AD category, or a folder of categories")
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings as errors (exit 2), e.g. a defective test image whose ground-truth "
+                            "mask is missing or empty: pixel metrics would count its defect as normal")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=run_check)
 
@@ -62,7 +66,13 @@ def run_check(args: argparse.Namespace) -> int:
     categories = len({row.category for row in report.rows})
     print(f"{_count(report.image_count, 'image')} in {_count(categories, 'category', 'categories')}: "
           f"{_count(len(report.errors), 'error')}, {_count(len(report.warnings), 'warning')}")
-    return 0 if report.ok else 2
+    if not report.ok:
+        return 2
+    if args.strict and report.warnings:
+        print(f"anogen: error: {_count(len(report.warnings), 'warning')} with --strict (first: "
+              f"{report.warnings[0]})", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _count(number: int, singular: str, plural: str = "") -> str:

@@ -28,6 +28,10 @@ from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 GOOD = "good"
 MASK_SUFFIX = "_mask"
+# What a defective test image without defect pixels in its ground truth does to the
+# metrics: evaluate scores it with an all-zero mask, so its defect counts as normal.
+NO_GROUND_TRUTH_EFFECT = ("pixel metrics count every pixel of this defective image as normal, so its defect "
+                          "lowers pixel AUROC/AP/AUPRO (--strict makes this an error)")
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,7 @@ def _check_category(category: Category, report: DatasetReport, progress: Progres
         if record.label == 1:
             if record.mask_path is None:
                 row.masks_missing += 1
-                report.warnings.append(f"{record.path}: no ground-truth mask (pixel metrics skip this image)")
+                report.warnings.append(f"{record.path}: no ground-truth mask; {NO_GROUND_TRUTH_EFFECT}")
             else:
                 row.masks += 1
                 try:
@@ -270,7 +274,8 @@ def _check_category(category: Category, report: DatasetReport, progress: Progres
                             f"{record.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
                             f"{record.path} is {image_shape[1]}x{image_shape[0]}")
                     elif not mask.any():
-                        report.warnings.append(f"{record.mask_path}: mask is empty (no defect pixel)")
+                        report.warnings.append(f"{record.mask_path}: mask is empty (no defect pixel); "
+                                               f"{NO_GROUND_TRUTH_EFFECT}")
         done[0] += 1
         progress(Progress(done[0], total, category.name))
     if not category.train_good:
