@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import threading
 import time
@@ -29,8 +28,6 @@ from anogen.compute import apply_policy, resolve_policy
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
-
-log = logging.getLogger(__name__)
 
 FOREGROUND = {"fabric": "all", "washer": "otsu"}  # fabric is a texture: every pixel is surface
 
@@ -302,10 +299,10 @@ def _support_paths(category_dir: Path, kind: str, shots: int) -> tuple[list[Path
 
 def _learn_and_generate(model, category_dir: Path, category: str, kind: str, plan: DemoPlan, config: DemoConfig,
                         out: Path, stages: _StageProgress, timer: _StageTimer, cancel) -> KindResult:
-    from anogen.data.boxes import size_range_from_masks
+    from anogen.data.boxes import BoxPlacement, size_range_from_masks
     from anogen.data.imageio import list_images, read_mask
     from anogen.diffusion.embedding import LearnConfig, init_vector, learn_embedding, support_loss
-    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
     from anogen.diffusion.textual_inversion import save_embedding
 
     images, masks, heldout_images, heldout_masks = _support_paths(category_dir, kind, plan.shots)
@@ -328,12 +325,13 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     size_range = size_range_from_masks([read_mask(p) for p in masks])
     normals = list_images(category_dir / "train" / "good")[: plan.generation_images]
     with timer("generate (stage 2)"):
-        generated = generate_set(
-            model, embedding_path, normals, out / "generated" / category / kind,
+        generated = generate_set(GenerateSetConfig(
+            model=model, embedding=embedding_path, normals=normals, out=out / "generated" / category / kind,
             per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
-            foreground=FOREGROUND.get(category, "grabcut"), rule="inside", defect_kind=kind,
-            config=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed, batch_size=4),
-            progress=stages.stage(f"{category}/{kind}: generate", 40), cancel=cancel)
+            placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside"), defect_kind=kind,
+            generation=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed,
+                                      batch_size=4)),
+            stages.stage(f"{category}/{kind}: generate", 40), cancel)
     from anogen.demo_realism import generated_realism, real_realism
 
     with timer("realism check"):

@@ -6,6 +6,11 @@ its message on one line and exits 2; the GUI shows it in a dialog. Anything else
 a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
 
 class AnoGenError(Exception):
     """Base class of every error a user can fix."""
@@ -13,6 +18,31 @@ class AnoGenError(Exception):
 
 class InputError(AnoGenError):
     """Bad input data: unreadable file, wrong size, empty mask, invalid config."""
+
+
+class ProblemListError(InputError):
+    """An input with several problems, all named at once; ``problems`` lists them."""
+
+    def __init__(self, where: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"{where}: {count} problem{'s' if count != 1 else ''}: " + "; ".join(self.problems))
+
+
+class ProjectFileError(ProblemListError):
+    """A project manifest (``project.json``) that does not decode."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        super().__init__(source, problems)
+
+
+class WorkspaceError(ProblemListError):
+    """A project folder that cannot be opened."""
+
+    def __init__(self, root: os.PathLike[str] | str, problems: Sequence[str]) -> None:
+        self.root = root
+        super().__init__(f"project {root}", problems)
 
 
 class ModelError(AnoGenError):

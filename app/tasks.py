@@ -83,7 +83,7 @@ def run_import(task: ImportTask, progress: ProgressFn, cancel: threading.Event) 
     import tempfile
 
     from anogen.data.imageio import write_downscaled
-    from anogen.data.workspace import image_size
+    from anogen.data.imageio import image_size
     from anogen.errors import AnoGenError
 
     result = ImportResult(0, 0, [])
@@ -164,12 +164,12 @@ class GenerateTask:
 
 
 def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
-    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
 
-    generate_set(task.model, task.embedding, task.normals, task.out, per_image=task.per_image,
-                 samples_per_box=task.samples_per_box, boxes=task.boxes, size_range=task.size_range,
-                 config=GenerateConfig(**task.generate), defect_kind=task.defect_kind, device=task.device,
-                 progress=progress, cancel=cancel)
+    generate_set(GenerateSetConfig(model=task.model, embedding=task.embedding, normals=task.normals, out=task.out,
+                                   per_image=task.per_image, samples_per_box=task.samples_per_box, boxes=task.boxes,
+                                   size_range=task.size_range, generation=GenerateConfig(**task.generate),
+                                   defect_kind=task.defect_kind, device=task.device), progress, cancel)
     return task.out
 
 

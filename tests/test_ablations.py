@@ -15,7 +15,8 @@ from anogen.data.imageio import list_images, read_image
 from anogen.detection.cutpaste import CutPasteConfig, CutPasteSynthesizer
 from anogen.detection.pipeline import DataPipeline
 from anogen.detection.synthesis import SynthesisResult
-from anogen.detection.training_data import MixedBatchSampler, load_generated_items, resize_image
+from anogen.detection.preprocess import resize_image
+from anogen.detection.training_data import MixedBatchSampler, load_generated_items
 from anogen.errors import InputError
 
 TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",

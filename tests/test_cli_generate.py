@@ -142,7 +142,7 @@ def test_bad_inputs_exit_2_and_leave_nothing(setup, tmp_path, capsys):
 
 
 def test_cancel_within_a_step_leaves_no_folder(setup, tmp_path):
-    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
 
     root, model, embedding, normals = setup
     cancel = threading.Event()
@@ -153,7 +153,7 @@ def test_cancel_within_a_step_leaves_no_folder(setup, tmp_path):
         cancel.set()
 
     with pytest.raises(JobCancelled):
-        generate_set(model, embedding, normals, tmp_path / "set", config=GenerateConfig(steps=3),
-                     device="cpu", progress=progress, cancel=cancel)
+        generate_set(GenerateSetConfig(model, embedding, normals, tmp_path / "set", generation=GenerateConfig(steps=3),
+                                       device="cpu"), progress, cancel)
     assert steps == [1]
     assert list(tmp_path.iterdir()) == []

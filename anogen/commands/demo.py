@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from anogen.compute import add_threads_argument
+from anogen.detection.registry import DETECTORS
 from anogen.outputs import add_overwrite_argument
 
 
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="report folder (default: demo-report); built aside and swapped in when complete")
     add_overwrite_argument(parser)
     parser.add_argument("--quick", action="store_true", help="one category and fewer steps (about 5 minutes on a CPU)")
-    parser.add_argument("--detector", choices=("draem", "destseg"), default="draem")
+    parser.add_argument("--detector", choices=DETECTORS, default="draem")
     parser.add_argument("--model", help="diffusion model to use instead of the embedded demo model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu")

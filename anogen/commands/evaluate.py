@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anogen.detection.options import PROTOCOLS
+from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS
 from anogen.outputs import add_overwrite_argument
 
 METRIC_ROWS = (
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="holdout: the best checkpoint, scored on the test images its run did not validate on; "
                              "paper: the last checkpoint on the whole test set, as the reference code did (default: "
                              "the protocol the run was trained under). Support images are left out under both")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default=None,
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default=None,
                         help="override the protocol's checkpoint (holdout: best, paper: last)")
     parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
                         help="support images to leave out of the test set")

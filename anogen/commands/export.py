@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.outputs import add_overwrite_argument
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(batch,). The file is checked with onnxruntime against torch before it is written.")
     parser.add_argument("--detector-dir", type=Path, required=True, metavar="DIR", help="the --out folder of train")
     parser.add_argument("--format", choices=("onnx",), default="onnx")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best")
     parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default DIR/model.onnx)")
     add_overwrite_argument(parser)
     parser.add_argument("--allow-incomplete", action="store_true",

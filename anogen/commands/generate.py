@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from anogen.commands.placement_args import add_placement_arguments
+from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
 
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_placement_arguments(parser)
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
     parser.add_argument("--feather", type=int, default=0, metavar="PX", help="soft edge inside the box, in pixels")
-    parser.add_argument("--crop", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
                         help="generate on a crop around the box resized to the model's resolution (auto: when the "
                              "box is small in its image, as stage 1 crops its shots; off: the whole image, as the "
                              "reference code did)")
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from anogen.commands.placement_args import placement_from_args
     from anogen.data.boxes import BoxSizeRange, reference_size_range
-    from anogen.diffusion.sampler import GenerateConfig, generate_set
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir, has_files, mark_output_dir
@@ -83,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
                             crop=args.crop, context_margin=args.context_margin,
                             batch_size=args.batch_size, seed=args.seed).with_preset(args.preset)
     with TqdmProgress("generate", disable=args.quiet) as progress:
-        result = generate_set(args.model, args.embedding, args.normals, args.out, per_image=args.per_image,
-                              samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,
-                              placement=placement_from_args(args, args.kind), config=config,
-                              defect_kind=args.defect_kind, device=args.device, precision=args.precision,
-                              allow_download=args.allow_download, limit=args.limit, progress=progress)
+        result = generate_set(GenerateSetConfig(
+            model=args.model, embedding=args.embedding, normals=args.normals, out=args.out, per_image=args.per_image,
+            samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,
+            placement=placement_from_args(args, args.kind), generation=config, defect_kind=args.defect_kind,
+            device=args.device, precision=args.precision, allow_download=args.allow_download, limit=args.limit),
+            progress)
     mark_output_dir(result.out, "generate")
     print(f"{len(result.samples)} images with token {result.token} -> {result.out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask")
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="multiply the learning rate by the batch size, as the reference code did")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=None, help="training resolution (default: the model's)")
-    parser.add_argument("--crop", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
                         help="crop around each defect with context (auto: only when the defect is small)")
     parser.add_argument("--context-margin", type=float, default=1.0,
                         help="crop side = defect box side x (1 + 2 x margin) (default 1.0)")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.outputs import add_overwrite_argument
 
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="use the checkpoint of a training run that did not finish (refused otherwise: "
                              "resume it with 'anogen train --resume')")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity (default 0.5)")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from anogen.detection.options import PROTOCOLS, SYNTHESIS_METHODS
+from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
+from anogen.detection.registry import DETECTORS, PRESETS
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def _is_training_run(folder: Path) -> bool:
     """A run written before output folders had markers: it has a checkpoint folder."""
     from anogen.detection.checkpoint import CONFIG_NAME
 
-    return any((folder / which / CONFIG_NAME).is_file() for which in ("best", "last")) or \
+    return any((folder / which / CONFIG_NAME).is_file() for which in CHECKPOINT_CHOICES) or \
         any(folder.glob(".last.*"))
 
 
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/last (safetensors + detector.json) and OUT/history.jsonl.")
     parser.add_argument("--data", type=Path, required=True, metavar="CAT_DIR",
                         help="one MVTec AD category (train/good, test/<kind>, ground_truth/<kind>)")
-    parser.add_argument("--detector", choices=("draem", "destseg"), required=True)
+    parser.add_argument("--detector", choices=DETECTORS, required=True)
     parser.add_argument("--generated", type=Path, nargs="+", default=[], metavar="DIR",
                         help="generated sets (images/, masks/, manifest.jsonl), e.g. one per defect kind of the "
                              "category; without any: synthesis only")
@@ -60,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(the paper's Table 4 ablation)")
     parser.add_argument("--weak-all", action="store_true",
                         help="apply the tau filter to every sample, as the reference code did")
-    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
+    parser.add_argument("--preset", choices=PRESETS, default="quick",
                         help="quick: narrow, 128 px, minutes on a CPU; paper: the reference hyperparameters")
     parser.add_argument("--steps", type=int, metavar="N", help="training steps (default: the preset's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -95,6 +95,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(gray[:, :, :3])
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
+
+    Reads only the header, so validating a project with many images stays fast.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            try:
+                orientation = image.getexif().get(0x0112, 1)
+            except Exception:  # a broken EXIF block: read_image ignores it too
+                orientation = 1
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+    # EXIF orientations 5-8 are rotated by 90 degrees, so width and height swap.
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def read_mask(path: str | os.PathLike, expected_size: Optional[tuple[int, int]] = None,
               image_path: str | os.PathLike | None = None) -> np.ndarray:
     """Read a mask as ``bool (H, W)``: any non-zero pixel (any channel, alpha ignored) is True

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from anogen.errors import InputError
+from anogen.errors import InputError, ProjectFileError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "project.json"
@@ -161,16 +161,6 @@ class Project:
             if generated.name == name:
                 return generated
         raise InputError(f"no generated set named {name!r} in project {self.name!r}")
-
-
-class ProjectFileError(InputError):
-    """A manifest that does not decode; ``problems`` lists every problem found."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        count = len(self.problems)
-        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}: " + "; ".join(self.problems))
 
 
 # ----------------------------------------------------------------------------- encoding

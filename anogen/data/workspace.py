@@ -46,10 +46,16 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, Mapping, Optional, Self, Sequence
 
 import numpy as np
-from PIL import Image
 
 from anogen.atomic import atomic_write_bytes, atomic_write_json
-from anogen.data.imageio import IMAGE_SUFFIXES, list_images, read_image, read_mask, write_mask
+from anogen.data.imageio import (
+    IMAGE_SUFFIXES,
+    image_size,
+    list_images,
+    read_image,
+    read_mask,
+    write_mask,
+)
 from anogen.data.project_file import (
     MANIFEST_NAME,
     SAMPLE_STATUSES,
@@ -65,9 +71,14 @@ from anogen.data.project_file import (
     decode_project,
     project_to_dict,
 )
-from anogen.data.project_lock import LockHolder, ProjectLock, ProjectLockedError, ReadOnlyProjectError
+from anogen.data.project_lock import (
+    LockHolder,
+    ProjectLock,
+    ProjectLockedError,
+    ReadOnlyProjectError,
+)
 from anogen.data.safe_names import safe_stem
-from anogen.errors import InputError
+from anogen.errors import InputError, WorkspaceError
 
 __all__ = [
     "Box", "DefectKind", "DetectorEntry", "GeneratedSample", "GeneratedSet", "GoodImage", "Project",
@@ -91,16 +102,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_PATH_CHARS = 4096  # longer manifest paths are refused before the OS sees them
 
 
-class WorkspaceError(InputError):
-    """A project that cannot be opened; ``problems`` lists every problem found."""
-
-    def __init__(self, root: Path, problems: Sequence[str]) -> None:
-        self.root = root
-        self.problems = list(problems)
-        count = len(self.problems)
-        super().__init__(f"project {root}: {count} problem{'s' if count != 1 else ''}: " + "; ".join(self.problems))
-
-
 def _check_name(name: str, what: str) -> str:
     """Names become folder names, so keep them to letters, digits, space, '.', '_' and '-'."""
     if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name.endswith((" ", ".")):
@@ -111,26 +112,6 @@ def _check_name(name: str, what: str) -> str:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip("_").lower() or "item"
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
-
-    Reads only the header, so validating a project with many images stays fast.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            try:
-                orientation = image.getexif().get(0x0112, 1)
-            except Exception:  # a broken EXIF block: read_image ignores it too
-                orientation = 1
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
-    # EXIF orientations 5-8 are rotated by 90 degrees, so width and height swap.
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 @dataclass

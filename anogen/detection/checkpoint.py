@@ -35,7 +35,9 @@ import torch
 
 from anogen.atomic import atomic_write_text, staged_directory
 from anogen.detection.base import Detector
+from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.errors import InputError, ModelError
+from anogen.outputs import read_marker
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "detector.json"
@@ -43,7 +45,6 @@ STATE_NAME = "training_state.pt"
 HISTORY_NAME = "history.jsonl"
 FORMAT = "anogen-detector"
 FORMAT_VERSION = 1
-CHECKPOINT_CHOICES = ("best", "last")
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,10 @@ def checkpoint_folder(folder: str | os.PathLike, which: str = "best") -> Path:
     if left is not None:
         raise InputError(f"{folder}: incomplete: a kill interrupted saving a checkpoint (a complete copy is in "
                          f"{left.name}); resume with 'anogen train --resume' to recover it")
+    if (read_marker(folder) or {}).get("command") == "train":
+        # A run killed before it saved its first checkpoint: nothing to use or resume.
+        raise InputError(f"{folder}: incomplete: the training run stopped before its first checkpoint; run "
+                         "'anogen train' again")
     raise InputError(f"{folder}: no '{which}' checkpoint here (expected {candidate / CONFIG_NAME}); "
                      "is this the --out folder of 'anogen train'?")
 

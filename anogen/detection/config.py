@@ -35,6 +35,11 @@ class DetectorConfig:
             return dataclasses.replace(self)
         return dataclasses.replace(self, **_checked_fields(type(self), overrides))
 
+    def total_steps(self, num_train_images: int) -> int:
+        """Optimiser steps of a full run; by default the config's ``steps`` field (DRAEM
+        counts epochs over the ``num_train_images`` instead)."""
+        return int(getattr(self, "steps"))
+
     @classmethod
     def preset(cls: type[ConfigT], name: str) -> ConfigT:
         if name not in cls.presets:

@@ -75,11 +75,12 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     Returns a :class:`~anogen.metrics.MetricsReport` that names the protocol and the
     checkpoint and counts the scored and excluded images.
     """
-    from anogen.data.datasets import read_ground_truth, read_mvtec_category
+    from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image
     from anogen.detection.checkpoint import load_detector
     from anogen.detection.infer import score_images
-    from anogen.detection.training_data import is_defective, resize_image, resize_mask
+    from anogen.detection.preprocess import ground_truth_resized, resize_image
+    from anogen.detection.training_data import is_defective
     from anogen.metrics import compute_metrics
 
     report = progress or no_progress
@@ -116,10 +117,7 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
         chunk = kept[start:start + batch_size]
         originals = [read_image(r.path) for r in chunk]
         images = np.stack([resize_image(image, size) for image in originals])
-        for record, image in zip(chunk, originals):
-            # A mask of another size than its image is refused, never resized.
-            mask = read_ground_truth(record, image.shape)
-            masks.append(np.zeros((size, size), dtype=bool) if mask is None else resize_mask(mask, size) > 0.5)
+        masks += [ground_truth_resized(record, size, image.shape) for record, image in zip(chunk, originals)]
         chunk_maps, chunk_scores = score_images(loaded.detector, images, loaded.device, batch_size)
         maps.append(chunk_maps)
         scores.append(chunk_scores)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from anogen.detection.checkpoint import LoadedDetector
-from anogen.detection.training_data import resize_image
+from anogen.detection.preprocess import resize_image
 from anogen.errors import InputError
 
 

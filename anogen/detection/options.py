@@ -16,3 +16,6 @@ SYNTHESIS_METHODS = ("perlin", "cutpaste")
 #: code did. Both leave the support images out.
 PROTOCOLS = ("holdout", "paper")
 PROTOCOL_CHECKPOINT = {"holdout": "best", "paper": "last"}
+
+#: The two checkpoints a training run writes: ``best`` (best validation) and ``last``.
+CHECKPOINT_CHOICES = ("best", "last")

@@ -1,76 +1,80 @@
-"""The detector kinds, their configs and presets, by name.
+"""The detector kinds, their configs and presets, by name: the only place that lists them.
 
     detector = build_detector("draem", preset="quick", overrides={"steps": 200})
     config = config_for("destseg", "paper", {"teacher_weights": "resnet18.pth"})
 
-Presets are ``paper`` (the reference hyperparameters) and ``quick`` (small widths and
-resolution so a CPU run takes minutes); any config field can be overridden. Configs are
+Each detector lives in its own folder, whose package states one :class:`DetectorKind`
+as ``KIND`` (its config class, how to build it, its training-sample recipe).
+:data:`DETECTORS` maps a name to that package; adding a detector is its folder plus one
+line there. This module imports neither torch nor OpenCV, so the CLI and the GUI read
+the names from it before any heavy module loads; a detector's package is imported the
+first time its kind is asked for.
+
+Presets are ``quick`` (small widths and resolution so a CPU run takes minutes) and
+``paper`` (the reference hyperparameters); any config field can be overridden. Configs are
 plain dataclasses that round-trip through JSON with ``to_dict()`` / ``from_dict()``.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from anogen.detection.base import Detector
-from anogen.detection.pipeline import DataPipeline
 from anogen.errors import InputError
 
-PRESETS = ("paper", "quick")
+if TYPE_CHECKING:
+    from anogen.detection.base import Detector
+    from anogen.detection.pipeline import DataPipeline
+
+#: Every detector kind, and the package (its folder) that holds its ``KIND``.
+DETECTORS: dict[str, str] = {
+    "draem": "anogen.detection.draem",
+    "destseg": "anogen.detection.destseg",
+}
+
+#: Every detector config has these presets (see :class:`~anogen.detection.config.DetectorConfig`).
+PRESETS = ("quick", "paper")
 
 
 @dataclass(frozen=True)
 class DetectorKind:
-    """How to make one kind of detector: its config class, its module class, and the
-    recipe its official code uses for training samples (``pipeline(config, category)``)."""
+    """How to make one kind of detector.
+
+    ``config_class``: its config dataclass (a :class:`~anogen.detection.config.DetectorConfig`).
+    ``build(config, *, preset, for_loading)``: a new detector from a config; ``for_loading``
+    says that a checkpoint's weights come next, so nothing pretrained need be looked up.
+    ``pipeline(config, category)``: the recipe its official code uses for training samples.
+    """
 
     name: str
     config_class: type
-    detector_class: type[Detector]
     build: Callable[..., Detector]
     pipeline: Callable[[Any, str], DataPipeline]
 
 
-def _build_draem(config: Any, *, preset: str = "", for_loading: bool = False) -> Detector:
-    from anogen.detection.draem.model import DraemDetector
-
-    return DraemDetector(config)
-
-
-def _build_destseg(config: Any, *, preset: str = "", for_loading: bool = False) -> Detector:
-    from anogen.detection.destseg.model import DestsegDetector
-
-    return DestsegDetector(config, for_loading=for_loading, preset=preset)
-
-
-def _kinds() -> dict[str, DetectorKind]:
-    from anogen.detection.destseg.config import DestsegConfig
-    from anogen.detection.destseg.data import destseg_pipeline
-    from anogen.detection.destseg.model import DestsegDetector
-    from anogen.detection.draem.config import DraemConfig
-    from anogen.detection.draem.data import draem_pipeline
-    from anogen.detection.draem.model import DraemDetector
-
-    return {
-        "draem": DetectorKind("draem", DraemConfig, DraemDetector, _build_draem, draem_pipeline),
-        "destseg": DetectorKind("destseg", DestsegConfig, DestsegDetector, _build_destseg, destseg_pipeline),
-    }
-
-
-DETECTORS: dict[str, DetectorKind] = _kinds()
+def detector_names() -> tuple[str, ...]:
+    return tuple(DETECTORS)
 
 
 def detector_kind(kind: str) -> DetectorKind:
     if kind not in DETECTORS:
         raise InputError(f"unknown detector '{kind}'; choose one of {', '.join(DETECTORS)}")
-    return DETECTORS[kind]
+    spec = importlib.import_module(DETECTORS[kind]).KIND
+    if spec.name != kind:
+        raise RuntimeError(f"{DETECTORS[kind]}.KIND is named '{spec.name}', registered as '{kind}'")
+    return spec
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
 
 
 def config_for(kind: str, preset: str = "quick", overrides: dict[str, Any] | None = None) -> Any:
     """The config of ``kind`` for ``preset`` with ``overrides`` applied (validated)."""
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    check_preset(preset)
     return detector_kind(kind).config_class.preset(preset).with_overrides(overrides)
 
 
@@ -95,5 +99,5 @@ def build_detector(kind: str, preset: str = "quick", overrides: dict[str, Any] |
 
 
 def detector_from_config(config: Any, *, preset: str = "", for_loading: bool = False) -> Detector:
-    """A detector from a ready config object (a :class:`DraemConfig` or :class:`DestsegConfig`)."""
+    """A detector from a ready config object (any registered kind's config class)."""
     return detector_kind(config.kind).build(config, preset=preset, for_loading=for_loading)

@@ -31,22 +31,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from anogen.atomic import atomic_write_text
+from anogen.detection.base import Detector, TrainingPhase
 from anogen.detection.checkpoint import (
-    CHECKPOINT_CHOICES,
     CONFIG_NAME,
     HISTORY_NAME,
     CheckpointInfo,
@@ -58,17 +57,16 @@ from anogen.detection.checkpoint import (
     run_status,
     save_checkpoint,
 )
-from anogen.detection.options import PROTOCOLS, SYNTHESIS_METHODS
+from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.pipeline import DataPipeline
-from anogen.detection.registry import DETECTORS, PRESETS, detector_kind
+from anogen.detection.preprocess import ground_truth_resized, read_resized
+from anogen.detection.registry import check_preset, detector_kind
 from anogen.detection.training_data import (
     BatchPrefetcher,
     GeneratedItem,
     MixedBatchSampler,
     is_defective,
     load_generated_items,
-    resize_image,
-    resize_mask,
 )
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
@@ -94,20 +92,20 @@ class TrainConfig:
     detector: str
     out_dir: Path
     generated_dirs: Sequence[Path] = ()  # generated sets, e.g. one per defect kind of the category
-    generated_dir: Optional[Path] = None  # one more set (for callers that pass a single one)
+    generated_dir: Path | None = None  # one more set (for callers that pass a single one)
     preset: str = "quick"
     overrides: dict[str, Any] = field(default_factory=dict)
-    steps: Optional[int] = None
+    steps: int | None = None
     tau: float = 0.9
     mix: float = 0.5
     weak_all: bool = False  # apply the tau filter to every sample, as the reference code did
     seed: int = 0
     device: str = "auto"
-    validate_every: Optional[int] = None  # None: about ten validations per run
+    validate_every: int | None = None  # None: about ten validations per run
     val_fraction: float = 0.3  # share of each test kind (or of train/good) held out
     max_val_images: int = 64
-    teacher_weights: Optional[Path] = None  # DeSTSeg: ResNet18 weights (folder or file)
-    textures_dir: Optional[Path] = None  # texture images for synthesis (e.g. DTD); default: built-in
+    teacher_weights: Path | None = None  # DeSTSeg: ResNet18 weights (folder or file)
+    textures_dir: Path | None = None  # texture images for synthesis (e.g. DTD); default: built-in
     synthesis: str = "perlin"  # the detector's own anomalies: "perlin" (official) or "cutpaste" (Table 4)
     exclude: Sequence[Path] = ()
     resume: bool = False
@@ -121,10 +119,8 @@ class TrainConfig:
         return [Path(p) for p in self.generated_dirs] + ([Path(self.generated_dir)] if self.generated_dir else [])
 
     def validate(self) -> None:
-        if self.detector not in DETECTORS:
-            raise InputError(f"unknown detector '{self.detector}'; choose one of {', '.join(DETECTORS)}")
-        if self.preset not in PRESETS:
-            raise InputError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        detector_kind(self.detector)
+        check_preset(self.preset)
         if not 0.0 < self.tau <= 1.0:
             raise InputError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.mix <= 1.0:
@@ -178,21 +174,87 @@ class ValidationSet:
     names: list[str]
 
 
-def _read_resized(paths: Sequence[Path], size: int) -> list[np.ndarray]:
-    from anogen.data.imageio import read_image
+@dataclass
+class TrainingData:
+    """Everything the loop and the validations draw on, read once and kept in memory."""
 
-    # Decoding and resizing release the GIL; a few threads hide most of the I/O time.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda p: resize_image(read_image(p), size), paths))
+    pipeline: DataPipeline  # the detector's recipe for training samples
+    sampler: MixedBatchSampler
+    validation: ValidationSet
+    validation_digests: list[str]  # content digests of the test images validated on
+    generated: list[GeneratedItem]
+    n_train: int  # good training images (after any held out for validation)
+    n_excluded: int  # support images left out of the test set
 
 
-def _read_mask_resized(record: Any, size: int) -> np.ndarray:
-    from anogen.data.datasets import read_ground_truth
+def _load_data(config: TrainConfig, det_config: Any, report: ProgressFn,
+               cancel: threading.Event | None) -> TrainingData:
+    """Read the category and generated sets at the detector's size and split off validation:
+    a stratified share of the labelled test images, or else held-out good images plus
+    synthetic anomalies made on them."""
+    from anogen.data.datasets import read_mvtec_category
+    from anogen.data.exclusion import excluded_indices, file_digests
 
-    mask = read_ground_truth(record)  # a mask of another size than its image is refused
-    if mask is None:
-        return np.zeros((size, size), dtype=bool)
-    return resize_mask(mask, size) > 0.5
+    size = int(det_config.image_size)
+    category = read_mvtec_category(config.data_dir)
+    pipeline = detector_kind(config.detector).pipeline(det_config, category.name)
+    train_records = [r for r in category.train if not is_defective(r)]
+    if not train_records:
+        raise InputError(f"{config.data_dir}: no good training images (train/good is empty)")
+    test_records = list(category.test)
+    excluded = excluded_indices(test_records, config.exclude)
+    candidates = [r for i, r in enumerate(test_records) if i not in excluded]
+    has_labels = any(is_defective(r) for r in candidates) and any(not is_defective(r) for r in candidates)
+    split_rng = np.random.default_rng([config.seed, 0xA1])
+    check_cancel(cancel)
+
+    # The generated sets first: their problems are cheaper to find than reading every image.
+    generated: list[GeneratedItem] = []
+    if config.generated_sets:
+        report(Progress(0, 0, "reading the generated sets"))
+        generated = load_generated_items(config.generated_sets, size,
+                                         good_paths=[Path(r.path) for r in category.train],
+                                         search_dirs=[Path(config.data_dir), Path(config.data_dir).parent])
+    check_cancel(cancel)
+
+    report(Progress(0, 0, "reading images"))
+    if has_labels:
+        held = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
+        validation_digests = file_digests(r.path for r in held)
+    else:
+        validation_digests = []  # held-out good training images: nothing to leave out of the test set
+        if len(train_records) < 2:
+            raise InputError(f"{config.data_dir}: the test set has no labelled anomalies and there are too few "
+                             "good training images to hold some out for validation")
+        held = _stratified_holdout(train_records, config.val_fraction, max(1, config.max_val_images // 2), split_rng)
+        held_paths = {Path(r.path) for r in held}
+        train_records = [r for r in train_records if Path(r.path) not in held_paths]
+    good = read_resized([r.path for r in train_records], size)
+    synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
+    if has_labels:
+        validation = _test_validation(held, size, Path(config.data_dir))
+    else:
+        validation = _synthetic_validation(read_resized([r.path for r in held], size),
+                                           [Path(r.path).name for r in held], synthesizer, config.seed)
+    check_cancel(cancel)
+
+    sampler = MixedBatchSampler(good, synthesizer, pipeline=pipeline, generated=generated,
+                                mix=config.mix, seed=config.seed)
+    check_cancel(cancel)
+    return TrainingData(pipeline=pipeline, sampler=sampler, validation=validation,
+                        validation_digests=validation_digests, generated=generated, n_train=len(good),
+                        n_excluded=len(excluded))
+
+
+def _test_validation(records: Sequence[Any], size: int, data_dir: Path) -> ValidationSet:
+    """Held-out labelled test images with their pixel ground truth."""
+    return ValidationSet(
+        images=np.stack(read_resized([r.path for r in records], size)),
+        labels=np.array([int(is_defective(r)) for r in records]),
+        masks=np.stack([ground_truth_resized(r, size) for r in records]),
+        source="test",
+        names=[_relative_or_absolute(Path(r.path), data_dir) for r in records],
+    )
 
 
 def _stratified_holdout(records: Sequence[Any], fraction: float, limit: int, rng: np.random.Generator) -> list[Any]:
@@ -235,8 +297,8 @@ def _synthetic_validation(good: Sequence[np.ndarray], names: Sequence[str], synt
                          source="synthetic", names=all_names)
 
 
-def _make_synthesizer(config: "TrainConfig", det_config: Any, pipeline: DataPipeline, size: int,
-                      good: Sequence[np.ndarray]):
+def _make_synthesizer(config: TrainConfig, det_config: Any, pipeline: DataPipeline, size: int,
+                      good: Sequence[np.ndarray]) -> Any:
     from anogen.detection.synthesis import AnomalySynthesizer, SynthesisConfig
 
     if config.synthesis == "cutpaste":
@@ -278,31 +340,261 @@ def _finite(value: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+# ----------------------------------------------------------------------------- output folder and resume
+
+
+def _prepare_out_dir(config: TrainConfig) -> None:
+    """Recover a checkpoint a kill left aside; refuse a folder that holds a run unless the
+    config resumes or overwrites it."""
+    out_dir = Path(config.out_dir)
+    last_dir = out_dir / "last"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: the output must be a folder, but this is a file")
+    for which in CHECKPOINT_CHOICES:
+        recover_checkpoint(out_dir / which)  # a kill between two renames of a publish left it aside
+    if (last_dir / CONFIG_NAME).is_file() and not (config.resume or config.overwrite):
+        status = run_status(out_dir, "last")
+        if status is not None and not status.complete:
+            raise InputError(f"{out_dir}: holds a run that did not finish ({status.describe()}); or pass "
+                             "--overwrite to start again")
+        raise InputError(f"{out_dir}: already holds a trained detector; choose another folder or pass --overwrite")
+    if last_dir.exists() and not (config.resume or config.overwrite):
+        raise InputError(f"{out_dir}: already holds a damaged checkpoint ({last_dir.name}/ without {CONFIG_NAME}); "
+                         "pass --overwrite to start again")
+    if config.resume and not (last_dir / CONFIG_NAME).is_file():
+        raise InputError(f"{out_dir}: nothing to resume (no {last_dir.name}/{CONFIG_NAME})")
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what a resumed run continues from."""
+
+    step: int = 0
+    best_score: float = -math.inf
+    best_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    final_loss: float = float("nan")
+
+
+def _resume(config: TrainConfig, info: CheckpointInfo, detector: Detector, phases: list[TrainingPhase],
+            total: int, device: torch.device) -> RunState:
+    """Load weights, optimiser and scheduler states of ``out/last`` and the history up to it."""
+    out_dir = Path(config.out_dir)
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    if info.kind != config.detector or info.config != detector.config.to_dict():
+        raise InputError(f"{last_dir}: was trained as {info.kind} with another config; resume with the same "
+                         "detector, preset and overrides")
+    if info.total_steps != total:
+        raise InputError(f"{last_dir}: was planned for {info.total_steps} steps, not {total}; resume with "
+                         "the same number of steps")
+    state = load_training_state(last_dir)
+    load_weights(detector, last_dir, device)
+    for phase, optimizer_state, scheduler_state in zip(phases, state["optimizers"], state["schedulers"]):
+        phase.optimizer.load_state_dict(optimizer_state)
+        if phase.scheduler is not None and scheduler_state is not None:
+            phase.scheduler.load_state_dict(scheduler_state)
+    step = int(state["step"])
+    best_metrics = dict(read_checkpoint_info(best_dir).validation) if (best_dir / CONFIG_NAME).is_file() else {}
+    torch.manual_seed(config.seed + step)
+    return RunState(step=step, best_score=float(state["best_score"]), best_step=int(state["best_step"]),
+                    history=_read_history(out_dir, step), best_metrics=best_metrics,
+                    last_metrics=dict(info.validation))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Run:
+    """One training run's loop: steps, validations and checkpoints (see :func:`train`)."""
+
+    def __init__(self, config: TrainConfig, detector: Detector, phases: list[TrainingPhase], data: TrainingData,
+                 total: int, device: torch.device, provenance: dict[str, Any], state: RunState,
+                 report: ProgressFn, cancel: threading.Event | None) -> None:
+        self.config, self.detector, self.phases, self.data = config, detector, phases, data
+        self.total, self.device, self.provenance, self.state = total, device, provenance, state
+        self.report, self.cancel = report, cancel
+        self.out_dir = Path(config.out_dir)
+        self.last_dir, self.best_dir = self.out_dir / "last", self.out_dir / "best"
+        self.batch_size = int(detector.config.batch_size)
+        self.validate_every = config.validate_every or max(1, math.ceil(total / 10))
+        self.boundaries = np.cumsum([0] + [p.steps for p in phases])
+
+    def run(self) -> None:
+        self.detector.train()
+        with BatchPrefetcher(self.data.sampler, self.batch_size, self.device) as batches:
+            for step in range(self.state.step, self.total):
+                check_cancel(self.cancel)
+                phase_index = int(np.searchsorted(self.boundaries, step, side="right") - 1)
+                self._step(step, self.phases[phase_index], batches)
+                done = step + 1
+                if done % self.validate_every == 0 or done == self.total:
+                    self._validate(done, is_last_phase=phase_index == len(self.phases) - 1)
+
+    def _step(self, step: int, phase: TrainingPhase, batches: BatchPrefetcher) -> None:
+        batch = batches.get(step, prefetch_next=step + 1 < self.total)
+        loss, components = self.detector.training_loss(batch, phase.name, tau=self.config.tau,
+                                                       weak_all=self.config.weak_all)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            kept = (f"the last good checkpoint (step {read_checkpoint_info(self.last_dir).step}) is kept in "
+                    f"{self.last_dir}") if (self.last_dir / CONFIG_NAME).is_file() else "no checkpoint was written yet"
+            raise TrainingDiverged(f"the {phase.name} loss became {value} at step {step + 1} of {self.total}; "
+                                   f"{kept}. Try a lower learning rate or another seed.")
+        phase.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        phase.optimizer.step()
+        if phase.scheduler is not None:
+            phase.scheduler.step()
+        self.state.final_loss = value
+        done = step + 1
+        metrics = {"loss": value, **{k: float(v) for k, v in components.items()}}
+        if done % self.config.log_every == 0 or done == self.total:
+            self.state.history.append({"step": done, "phase": phase.name, **metrics})
+        self.report(Progress(done, self.total, phase.name, metrics=metrics))
+
+    def _validate(self, done: int, *, is_last_phase: bool) -> None:
+        """Score the validation set, write the checkpoints, and keep the best."""
+        state = self.state
+        check_cancel(self.cancel)
+        metrics, calibration, score = _validate_detector(self.detector, self.data.validation, self.device,
+                                                         self.batch_size)
+        metrics["protocol"] = self.config.protocol
+        if self.config.protocol == "paper":
+            is_best = done == self.total  # the last checkpoint, never one chosen on test images
+        else:
+            # Before the last phase the detector is incomplete (DeSTSeg's head is still
+            # untrained during the student phase), so only the last phase competes for best.
+            is_best = is_last_phase and score > state.best_score
+        state.history.append({"step": done, "phase": "validation",
+                              **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        check_cancel(self.cancel)
+        self._save(done, metrics, calibration, is_best)
+        state.last_metrics = metrics
+        if is_best:
+            state.best_score, state.best_step, state.best_metrics = score, done, metrics
+        self.report(Progress(done, self.total, f"validation (best at step {state.best_step})", metrics={
+            f"val_{k}": float(v) for k, v in metrics.items()
+            if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro") and v is not None}))
+
+    def _save(self, step: int, metrics: dict[str, Any], calibration: ScoreCalibration, is_best: bool) -> None:
+        state = self.state
+        det_config = self.detector.config
+        info = CheckpointInfo(kind=self.detector.kind, preset=self.config.preset, config=det_config.to_dict(),
+                              image_size=int(det_config.image_size), calibration=calibration, step=step,
+                              total_steps=self.total, validation=metrics, provenance=self.provenance)
+        training_state = {
+            "step": step,
+            "best_score": max(state.best_score, metrics["selection_score"]) if is_best else state.best_score,
+            "best_step": step if is_best else state.best_step,
+            "optimizers": [p.optimizer.state_dict() for p in self.phases],
+            "schedulers": [p.scheduler.state_dict() if p.scheduler is not None else None for p in self.phases],
+        }
+        # Order matters for a crash in between: history and best first, then last (the resume point,
+        # and the run's completion record: it reaches `total` only at the end).
+        mark_output_dir(self.out_dir, "train")
+        _write_history(self.out_dir, state.history)
+        if is_best:
+            save_checkpoint(self.best_dir, self.detector, info)
+        save_checkpoint(self.last_dir, self.detector, info, training_state=training_state)
+
+
 # ----------------------------------------------------------------------------- the job
 
 
-def _steps_for(det_config: Any, n_train: int, override: Optional[int]) -> int:
-    if override is not None:
-        return int(override)
-    if hasattr(det_config, "total_steps"):
-        return int(det_config.total_steps(n_train))
-    steps = getattr(det_config, "steps", None)
-    if steps:
-        return int(steps)
-    epochs = getattr(det_config, "epochs", None)
-    if epochs:
-        # DRAEM's reference schedule counts epochs over the good training images.
-        return int(epochs) * max(1, math.ceil(n_train / int(det_config.batch_size)))
-    raise InputError(f"the {type(det_config).__name__} has neither 'steps' nor 'epochs'; pass steps")
+def train(config: TrainConfig, progress: ProgressFn | None = None,
+          cancel: threading.Event | None = None) -> TrainResult:
+    """Train a detector; see the module docstring. Returns when training is complete."""
+    from anogen.device import describe_device, resolve_device
+
+    config.validate()
+    report = progress or no_progress
+    started = time.monotonic()
+    out_dir = Path(config.out_dir)
+    _prepare_out_dir(config)
+    device = resolve_device(config.device)
+    log.info("training %s on %s with %s", config.detector, describe_device(device),
+             json.dumps(train_config_to_json(config), sort_keys=True))
+
+    # Seed before building, so the initial weights follow from the seed too.
+    torch.manual_seed(config.seed)
+    detector = _build_detector(config)
+    log.info("%s config: %s", detector.kind, json.dumps(detector.config.to_dict(), sort_keys=True))
+    data = _load_data(config, detector.config, report, cancel)
+
+    resume_info = read_checkpoint_info(out_dir / "last") if config.resume else None
+    if resume_info is not None and config.steps is None:
+        total = resume_info.total_steps  # resuming needs no repeat of --steps
+    else:
+        total = config.steps if config.steps is not None else int(detector.config.total_steps(data.n_train))
+    detector.to(device)
+    phases = detector.training_phases(total)
+    phase_total = sum(p.steps for p in phases)
+    if phase_total != total:
+        raise RuntimeError(f"{detector.kind} phases cover {phase_total} steps, expected {total}")
+    state = _resume(config, resume_info, detector, phases, total, device) if resume_info is not None else RunState()
+    log.info("%d training images, %d generated samples, %d %s validation images; steps %d to %d of %d, "
+             "batch size %d", data.n_train, len(data.generated), len(data.validation.names),
+             data.validation.source, state.step + 1, total, total, int(detector.config.batch_size))
+
+    run = _Run(config, detector, phases, data, total, device, _provenance(config, data, total, describe_device(device)),
+               state, report, cancel)
+    # With overwrite, old checkpoints stay until the first new one replaces them.
+    created_out = not out_dir.exists()
+    try:
+        run.run()
+    except BaseException:
+        # Checkpoints already written stay; a folder this run created and never used goes.
+        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+    return TrainResult(out_dir=out_dir, best_dir=run.best_dir, last_dir=run.last_dir, kind=detector.kind,
+                       steps=total, best_step=state.best_step, best_metrics=state.best_metrics,
+                       last_metrics=state.last_metrics, final_loss=state.final_loss, history=state.history,
+                       validation_source=data.validation.source, device=describe_device(device),
+                       seconds=time.monotonic() - started)
 
 
-def _build_detector(config: TrainConfig) -> Any:
+def _build_detector(config: TrainConfig) -> Detector:
     from anogen.detection.registry import build_detector
 
     overrides = dict(config.overrides)
     if config.teacher_weights is not None:
         overrides["teacher_weights"] = str(config.teacher_weights)
     return build_detector(config.detector, preset=config.preset, overrides=overrides or None)
+
+
+def _provenance(config: TrainConfig, data: TrainingData, total: int, device: str) -> dict[str, Any]:
+    """What the checkpoint records about how it was trained."""
+    from anogen.data.exclusion import file_digests
+
+    return {
+        "seed": config.seed,
+        "tau": config.tau,
+        "mix": config.mix,
+        "synthesis": config.synthesis,
+        "weak_all": config.weak_all,
+        "preset": config.preset,
+        "overrides": dict(config.overrides),
+        "steps": total,
+        "data_dir": str(Path(config.data_dir).resolve()),
+        "generated_sets": [str(Path(p).resolve()) for p in config.generated_sets],
+        "generated_samples": len(data.generated),
+        "generated_per_kind": dict(sorted(Counter(item.defect_kind for item in data.generated).items())),
+        "textures_dir": str(Path(config.textures_dir).resolve()) if config.textures_dir else None,
+        "data_pipeline": asdict(data.pipeline),
+        "train_images": data.n_train,
+        "validation_source": data.validation.source,
+        "validation_images": data.validation.names,
+        "validation_digests": data.validation_digests,
+        "excluded_support_images": [str(Path(p).resolve()) for p in config.exclude],
+        "support_digests": file_digests(config.exclude),
+        "n_excluded": data.n_excluded,
+        "protocol": config.protocol,
+        "device": device,
+    }
 
 
 def _relative_or_absolute(path: Path, base: Path) -> str:
@@ -329,245 +621,6 @@ def _read_history(out_dir: Path, upto_step: int) -> list[dict[str, Any]]:
     return history
 
 
-def train(config: TrainConfig, progress: Optional[ProgressFn] = None,
-          cancel: Optional[threading.Event] = None) -> TrainResult:
-    """Train a detector; see the module docstring. Returns when training is complete."""
-    from anogen.data.datasets import read_mvtec_category
-    from anogen.data.exclusion import excluded_indices, file_digests
-    from anogen.device import describe_device, resolve_device
-
-    config.validate()
-    report = progress or no_progress
-    started = time.monotonic()
-    out_dir = Path(config.out_dir)
-    last_dir, best_dir = out_dir / "last", out_dir / "best"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: the output must be a folder, but this is a file")
-    for folder in (best_dir, last_dir):
-        recover_checkpoint(folder)  # a kill between two renames of a publish left it aside
-    if (last_dir / CONFIG_NAME).is_file() and not (config.resume or config.overwrite):
-        status = run_status(out_dir, "last")
-        if status is not None and not status.complete:
-            raise InputError(f"{out_dir}: holds a run that did not finish ({status.describe()}); or pass "
-                             "--overwrite to start again")
-        raise InputError(f"{out_dir}: already holds a trained detector; choose another folder or pass --overwrite")
-    if last_dir.exists() and not (config.resume or config.overwrite):
-        raise InputError(f"{out_dir}: already holds a damaged checkpoint ({last_dir.name}/ without {CONFIG_NAME}); "
-                         "pass --overwrite to start again")
-    if config.resume and not (last_dir / CONFIG_NAME).is_file():
-        raise InputError(f"{out_dir}: nothing to resume (no {last_dir.name}/{CONFIG_NAME})")
-    device = resolve_device(config.device)
-
-    # Seed before building, so the initial weights follow from the seed too.
-    torch.manual_seed(config.seed)
-    detector = _build_detector(config)
-    det_config = detector.config
-    size = int(det_config.image_size)
-    batch_size = int(det_config.batch_size)
-    # -- data ------------------------------------------------------------------------
-    category = read_mvtec_category(config.data_dir)
-    pipeline = detector_kind(config.detector).pipeline(det_config, category.name)
-    train_records = [r for r in category.train if not is_defective(r)]
-    if not train_records:
-        raise InputError(f"{config.data_dir}: no good training images (train/good is empty)")
-    test_records = list(category.test)
-    excluded = excluded_indices(test_records, config.exclude)
-    candidates = [r for i, r in enumerate(test_records) if i not in excluded]
-    has_labels = any(is_defective(r) for r in candidates) and any(not is_defective(r) for r in candidates)
-    split_rng = np.random.default_rng([config.seed, 0xA1])
-    check_cancel(cancel)
-
-    # The generated sets first: their problems are cheaper to find than reading every image.
-    generated: list[GeneratedItem] = []
-    if config.generated_sets:
-        report(Progress(0, 0, "reading the generated sets"))
-        generated = load_generated_items(config.generated_sets, size,
-                                         good_paths=[Path(r.path) for r in category.train],
-                                         search_dirs=[Path(config.data_dir), Path(config.data_dir).parent])
-    check_cancel(cancel)
-
-    report(Progress(0, 0, "reading images"))
-    if has_labels:
-        val_records = _stratified_holdout(candidates, config.val_fraction, config.max_val_images, split_rng)
-        validation_digests = file_digests(r.path for r in val_records)
-        good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
-        vset = ValidationSet(
-            images=np.stack(_read_resized([r.path for r in val_records], size)),
-            labels=np.array([int(is_defective(r)) for r in val_records]),
-            masks=np.stack([_read_mask_resized(r, size) for r in val_records]),
-            source="test",
-            names=[_relative_or_absolute(Path(r.path), Path(config.data_dir)) for r in val_records],
-        )
-    else:
-        validation_digests = []  # held-out good training images: nothing to leave out of the test set
-        if len(train_records) < 2:
-            raise InputError(f"{config.data_dir}: the test set has no labelled anomalies and there are too few "
-                             "good training images to hold some out for validation")
-        held = _stratified_holdout(train_records, config.val_fraction, max(1, config.max_val_images // 2), split_rng)
-        held_paths = {Path(r.path) for r in held}
-        train_records = [r for r in train_records if Path(r.path) not in held_paths]
-        good = _read_resized([r.path for r in train_records], size)
-        synthesizer = _make_synthesizer(config, det_config, pipeline, size, good)
-        held_images = _read_resized([r.path for r in held], size)
-        vset = _synthetic_validation(held_images, [Path(r.path).name for r in held], synthesizer, config.seed)
-    check_cancel(cancel)
-
-    sampler = MixedBatchSampler(good, synthesizer, pipeline=pipeline, generated=generated,
-                                mix=config.mix, seed=config.seed)
-    check_cancel(cancel)
-
-    # -- schedule --------------------------------------------------------------------
-    resume_info = read_checkpoint_info(last_dir) if config.resume else None
-    if resume_info is not None and config.steps is None:
-        total = resume_info.total_steps  # resuming needs no repeat of --steps
-    else:
-        total = _steps_for(det_config, len(good), config.steps)
-    validate_every = config.validate_every or max(1, math.ceil(total / 10))
-    detector.to(device)
-    phases = detector.training_phases(total)
-    phase_total = sum(p.steps for p in phases)
-    if phase_total != total:
-        raise RuntimeError(f"{detector.kind} phases cover {phase_total} steps, expected {total}")
-
-    provenance = {
-        "seed": config.seed,
-        "tau": config.tau,
-        "mix": config.mix,
-        "synthesis": config.synthesis,
-        "weak_all": config.weak_all,
-        "preset": config.preset,
-        "overrides": dict(config.overrides),
-        "steps": total,
-        "data_dir": str(Path(config.data_dir).resolve()),
-        "generated_sets": [str(Path(p).resolve()) for p in config.generated_sets],
-        "generated_samples": len(generated),
-        "generated_per_kind": dict(sorted(Counter(item.defect_kind for item in generated).items())),
-        "textures_dir": str(Path(config.textures_dir).resolve()) if config.textures_dir else None,
-        "data_pipeline": asdict(pipeline),
-        "train_images": len(good),
-        "validation_source": vset.source,
-        "validation_images": vset.names,
-        "validation_digests": validation_digests,
-        "excluded_support_images": [str(Path(p).resolve()) for p in config.exclude],
-        "support_digests": file_digests(config.exclude),
-        "n_excluded": len(excluded),
-        "protocol": config.protocol,
-        "device": describe_device(device),
-    }
-
-    # -- resume ----------------------------------------------------------------------
-    start_step, best_score, best_step = 0, -math.inf, 0
-    history: list[dict[str, Any]] = []
-    best_metrics: dict[str, Any] = {}
-    last_metrics: dict[str, Any] = {}
-    if resume_info is not None:
-        info = resume_info
-        if info.kind != config.detector or info.config != det_config.to_dict():
-            raise InputError(f"{last_dir}: was trained as {info.kind} with another config; resume with the same "
-                             "detector, preset and overrides")
-        if info.total_steps != total:
-            raise InputError(f"{last_dir}: was planned for {info.total_steps} steps, not {total}; resume with "
-                             "the same number of steps")
-        state = load_training_state(last_dir)
-        load_weights(detector, last_dir, device)
-        for phase, optimizer_state, scheduler_state in zip(phases, state["optimizers"], state["schedulers"]):
-            phase.optimizer.load_state_dict(optimizer_state)
-            if phase.scheduler is not None and scheduler_state is not None:
-                phase.scheduler.load_state_dict(scheduler_state)
-        start_step = int(state["step"])
-        best_score = float(state["best_score"])
-        best_step = int(state["best_step"])
-        history = _read_history(out_dir, start_step)
-        last_metrics = dict(info.validation)
-        if (best_dir / CONFIG_NAME).is_file():
-            best_metrics = dict(read_checkpoint_info(best_dir).validation)
-        torch.manual_seed(config.seed + start_step)
-
-    def save(step: int, metrics: dict[str, Any], calibration: ScoreCalibration, is_best: bool) -> None:
-        info = CheckpointInfo(kind=detector.kind, preset=config.preset, config=det_config.to_dict(),
-                              image_size=size, calibration=calibration, step=step, total_steps=total,
-                              validation=metrics, provenance=provenance)
-        state = {
-            "step": step,
-            "best_score": max(best_score, metrics["selection_score"]) if is_best else best_score,
-            "best_step": step if is_best else best_step,
-            "optimizers": [p.optimizer.state_dict() for p in phases],
-            "schedulers": [p.scheduler.state_dict() if p.scheduler is not None else None for p in phases],
-        }
-        # Order matters for a crash in between: history and best first, then last (the resume point,
-        # and the run's completion record: it reaches `total` only at the end).
-        mark_output_dir(out_dir, "train")
-        _write_history(out_dir, history)
-        if is_best:
-            save_checkpoint(best_dir, detector, info)
-        save_checkpoint(last_dir, detector, info, training_state=state)
-
-    # -- train -----------------------------------------------------------------------
-    # With overwrite, old checkpoints stay until the first new one replaces them.
-    created_out = not out_dir.exists()
-    boundaries = np.cumsum([0] + [p.steps for p in phases])
-    detector.train()
-    final_loss = float("nan")
-    try:
-        with BatchPrefetcher(sampler, batch_size, device) as batches:
-            for step in range(start_step, total):
-                check_cancel(cancel)
-                phase_index = int(np.searchsorted(boundaries, step, side="right") - 1)
-                phase = phases[phase_index]
-                batch = batches.get(step, prefetch_next=step + 1 < total)
-                loss, components = detector.training_loss(batch, phase.name, tau=config.tau,
-                                                          weak_all=config.weak_all)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    kept = (f"the last good checkpoint (step {read_checkpoint_info(last_dir).step}) is kept in "
-                            f"{last_dir}") if (last_dir / CONFIG_NAME).is_file() else "no checkpoint was written yet"
-                    raise TrainingDiverged(f"the {phase.name} loss became {value} at step {step + 1} of {total}; "
-                                           f"{kept}. Try a lower learning rate or another seed.")
-                phase.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                phase.optimizer.step()
-                if phase.scheduler is not None:
-                    phase.scheduler.step()
-                final_loss = value
-                done = step + 1
-                metrics = {"loss": value, **{k: float(v) for k, v in components.items()}}
-                if done % config.log_every == 0 or done == total:
-                    history.append({"step": done, "phase": phase.name, **metrics})
-                report(Progress(done, total, phase.name, metrics=metrics))
-
-                if done % validate_every == 0 or done == total:
-                    check_cancel(cancel)
-                    val_metrics, calibration, score = _validate_detector(detector, vset, device, batch_size)
-                    val_metrics["protocol"] = config.protocol
-                    if config.protocol == "paper":
-                        is_best = done == total  # the last checkpoint, never one chosen on test images
-                    else:
-                        # Before the last phase the detector is incomplete (DeSTSeg's head is still
-                        # untrained during the student phase), so only the last phase competes for best.
-                        is_best = phase_index == len(phases) - 1 and score > best_score
-                    history.append({"step": done, "phase": "validation", **{
-                        k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}})
-                    check_cancel(cancel)
-                    save(done, val_metrics, calibration, is_best)
-                    last_metrics = val_metrics
-                    if is_best:
-                        best_score, best_step, best_metrics = score, done, val_metrics
-                    report(Progress(done, total, f"validation (best at step {best_step})", metrics={
-                        f"val_{k}": float(v) for k, v in val_metrics.items()
-                        if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro") and v is not None}))
-    except BaseException:
-        # Checkpoints already written stay; a folder this run created and never used goes.
-        if created_out and out_dir.is_dir() and not any(out_dir.iterdir()):
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-
-    return TrainResult(out_dir=out_dir, best_dir=best_dir, last_dir=last_dir, kind=detector.kind, steps=total,
-                       best_step=best_step, best_metrics=best_metrics, last_metrics=last_metrics,
-                       final_loss=final_loss, history=history, validation_source=vset.source,
-                       device=describe_device(device), seconds=time.monotonic() - started)
-
-
 def train_config_to_json(config: TrainConfig) -> dict[str, Any]:
     """A JSON-able view of a :class:`TrainConfig` (paths as strings), for logs and the GUI."""
     data = asdict(config)
@@ -579,5 +632,4 @@ def train_config_to_json(config: TrainConfig) -> dict[str, Any]:
     return data
 
 
-__all__ = ["TrainConfig", "TrainResult", "ValidationSet", "train", "train_config_to_json",
-           "CHECKPOINT_CHOICES"]
+__all__ = ["RunState", "TrainConfig", "TrainResult", "TrainingData", "ValidationSet", "train", "train_config_to_json"]

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -40,30 +39,8 @@ from anogen.data.generated import GeneratedSample, read_generated_sets
 from anogen.data.imageio import read_image, read_mask
 from anogen.detection.base import TrainBatch
 from anogen.detection.pipeline import DataPipeline
+from anogen.detection.preprocess import resize_image, resize_mask
 from anogen.errors import InputError
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 or float image -> float32 ``(size, size, 3)`` in [0, 1]."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
-    else:
-        image = np.clip(image.astype(np.float32), 0.0, 1.0)
-    if image.shape[:2] != (size, size):
-        shrinking = image.shape[0] > size or image.shape[1] > size
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image, dtype=np.float32)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """bool/float mask -> float32 ``(size, size)`` in {0, 1} (area-resized, then >= 0.5)."""
-    mask = np.asarray(mask, dtype=np.float32)
-    if mask.shape != (size, size):
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
-    return (mask >= 0.5).astype(np.float32)
 
 
 def is_defective(record) -> bool:

@@ -13,10 +13,12 @@ Neither the paper nor the reference code crops (``mode="off"``: the whole image,
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from anogen.data.boxes import Box
 from anogen.errors import InputError
+
+if TYPE_CHECKING:  # OpenCV loads with boxes; the CLI reads CROP_CHOICES without it
+    from anogen.data.boxes import Box
 
 CropMode = Literal["auto", "on", "off"]
 CROP_CHOICES: tuple[CropMode, ...] = ("auto", "on", "off")
@@ -43,6 +45,8 @@ def context_window(box: Box, height: int, width: int, *, mode: str = "auto", con
     small); and when no square fits around the box (a box longer than the image's shorter
     side).
     """
+    from anogen.data.boxes import Box
+
     full = Box(0, 0, width, height)
     if mode == "off":
         return full

@@ -36,7 +36,7 @@ import os
 import re
 import threading
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import torch
 
-from anogen.data.boxes import Box, BoxPlacement, BoxRule, BoxSizeRange, ForegroundMethod
+from anogen.data.boxes import Box, BoxPlacement, BoxSizeRange
 from anogen.diffusion.crop import context_window, validate_crop
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
@@ -501,38 +501,46 @@ def _safe_id(stem: str) -> str:
     return cleaned[:150]
 
 
-def generate_set(
-    model_source: "str | os.PathLike | DiffusionModel",
-    embedding_path: str | os.PathLike,
-    normals: "str | os.PathLike | Sequence[str | os.PathLike]",
-    out: str | os.PathLike,
-    *,
-    per_image: int = 4,
-    samples_per_box: int = 2,
-    boxes: "str | os.PathLike | dict[str, list[Box]] | None" = None,
-    size_range: Optional[BoxSizeRange] = None,
-    foreground: ForegroundMethod = "auto",
-    rule: BoxRule = "inside",
-    placement: Optional[BoxPlacement] = None,
-    config: Optional[GenerateConfig] = None,
-    defect_kind: Optional[str] = None,
-    device: str = "auto",
-    precision: str = "auto",
-    allow_download: bool = False,
-    limit: Optional[int] = None,
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[threading.Event] = None,
-) -> GenerateSetResult:
+@dataclass
+class GenerateSetConfig:
+    """What :func:`generate_set` makes, from what, and where.
+
+    ``model``: a diffusers folder, Hugging Face id or ``.safetensors`` file, or a loaded
+    :class:`~anogen.diffusion.models.DiffusionModel`. ``normals``: a folder of good images
+    or a list of image files. ``boxes``: a ``boxes.json`` or an ``{image name: [Box, ...]}``
+    dict; None proposes boxes where ``placement`` allows (default ``BoxPlacement()``:
+    foreground ``auto``, boxes inside it) with sizes from ``size_range``. ``generation``
+    holds the sampler's settings (steps, guidance, seed, ...). ``limit`` caps the number
+    of good images used.
+    """
+
+    model: str | os.PathLike | DiffusionModel
+    embedding: str | os.PathLike
+    normals: str | os.PathLike | Sequence[str | os.PathLike]
+    out: str | os.PathLike
+    per_image: int = 4
+    samples_per_box: int = 2
+    boxes: str | os.PathLike | dict[str, list[Box]] | None = None
+    size_range: BoxSizeRange | None = None
+    placement: BoxPlacement | None = None
+    generation: GenerateConfig = field(default_factory=GenerateConfig)
+    defect_kind: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    allow_download: bool = False
+    limit: int | None = None
+
+
+def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> GenerateSetResult:
     """Generate ``per_image`` defect images for every good image and write a generated set.
 
-    Boxes: when ``boxes`` (a ``boxes.json`` or an ``{image name: [Box, ...]}`` dict) is
-    given, each listed image uses its boxes (unlisted images are skipped); otherwise
-    ``ceil(per_image / samples_per_box)`` boxes are proposed per image (the paper's
-    default: 2 boxes x 2 samples). Sample ``k`` of an image uses box ``k % boxes`` and the
-    seed :func:`sample_seed` ``(config.seed, image name, k)``. Proposed boxes go where
-    ``placement`` allows (default: ``BoxPlacement(foreground, rule)``; ``auto`` takes the
-    whole image for a texture). All or nothing: a cancel or an error leaves no output
-    folder.
+    Boxes: when ``job.boxes`` is given, each listed image uses its boxes (unlisted images
+    are skipped); otherwise ``ceil(per_image / samples_per_box)`` boxes are proposed per
+    image (the paper's default: 2 boxes x 2 samples). Sample ``k`` of an image uses box
+    ``k % boxes`` and the seed :func:`sample_seed` ``(generation.seed, image name, k)``.
+    Proposed boxes go where ``job.placement`` allows (``auto`` takes the whole image for a
+    texture). All or nothing: a cancel or an error leaves no output folder.
     """
     from anogen.data.boxes import DEFAULT_SIZE_RANGE, image_seed, read_boxes_file
     from anogen.data.generated import GeneratedSetWriter
@@ -541,7 +549,9 @@ def generate_set(
     from anogen.diffusion.embedding import apply_embedding, file_sha256, load_embedding
     from anogen.diffusion.models import DiffusionModel, load_model
 
-    config = config or GenerateConfig()
+    model_source, embedding_path, normals, out = job.model, job.embedding, job.normals, job.out
+    per_image, samples_per_box, boxes, limit = job.per_image, job.samples_per_box, job.boxes, job.limit
+    config = job.generation
     config.validate()
     progress = progress or no_progress
     if per_image < 1:
@@ -568,7 +578,7 @@ def generate_set(
     embedding_path = Path(embedding_path)
     if not embedding_path.is_file():
         raise InputError(f"{embedding_path}: embedding file not found")
-    placement = placement or BoxPlacement(foreground=foreground, rule=rule)
+    placement = job.placement or BoxPlacement()
     placement.validate()
     if given is None and placement.category is None and isinstance(normals, (str, os.PathLike)):
         placement = replace(placement, category=category_of_folder(normals))
@@ -579,14 +589,14 @@ def generate_set(
     _check_steps_before_loading(model_source, config.steps)
     check_cancel(cancel)
     model = model_source if isinstance(model_source, DiffusionModel) else load_model(
-        model_source, device=device, precision=precision, allow_download=allow_download)
+        model_source, device=job.device, precision=job.precision, allow_download=job.allow_download)
     check_steps(config.steps, model.scheduler_config, model.source)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
     embedding_hash = embedding.sha256 or file_sha256(embedding_path)
-    kind = defect_kind or _embedding_kind(embedding, embedding_path)
+    kind = job.defect_kind or _embedding_kind(embedding, embedding_path)
     model_name = model.source
-    size_range = size_range or DEFAULT_SIZE_RANGE
+    size_range = job.size_range or DEFAULT_SIZE_RANGE
     boxes_per_image = math.ceil(per_image / samples_per_box)
 
     total_requests = len(paths) * per_image

@@ -80,7 +80,7 @@ def image_size(path: Path, data: Optional[bytes] = None) -> tuple[int, int]:
     """``(width, height)`` of an image file (or of its bytes), as anogen reads it (EXIF applied)."""
     import io
 
-    from anogen.data.workspace import image_size as file_size
+    from anogen.data.imageio import image_size as file_size
 
     if data is None:
         return file_size(path)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from anogen.data.exports import ExportInput, copy_file
-from anogen.data.workspace import image_size
+from anogen.data.imageio import image_size
 
 
 def yolo_line(cls: int, box: tuple[int, int, int, int], width: int, height: int) -> str:
