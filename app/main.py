@@ -13,11 +13,76 @@ import logging
 import multiprocessing
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from anogen import __version__
 
 PANELS = ("defects", "generate", "train")
+
+# What Qt's xcb platform plugin (the X11 one, used on most Linux desktops) loads besides Qt
+# itself, with the Debian/Ubuntu package of each. Without them Qt only says "could not load
+# the Qt platform plugin xcb" and aborts, which tells a user nothing.
+XCB_LIBRARIES: dict[str, str] = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+}
+XCB_PACKAGES = ("libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxkbcommon-x11-0 "
+                "libxcb-image0 libxcb-render-util0 libxcb-randr0 libxcb-xkb1")
+
+
+def xcb_install_hint(packages: Sequence[str] | None = None) -> str:
+    """What to run when the X11 platform plugin cannot start."""
+    names = " ".join(packages) if packages else XCB_PACKAGES
+    return ("anogen-studio: Qt cannot open a window: its X11 (xcb) platform plugin needs system libraries "
+            f"that are missing. On Debian/Ubuntu install them with:\n    sudo apt-get install -y {names}\n"
+            "(or run headless with QT_QPA_PLATFORM=offscreen).")
+
+
+def missing_xcb_packages(load: Callable[[str], object] | None = None) -> list[str]:
+    """The Debian packages of the xcb plugin's libraries that do not load here (Linux with
+    X11 only: elsewhere, or with another platform plugin chosen, nothing is missing)."""
+    import ctypes
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return []
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and not platform.startswith("xcb"):
+        return []
+    if not platform and not os.environ.get("DISPLAY"):
+        return []  # Wayland or no display: Qt picks another plugin or says so itself
+    load = load or ctypes.CDLL
+    missing = []
+    for library, package in XCB_LIBRARIES.items():
+        try:
+            load(library)
+        except OSError:
+            missing.append(package)
+    return missing
+
+
+def _install_platform_message_hint() -> None:
+    """Print the apt-get line when Qt reports that its platform plugin failed (it then aborts)."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    previous = {"handler": None}
+
+    def handler(kind: QtMsgType, context, message: str) -> None:  # noqa: ANN001 - QMessageLogContext
+        if kind == QtMsgType.QtFatalMsg and "platform plugin" in message:
+            print(xcb_install_hint(), file=sys.stderr)
+        if previous["handler"] is not None:
+            previous["handler"](kind, context, message)
+        elif kind != QtMsgType.QtDebugMsg:
+            print(message, file=sys.stderr)
+
+    previous["handler"] = qInstallMessageHandler(handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +138,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from app.qtcompat import protect_bool_singletons
 
     protect_bool_singletons()  # before any signal is emitted; see app/qtcompat.py
+
+    missing = missing_xcb_packages()
+    if missing:
+        print(xcb_install_hint(missing), file=sys.stderr)
+        return 1
+    _install_platform_message_hint()
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication

@@ -469,3 +469,25 @@ def test_expected_training_time_is_shown_before_training_and_5_minutes_fits(make
     fields = train._train_fields(Workspace.open(project), category, tmp_path / "out")
     assert fields["steps"] == steps
     assert time_training_steps is not None
+
+
+# ---------------------------------------------------------------- setup
+def test_missing_xcb_libraries_are_named_with_the_apt_get_line(monkeypatch, capsys):
+    import app.main as studio_main
+
+    monkeypatch.setattr(studio_main.sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+
+    def load(name):
+        if name in ("libxcb-cursor.so.0", "libxcb-icccm.so.4"):
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    assert studio_main.missing_xcb_packages(load) == ["libxcb-cursor0", "libxcb-icccm4"]
+    check = studio_main.missing_xcb_packages
+    monkeypatch.setattr(studio_main, "missing_xcb_packages", lambda: ["libxcb-cursor0"])
+    assert studio_main.main([]) == 1  # before Qt aborts with its generic message
+    err = capsys.readouterr().err
+    assert "sudo apt-get install -y libxcb-cursor0" in err and "xcb" in err
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")  # another plugin: nothing to check
+    assert check(load) == []
