@@ -1,0 +1,265 @@
+"""``anogen run PLAN.toml``: plan checks, a whole tiny run, resume after a kill, --status, shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from anogen.cli import main
+from anogen.errors import InputError
+from anogen.runplan import execute
+from anogen.runplan.execute import run_plan
+from anogen.runplan.plan import load_plan
+from anogen.runplan.status import status_lines
+from anogen.runplan.steps import Shard, build_steps
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A tiny model and two demo categories, shared by every plan of this file."""
+    from anogen.data.demo import write_demo_dataset
+    from anogen.diffusion.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("inputs")
+    build_tiny_model(root / "model", "sd1", resolution=32)
+    write_demo_dataset(root / "data", categories=("fabric", "washer"), size=64, seed=0, train_good=4, test_good=3,
+                       test_per_kind=3)
+    return root
+
+
+def write_plan(folder: Path, inputs: Path, extra: str = "") -> Path:
+    """Two categories, three kinds (two support shots each), every stage a few steps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"""
+model = "{inputs / 'model'}"
+out = "out"
+device = "cpu"
+shots = 2
+{extra}
+[learn]
+steps = 2
+batch_size = 2
+[boxes]
+foreground = "all"
+[generate]
+steps = 2
+guidance = 3.0
+per_image = 1
+samples_per_box = 1
+limit = 2
+[train]
+steps = 2
+overrides = {{ image_size = 32, batch_size = 2, recon_base_width = 4, disc_base_width = 4 }}
+
+[[categories]]
+path = "{inputs / 'data' / 'fabric'}"
+kinds = ["hole", "scratch"]
+
+[[categories]]
+path = "{inputs / 'data' / 'washer'}"
+kinds = [{{ name = "crack", shots = 1 }}]
+"""
+    path = folder / "plan.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def counted(monkeypatch) -> list[str]:
+    """Every step a runner actually ran, by label."""
+    calls: list[str] = []
+    for stage, runner in list(execute.RUNNERS.items()):
+        def wrapped(ctx, staging, _runner=runner):
+            calls.append(ctx.step.label)
+            return _runner(ctx, staging)
+        monkeypatch.setitem(execute.RUNNERS, stage, wrapped)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def one_run(inputs, tmp_path_factory):
+    plan = load_plan(write_plan(tmp_path_factory.mktemp("single"), inputs))
+    report = run_plan(plan)
+    return plan, report
+
+
+# --------------------------------------------------------------------------- plan checks
+
+
+@pytest.mark.parametrize("extra, section, message", [
+    ('detector = "yolo"', "", "detector must be one of"),
+    ("seed = 1.5", "", "seed must be int"),
+    ("colour = 1", "", "colour is not a known setting"),
+    ("", "[learn]\nstepz = 3", "learn.stepz is not a known setting"),
+    ("", "[generate]\nbatch_size = 0", "generate.batch_size must be at least 1"),
+    ("", '[train]\nprotocol = "best"', "train.protocol must be one of"),
+])
+def test_plan_errors_name_the_key(tmp_path, inputs, extra, section, message):
+    path = write_plan(tmp_path, inputs, extra)
+    if section:
+        name = section.splitlines()[0]
+        text = path.read_text()
+        path.write_text(text.replace(name, section, 1) if name in text else text + section + "\n")
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        load_plan(path)
+
+
+def test_plan_errors_for_categories_and_kinds(tmp_path, inputs):
+    path = write_plan(tmp_path, inputs)
+    text = path.read_text()
+    path.write_text(text.replace('kinds = ["hole", "scratch"]', 'kinds = ["hole", "crack"]'))
+    with pytest.raises(InputError, match=r"categories\[0\]\.kinds\[1\].*no masked test images of kind 'crack'"):
+        load_plan(path)
+    path.write_text(text.replace('{ name = "crack", shots = 1 }', '{ name = "crack", images = ["a.png"] }'))
+    with pytest.raises(InputError, match=r"categories\[1\]\.kinds\[0\]\.masks is missing"):
+        load_plan(path)
+    path.write_text(text.replace('{ name = "crack", shots = 1 }', '{ name = "crack", shots = 9 }'))
+    with pytest.raises(InputError, match=r"categories\[1\]\.kinds\[0\].*fewer than shots = 9"):
+        load_plan(path)
+    path.write_text(text.replace(str(inputs / "data" / "washer"), str(tmp_path)))
+    with pytest.raises(InputError, match=r"categories\[1\]\.path.*not an MVTec AD category"):
+        load_plan(path)
+
+
+def test_plan_reads_support_sets_and_the_paper_preset(tmp_path, inputs):
+    plan = load_plan(write_plan(tmp_path, inputs, 'preset = "paper"'))
+    assert [k.key for k in plan.kinds] == ["fabric/hole", "fabric/scratch", "washer/crack"]
+    assert [len(k.images) for k in plan.kinds] == [2, 2, 1]
+    assert all(image.is_file() for k in plan.kinds for image in k.masks)
+    assert plan.out == tmp_path / "out"
+    assert (plan.detector_preset, plan.protocol) == ("paper", "paper")
+    assert len(build_steps(plan)) == 3 * 3 + 2 * 4
+
+
+def test_cli_reports_a_bad_plan_in_one_line(tmp_path, inputs, capsys):
+    path = write_plan(tmp_path, inputs, "colour = 1")
+    assert main(["run", str(path), "--status"]) == 2
+    assert "colour is not a known setting" in capsys.readouterr().err
+    assert main(["run", str(write_plan(tmp_path, inputs)), "--shard", "2/2", "--status"]) == 2
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+def test_a_run_writes_the_table_and_every_step(one_run):
+    plan, report = one_run
+    assert len(report.ran) == 17 and not report.waiting
+    results = json.loads((plan.out / "results.json").read_text())
+    assert set(results["categories"]) == {"fabric", "washer"}
+    for row in [*results["categories"].values(), results["mean"]]:
+        for variant in ("baseline", "generated"):
+            for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro"):
+                assert 0.0 <= row[variant][key] <= 1.0, (variant, key)
+    table = (plan.out / "results.md").read_text()
+    assert "| **mean** |" in table and "image AUROC + generated" in table
+    generated = plan.out / "steps" / "generate" / "fabric" / "hole" / "set" / "manifest.jsonl"
+    assert len(generated.read_text().splitlines()) == 2  # limit 2 good images x 1 sample
+    record = json.loads((plan.out / "steps" / "train" / "fabric" / "generated" / "done.json").read_text())
+    assert len(record["details"]["generated_sets"]) == 2  # both kinds of the category at once
+
+
+def test_status_after_a_run_says_done(one_run, capsys):
+    plan, _ = one_run
+    assert main(["run", str(plan.source), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" done ") + out.count(" done\n") >= 17
+    assert "17 steps: 17 done" in out and "results.md" in out
+
+
+def test_resume_after_a_kill_redoes_only_what_was_not_finished(tmp_path, inputs, counted, monkeypatch):
+    plan = load_plan(write_plan(tmp_path, inputs))
+    train = execute.RUNNERS["train"]
+
+    def killed(ctx, staging):
+        if ctx.step.label == "train fabric/generated":
+            (staging / "half-written").write_text("x")
+            raise KeyboardInterrupt
+        return train(ctx, staging)
+
+    monkeypatch.setitem(execute.RUNNERS, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan)
+    # A SIGKILL leaves the staging folder behind (an exception removes it): make one.
+    step = next(s for s in build_steps(plan) if s.label == "train fabric/generated")
+    leftover = step.folder.parent / ".generated.killed.partial"
+    leftover.mkdir()
+    (leftover / "half-written").write_text("x")
+    lines = status_lines(plan)
+    assert any(line.startswith("train") and "fabric/generated" in line and "running-or-incomplete" in line
+               for line in lines)
+    assert any("evaluate" in line and "fabric/generated" in line and "waiting" in line for line in lines)
+    done_before = {s.label: s.done_path.stat().st_mtime_ns for s in build_steps(plan) if s.is_done()}
+    assert "learn fabric/hole" in done_before and not (plan.out / "results.md").exists()
+
+    monkeypatch.setitem(execute.RUNNERS, "train", train)
+    counted.clear()
+    report = run_plan(plan)
+    assert not set(counted) & set(done_before)  # nothing finished is redone
+    assert "train fabric/generated" in counted and not leftover.exists()
+    assert sorted(report.already_done) == sorted(done_before)
+    for label, mtime in done_before.items():
+        assert next(s for s in build_steps(plan) if s.label == label).done_path.stat().st_mtime_ns == mtime
+    assert (plan.out / "results.md").is_file()
+    counted.clear()
+    assert len(run_plan(plan).already_done) == 17 and counted == []
+
+
+def test_two_shards_make_the_table_of_one_run(one_run, tmp_path, inputs, counted):
+    single, _ = one_run
+    plan = load_plan(write_plan(tmp_path, inputs))
+    first = run_plan(plan, Shard(0, 2))
+    # Shard 0 has fabric/hole and washer/crack, and the fabric detectors; the generated
+    # fabric detector needs fabric/scratch, which is shard 1's.
+    assert "train fabric/generated" in first.waiting and first.results is None
+    assert "generate fabric/scratch" not in counted
+    second = run_plan(plan, Shard(1, 2))
+    assert not second.waiting and "generate fabric/scratch" in second.ran
+    assert second.results is None  # the waiting fabric steps are still shard 0's
+    again = run_plan(plan, Shard(0, 2))
+    assert again.ran == ["train fabric/generated", "evaluate fabric/generated"]
+    ours = json.loads((plan.out / "results.json").read_text())
+    theirs = json.loads((single.out / "results.json").read_text())
+    assert ours["categories"] == theirs["categories"] and ours["mean"] == theirs["mean"]
+    for kind in ("fabric/hole", "fabric/scratch", "washer/crack"):
+        ours_set = plan.out / "steps" / "generate" / kind / "set"
+        theirs_set = single.out / "steps" / "generate" / kind / "set"
+
+        def samples(folder: Path) -> list[dict]:
+            # The embedding file's hash covers its metadata (when it was written), not its vector.
+            return [{k: v for k, v in json.loads(line).items() if k != "embedding_hash"}
+                    for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+        assert samples(ours_set) == samples(theirs_set)
+        for image in sorted((theirs_set / "images").iterdir()):
+            assert (ours_set / "images" / image.name).read_bytes() == image.read_bytes()
+
+
+def test_generation_split_over_processes_is_the_one_process_set(one_run, tmp_path, inputs):
+    """What ``accelerate launch --num_processes 2`` does, with the two ranks run in turn:
+    rank 1 writes its part first, then rank 0 writes its part and the whole set."""
+    from anogen.runplan.ranks import ProcessRanks
+
+    single, _ = one_run
+    plan = load_plan(write_plan(tmp_path, inputs))
+    for stage in ("learn", "boxes"):  # the same inputs as the single run
+        for kind in ("hole",):
+            src = single.out / "steps" / stage / "fabric" / kind
+            shutil.copytree(src, plan.out / "steps" / stage / "fabric" / kind)
+    steps = {s.label: s for s in build_steps(plan)}
+    step = steps["generate fabric/hole"]
+    for rank in (1, 0):
+        ranks = ProcessRanks(rank=rank, world=2)
+        ctx = execute.StepContext(plan, step, steps, ranks, lambda report: None, None)
+        if rank == 0:
+            execute.run_step(plan, step, steps, ranks, lambda report: None, None)
+        else:
+            execute.run_generate(ctx, step.folder)
+    ours = step.folder / "set"
+    theirs = single.out / "steps" / "generate" / "fabric" / "hole" / "set"
+    assert (ours / "manifest.jsonl").read_text() == (theirs / "manifest.jsonl").read_text()
+    for image in sorted((theirs / "images").iterdir()):
+        assert (ours / "images" / image.name).read_bytes() == image.read_bytes()
+    assert not (step.folder.parent / ".hole.parts").exists()
