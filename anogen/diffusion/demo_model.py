@@ -15,7 +15,6 @@ find those from a few masked examples, as it would with a real model.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 from anogen.data.demo_render import BLEMISH_KINDS, DEFECT_KINDS, DEMO_CATEGORIES, render_blemish, render_good
+from anogen.diffusion.tokenizer import build_clip_tokenizer, clip_vocabulary, vocabulary_size
 
 # The few-shot defect kinds of the demo: never in a pretraining caption.
 FORBIDDEN_WORDS: frozenset[str] = frozenset(k for kinds in DEFECT_KINDS.values() for k in kinds)
@@ -158,54 +158,14 @@ def caption_vocabulary() -> list[str]:
 
 # --------------------------------------------------------------------------- tokenizer
 
-CHARACTERS = tuple("abcdefghijklmnopqrstuvwxyz0123456789") + tuple(".,-!?'\"()*<>_:;/&+=%#@[]{}$")
-
-
-def _byte_pair_encode(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Merge the adjacent pair of lowest rank until none is known (CLIP's BPE)."""
-    while len(pieces) > 1:
-        best = min(range(len(pieces) - 1), key=lambda i: ranks.get((pieces[i], pieces[i + 1]), math.inf))
-        if (pieces[best], pieces[best + 1]) not in ranks:
-            break
-        pieces = pieces[:best] + [pieces[best] + pieces[best + 1]] + pieces[best + 2:]
-    return pieces
-
-
 def demo_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-format byte-pair vocabulary built offline.
-
-    Every character is a token (so any text encodes); every word of
-    :func:`caption_vocabulary` becomes one token through merges added word by word.
-    A merge added later ranks after all earlier ones, so it can never break a word
-    finished before it.
-    """
-    tokens = ["<|startoftext|>", "<|endoftext|>"]
-    for char in CHARACTERS:
-        tokens += [char, f"{char}</w>"]
-    ranks: dict[tuple[str, str], int] = {}
-    for word in caption_vocabulary():
-        pieces = _byte_pair_encode(list(word[:-1]) + [f"{word[-1]}</w>"], ranks)
-        while len(pieces) > 1:
-            ranks[(pieces[0], pieces[1])] = len(ranks)
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            tokens.append(pieces[0])
-    vocab: dict[str, int] = {}
-    for token in tokens:
-        vocab.setdefault(token, len(vocab))
-    return vocab, sorted(ranks, key=ranks.__getitem__)
+    """The demo tokenizer's CLIP-format vocabulary and merges: every word of
+    :func:`caption_vocabulary` is one token (see :mod:`anogen.diffusion.tokenizer`)."""
+    return clip_vocabulary(caption_vocabulary())
 
 
 def build_tokenizer():
-    from transformers import CLIPTokenizer
-
-    vocab, merges = demo_vocabulary()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
-
-
-def vocabulary_size(tokenizer) -> int:
-    # Size tables from the largest id: with a hand-made vocabulary len(tokenizer) and
-    # the ids may disagree in transformers 5.
-    return max(tokenizer.get_vocab().values()) + 1
+    return build_clip_tokenizer(caption_vocabulary(), MAX_TOKENS)
 
 
 # --------------------------------------------------------------------------- components

@@ -5,7 +5,7 @@ has (``model_index.json`` plus one sub-folder per component, saved with
 ``save_pretrained``), so the real loader in :mod:`anogen.diffusion.models` and
 diffusers' own pipelines read it exactly as they read Stable Diffusion or CompVis
 LDM. Weights are random (seeded); the tokenizer is built offline from an in-memory
-vocabulary, so nothing is downloaded.
+vocabulary (:mod:`anogen.diffusion.tokenizer`), so nothing is downloaded.
 
 Sizes: UNet with 32/64 channels, a text encoder 32 wide, a VAE that downsamples by
 8 like the real one (so crop arithmetic in stage 2 is exercised for real), 64 px
@@ -17,11 +17,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from anogen.diffusion.captions import caption_words
 from anogen.diffusion.models import quiet_progress_bars
+from anogen.diffusion.tokenizer import build_bert_tokenizer as bert_tokenizer_for
+from anogen.diffusion.tokenizer import build_clip_tokenizer as clip_tokenizer_for
+from anogen.diffusion.tokenizer import vocabulary_size
 from anogen.errors import InputError
 
 TINY_FAMILIES = ("sd1", "sd2", "ldm")
@@ -36,7 +40,6 @@ BASE_WORDS = (
     "surface", "metal", "wood", "fabric", "bottle", "screw", "part", "object", "with",
     "and", "on", "in", "one", "good", "normal", "anomaly", "damage", "damaged",
 )
-CHARACTERS = tuple("abcdefghijklmnopqrstuvwxyz0123456789") + tuple(".,-!?'\"()*<>_:;/")
 
 
 def tiny_vocabulary_words() -> list[str]:
@@ -44,65 +47,12 @@ def tiny_vocabulary_words() -> list[str]:
     return sorted(set(BASE_WORDS) | {w for w in caption_words() if w.isalpha()})
 
 
-def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-pair vocabulary in CLIP's format (word-final pieces end in ``</w>``).
-
-    Every single character is a token (with and without ``</w>``), so any text can be
-    encoded; every known word is reachable through a chain of left-to-right merges.
-    """
-    tokens: list[str] = ["<|startoftext|>", "<|endoftext|>"]
-    for char in CHARACTERS:
-        tokens += [char, f"{char}</w>"]
-    ranks: dict[tuple[str, str], int] = {}
-    for word in tiny_vocabulary_words():
-        # Apply the merges made so far (as the tokenizer will), then finish the word
-        # left to right; later merges rank after earlier ones, so they never break
-        # the chain of a word added before them.
-        pieces = _apply_merges(list(word[:-1]) + [f"{word[-1]}</w>"], ranks)
-        while len(pieces) > 1:
-            ranks[(pieces[0], pieces[1])] = len(ranks)
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            tokens.append(pieces[0])
-    merges = sorted(ranks, key=ranks.__getitem__)
-    vocab: dict[str, int] = {}
-    for token in tokens:
-        vocab.setdefault(token, len(vocab))
-    return vocab, merges
+def build_clip_tokenizer() -> Any:
+    return clip_tokenizer_for(tiny_vocabulary_words(), TINY_MAX_LENGTH)
 
 
-def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Byte-pair encode one word: repeatedly merge the adjacent pair of lowest rank."""
-    while len(pieces) > 1:
-        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
-        rank, index = min(pairs)
-        if rank == len(ranks):
-            break
-        pieces = pieces[:index] + [pieces[index] + pieces[index + 1]] + pieces[index + 2:]
-    return pieces
-
-
-def build_clip_tokenizer():
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TINY_MAX_LENGTH)
-
-
-def build_bert_tokenizer():
-    from transformers import BertTokenizer
-
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += list(CHARACTERS) + [f"##{c}" for c in CHARACTERS] + tiny_vocabulary_words()
-    vocab: dict[str, int] = {}
-    for token in tokens:
-        vocab.setdefault(token, len(vocab))
-    return BertTokenizer(vocab=vocab, model_max_length=TINY_MAX_LENGTH)
-
-
-def _vocab_size(tokenizer) -> int:
-    # transformers 5: len(tokenizer) can disagree with the ids of a hand-made
-    # vocabulary, so size embedding tables from the largest id instead.
-    return max(tokenizer.get_vocab().values()) + 1
+def build_bert_tokenizer() -> Any:
+    return bert_tokenizer_for(tiny_vocabulary_words(), TINY_MAX_LENGTH)
 
 
 def _tiny_vae():
@@ -177,7 +127,7 @@ def _clip_text_encoder(tokenizer, sd2: bool):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
-        vocab_size=_vocab_size(tokenizer),
+        vocab_size=vocabulary_size(tokenizer),
         hidden_size=TINY_TEXT_WIDTH,
         intermediate_size=37,
         num_hidden_layers=2,
@@ -197,7 +147,7 @@ def _ldm_bert(tokenizer):
     from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
 
     config = LDMBertConfig(
-        vocab_size=_vocab_size(tokenizer),
+        vocab_size=vocabulary_size(tokenizer),
         max_position_embeddings=TINY_MAX_LENGTH,
         encoder_layers=2,
         encoder_ffn_dim=37,
