@@ -15,7 +15,6 @@ runs it on a QThread and turns each :class:`Progress` into a Qt signal.
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -23,8 +22,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from anogen.errors import JobCancelled
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

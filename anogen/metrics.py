@@ -487,7 +487,9 @@ class MetricsReport:
     n_excluded_validation: int = 0
 
     def to_json(self) -> dict:
-        """A JSON-safe dict with the DESIGN.md keys; undefined metrics become null.
+        """The metrics file's JSON (what ``anogen evaluate --json`` writes): the keys
+        ``image_auroc image_ap pixel_auroc pixel_ap pixel_aupro`` (0..1) that scripts read,
+        plus F1-max and the counts; undefined metrics become null.
 
         ``n_scored`` (the images the metrics cover) is spelled out next to ``n_excluded``.
         """

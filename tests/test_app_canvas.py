@@ -188,6 +188,7 @@ def test_heatmap_and_compare_overlays(canvas):
     assert canvas.compare_split() == pytest.approx(0.75, abs=0.02)
 
 
+@pytest.mark.timing
 def test_painting_on_a_4000x3000_image_stays_fast(qtbot):
     import time
 

@@ -75,6 +75,7 @@ def test_one_heavy_job_at_a_time_and_queued_job_can_be_dropped(engine, qtbot):
     assert first.state == DONE and second.started_at >= first.finished_at
 
 
+@pytest.mark.timing
 def test_cancel_takes_effect_within_two_seconds(engine, qtbot):
     job = engine.submit("long", counting_job, {"steps": 1000, "step_s": 0.05})
     qtbot.waitUntil(lambda: job.last is not None, timeout=3000)

@@ -183,6 +183,7 @@ def test_missing_model_shows_reason_and_error_dialog_with_details(make_window, p
     assert "no-such-model" in (project / "anogen.log").read_text()
 
 
+@pytest.mark.timing
 def test_cancel_button_stops_a_running_job(make_window, project, qtbot):
     from anogen.jobs import Progress, check_cancel
 
