@@ -482,9 +482,15 @@ class MainWindow(QMainWindow):
         """Samples under the canvas with Generate, test images with Train; Defects gets the
         whole height for painting."""
         pane = getattr(self.panels.get(panel), "results_pane", None)
+        was_visible = not self.results_tabs.isHidden()
         self.results_tabs.setVisible(pane is not None)
         if pane is not None:
             self.results_tabs.setCurrentWidget(pane)
+            if not was_visible:
+                # Shown again: the splitter would hand the pane its whole size hint and leave
+                # the canvas a strip; split 3:2 instead (the user's drags hold until it hides).
+                total = sum(self.work_area.sizes()) or self.work_area.height()
+                self.work_area.setSizes([total * 3 // 5, total - total * 3 // 5])
 
     def current_panel(self) -> str:
         widget = self.tabs.currentWidget()

@@ -239,6 +239,7 @@ def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, pro
     assert window.results_tabs.isVisible() and window.results_tabs.currentWidget() is train.results_pane
     assert not train.scroll.isAncestorOf(train.gallery) and window.work_area.isAncestorOf(train.gallery)
     assert train.gallery.height() >= 150
+    assert window.canvas.height() >= 0.5 * window.work_area.height()  # the canvas keeps most of the room
     first = train.gallery.item(0)  # most anomalous first: the hole
     train.gallery.setCurrentItem(first)
     canvas = window.canvas

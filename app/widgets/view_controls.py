@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QToolButton,
+                               QWidget)
 
 from app.canvas import ImageCanvas
 from app.icons import icon
@@ -35,7 +36,9 @@ class ViewControls(QWidget):
         label.setPixmap(icon("contrast").pixmap(16, 16))
         label.setToolTip("Brightness and contrast, for viewing")
         layout.addWidget(label)
+        layout.addWidget(QLabel("Brightness"))
         layout.addWidget(self.brightness)
+        layout.addWidget(QLabel("Contrast"))
         layout.addWidget(self.contrast)
         self.reset_button = QToolButton()
         self.reset_button.setText("Reset")
@@ -53,7 +56,10 @@ class ViewControls(QWidget):
         self.color_combo.setToolTip("Mask colour: pick one that stands out on your parts (red hides on red ones)")
         for name, value in MASK_COLORS.items():
             self.color_combo.addItem(self._swatch(value), name, value)
+        self.color_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         layout.addWidget(self.color_combo)
+        # Its natural width, at the left of the toolbar's free space, not stretched across it.
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
 
         self.brightness.valueChanged.connect(self._levels_changed)
         self.contrast.valueChanged.connect(self._levels_changed)
