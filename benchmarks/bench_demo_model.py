@@ -31,7 +31,8 @@ PROMPTS = ("a photo of fabric", "a photo of a metal washer", "a photo of fabric 
            "a photo of a metal washer with a blemish")
 
 
-def held_out_crops(count: int, seed: int = 50_000, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def held_out_crops(count: int, seed: int = 50_000, size: int = 64,
+                   good_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """64 px crops of demo *dataset* images (good and every defect kind) and their masks."""
     import cv2
 
@@ -43,7 +44,7 @@ def held_out_crops(count: int, seed: int = 50_000, size: int = 64) -> tuple[np.n
     index = 0
     while len(crops) < count:
         for category, kinds in DEFECT_KINDS.items():
-            for kind in ("good",) + kinds:
+            for kind in ("good",) + (() if good_only else kinds):
                 sample = sample_rng(seed, category, "bench", kind, index)
                 if kind == "good":
                     image, _ = render_good(category, sample, 256)
@@ -175,11 +176,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     crops, masks = held_out_crops(args.crops)
     # Real good crops for the distance: one set vs the samples, a disjoint one for the floor.
     good = [i for i in range(len(crops)) if not masks[i].any()]
-    more, more_masks = held_out_crops(4 * args.samples, seed=60_000)
-    real_good = more[[i for i in range(len(more)) if not more_masks[i].any()]]
-    floor_a, floor_b = real_good[:args.samples], real_good[args.samples:2 * args.samples]
-    if len(floor_b) < args.samples:
-        raise SystemExit("not enough real crops for the floor; lower --samples")
+    real_good, _ = held_out_crops(2 * args.samples, seed=60_000, good_only=True)
+    floor_a, floor_b = real_good[:args.samples], real_good[args.samples:]
     floor = sliced_wasserstein(floor_a, floor_b)
     results: dict[str, Any] = {"real_vs_real_swd_x1000": {"mean": floor.mean, "per_level": floor.per_level},
                                "held_out_crops": len(crops), "good_crops": len(good)}

@@ -72,7 +72,7 @@ class TrainConfig:
     unet_batch: int = 32
     unet_lr: float = 4e-4
     warmup_steps: int = 100
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995  # a short window: the phase runs a few thousand steps
     caption_dropout: float = 0.1  # empty prompt, for classifier-free guidance
     full_mask_fraction: float = 0.1  # fill the whole crop: plain text-to-image
     min_snr_gamma: float = 5.0
