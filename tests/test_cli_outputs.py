@@ -249,6 +249,19 @@ def test_a_partial_staging_folder_is_never_recovered(runs, tmp_path):
     assert not (run / "last").exists()
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_reported_incomplete(category, tmp_path, capsys):
+    from anogen.outputs import mark_output_dir
+
+    run = tmp_path / "run"  # what train leaves when killed right after it marked its folder
+    run.mkdir()
+    mark_output_dir(run, "train")
+    (run / "history.jsonl").write_text("")
+    for argv in (["export", "--detector-dir", str(run), "--out", str(tmp_path / "m.onnx")],
+                 ["evaluate", "--data", str(category), "--detector-dir", str(run), "--device", "cpu", "--quiet"]):
+        assert main(argv) == 2
+        _one_line_error(capsys, str(run), "incomplete", "before its first checkpoint")
+
+
 # ----------------------------------------------------------------------------- item 6
 def test_a_demo_rerun_killed_half_way_keeps_the_old_report_whole(tmp_path):
     from anogen.demo_pipeline import DemoConfig, DemoPlan, run_demo
@@ -301,7 +314,52 @@ def _fuzz_cases() -> list[tuple[str, str]]:
                for damage in ("garbage", "truncated")]
     return [*damaged, ("evaluate-batch-0", ""), ("predict-batch-0", ""), ("evaluate-json-dir", ""),
             ("export-out-dir", ""), ("predict-out-file", ""), ("demo-out-file", ""), ("train-out-file", ""),
-            ("generate-steps-5000", ""), ("train-image-size-100000", ""), ("generate-pickle-text-encoder", "")]
+            ("generate-steps-5000", ""), ("train-image-size-100000", ""), ("generate-pickle-text-encoder", ""),
+            # items 15-22: bad input that was accepted silently, or work without a bound
+            ("generate-nan-embedding", ""), ("train-small-mask", ""), ("evaluate-small-mask", ""),
+            ("train-generated-box-outside", ""), ("learn-resolution-1048576", ""), ("boxes-per-image-1000000", ""),
+            ("dataset-check-strict-missing-mask", "")]
+
+
+def _nan_embedding(path: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from anogen.diffusion.tiny import TINY_TEXT_WIDTH
+
+    save_file({"<scratch>": torch.full((TINY_TEXT_WIDTH,), float("nan"))}, str(path))
+    return path
+
+
+def _small_masks(category: Path, copy: Path) -> Path:
+    """A copy of ``category`` whose ground-truth masks are half their images' size."""
+    from anogen.data.imageio import read_mask, write_mask
+
+    shutil.copytree(category, copy)
+    for mask in (copy / "ground_truth").rglob("*_mask.png"):
+        write_mask(mask, read_mask(mask)[::2, ::2])
+    return copy
+
+
+def _missing_mask(category: Path, copy: Path) -> Path:
+    """A copy of ``category`` with one defective test image's ground-truth mask deleted."""
+    shutil.copytree(category, copy)
+    next((copy / "ground_truth").rglob("*_mask.png")).unlink()
+    return copy
+
+
+def _generated_box_outside(category: Path, out: Path) -> Path:
+    """A generated set whose manifest box lies outside its 64x64 image."""
+    from anogen.data.generated import MANIFEST_NAME, GeneratedSetWriter
+    from anogen.data.imageio import read_image
+
+    source = sorted((category / "train" / "good").glob("*.png"))[0]
+    with GeneratedSetWriter(out) as writer:
+        writer.add(read_image(source), box=[2, 2, 12, 10], source=str(source), defect_kind="scratch", seed=0,
+                   model="tiny", embedding_hash="0" * 64, steps=1, guidance=1.0, id="s0")
+    manifest = out / MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"box": [2, 2, 12, 10]', '"box": [20, 20, 90, 90]'))
+    return out
 
 
 @pytest.mark.parametrize("case,damage", _fuzz_cases(), ids=[c for c, _ in _fuzz_cases()])
@@ -321,6 +379,8 @@ def test_fuzz_corpus_exit_2_one_line_no_output(case, damage, category, runs, dif
                 "--quiet", "--out", str(out)]
     train = ["train", "--data", str(category), "--detector", "draem", "--steps", "1", "--device", "cpu", "--quiet"]
 
+    kind = sorted(p.name for p in (category / "test").iterdir() if p.name != "good")[0]
+    support = ["--images", str(category / "test" / kind), "--masks", str(category / "ground_truth" / kind)]
     if damage:
         command = case.split("-")[0]
         (_garbage if damage == "garbage" else _truncated)(run / "best" / "model.safetensors")
@@ -333,19 +393,44 @@ def test_fuzz_corpus_exit_2_one_line_no_output(case, damage, category, runs, dif
         _pickle_text_encoder(model)
         generate[generate.index("--model") + 1] = str(model)
         argv, names = [*generate, "--steps", "1"], ["pytorch_model.bin", "safetensors"]
-    else:
+    else:  # lazy: only the case run builds its inputs
+        small_masks = "mask is 32x32 (WxH) but the image"
         argv, names = {
-            "evaluate-batch-0": ([*evaluate, "--batch-size", "0", "--json", str(out)], ["--batch-size"]),
-            "predict-batch-0": ([*predict, "--batch-size", "0", "--out", str(out)], ["--batch-size"]),
-            "evaluate-json-dir": ([*evaluate, "--json", str(a_dir)], [str(a_dir)]),
-            "export-out-dir": (["export", "--detector-dir", str(run), "--out", str(a_dir)], [str(a_dir)]),
-            "predict-out-file": ([*predict, "--out", str(a_file)], [str(a_file)]),
-            "demo-out-file": (["demo", "--out", str(a_file)], [str(a_file)]),
-            "train-out-file": ([*train, "--out", str(a_file)], [str(a_file)]),
-            "generate-steps-5000": ([*generate, "--steps", "5000"], ["5000", "1000"]),
-            "train-image-size-100000": ([*train, "--set", "image_size=100000", "--out", str(out)],
-                                        ["image_size", "100000"]),
-        }[case]
+            "evaluate-batch-0": lambda: ([*evaluate, "--batch-size", "0", "--json", str(out)], ["--batch-size"]),
+            "predict-batch-0": lambda: ([*predict, "--batch-size", "0", "--out", str(out)], ["--batch-size"]),
+            "evaluate-json-dir": lambda: ([*evaluate, "--json", str(a_dir)], [str(a_dir)]),
+            "export-out-dir": lambda: (["export", "--detector-dir", str(run), "--out", str(a_dir)], [str(a_dir)]),
+            "predict-out-file": lambda: ([*predict, "--out", str(a_file)], [str(a_file)]),
+            "demo-out-file": lambda: (["demo", "--out", str(a_file)], [str(a_file)]),
+            "train-out-file": lambda: ([*train, "--out", str(a_file)], [str(a_file)]),
+            "generate-steps-5000": lambda: ([*generate, "--steps", "5000"], ["5000", "1000"]),
+            "train-image-size-100000": lambda: ([*train, "--set", "image_size=100000", "--out", str(out)],
+                                                ["image_size", "100000"]),
+            "generate-nan-embedding": lambda: (
+                [*generate, "--steps", "1", "--embedding", str(_nan_embedding(tmp_path / "nan.safetensors"))],
+                ["nan.safetensors", "NaN"]),
+            "train-small-mask": lambda: (
+                [*train, *TINY_DRAEM_ARGS, "--data", str(_small_masks(category, tmp_path / "c")), "--out", str(out)],
+                ["_mask.png", small_masks]),
+            "evaluate-small-mask": lambda: (
+                [*evaluate, "--data", str(_small_masks(category, tmp_path / "c")), "--json", str(out)],
+                ["_mask.png", small_masks]),
+            "train-generated-box-outside": lambda: (
+                [*train, *TINY_DRAEM_ARGS, "--generated", str(_generated_box_outside(category, tmp_path / "set")),
+                 "--out", str(out)],
+                ["manifest.jsonl", "line 1", "outside"]),
+            "learn-resolution-1048576": lambda: (
+                ["learn", "--model", str(diffusion["model"]), *support, "--steps", "1", "--resolution", "1048576",
+                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "out.safetensors")],
+                ["1048576 px", "memory", "--resolution"]),
+            "boxes-per-image-1000000": lambda: (
+                ["boxes", "--images", test_good, "--per-image", "1000000", "--foreground", "all", "--quiet",
+                 "--out", str(out)],
+                ["--per-image", "1000000"]),
+            "dataset-check-strict-missing-mask": lambda: (
+                ["dataset", "check", str(_missing_mask(category, tmp_path / "c")), "--strict", "--quiet"],
+                ["--strict", "no ground-truth mask"]),
+        }[case]()
     before = {p: _snapshot(p) for p in (run, a_dir)}
     assert main(argv) == 2
     _one_line_error(capsys, *names)
