@@ -19,3 +19,23 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def _no_modal_dialog(*args, **kwargs):
+    raise AssertionError("a test opened a modal file dialog; answer it with monkeypatch as a user would")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _file_dialogs_never_block(request, monkeypatch):
+    """A modal QFileDialog would hang a headless run: fail at once instead."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    from PySide6.QtWidgets import QFileDialog
+
+    for name in ("getSaveFileName", "getOpenFileName", "getOpenFileNames", "getExistingDirectory"):
+        monkeypatch.setattr(QFileDialog, name, _no_modal_dialog)
+    yield

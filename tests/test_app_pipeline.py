@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
 from anogen.data.imageio import list_images, write_image, write_mask  # noqa: E402
 from anogen.data.workspace import Workspace  # noqa: E402
@@ -58,7 +58,7 @@ def tiny_project(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path, tiny_project):
+def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path, tiny_project, monkeypatch):
     window = MainWindow(settings=Settings(tmp_path / "settings.ini"), restore_geometry=False)
     window.confirm_close = False
     qtbot.addWidget(window)
@@ -134,6 +134,9 @@ def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path,
     assert train.counts_label.text().startswith(f"{len(scores) - failed} pass · {failed} fail")
     train.gallery.setCurrentRow(0)
     assert window.canvas.image() is not None
+    # Export asks where to save: answer the dialog as a user would.
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args, **kwargs: (str(tiny_project / detector.folder / "model.onnx"), ""))
     train.export_button.click()
     assert engine.wait(120) and not failures, failures
     assert (tiny_project / detector.folder / "model.onnx").is_file()

@@ -40,7 +40,8 @@ def components():
 
 def test_folder_is_a_small_sd1_pipeline_with_safetensors_only() -> None:
     index = json.loads((MODEL_DIR / "model_index.json").read_text())
-    assert index["_class_name"] == "StableDiffusionPipeline"
+    # A 9-channel inpainting UNet: it sees the texture around a box (docs/demo-model.md).
+    assert index["_class_name"] == "StableDiffusionInpaintPipeline"
     for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler"):
         assert (MODEL_DIR / name).is_dir(), name
     weights = [p for p in MODEL_DIR.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")]
@@ -53,7 +54,8 @@ def test_folder_is_a_small_sd1_pipeline_with_safetensors_only() -> None:
 
 def test_components_fit_together(components) -> None:
     vae, unet, text_encoder = components["vae"], components["unet"], components["text_encoder"]
-    assert unet.config.in_channels == 4 and vae.config.latent_channels == 4
+    assert vae.config.latent_channels == 4
+    assert unet.config.in_channels == 9  # noisy latent + box mask + masked-image latent
     assert unet.config.cross_attention_dim == text_encoder.config.hidden_size
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     assert unet.config.sample_size * scale == 64
@@ -61,6 +63,8 @@ def test_components_fit_together(components) -> None:
 
 
 def test_vae_reconstructs_demo_images(components) -> None:
+    from anogen.quality import psnr
+
     vae = components["vae"]
     crops = []
     for seed, category in enumerate(("fabric", "washer", "fabric", "washer")):
@@ -69,13 +73,12 @@ def test_vae_reconstructs_demo_images(components) -> None:
     images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         recon = vae.decode(vae.encode(images).latent_dist.mean).sample.clamp(-1, 1)
-    error = (recon - images).abs().mean(dim=(1, 2, 3)) * 127.5  # per image, in 8-bit levels
-    flat = (images - images.mean(dim=(2, 3), keepdim=True)).abs().mean(dim=(1, 2, 3)) * 127.5
-    # Shipped model: ~16 levels on average; the washer (shape and shading) is kept well,
-    # the finest weave of the fabric is the hardest part (see docs/demo-model.md).
-    assert float(error.mean()) < 20, f"mean reconstruction error {float(error.mean()):.1f} levels"
-    washer = [1, 3]
-    assert (error[washer] < 0.5 * flat[washer]).all(), (error.tolist(), flat.tolist())
+    recon_u8 = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    scores = [psnr(a, b) for a, b in zip(crops, recon_u8)]
+    # benchmarks/bench_demo_model.py measures the shipped VAE on 256 held-out crops
+    # (docs/demo-model.md); these 4 guard against a regression. The fabric's weave at
+    # its native scale is the hardest (24-25 dB here), the washer is kept at ~33 dB.
+    assert min(scores) > 22.5 and float(np.mean(scores)) > 27.0, scores
 
 
 def test_vae_keeps_defects_visible(components) -> None:
@@ -100,8 +103,9 @@ def test_unet_follows_the_prompt(components) -> None:
     ids = tokenizer(["a photo of fabric", "a photo of a metal washer"], padding="max_length",
                     max_length=77, return_tensors="pt").input_ids
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)).repeat(2, 1, 1, 1)
+    whole_crop = torch.cat([torch.ones(2, 1, 16, 16), torch.zeros(2, 4, 16, 16)], dim=1)  # fill everything
     with torch.no_grad():
-        noise = unet(latents, torch.tensor([700, 700]), text_encoder(ids)[0]).sample
+        noise = unet(torch.cat([latents, whole_crop], dim=1), torch.tensor([700, 700]), text_encoder(ids)[0]).sample
     assert torch.isfinite(noise).all()
     assert (noise[0] - noise[1]).abs().mean() > 0.01
 
@@ -110,7 +114,7 @@ def test_loader_reads_it_as_stable_diffusion_1() -> None:
     from anogen.diffusion.models import load_model
 
     model = load_model(str(MODEL_DIR), device="cpu")
-    assert model.family == "sd1" and not model.is_inpainting
+    assert model.family == "sd1" and model.is_inpainting
     assert model.resolution == 64 and model.latent_channels == 4
     ids = model.tokenize(["a photo of a defect"])
     assert model.encode_token_ids(ids).shape == (1, 77, model.token_width)
