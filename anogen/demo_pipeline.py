@@ -335,7 +335,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     from anogen.demo_realism import generated_realism, real_realism
 
     with timer("realism check"):
-        realism_generated = generated_realism(out / "generated" / category / kind, kind).to_json()
+        kind_set = out / "generated" / category / kind
+        realism_generated = generated_realism(kind_set, kind).to_json()
         realism_real = real_realism(category_dir, category, kind, config.seed, plan.image_size).to_json()
     return KindResult(kind=kind, support_images=[str(p) for p in images], embedding=str(embedding_path.relative_to(out)),
                       final_loss=learned.final_loss, loss_curve=list(learned.loss_curve),

@@ -169,5 +169,6 @@ def sliced_wasserstein(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], *
     fake_levels = _pyramid_patches(fake, levels, patches_per_image, patch, rng)
     per_level = []
     for a, b in zip(real_levels, fake_levels):
-        per_level.append(1000.0 * _swd(_normalise(a, a, channels), _normalise(b, a, channels), directions, repeats, rng))
+        distance = _swd(_normalise(a, a, channels), _normalise(b, a, channels), directions, repeats, rng)
+        per_level.append(1000.0 * distance)
     return SlicedWasserstein(per_level)

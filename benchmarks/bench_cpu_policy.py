@@ -147,7 +147,8 @@ def main() -> None:
         print(name, {k: round(v, 3) for k, v in times.items()}, flush=True)
 
     many = f"{cores}t"
-    print(f"\n| stage | 1 thread fp32 (s) | {cores} threads fp32 (s) | {cores} threads / 1 | bf16 / fp32 ({cores} threads) |")
+    print(f"\n| stage | 1 thread fp32 (s) | {cores} threads fp32 (s) | {cores} threads / 1 "
+          f"| bf16 / fp32 ({cores} threads) |")
     print("|---|---|---|---|---|")
     for row in rows:
         t = row["seconds"]
