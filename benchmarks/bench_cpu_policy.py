@@ -16,20 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
-from typing import Callable
 
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocations, oneDNN kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+# The detector benchmark's timer and training step (this folder is on sys.path when a
+# benchmark runs as a script).
+from bench_detectors import median_seconds, training_step
 
 
 def stage_learn_step():
@@ -72,25 +63,7 @@ def stage_generate_image():
 
 
 def stage_detector_step(kind: str):
-    import torch
-
-    from anogen.detection.base import TrainBatch
-    from anogen.detection.registry import build_detector
-
-    detector = build_detector(kind, preset="quick", for_loading=True).train()
-    cfg = detector.config
-    phase = detector.training_phases(1000)[0]
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=generator)
-    mask = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size, generator=generator) > 0.9).float()
-    batch = TrainBatch(image=image, clean=image, mask=mask, weak=torch.zeros(cfg.batch_size, dtype=torch.bool))
-
-    def step() -> None:
-        loss, _ = detector.training_loss(batch, phase.name, tau=0.9)
-        phase.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        phase.optimizer.step()
-
+    step, _config = training_step(kind, "quick")
     return step
 
 

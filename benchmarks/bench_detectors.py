@@ -74,13 +74,13 @@ def bench_inference(kind: str, preset: str, repeats: int, onnx: bool) -> dict:
     return row
 
 
-def bench_draem_step(preset: str, repeats: int, batch_size: int | None) -> dict:
+def training_step(kind: str, preset: str, overrides: dict | None = None):
+    """One training step of a freshly built detector on a random batch: ``(step_fn, config)``."""
     import torch
 
     from anogen.detection.base import TrainBatch
 
-    overrides = {"batch_size": batch_size} if batch_size else None
-    detector = build("draem", preset, overrides).train()
+    detector = build(kind, preset, overrides).train()
     cfg = detector.config
     phase = detector.training_phases(1000)[0]
     generator = torch.Generator().manual_seed(0)
@@ -94,6 +94,11 @@ def bench_draem_step(preset: str, repeats: int, batch_size: int | None) -> dict:
         loss.backward()
         phase.optimizer.step()
 
+    return step, cfg
+
+
+def bench_draem_step(preset: str, repeats: int, batch_size: int | None) -> dict:
+    step, cfg = training_step("draem", preset, {"batch_size": batch_size} if batch_size else None)
     return {"preset": preset, "batch_size": cfg.batch_size, "input_size": cfg.image_size,
             "step_s": median_seconds(step, repeats)}
 
