@@ -262,6 +262,32 @@ def test_a_run_killed_before_its_first_checkpoint_is_reported_incomplete(categor
         _one_line_error(capsys, str(run), "incomplete", "before its first checkpoint")
 
 
+def test_a_run_killed_at_its_first_best_checkpoint_is_reported_incomplete(category, tmp_path, capsys,
+                                                                         monkeypatch):
+    """The first save writes last/ before best/: a kill in between never leaves a best/
+    alone, which readers could not tell from a finished run (seen in CI's kill test)."""
+    import anogen.detection.train as train_module
+
+    real_save = train_module.save_checkpoint
+
+    def killed_after_best(folder, *args, **kwargs):
+        real_save(folder, *args, **kwargs)
+        if Path(folder).name == "best":
+            raise KeyboardInterrupt  # stands in for SIGKILL right after best/ is in place
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_best)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "4", "--validate-every", "2",
+                 "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(run)]) != 0
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert (run / "best" / "detector.json").is_file()
+    assert main(["evaluate", "--data", str(category), "--detector-dir", str(run), "--device", "cpu", "--quiet"]) == 2
+    _one_line_error(capsys, "incomplete", "--resume")
+    assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "4", "--validate-every", "2",
+                 "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(run), "--resume"]) == 0
+
+
 # ----------------------------------------------------------------------------- item 6
 def test_a_demo_rerun_killed_half_way_keeps_the_old_report_whole(tmp_path):
     from anogen.demo_pipeline import DemoConfig, DemoPlan, run_demo

@@ -420,6 +420,7 @@ class _Run:
         self.batch_size = int(detector.config.batch_size)
         self.validate_every = config.validate_every or max(1, math.ceil(total / 10))
         self.boundaries = np.cumsum([0] + [p.steps for p in phases])
+        self.wrote_last = config.resume  # a resumed run's last/ is already this run's
 
     def run(self) -> None:
         self.detector.train()
@@ -491,13 +492,20 @@ class _Run:
             "optimizers": [p.optimizer.state_dict() for p in self.phases],
             "schedulers": [p.scheduler.state_dict() if p.scheduler is not None else None for p in self.phases],
         }
-        # Order matters for a crash in between: history and best first, then last (the resume point,
-        # and the run's completion record: it reaches `total` only at the end).
+        # Order matters for a crash in between. `last` is the resume point and the run's completion
+        # record (it reaches `total` only at the end), so it is written after `best` -- except the
+        # first time: a `best` without this run's `last` would look finished (or, under --overwrite,
+        # sit beside the previous run's complete `last`).
         mark_output_dir(self.out_dir, "train")
         _write_history(self.out_dir, state.history)
+        first_save = not self.wrote_last
+        if first_save:
+            save_checkpoint(self.last_dir, self.detector, info, training_state=training_state)
+            self.wrote_last = True
         if is_best:
             save_checkpoint(self.best_dir, self.detector, info)
-        save_checkpoint(self.last_dir, self.detector, info, training_state=training_state)
+        if not first_save:
+            save_checkpoint(self.last_dir, self.detector, info, training_state=training_state)
 
 
 # ----------------------------------------------------------------------------- the job
