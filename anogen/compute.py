@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ContextManager
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 THREADS_ENV = "ANOGEN_THREADS"
 CPU_PRECISION_CHOICES = ("auto", "fp32", "bf16")
+THREADS_AUTOMATIC = 0  # a stored threads setting (the app's) meaning "decide for me": every core, or ANOGEN_THREADS
 
 
 def available_cores() -> int:
@@ -114,6 +116,25 @@ def resolve_policy(device: "torch.device | str", threads: int | None = None, pre
     return ComputePolicy("cpu", chosen_threads, False, "no native bf16 on this CPU")
 
 
+def thread_choices(cores: int | None = None) -> tuple[int, ...]:
+    """The thread counts a user picks from: automatic first, then 1, 2, 4, ... and every core."""
+    cores = max(1, cores or available_cores())
+    counts, count = [], 1
+    while count < cores:
+        counts.append(count)
+        count *= 2
+    return (THREADS_AUTOMATIC, *counts, cores)
+
+
+def threads_from_setting(value: object) -> int | None:
+    """A stored threads setting as :func:`resolve_policy`'s ``threads``: automatic (or junk) is None."""
+    try:
+        count = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return count if count >= 1 else None
+
+
 def add_threads_argument(parser: "argparse.ArgumentParser") -> None:
     """``--threads N`` for a command; its help states the default this module picks."""
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -127,4 +148,18 @@ def apply_policy(policy: ComputePolicy) -> ComputePolicy:
 
     torch.set_num_threads(policy.threads)
     log.info("compute: %s", policy.describe())
+    return policy
+
+
+def apply_command_policy(args: "argparse.Namespace", device: "torch.device | str" = "auto", *,
+                         quiet: bool | None = None) -> ComputePolicy:
+    """What a CLI command calls before its work: the policy from ``--threads`` and the device it
+    runs on, applied, logged, and printed once on stderr unless ``--quiet``."""
+    from anogen.device import resolve_device
+
+    if isinstance(device, str):
+        device = resolve_device(device)
+    policy = apply_policy(resolve_policy(device, getattr(args, "threads", None)))
+    if not (getattr(args, "quiet", False) if quiet is None else quiet):
+        print(f"anogen: compute: {policy.describe()}", file=sys.stderr, flush=True)
     return policy

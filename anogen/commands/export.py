@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.compute import add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="export the checkpoint of a training run that did not finish (refused otherwise: "
                              "resume it with 'anogen train --resume')")
+    add_threads_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -39,6 +41,7 @@ def _is_anogen_onnx(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.compute import apply_command_policy
     from anogen.detection.checkpoint import require_complete_run
     from anogen.detection.export import export_onnx
     from anogen.outputs import check_output_file
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
     if warning:
         print(f"anogen: warning: {warning}", file=sys.stderr)
+    apply_command_policy(args, "cpu")  # the export traces and checks the detector on the CPU
     result = export_onnx(args.detector_dir, out, which=args.checkpoint)
     print(f"wrote {result.path} (input 1x3x{result.image_size}x{result.image_size}, dynamic batch; "
           f"onnxruntime matches torch within {max(result.max_abs_diff_map, result.max_abs_diff_score):.1e})")
