@@ -86,6 +86,7 @@ class TrainConfig:
     lr_max_drops: int = 2
     checkpoint_every: int = 250
     max_minutes: Optional[float] = None  # this session's budget; --resume continues
+    init_from: Optional[Path] = None  # a published model to continue from (its checkpoints are gone)
     log_every: int = 50
 
 
@@ -99,6 +100,7 @@ class PhaseState:
     best_step: int = 0
     lr_scale: float = 1.0  # multiplied by lr_drop_factor at each plateau
     lr_drops: int = 0
+    warmup_from: int = 0  # the step the learning-rate warm-up restarts at (--init-from: a fresh optimizer)
     done: bool = False
     stop_reason: str = ""
 
@@ -189,6 +191,21 @@ def inpainting_masks(masks: np.ndarray, factor: int, rng: np.random.Generator, f
         cx1, cy1 = min(grid, max(cx0 + 1, math.ceil(x1 / factor))), min(grid, max(cy0 + 1, math.ceil(y1 / factor)))
         out[i, 0, cy0:cy1, cx0:cx1] = 1.0
     return torch.from_numpy(out)
+
+
+def _warmup(step: int, state: PhaseState, cfg: TrainConfig) -> float:
+    return min(1.0, (step + 1 - state.warmup_from) / cfg.warmup_steps)
+
+
+def _published_state(report: dict[str, Any], phase: str) -> PhaseState:
+    """A phase's state as a published ``training.json`` recorded it, to continue from."""
+    fields = {name for name in PhaseState.__dataclass_fields__}
+    saved = {k: v for k, v in report[phase].items() if k in fields}
+    state = PhaseState(**saved)
+    state.curve = [tuple(point) for point in state.curve]
+    state.held_out = [tuple(point) for point in state.held_out]
+    state.warmup_from = state.step  # the optimizer starts fresh
+    return state
 
 
 # ----------------------------------------------------------------------------- a phase
@@ -296,6 +313,13 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
         generator.set_state(saved["generator"])
         vae_state = PhaseState(**json.loads(saved["state"]))
         log.info("vae: resumed at step %d", vae_state.step)
+    elif cfg.init_from is not None:
+        from diffusers import AutoencoderKL
+
+        published = json.loads((cfg.init_from / "training.json").read_text())
+        vae.load_state_dict(AutoencoderKL.from_pretrained(cfg.init_from, subfolder="vae").float().state_dict())
+        vae_state = _published_state(published, "vae")
+        log.info("vae: initialised from %s (step %d, done=%s)", cfg.init_from, vae_state.step, vae_state.done)
 
     def save_vae() -> None:
         _save(vae_file, {"model": vae.state_dict(), "optimizer": vae_opt.state_dict(),
@@ -303,7 +327,7 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
 
     def vae_step(step: int) -> float:
         for group in vae_opt.param_groups:
-            group["lr"] = cfg.vae_lr * min(1.0, (step + 1) / cfg.warmup_steps) * vae_state.lr_scale
+            group["lr"] = cfg.vae_lr * _warmup(step, vae_state, cfg) * vae_state.lr_scale
         index = torch.randint(0, len(images), (cfg.vae_batch,), generator=generator)
         y, x = (int(v) for v in torch.randint(0, size - cfg.vae_crop + 1, (2,), generator=generator))
         batch = images[index, :, y:y + cfg.vae_crop, x:x + cfg.vae_crop].to(device)
@@ -395,6 +419,19 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
         mask_rng.bit_generator.state = json.loads(saved["mask_rng"])
         unet_state = PhaseState(**json.loads(saved["state"]))
         log.info("unet: resumed at step %d", unet_state.step)
+    elif cfg.init_from is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        published = json.loads((cfg.init_from / "training.json").read_text())
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(cfg.init_from, subfolder="unet").float().state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(cfg.init_from, subfolder="text_encoder")
+                                     .float().state_dict())
+        ema_unet.load_state_dict(unet.state_dict())  # what was published is the EMA
+        ema_text.load_state_dict(text_encoder.state_dict())
+        unet_state = _published_state(published, "unet")
+        unet_state.done, unet_state.stop_reason = False, ""  # "published before convergence": go on
+        log.info("unet: initialised from %s at step %d", cfg.init_from, unet_state.step)
 
     def save_unet() -> None:
         _save(unet_file, {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
@@ -405,7 +442,7 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
 
     def unet_step(step: int) -> float:
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps) * unet_state.lr_scale
+            group["lr"] = cfg.unet_lr * _warmup(step, unet_state, cfg) * unet_state.lr_scale
         index = torch.randint(0, len(images), (cfg.unet_batch,), generator=generator)
         noise_z = torch.randn(latent_mean[index].shape, generator=generator)
         latents = (latent_mean[index] + latent_std[index] * noise_z) * scaling_factor
@@ -515,6 +552,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("build/demo-ldm"),
                         help="checkpoints and the rendered data (kept for --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="continue training a published model folder (e.g. resources/models/demo-ldm) when "
+                             "its checkpoints are gone: weights and step counts carry over, the optimizer starts "
+                             "fresh with a new warm-up")
     parser.add_argument("--publish", action="store_true",
                         help="publish the checkpoints in --work to --out as they are, without training further")
     parser.add_argument("--seed", type=int, default=0)
@@ -532,7 +573,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = TrainConfig(out=args.out, work=args.work, seed=args.seed, device=args.device, threads=args.threads,
                       bf16=args.bf16, renders=args.renders, vae_max_steps=args.vae_max_steps,
-                      unet_max_steps=args.unet_max_steps, unet_batch=args.unet_batch, max_minutes=args.max_minutes)
+                      unet_max_steps=args.unet_max_steps, unet_batch=args.unet_batch, max_minutes=args.max_minutes,
+                      init_from=args.init_from)
     try:
         report = train(cfg, resume=args.resume or args.publish, publish_only=args.publish)
     except OutOfTime as stop:

@@ -1,0 +1,132 @@
+"""Ablations on finished demo runs: what limits "+ generated defects"?
+
+For each demo run folder (from ``anogen demo`` or ``benchmarks/demo_seeds.py``) it
+trains and evaluates extra detectors with the run's own plan, data, seed and
+exclusions, changing one factor at a time:
+
+* ``oracle``: the generated set replaced by *real* demo defects of each kind (fresh
+  renders from the demo's procedural renderer, which paints a defect on an otherwise
+  good sample), boxed like stage 2's boxes. An upper bound: a perfect generator.
+* ``steps2x``: both arms (baseline and + generated) with twice the detector steps.
+* ``tau=V``: + generated with the weak-supervision threshold tau set to V.
+
+    python benchmarks/ablate_demo.py build/demo-seeds/seed-* --variants oracle steps2x tau=0.5 \
+        --out build/demo-ablations
+
+Results (one JSON per run and variant, resumable) and ``ablations.md`` go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")
+ORACLE_MARGIN = 0.3  # box side beyond the defect's bounds, as a share of them (each side)
+
+
+def write_oracle_set(out: Path, category: str, kinds: dict[str, int], seed: int, size: int) -> Path:
+    """Real demo defects as a generated set: ``kinds`` maps each kind to a sample count."""
+    from anogen.data.demo import sample_rng
+    from anogen.data.demo_render import render_defect
+    from anogen.data.generated import GeneratedSetWriter
+
+    with GeneratedSetWriter(out) as writer:
+        for kind, count in kinds.items():
+            for index in range(count):
+                image, mask = render_defect(category, kind, sample_rng(seed, category, "oracle", kind, index), size)
+                ys, xs = np.nonzero(mask)
+                x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+                mx, my = int((x1 - x0) * ORACLE_MARGIN) + 1, int((y1 - y0) * ORACLE_MARGIN) + 1
+                box = (max(0, x0 - mx), max(0, y0 - my), min(size, x1 + mx), min(size, y1 + my))
+                writer.add(image, box=box, source=f"oracle/{kind}/{index:03d}", defect_kind=kind, seed=seed,
+                           model="oracle: real demo defects", embedding_hash="", steps=0, guidance=0.0,
+                           status="accepted", id=f"{kind}-{index:03d}")
+    return out
+
+
+def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
+                       steps_factor: float = 1.0, tau: float | None = None) -> dict[str, Any]:
+    from anogen.detection.evaluate import evaluate
+    from anogen.detection.train import TrainConfig, train
+
+    plan = metrics["plan"]
+    support = [p for kind in metrics["categories"][category]["kinds"].values() for p in kind["support_images"]]
+    data_dir = run / "data" / category
+    config = TrainConfig(data_dir=data_dir, detector=metrics["detector"], out_dir=out, generated_dir=generated,
+                         preset="quick", overrides=dict(plan["detector_overrides"]),
+                         steps=int(plan["detector_steps"] * steps_factor), seed=metrics["seed"], device="cpu",
+                         exclude=[Path(p) for p in support], overwrite=True)
+    if tau is not None:
+        config.tau = tau
+    train(config)
+    return evaluate(data_dir, out, exclude=support, device="cpu").to_json()
+
+
+def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    result: dict[str, Any] = {"run": str(run), "seed": metrics["seed"], "variant": variant, "categories": {}}
+    for category, entry in metrics["categories"].items():
+        generated = run / "generated" / category / "all"
+        arms: dict[str, Any] = {"baseline": entry["baseline"], "with_generated": entry["with_generated"]}
+        where = work / category
+        if variant == "oracle":
+            counts = {kind: int(k["generated"]) for kind, k in entry["kinds"].items()}
+            oracle = write_oracle_set(where / "oracle-set", category, counts, metrics["seed"],
+                                      int(metrics["plan"]["image_size"]))
+            arms["oracle"] = train_and_evaluate(run, metrics, category, oracle, where / "oracle")
+        elif variant == "steps2x":
+            arms["baseline"] = train_and_evaluate(run, metrics, category, None, where / "baseline", 2.0)
+            arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated", 2.0)
+        elif variant.startswith("tau="):
+            arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated",
+                                                        tau=float(variant.split("=", 1)[1]))
+        else:
+            raise SystemExit(f"unknown variant {variant!r}")
+        result["categories"][category] = arms
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| variant | seed | category | arm | image AUROC | pixel AUROC | pixel AP | AUPRO |",
+             "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        for category, arms in result["categories"].items():
+            for arm, values in arms.items():
+                cells = " | ".join(f"{values[m]:.3f}" if values[m] is not None else "-" for m in METRICS)
+                lines.append(f"| {result['variant']} | {result['seed']} | {category} | {arm} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="finished demo output folders")
+    parser.add_argument("--variants", nargs="+", default=["oracle"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    from anogen.compute import apply_policy, resolve_policy
+
+    apply_policy(resolve_policy("cpu", args.threads))
+    results = []
+    for variant in args.variants:
+        for run in args.runs:
+            target = args.out / f"{run.name}-{variant}.json"
+            if not target.is_file():  # resumable: a finished pair is kept
+                result = run_variant(run, variant, args.out / "work" / run.name / variant)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(result, indent=2), encoding="utf-8")
+            results.append(json.loads(target.read_text(encoding="utf-8")))
+            print(markdown(results[-1:]), flush=True)
+    (args.out / "ablations.md").write_text(markdown(results), encoding="utf-8")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
