@@ -235,8 +235,8 @@ class MainWindow(QMainWindow):
         self._rebuild_recent_menu()
 
         edit = bar.addMenu("&Edit")
-        self.undo_action = self._action(edit, "&Undo stroke", "Ctrl+Z", self.canvas.undo, "undo")
-        self.redo_action = self._action(edit, "&Redo stroke", ["Ctrl+Shift+Z", "Ctrl+Y"], self.canvas.redo, "redo")
+        self.undo_action = self._action(edit, "&Undo", "Ctrl+Z", self.canvas.undo, "undo")
+        self.redo_action = self._action(edit, "&Redo", ["Ctrl+Shift+Z", "Ctrl+Y"], self.canvas.redo, "redo")
         edit.addSeparator()
         self._action(edit, "C&lear mask", "Ctrl+Shift+X", self.canvas.clear_mask, "clear")
         self._action(edit, "&Delete selected boxes", ["Del", "Backspace"], self.canvas.delete_selected_boxes, "delete")

@@ -217,3 +217,47 @@ def test_painting_on_a_4000x3000_image_stays_fast(qtbot):
     print(f"4000x3000 brush: {per_move_ms:.1f} ms per mouse move (paint + repaint)")
     assert per_move_ms < 50, f"{per_move_ms:.1f} ms per mouse move"
     assert view.history().nbytes < 200_000  # the stroke is stored as a small packed patch
+
+
+def test_box_edits_are_undone_and_redone_in_order_with_strokes(canvas, qtbot):
+    canvas.set_mask(None)
+    canvas.set_boxes([(5, 5, 25, 25)], labels=["hole"])
+    canvas.set_tool(Tool.BOX)
+    assert not canvas.can_undo()
+    drag(canvas, [(40, 20), (60, 40), (80, 60)])  # draw a second box
+    assert canvas.boxes() == [(5, 5, 25, 25), (40, 20, 80, 60)] and canvas.can_undo()
+    canvas.undo()
+    assert canvas.boxes() == [(5, 5, 25, 25)] and canvas.box_labels() == ["hole"]
+    canvas.redo()
+    assert canvas.boxes() == [(5, 5, 25, 25), (40, 20, 80, 60)]
+
+    canvas.set_tool(Tool.BRUSH)  # a stroke after the box: one history, newest first
+    canvas.set_brush_radius(3)
+    drag(canvas, [(150, 50), (170, 50)])
+    assert canvas.mask().any()
+    canvas.undo()
+    assert not canvas.mask().any() and len(canvas.boxes()) == 2
+    canvas.undo()
+    assert canvas.boxes() == [(5, 5, 25, 25)]
+
+
+def test_a_deleted_box_comes_back_with_undo(canvas, qtbot):
+    canvas.set_boxes([(5, 5, 25, 25), (40, 20, 80, 60)], labels=["hole", "stain"])
+    canvas.set_tool(Tool.BOX)
+    drag(canvas, [(50, 30), (50, 30)])  # a click inside selects it
+    canvas.setFocus()
+    with qtbot.waitSignal(canvas.boxesEdited) as deleted:
+        qtbot.keyClick(canvas, Qt.Key.Key_Delete)
+    assert deleted.args[0] == [(5, 5, 25, 25)]
+    with qtbot.waitSignal(canvas.boxesEdited) as restored:
+        canvas.undo()
+    assert restored.args[0] == [(5, 5, 25, 25), (40, 20, 80, 60)] and canvas.box_labels() == ["hole", "stain"]
+
+
+def test_replacing_boxes_is_one_undoable_edit_and_a_new_image_starts_a_new_history(canvas):
+    canvas.set_boxes([(5, 5, 25, 25)])
+    canvas.replace_boxes([(30, 30, 60, 60), (70, 10, 90, 40)], labels=["hole", "hole"])
+    canvas.undo()
+    assert canvas.boxes() == [(5, 5, 25, 25)]
+    canvas.set_image(_image())
+    assert not canvas.can_undo() and not canvas.can_redo()

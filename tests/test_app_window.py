@@ -132,6 +132,36 @@ def test_draw_and_move_a_box_updates_the_manifest(make_window, project, qtbot):
     assert _manifest(project)["good_images"][0]["boxes"] == []
 
 
+def test_box_edits_and_a_proposal_are_undone_in_the_project_file(make_window, project, qtbot):
+    window = make_window()
+    window.open_project(project)
+    good = window.studio.project.good_images[0].image
+    window.studio.select(Selection("good", good))
+    canvas = window.canvas
+    canvas.set_zoom(3.0)
+    canvas.centerOn(48, 48)
+
+    def stored() -> list[list[int]]:
+        return [[b["x0"], b["y0"], b["x1"], b["y1"]] for b in _manifest(project)["good_images"][0]["boxes"]]
+
+    drag(canvas, [(20, 20), (40, 30), (50, 45)])
+    assert stored() == [[20, 20, 50, 45]] and window.undo_action.isEnabled()
+    window.undo_action.trigger()
+    assert stored() == [] and window.redo_action.isEnabled()
+    window.redo_action.trigger()
+    assert stored() == [[20, 20, 50, 45]]
+
+    generate = window.panels["generate"]
+    window.show_panel("generate")
+    generate.boxes_per_image.setValue(2)
+    generate.propose()
+    assert window.engine.wait(60)
+    qtbot.waitUntil(lambda: stored() != [[20, 20, 50, 45]], timeout=5000)
+    assert len(stored()) == 2 and canvas.boxes() == [tuple(b) for b in stored()]
+    window.undo_action.trigger()  # the proposal replaced the drawn box: undo brings it back
+    assert stored() == [[20, 20, 50, 45]] and canvas.boxes() == [(20, 20, 50, 45)]
+
+
 def test_reopen_restores_selection_panel_and_view(make_window, project, qtbot):
     window = make_window()
     window.open_project(project)
@@ -211,7 +241,7 @@ def test_every_action_has_a_shortcut_listed_in_help(make_window):
     assert len(rows) > 30
     assert all(keys for _menu, _action, keys in rows), [r for r in rows if not r[2]]
     names = {action for _menu, action, _keys in rows}
-    for expected in ("Undo stroke", "Learn defect embedding", "Preview one sample", "Train detector",
+    for expected in ("Undo", "Learn defect embedding", "Preview one sample", "Train detector",
                      "Export detector to ONNX…", "Open demo project", "Cancel job"):
         assert expected in names
     dialog = window.show_shortcuts()

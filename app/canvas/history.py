@@ -1,8 +1,11 @@
-"""Undo/redo for mask edits with bounded memory.
+"""Undo/redo for the canvas's edits (mask strokes and boxes) with bounded memory.
 
-Each edit (a brush stroke, a fill, a clear) is stored as the before/after pixels of its
-bounding box only, bit-packed, so a stroke on a 4000x3000 mask costs a few kilobytes.
-When the stored patches exceed ``max_bytes`` the oldest edits are forgotten.
+One ordered stack holds both kinds, so undo reverts the newest edit whatever it was.
+A mask edit (a brush stroke, a fill, a clear) is stored as the before/after pixels of
+its bounding box only, bit-packed, so a stroke on a 4000x3000 mask costs a few
+kilobytes. A box edit (draw, move, resize, delete, a proposal) stores the box list
+before and after: a few integers. When the stored edits exceed ``max_bytes`` the
+oldest are forgotten.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 with x1/y1 exclusive
+Boxes = tuple[tuple[tuple[int, int, int, int], str], ...]  # (box, label) pairs
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -39,13 +43,28 @@ class MaskPatch:
         return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
 
 
+@dataclass(frozen=True)
+class BoxEdit:
+    """The image's boxes before and after one edit."""
+
+    before: Boxes
+    after: Boxes
+
+    @property
+    def nbytes(self) -> int:
+        return 16 * (len(self.before) + len(self.after)) + 64
+
+
+Edit = MaskPatch | BoxEdit
+
+
 class MaskHistory:
-    """A bounded undo/redo stack of :class:`MaskPatch` edits."""
+    """A bounded undo/redo stack of :class:`MaskPatch` and :class:`BoxEdit` edits."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = int(max_bytes)
-        self._undo: deque[MaskPatch] = deque()
-        self._redo: list[MaskPatch] = []
+        self._undo: deque[Edit] = deque()
+        self._redo: list[Edit] = []
         self._bytes = 0
 
     @property
@@ -76,32 +95,52 @@ class MaskHistory:
         """
         if before.shape != after.shape or np.array_equal(before, after):
             return False
-        patch = MaskPatch(rect, np.packbits(before.astype(bool)), np.packbits(after.astype(bool)))
+        self._push(MaskPatch(rect, np.packbits(before.astype(bool)), np.packbits(after.astype(bool))))
+        return True
+
+    def record_boxes(self, before: Boxes, after: Boxes) -> bool:
+        """Store a box edit; False (nothing stored) when the boxes did not change."""
+        if tuple(before) == tuple(after):
+            return False
+        self._push(BoxEdit(tuple(before), tuple(after)))
+        return True
+
+    def _push(self, edit: Edit) -> None:
         for dropped in self._redo:
             self._bytes -= dropped.nbytes
         self._redo.clear()
-        self._undo.append(patch)
-        self._bytes += patch.nbytes
+        self._undo.append(edit)
+        self._bytes += edit.nbytes
         while self._bytes > self.max_bytes and len(self._undo) > 1:
             self._bytes -= self._undo.popleft().nbytes
-        return True
 
-    def undo(self, mask: np.ndarray) -> Rect | None:
-        """Revert the newest edit in ``mask`` (in place); returns the changed rect."""
+    def peek_undo(self) -> Edit | None:
+        """The edit :meth:`undo` would revert next."""
+        return self._undo[-1] if self._undo else None
+
+    def undo(self, mask: np.ndarray | None) -> Rect | BoxEdit | None:
+        """Revert the newest edit. A mask edit is reverted in ``mask`` (in place) and
+        its rect returned; a box edit is returned for the caller to show ``before``."""
         if not self._undo:
             return None
-        patch = self._undo.pop()
-        x0, y0, x1, y1 = patch.rect
-        mask[y0:y1, x0:x1] = patch.unpack(patch.before)
-        self._redo.append(patch)
-        return patch.rect
+        edit = self._undo[-1]
+        if isinstance(edit, MaskPatch):
+            if mask is None:
+                return None
+            x0, y0, x1, y1 = edit.rect
+            mask[y0:y1, x0:x1] = edit.unpack(edit.before)
+        self._redo.append(self._undo.pop())
+        return edit.rect if isinstance(edit, MaskPatch) else edit
 
-    def redo(self, mask: np.ndarray) -> Rect | None:
-        """Re-apply the newest undone edit in ``mask`` (in place); returns the changed rect."""
+    def redo(self, mask: np.ndarray | None) -> Rect | BoxEdit | None:
+        """Re-apply the newest undone edit (as :meth:`undo`; a box edit's ``after``)."""
         if not self._redo:
             return None
-        patch = self._redo.pop()
-        x0, y0, x1, y1 = patch.rect
-        mask[y0:y1, x0:x1] = patch.unpack(patch.after)
-        self._undo.append(patch)
-        return patch.rect
+        edit = self._redo[-1]
+        if isinstance(edit, MaskPatch):
+            if mask is None:
+                return None
+            x0, y0, x1, y1 = edit.rect
+            mask[y0:y1, x0:x1] = edit.unpack(edit.after)
+        self._undo.append(self._redo.pop())
+        return edit.rect if isinstance(edit, MaskPatch) else edit

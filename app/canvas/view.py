@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QFrame, QGraphicsEllipseItem, QGraphicsPathItem, 
 from app import theme
 from app.canvas.boxes import MIN_SIDE, BoxItem, BoxTuple, clamp_box
 from app.canvas.brush import fill_polygon, fill_region, paint_segment
-from app.canvas.history import DEFAULT_MAX_BYTES, MaskHistory, Rect
+from app.canvas.history import DEFAULT_MAX_BYTES, BoxEdit, Boxes, MaskHistory, Rect
 from app.canvas.layers import Z_BOXES, Z_CURSOR, CompareLayer, HeatmapLayer, ImageLayer, MaskLayer, colormap_lut
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
@@ -82,6 +82,7 @@ class ImageCanvas(QGraphicsView):
         self._heat_layer: Optional[HeatmapLayer] = None
         self._compare_layer: Optional[CompareLayer] = None
         self._boxes: list[BoxItem] = []
+        self._boxes_recorded: Boxes = ()  # the boxes as of the last recorded edit (undo's reference)
         self._history = MaskHistory(history_bytes)
         self._tool = Tool.PAN
         self._brush_radius = 12
@@ -373,20 +374,26 @@ class ImageCanvas(QGraphicsView):
         return self._history
 
     def undo(self) -> bool:
-        if self._mask_layer is None or self._stroke_before is not None:
+        if self._stroke_before is not None or self._new_box is not None:
             return False
-        rect = self._history.undo(self._mask_layer.mask)
-        return self._after_history_step(rect)
+        step = self._history.undo(None if self._mask_layer is None else self._mask_layer.mask)
+        return self._after_history_step(step, undone=True)
 
     def redo(self) -> bool:
-        if self._mask_layer is None or self._stroke_before is not None:
+        if self._stroke_before is not None or self._new_box is not None:
             return False
-        rect = self._history.redo(self._mask_layer.mask)
-        return self._after_history_step(rect)
+        step = self._history.redo(None if self._mask_layer is None else self._mask_layer.mask)
+        return self._after_history_step(step, undone=False)
 
-    def _after_history_step(self, rect: Rect | None) -> bool:
-        if rect is None:
+    def _after_history_step(self, step: Rect | BoxEdit | None, undone: bool) -> bool:
+        if step is None:
             return False
+        if isinstance(step, BoxEdit):
+            self._show_box_state(step.before if undone else step.after)
+            self._emit_history()
+            self.boxesEdited.emit(self.boxes())
+            return True
+        rect = step
         assert self._mask_layer is not None
         self._mask_layer.refresh(rect)
         self._emit_history()
@@ -418,12 +425,36 @@ class ImageCanvas(QGraphicsView):
             self.scene().removeItem(item)
         self._boxes = []
         self._boxes_editable = editable
+        self._boxes_recorded = ()
         if self._rgb is None:
             return
         for i, box in enumerate(boxes):
             label = labels[i] if labels is not None and i < len(labels) else ""
             self._add_box_item(tuple(int(v) for v in box), label)  # type: ignore[arg-type]
         self._update_box_interaction()
+        self._boxes_recorded = self._box_state()
+
+    def replace_boxes(self, boxes: Sequence[Sequence[int]], labels: Optional[Sequence[str]] = None) -> None:
+        """Replace the shown boxes as one undoable edit (e.g. a box proposal), and emit
+        :attr:`boxesEdited` as a user edit does."""
+        before = self._box_state()
+        self.set_boxes(boxes, editable=self._boxes_editable, labels=labels)
+        self._boxes_recorded = before
+        self._boxes_user_edited()
+
+    def _box_state(self) -> Boxes:
+        return tuple((item.box, item.label) for item in self._boxes if item is not self._new_box)
+
+    def _show_box_state(self, state: Boxes) -> None:
+        self.set_boxes([box for box, _ in state], editable=self._boxes_editable, labels=[label for _, label in state])
+
+    def _boxes_user_edited(self) -> None:
+        """Record the change since the last recorded box state and tell listeners."""
+        after = self._box_state()
+        if self._history.record_boxes(self._boxes_recorded, after):
+            self._emit_history()
+        self._boxes_recorded = after
+        self.boxesEdited.emit(self.boxes())
 
     def boxes(self) -> list[BoxTuple]:
         return [item.box for item in self._boxes if item is not self._new_box]
@@ -441,7 +472,7 @@ class ImageCanvas(QGraphicsView):
             self.scene().removeItem(item)
             self._boxes.remove(item)
         if doomed:
-            self.boxesEdited.emit(self.boxes())
+            self._boxes_user_edited()
         return len(doomed)
 
     def _add_box_item(self, box: BoxTuple, label: str = "") -> BoxItem:
@@ -452,7 +483,7 @@ class ImageCanvas(QGraphicsView):
         return item
 
     def _box_changed(self, _item: BoxItem) -> None:
-        self.boxesEdited.emit(self.boxes())
+        self._boxes_user_edited()
 
     def _update_box_interaction(self) -> None:
         active = self._boxes_editable and self._tool == Tool.BOX
@@ -857,7 +888,7 @@ class ImageCanvas(QGraphicsView):
                 self._boxes.remove(item)
             else:
                 self._update_box_interaction()
-                self.boxesEdited.emit(self.boxes())
+                self._boxes_user_edited()
             return
         super().mouseReleaseEvent(event)
 

@@ -414,13 +414,17 @@ class GeneratePanel(Panel):
         label = kind.name if kind is not None else ""
 
         def store(result) -> None:  # noqa: ANN001 - app.tasks.ProposeResult
+            shown = self.controller.current
             for path, boxes in result.boxes.items():
+                if shown is not None and shown.kind == "good" and shown.name == paths[path]:
+                    # On the image being shown the proposal is one undoable canvas edit
+                    # (Ctrl+Z brings back the boxes it replaced); the canvas saves it.
+                    self.controller.canvas.replace_boxes([(b.x0, b.y0, b.x1, b.y1) for b in boxes],
+                                                         labels=[label] * len(boxes))
+                    continue
                 self.studio.workspace.set_boxes(paths[path], [ProjectBox(b.x0, b.y0, b.x1, b.y1, defect_kind=label)
                                                               for b in boxes])
             self.studio.edited("good")
-            current = self.studio.selection
-            if current.kind == "good":
-                self.controller.show_selection(current, force=True)
             text = f"Proposed boxes on {len(result.boxes)} image(s)."
             if result.problems:
                 text += f" No box fits on {len(result.problems)}: {result.problems[0]}"
