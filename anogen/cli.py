@@ -16,7 +16,7 @@ import importlib
 import logging
 import multiprocessing
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from anogen import __version__
 from anogen.errors import AnoGenError, JobCancelled
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
     parser = build_parser()
     args = parser.parse_args(argv)

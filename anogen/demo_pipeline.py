@@ -19,9 +19,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
 from anogen.compute import apply_policy, resolve_policy
@@ -52,7 +53,7 @@ class DemoPlan:
     detector_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def quick(cls) -> "DemoPlan":
+    def quick(cls) -> DemoPlan:
         # 16 good + 12 per kind test images: with 8 + 7 only 15 were left to score after the
         # support and validation images, and the seed-to-seed spread hid any effect.
         return cls(categories=("fabric",), image_size=128, train_good=24, test_good=16, test_per_kind=12,
@@ -61,7 +62,7 @@ class DemoPlan:
                    detector_overrides={"image_size": 64})
 
     @classmethod
-    def full(cls) -> "DemoPlan":
+    def full(cls) -> DemoPlan:
         return cls(categories=("fabric", "washer"), image_size=256, train_good=40, test_good=12,
                    test_per_kind=10, shots=3, learn_steps=500, learn_batch=4, generate_steps=30,
                    guidance=5.0, generation_images=16, samples_per_image=2, detector_steps=800,
@@ -72,12 +73,12 @@ class DemoPlan:
 class DemoConfig:
     out: Path
     quick: bool = False
-    model: Optional[str] = None  # default: the embedded demo model
+    model: str | None = None  # default: the embedded demo model
     detector: str = "draem"
     seed: int = 0
     device: str = "auto"
-    threads: Optional[int] = None  # torch CPU threads; None: the compute policy's default
-    plan: Optional[DemoPlan] = None  # default: DemoPlan.quick() or .full()
+    threads: int | None = None  # torch CPU threads; None: the compute policy's default
+    plan: DemoPlan | None = None  # default: DemoPlan.quick() or .full()
 
     def resolved_plan(self) -> DemoPlan:
         return self.plan or (DemoPlan.quick() if self.quick else DemoPlan.full())
@@ -177,7 +178,7 @@ class _StageProgress:
 
 
 def run_demo(config: DemoConfig, progress: ProgressFn = no_progress,
-             cancel: Optional[threading.Event] = None) -> DemoResult:
+             cancel: threading.Event | None = None) -> DemoResult:
     """Run the whole method on the demo data; see the module docstring."""
     final = Path(config.out)
     if final.exists() and not final.is_dir():
@@ -231,7 +232,7 @@ def relocate_paths(staging: Path, final: Path) -> None:
 
 
 def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
-                 cancel: Optional[threading.Event]) -> DemoResult:
+                 cancel: threading.Event | None) -> DemoResult:
     from anogen.data.demo import DEFECT_KINDS, write_demo_dataset
     from anogen.data.generated import merge_generated_sets
     from anogen.diffusion.models import load_model
@@ -340,14 +341,15 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
         kind_set = out / "generated" / category / kind
         realism_generated = generated_realism(kind_set, kind).to_json()
         realism_real = real_realism(category_dir, category, kind, config.seed, plan.image_size).to_json()
-    return KindResult(kind=kind, support_images=[str(p) for p in images], embedding=str(embedding_path.relative_to(out)),
+    return KindResult(kind=kind, support_images=[str(p) for p in images],
+                      embedding=str(embedding_path.relative_to(out)),
                       final_loss=learned.final_loss, loss_curve=list(learned.loss_curve),
                       heldout_loss_learned=loss_learned, heldout_loss_init=loss_init,
                       generated=len(generated.samples), realism_generated=realism_generated,
                       realism_real=realism_real)
 
 
-def _train_and_evaluate(category_dir: Path, generated_dir: Optional[Path], support: list[str], plan: DemoPlan,
+def _train_and_evaluate(category_dir: Path, generated_dir: Path | None, support: list[str], plan: DemoPlan,
                         config: DemoConfig, out_dir: Path, progress: ProgressFn, timer: _StageTimer, cancel):
     from anogen.detection.evaluate import evaluate
     from anogen.detection.train import TrainConfig, train

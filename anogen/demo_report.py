@@ -13,8 +13,9 @@ Layout (inside the demo's ``--out`` folder)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -56,7 +57,7 @@ def _mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return tinted
 
 
-def _support_figure(result: "CategoryResult") -> np.ndarray:
+def _support_figure(result: CategoryResult) -> np.ndarray:
     rows = []
     for kind in result.kinds:
         row = []
@@ -74,7 +75,7 @@ def _mask_path(image_path: Path) -> Path:
     return category / "ground_truth" / image_path.parent.name / f"{image_path.stem}_mask.png"
 
 
-def _generated_figure(result: "CategoryResult", out: Path, per_kind: int = 4) -> np.ndarray:
+def _generated_figure(result: CategoryResult, out: Path, per_kind: int = 4) -> np.ndarray:
     from anogen.data.generated import read_generated_set
 
     samples = read_generated_set(out / result.generated_dir)
@@ -91,12 +92,12 @@ def _generated_figure(result: "CategoryResult", out: Path, per_kind: int = 4) ->
     return _grid(rows)
 
 
-def _stage1_figure(result: "CategoryResult") -> np.ndarray:
+def _stage1_figure(result: CategoryResult) -> np.ndarray:
     series = {k.kind: list(enumerate(moving_average(k.loss_curve, 10), start=1)) for k in result.kinds}
     return line_chart(series, title="stage 1: masked noise-prediction loss (moving mean of 10)")
 
 
-def _detector_figure(result: "CategoryResult") -> np.ndarray:
+def _detector_figure(result: CategoryResult) -> np.ndarray:
     def losses(history: list[dict]) -> list[tuple[float, float]]:
         points = [(h["step"], h["loss"]) for h in history if h.get("phase") != "validation" and "loss" in h]
         smoothed = moving_average([p[1] for p in points], 20)
@@ -107,7 +108,7 @@ def _detector_figure(result: "CategoryResult") -> np.ndarray:
                       title="detector training loss (moving mean of 20)", log_y=True)
 
 
-def _heatmap_figure(result: "CategoryResult", data_root: Path, out: Path, count: int = 6) -> np.ndarray:
+def _heatmap_figure(result: CategoryResult, data_root: Path, out: Path, count: int = 6) -> np.ndarray:
     from anogen.data.datasets import read_mvtec_category
     from anogen.detection.checkpoint import load_detector
     from anogen.detection.infer import heatmap_overlay, predict
@@ -133,7 +134,7 @@ def _heatmap_figure(result: "CategoryResult", data_root: Path, out: Path, count:
     return _grid([truth] + rows)
 
 
-def _realism_table(result: "CategoryResult") -> str:
+def _realism_table(result: CategoryResult) -> str:
     def cell(stats: dict, key: str) -> str:
         value = stats.get(key)
         return "n/a" if value is None or value != value else f"{value:.2f}"
@@ -147,7 +148,7 @@ def _realism_table(result: "CategoryResult") -> str:
     return "\n".join(lines)
 
 
-def _metrics_table(result: "DemoResult") -> str:
+def _metrics_table(result: DemoResult) -> str:
     keys = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro")
     lines = ["| category | detector | " + " | ".join(keys) + " | test images (excluded) |",
              "|---|---|" + "---|" * len(keys) + "---|"]
@@ -159,7 +160,7 @@ def _metrics_table(result: "DemoResult") -> str:
     return "\n".join(lines)
 
 
-def write_report(result: "DemoResult", data_root: Path) -> Path:
+def write_report(result: DemoResult, data_root: Path) -> Path:
     """Draw the figures and write ``index.md``; returns its path."""
     out = result.out
     sections = ["# AnoGen demo report", "",
@@ -169,11 +170,12 @@ def write_report(result: "DemoResult", data_root: Path) -> Path:
                 "as are the images held out for validation during training.", ""]
     for c in result.categories:
         names = {}
-        for key, draw in (("support", lambda: _support_figure(c)),
-                          ("generated", lambda: _generated_figure(c, out)),
-                          ("stage1_loss", lambda: _stage1_figure(c)),
-                          ("detector_loss", lambda: _detector_figure(c)),
-                          ("heatmaps", lambda: _heatmap_figure(c, data_root, out))):
+        # Each lambda binds c as a default: called at once, but a closure over a loop variable is a trap.
+        for key, draw in (("support", lambda c=c: _support_figure(c)),
+                          ("generated", lambda c=c: _generated_figure(c, out)),
+                          ("stage1_loss", lambda c=c: _stage1_figure(c)),
+                          ("detector_loss", lambda c=c: _detector_figure(c)),
+                          ("heatmaps", lambda c=c: _heatmap_figure(c, data_root, out))):
             names[key] = f"figures/{c.category}_{key}.png"
             write_image(out / names[key], draw())
         rows = "\n".join(f"| {k.kind} | {k.heldout_loss_init:.4f} | {k.heldout_loss_learned:.4f} | {k.generated} |"
@@ -185,7 +187,8 @@ def write_report(result: "DemoResult", data_root: Path) -> Path:
             "Masked denoising loss on held-out images of each kind, with the init word's embedding "
             "and with the learned one (lower is better):", "",
             "| defect kind | init word | learned | generated samples |", "|---|---|---|---|", rows, "",
-            "### Stage 2: generated defects (green box) beside real ones", "", f"![generated]({names['generated']})", "",
+            "### Stage 2: generated defects (green box) beside real ones", "",
+            f"![generated]({names['generated']})", "",
             "Inside each box, generated vs real defects of the kind: the share of the box that changed "
             "visibly (a real defect covers part of its box) and the sharpness ratio (Laplacian variance "
             "vs the good image; a blurred patch is far below 1):", "", _realism_table(c), "",

@@ -16,8 +16,9 @@ runs it on a QThread and turns each :class:`Progress` into a Qt signal.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Progress:
     total: int
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
-    preview: Optional[np.ndarray] = None  # RGB uint8 HxWx3, for live previews
+    preview: np.ndarray | None = None  # RGB uint8 HxWx3, for live previews
 
     @property
     def fraction(self) -> float:
@@ -46,7 +47,7 @@ def no_progress(_: Progress) -> None:
     """A progress callback that ignores every report."""
 
 
-def check_cancel(cancel: Optional[threading.Event]) -> None:
+def check_cancel(cancel: threading.Event | None) -> None:
     """Raise :class:`JobCancelled` if ``cancel`` is set. Call at least once per step."""
     if cancel is not None and cancel.is_set():
         raise JobCancelled("cancelled by the user")
@@ -60,7 +61,7 @@ class TqdmProgress:
         self.disable = disable
         self._bar: Any = None
 
-    def __enter__(self) -> "TqdmProgress":
+    def __enter__(self) -> TqdmProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from anogen.errors import InputError
 
@@ -32,7 +32,7 @@ def format_bytes(count: float) -> str:
     return f"{count / 1e6:.2f} MB"
 
 
-def _cgroup_limit() -> Optional[int]:
+def _cgroup_limit() -> int | None:
     """The container's memory limit (cgroup v2, then v1), or None when unlimited."""
     for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
         try:
@@ -66,7 +66,7 @@ def machine_memory() -> int:
     return min(limits) if limits else 1 << 62
 
 
-def device_memory(device: Any) -> Optional[int]:
+def device_memory(device: Any) -> int | None:
     """Total memory of a CUDA device in bytes; None for the CPU and other devices (they
     share the machine's RAM, or do not say)."""
     import torch

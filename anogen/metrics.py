@@ -30,8 +30,8 @@ with one class has no AUROC); malformed inputs (shape mismatch, NaN scores) rais
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -51,8 +51,8 @@ __all__ = [
     "pr_curve_points",
 ]
 
-ArrayLike = Union[np.ndarray, Sequence[float]]
-MapsLike = Union[np.ndarray, Sequence[np.ndarray]]
+ArrayLike = np.ndarray | Sequence[float]
+MapsLike = np.ndarray | Sequence[np.ndarray]
 
 _CHUNK = 1 << 18  # pixels walked per step after the sort: bounds the temporaries (~10 MB)
 _PACKED_MIN_SIZE = 1 << 16  # below this, a plain float64 argsort is simpler and as fast
@@ -149,7 +149,7 @@ class _Points:
     weighted: np.ndarray  # float64: cumulative sum of id_weights[id] (the PRO)
 
 
-def _walk(ranked: _Ranked, id_weights: Optional[np.ndarray] = None) -> Iterator[_Points]:
+def _walk(ranked: _Ranked, id_weights: np.ndarray | None = None) -> Iterator[_Points]:
     """Cumulative counts at every distinct threshold, chunk by chunk."""
     n = len(ranked)
     chunk = _CHUNK
@@ -214,7 +214,7 @@ class _Scalars:
     aupro: float
 
 
-def _scalars(ranked: _Ranked, n_pos: int, n_neg: int, id_weights: Optional[np.ndarray] = None,
+def _scalars(ranked: _Ranked, n_pos: int, n_neg: int, id_weights: np.ndarray | None = None,
              fpr_limit: float = 0.3) -> _Scalars:
     """Every scalar metric in one walk over the ranking."""
     roc = _Trapezoid()
@@ -275,7 +275,7 @@ def _labels_1d(labels: ArrayLike, n: int, what: str) -> np.ndarray:
     return array
 
 
-def _single_class_reason(n_pos: int, n_neg: int, level: str) -> Optional[str]:
+def _single_class_reason(n_pos: int, n_neg: int, level: str) -> str | None:
     if n_pos and n_neg:
         return None
     missing = "defective" if not n_pos else "normal"
@@ -323,7 +323,7 @@ def _curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray
             np.concatenate(fp) if fp else np.zeros(0), n_pos, n_neg)
 
 
-def _decimate(max_points: Optional[int], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+def _decimate(max_points: int | None, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Evenly spaced subset (first and last kept). For plotting only: metrics never decimate."""
     n = len(arrays[0])
     if max_points is None or n <= max_points:
@@ -335,7 +335,7 @@ def _decimate(max_points: Optional[int], *arrays: np.ndarray) -> tuple[np.ndarra
 
 
 def roc_curve_points(scores: ArrayLike, labels: ArrayLike,
-                     max_points: Optional[int] = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     max_points: int | None = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) for plotting, starting at (0, 0) with threshold +inf.
 
     Raises :class:`InputError` when the labels hold one class only (no curve exists).
@@ -352,7 +352,7 @@ def roc_curve_points(scores: ArrayLike, labels: ArrayLike,
 
 
 def pr_curve_points(scores: ArrayLike, labels: ArrayLike,
-                    max_points: Optional[int] = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    max_points: int | None = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(recall, precision, thresholds) for plotting, in order of decreasing threshold.
 
     Raises :class:`InputError` when there is no positive label.
@@ -503,7 +503,7 @@ class MetricsReport:
 
 
 def compute_metrics(image_scores: ArrayLike, image_labels: ArrayLike,
-                    anomaly_maps: Optional[MapsLike] = None, gt_masks: Optional[MapsLike] = None,
+                    anomaly_maps: MapsLike | None = None, gt_masks: MapsLike | None = None,
                     *, n_excluded: int = 0, fpr_limit: float = 0.3) -> MetricsReport:
     """All metrics of a test set. Pixel metrics need both ``anomaly_maps`` and ``gt_masks``."""
     scores = _scores_1d(image_scores, "image_scores")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from anogen.atomic import atomic_write_json
 from anogen.errors import InputError
@@ -39,7 +40,7 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def read_marker(folder: str | os.PathLike) -> Optional[dict[str, Any]]:
+def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The marker of an anogen output folder, or None when there is none (or it is damaged)."""
     try:
         data = json.loads((Path(folder) / MARKER_NAME).read_text(encoding="utf-8"))
@@ -77,7 +78,7 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
 
 def check_output_dir(out: str | os.PathLike, command: str, *, overwrite: bool = False,
                      inputs: Iterable[str | os.PathLike | None] = (), option: str = "--out",
-                     recognise: Optional[Callable[[Path], bool]] = None) -> None:
+                     recognise: Callable[[Path], bool] | None = None) -> None:
     """Check that ``command`` may write (and later replace) the output folder ``out``.
 
     ``recognise`` may accept folders anogen wrote before it had markers (e.g. a training
@@ -102,7 +103,7 @@ def check_output_dir(out: str | os.PathLike, command: str, *, overwrite: bool = 
 
 def check_output_file(out: str | os.PathLike, *, overwrite: bool = False,
                       inputs: Iterable[str | os.PathLike | None] = (), option: str = "--out",
-                      recognise: Optional[Callable[[Path], bool]] = None) -> None:
+                      recognise: Callable[[Path], bool] | None = None) -> None:
     """Check that a command may write the output file ``out`` (before the work starts).
 
     An existing file is replaced when ``recognise`` says anogen wrote it, or with

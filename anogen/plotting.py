@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -18,7 +18,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, title: st
     left, right, top, bottom = 70, 20, 30, 40
     points = [(x, y) for values in series.values() for x, y in values if math.isfinite(y) and (y > 0 or not log_y)]
     if not points:
-        cv2.putText(canvas, "no data", (width // 2 - 40, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, "no data", (width // 2 - 40, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                    cv2.LINE_AA)
         return canvas
 
     def transform(y: float) -> float:
@@ -41,7 +42,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, title: st
         y_pix = int(height - bottom - frac * (height - top - bottom))
         cv2.putText(canvas, label, (5, y_pix + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(canvas, f"{x_lo:g}", (left, height - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"{x_hi:g}", (width - right - 40, height - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(canvas, f"{x_hi:g}", (width - right - 40, height - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1,
+                cv2.LINE_AA)
     if title:
         cv2.putText(canvas, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     for index, (name, values) in enumerate(series.items()):

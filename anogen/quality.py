@@ -15,8 +15,8 @@ the demo report, the benchmarks and the tests share one definition of each numbe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, TextIO
+from typing import TextIO
 
 # Modules the import check must not import: running them has side effects
 # (``__main__`` calls the CLI and exits).
@@ -79,7 +80,7 @@ def check_imports(packages: Sequence[str]) -> str:
             count += 1
             try:
                 importlib.import_module(name)
-            except Exception as exc:  # report every broken module, not just the first
+            except Exception as exc:  # noqa: BLE001 - report every broken module, not just the first
                 failures.append(f"{name} ({exc.__class__.__name__}: {exc})")
     if count < 2:
         # A frozen importer that cannot list modules would make this check vacuous.
@@ -105,7 +106,7 @@ def _load_model(context: _Context) -> str:
 
     _quiet_progress_bars()
     note = ""
-    folder: Optional[Path] = None
+    folder: Path | None = None
     if not context.force_tiny:
         try:
             folder = demo_model_path()
@@ -152,7 +153,8 @@ def check_generation(context: _Context) -> str:
         raise RuntimeError(f"{int(changed[~inside].sum())} pixels outside the box changed")
     if not changed[inside].any():
         raise RuntimeError("nothing was painted inside the box")
-    return f"2 DDIM steps, {side}x{side} image, {int(changed[inside].sum())} of {int(inside.sum())} box pixels repainted"
+    return (f"2 DDIM steps, {side}x{side} image, {int(changed[inside].sum())} of {int(inside.sum())} "
+            "box pixels repainted")
 
 
 def check_detector(context: _Context) -> str:
@@ -195,7 +197,7 @@ def _timed(name: str, check: Callable[[], str]) -> CheckResult:
     try:
         detail = check()
         passed = True
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a self-test reports every failure
         detail = f"{exc.__class__.__name__}: {exc}"
         # The last frame names the failing line: enough to diagnose a frozen app.
         frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
@@ -206,7 +208,7 @@ def _timed(name: str, check: Callable[[], str]) -> CheckResult:
 
 
 def run_selftest(packages: Sequence[str] = ("anogen",), *, tiny_model: bool = False,
-                 out: Optional[TextIO] = None) -> int:
+                 out: TextIO | None = None) -> int:
     """Run every check, print one line each and a summary; 0 when all passed, else 1."""
     import anogen
 
@@ -234,7 +236,7 @@ def run_selftest(packages: Sequence[str] = ("anogen",), *, tiny_model: bool = Fa
     return 1 if failed else 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anogen.selftest",
                                      description="Check that AnoGen works here (CPU, about a minute at most).")
     parser.add_argument("--tiny-model", action="store_true",

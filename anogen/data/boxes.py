@@ -413,7 +413,8 @@ class BoxSizeRange:
         for lo, hi, side in ((self.w_lo, self.w_hi, "width"), (self.h_lo, self.h_hi, "height")):
             if not (0.0 < lo <= hi <= 1.0):
                 raise InputError(
-                    f"box {side} range [{lo}, {hi}] is invalid: need 0 < low <= high <= 1 (fractions of the image side)")
+                    f"box {side} range [{lo}, {hi}] is invalid: "
+                    "need 0 < low <= high <= 1 (fractions of the image side)")
 
     @classmethod
     def from_sequence(cls, values: Sequence[float]) -> BoxSizeRange:
@@ -537,8 +538,10 @@ def propose_boxes(image: np.ndarray, size_range: BoxSizeRange, n: int, *,
     boxes: list[Box] = []
     for _ in range(n):
         # All candidates of one box are drawn at once: fast, and still deterministic.
-        bw = np.clip(np.rint(rng.uniform(size_range.w_lo, size_range.w_hi, max_tries) * width), 1, width).astype(np.int64)
-        bh = np.clip(np.rint(rng.uniform(size_range.h_lo, size_range.h_hi, max_tries) * height), 1, height).astype(np.int64)
+        bw = np.rint(rng.uniform(size_range.w_lo, size_range.w_hi, max_tries) * width)
+        bh = np.rint(rng.uniform(size_range.h_lo, size_range.h_hi, max_tries) * height)
+        bw = np.clip(bw, 1, width).astype(np.int64)
+        bh = np.clip(bh, 1, height).astype(np.int64)
         if rotate:
             x0, y0, angle, fits = _rotated_positions(rng, bw, bh, height, width)
             inside = _rotated_inside_fraction(foreground, x0, y0, bw, bh, angle) * (bw * bh)

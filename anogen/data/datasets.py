@@ -18,7 +18,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -42,7 +41,7 @@ class ImageRecord:
     label: int
     split: str  # "train" or "test"
     defect_kind: str  # "good" for good images
-    mask_path: Optional[Path] = None  # pixel ground truth; None for good images or when missing
+    mask_path: Path | None = None  # pixel ground truth; None for good images or when missing
 
     @property
     def is_defective(self) -> bool:
@@ -96,7 +95,7 @@ class _MaskFinder:
             self._index[folder] = by_stem
         return self._index[folder]
 
-    def find(self, folders: list[Path], stem: str) -> Optional[Path]:
+    def find(self, folders: list[Path], stem: str) -> Path | None:
         """The mask of image ``stem``: ``<stem>_mask.<ext>`` (MVTec AD) or ``<stem>.<ext>``."""
         for folder in folders:
             stems = self._stems(folder)
@@ -176,7 +175,7 @@ def read_plain_folders(good_dir: str | os.PathLike, defect_dir: str | os.PathLik
     return Category(root=good_dir.parent, name=good_dir.parent.name or good_dir.name, train=train, test=test)
 
 
-def read_ground_truth(record: ImageRecord, image_shape: Optional[tuple[int, ...]] = None) -> Optional[np.ndarray]:
+def read_ground_truth(record: ImageRecord, image_shape: tuple[int, ...] | None = None) -> np.ndarray | None:
     """The pixel ground truth of a defective record, bool ``(H, W)``, or None when it has none.
 
     The mask must have its image's size (``image_shape``, else read from the image): a
@@ -243,7 +242,7 @@ class DatasetReport:
 
 
 def _check_category(category: Category, report: DatasetReport, progress: ProgressFn,
-                    cancel: Optional[threading.Event], done: list[int], total: int) -> None:
+                    cancel: threading.Event | None, done: list[int], total: int) -> None:
     rows: dict[tuple[str, str], ReportRow] = {}
     for record in category.train + category.test:
         check_cancel(cancel)
@@ -251,7 +250,7 @@ def _check_category(category: Category, report: DatasetReport, progress: Progres
                               ReportRow(category.name, record.split, record.defect_kind))
         row.images += 1
         try:
-            image_shape: Optional[tuple[int, ...]] = read_image(record.path).shape[:2]
+            image_shape: tuple[int, ...] | None = read_image(record.path).shape[:2]
         except InputError as exc:
             row.unreadable += 1
             report.errors.append(str(exc))
@@ -298,8 +297,8 @@ def _check_category(category: Category, report: DatasetReport, progress: Progres
                     report.warnings.append(f"{mask}: mask without a matching test image")
 
 
-def check_dataset(root: str | os.PathLike, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[threading.Event] = None) -> DatasetReport:
+def check_dataset(root: str | os.PathLike, progress: ProgressFn | None = None,
+                  cancel: threading.Event | None = None) -> DatasetReport:
     """Open every image and mask of an MVTec AD category, or of every category under ``root``.
 
     Reports every unreadable file, every mask whose size differs from its image, and

@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -120,8 +120,8 @@ def write_demo_dataset(
     train_good: int = 40,
     test_good: int = 12,
     test_per_kind: int = 8,
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[threading.Event] = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> DemoDatasetResult:
     """Write the demo dataset under ``out`` (one MVTec AD category folder per category).
 

@@ -13,8 +13,8 @@ Images are built in linear float ``[0, 1]`` with vectorised numpy/OpenCV operati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -176,7 +176,8 @@ def _render_fabric(rng: np.random.Generator, size: int) -> tuple[np.ndarray, _Sc
     fibre_weft = _smooth_noise(rng, (size, size), (max(2, size // 2), max(2, size // 10)))
     fibre = np.where(warp_on_top, fibre_warp, fibre_weft)
 
-    base = np.array([0.60, 0.53, 0.43], np.float32) * rng.uniform(0.9, 1.06) + rng.normal(0, 0.008, 3).astype(np.float32)
+    base = (np.array([0.60, 0.53, 0.43], np.float32) * rng.uniform(0.9, 1.06)
+            + rng.normal(0, 0.008, 3).astype(np.float32))
     weft_tint = base * np.array([0.95, 0.96, 1.02], np.float32)
     color = np.where(warp_on_top[:, :, None], base, weft_tint)
     gap = base * 0.22
@@ -196,7 +197,8 @@ def _fabric_hole(image: np.ndarray, scene: _Scene, rng: np.random.Generator) -> 
     rim = 1.0 + period * rng.uniform(0.5, 1.1) / radius
     core = field_ < 1.0
     # The backing seen through the hole: dark, with a little texture.
-    backing = scene.base_color * rng.uniform(0.05, 0.18) * (1 + 0.3 * _smooth_noise(rng, (size, size), size // 8))[:, :, None]
+    backing = (scene.base_color * rng.uniform(0.05, 0.18)
+               * (1 + 0.3 * _smooth_noise(rng, (size, size), size // 8))[:, :, None])
     out = np.where(core[:, :, None], backing, image)
     # Frayed thread ends crossing into the hole.
     for _ in range(int(rng.integers(1, 5))):
@@ -243,7 +245,8 @@ def _fabric_scratch(image: np.ndarray, scene: _Scene, rng: np.random.Generator) 
 
 
 def _stain(image: np.ndarray, scene: _Scene, rng: np.random.Generator, tint: np.ndarray,
-           radius_range: tuple[float, float], strength: tuple[float, float], opaque: float) -> tuple[np.ndarray, np.ndarray]:
+           radius_range: tuple[float, float], strength: tuple[float, float],
+           opaque: float) -> tuple[np.ndarray, np.ndarray]:
     """A soft, irregular patch that darkens and tints the surface but lets texture show through."""
     size = scene.size
     radius = size * rng.uniform(*radius_range)
@@ -270,7 +273,8 @@ def _render_washer(rng: np.random.Generator, size: int) -> tuple[np.ndarray, _Sc
     """A turned steel washer on a matte inspection table, lit from one side."""
     xs, ys = _grid(size)
     # Background: a dark, slightly blue matte surface with grain and mottling.
-    bg_color = np.array([0.20, 0.23, 0.27], np.float32) * rng.uniform(0.85, 1.15) + rng.normal(0, 0.01, 3).astype(np.float32)
+    bg_color = (np.array([0.20, 0.23, 0.27], np.float32) * rng.uniform(0.85, 1.15)
+                + rng.normal(0, 0.01, 3).astype(np.float32))
     grain = 0.06 * _smooth_noise(rng, (size, size), size // 2) + 0.05 * _fractal_noise(rng, (size, size), 4)
     background = bg_color * (1.0 + grain)[:, :, None]
 
@@ -342,8 +346,8 @@ def _washer_crack(image: np.ndarray, scene: _Scene, rng: np.random.Generator) ->
     alpha = _stroke_alpha(size, pts, thickness)
     if rng.random() < 0.5:  # a side branch from somewhere along the crack
         branch_at = pts[int(rng.integers(len(pts) // 3, max(len(pts) // 3 + 1, len(pts) - 1)))]
-        branch = _curve_points(rng, branch_at, length * rng.uniform(0.25, 0.5), heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0),
-                               0.15, 0.45, step)
+        branch = _curve_points(rng, branch_at, length * rng.uniform(0.25, 0.5),
+                               heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0), 0.15, 0.45, step)
         alpha = np.maximum(alpha, _stroke_alpha(size, branch, max(1, thickness - 1)) * 0.85)
     mask = _stroke_mask(alpha, scene.foreground)
     alpha = np.where(mask, np.minimum(alpha * 1.4, 1.0) * rng.uniform(0.8, 1.0), 0.0).astype(np.float32)
@@ -392,7 +396,8 @@ def _blemish(image: np.ndarray, scene: _Scene, rng: np.random.Generator, kind: s
         center = _random_point(rng, scene.foreground, margin=size // 12)
         for _ in range(int(rng.integers(1, 6))):
             p = center + rng.normal(0, size * 0.04, 2)
-            cv2.circle(layer, (int(p[0]), int(p[1])), max(1, int(size * rng.uniform(0.008, 0.025))), 1.0, -1, cv2.LINE_AA)
+            radius = max(1, int(size * rng.uniform(0.008, 0.025)))
+            cv2.circle(layer, (int(p[0]), int(p[1])), radius, 1.0, -1, cv2.LINE_AA)
         alpha, mask = _finish_alpha(layer * scene.foreground * rng.uniform(0.6, 1.0))
         target = image * rng.uniform(0.2, 0.5) if rng.random() < 0.6 else np.minimum(image * 1.6 + 0.1, 1.2)
         return _blend(image, target, alpha), mask
@@ -400,7 +405,8 @@ def _blemish(image: np.ndarray, scene: _Scene, rng: np.random.Generator, kind: s
         tint = np.full(3, rng.uniform(0.6, 1.5), np.float32)
         return _stain(image, scene, rng, tint, (0.05, 0.15), (0.3, 0.6), opaque=0.0)
     if kind == "discoloration":  # a coloured patch: blue, green, red or yellow tinge
-        tints = [np.array([0.7, 0.8, 1.3]), np.array([0.8, 1.2, 0.8]), np.array([1.3, 0.8, 0.8]), np.array([1.2, 1.1, 0.6])]
+        tints = [np.array([0.7, 0.8, 1.3]), np.array([0.8, 1.2, 0.8]),
+                 np.array([1.3, 0.8, 0.8]), np.array([1.2, 1.1, 0.6])]
         tint = tints[int(rng.integers(len(tints)))].astype(np.float32)
         return _stain(image, scene, rng, tint, (0.04, 0.12), (0.5, 0.9), opaque=0.0)
     if kind == "streak":  # a broad, short, blurred straight mark

@@ -27,9 +27,10 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def usable_samples(samples: Iterable[GeneratedSample]) -> list[GeneratedSample]:
 # ----------------------------------------------------------------------------- reading
 
 
-def _inside(folder: Path, relative: str) -> Optional[Path]:
+def _inside(folder: Path, relative: str) -> Path | None:
     """``folder / relative`` resolved, or None when it is absolute or escapes ``folder``."""
     if not relative or Path(relative).is_absolute() or "\\" in relative:
         return None
@@ -152,7 +153,7 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112)  # 5-8: turned by 90 degrees
-    except Exception as exc:  # PIL raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a damaged file
         raise ValueError(f"image file {name} cannot be read ({exc.__class__.__name__})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
@@ -292,7 +293,7 @@ class GeneratedSetWriter:
         self._ids: set[str] = set()
         self._closed = False
 
-    def __enter__(self) -> "GeneratedSetWriter":
+    def __enter__(self) -> GeneratedSetWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -305,8 +306,8 @@ class GeneratedSetWriter:
 
     def add(self, image: np.ndarray, *, box: Sequence[int], source: str | os.PathLike,
             defect_kind: str, seed: int, model: str, embedding_hash: str, steps: int,
-            guidance: float, status: str = "pending", id: Optional[str] = None,
-            mask: Optional[np.ndarray] = None) -> GeneratedSample:
+            guidance: float, status: str = "pending", id: str | None = None,
+            mask: np.ndarray | None = None) -> GeneratedSample:
         """Write one sample (image + its box mask) into the staging folder.
 
         ``mask`` (bool, the image's size, inside ``box``) replaces the filled box as the

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,7 +45,7 @@ def _open(path: Path) -> Image.Image:
         raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not make a readable image unreadable
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a readable image unreadable
         return image
 
 
@@ -106,17 +105,17 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             width, height = image.size
             try:
                 orientation = image.getexif().get(0x0112, 1)
-            except Exception:  # a broken EXIF block: read_image ignores it too
+            except Exception:  # noqa: BLE001 - a broken EXIF block: read_image ignores it too
                 orientation = 1
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a damaged file
         raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
     # EXIF orientations 5-8 are rotated by 90 degrees, so width and height swap.
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def read_mask(path: str | os.PathLike, expected_size: Optional[tuple[int, int]] = None,
+def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None,
               image_path: str | os.PathLike | None = None) -> np.ndarray:
     """Read a mask as ``bool (H, W)``: any non-zero pixel (any channel, alpha ignored) is True
     (for JPEG, any pixel above half brightness).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from anogen.errors import InputError, ProjectFileError
 
@@ -68,7 +68,7 @@ class SupportImage:
     """One real defect photo of a defect kind and its painted mask (``None`` until painted)."""
 
     image: str
-    mask: Optional[str] = None
+    mask: str | None = None
 
 
 @dataclass
@@ -82,8 +82,8 @@ class DefectKind:
     name: str
     token: str
     support: list[SupportImage] = field(default_factory=list)
-    box_size: Optional[tuple[float, float, float, float]] = None
-    embedding: Optional[str] = None
+    box_size: tuple[float, float, float, float] | None = None
+    embedding: str | None = None
     init_word: str = "defect"
 
 
@@ -311,7 +311,9 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a l
 def _shown(value: Any) -> str:
     """A short repr for a message; never the whole of a huge or deeply nested value."""
     if isinstance(value, (dict, list)):
-        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)" if value else repr(value)
+        if not value:
+            return repr(value)
+        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -358,7 +360,7 @@ class _Reader:
         return out
 
 
-def _read_box(reader: _Reader, value: Any, where: str) -> Optional[Box]:
+def _read_box(reader: _Reader, value: Any, where: str) -> Box | None:
     if isinstance(value, list):  # [x0, y0, x1, y1] is accepted too (the generated-set format)
         if len(value) != 4:
             reader.problem(where, f"expected [x0, y0, x1, y1], got {_shown(value)}")
@@ -379,7 +381,7 @@ def _read_box(reader: _Reader, value: Any, where: str) -> Optional[Box]:
         return None
 
 
-def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> Optional[DefectKind]:
+def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> DefectKind | None:
     before = len(reader.problems)
     name = reader.get(obj, "name", (str,), where)
     token = reader.get(obj, "token", (str,), where)
@@ -396,7 +398,8 @@ def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> Optio
                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box_size))
         if not valid or not (0 < box_size[0] <= box_size[1] <= 1 and 0 < box_size[2] <= box_size[3] <= 1):
             reader.problem(f"{where}.box_size",
-                           f"expected [w_lo, w_hi, h_lo, h_hi] fractions with 0 < lo <= hi <= 1, got {_shown(box_size)}")
+                           "expected [w_lo, w_hi, h_lo, h_hi] fractions with 0 < lo <= hi <= 1, "
+                           f"got {_shown(box_size)}")
         else:
             box_size = tuple(float(v) for v in box_size)
     if len(reader.problems) > before:
@@ -405,7 +408,7 @@ def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> Optio
                       embedding=embedding, init_word=init_word)
 
 
-def _read_sample(reader: _Reader, obj: dict[str, Any], where: str) -> Optional[GeneratedSample]:
+def _read_sample(reader: _Reader, obj: dict[str, Any], where: str) -> GeneratedSample | None:
     before = len(reader.problems)
     values = {
         "image": reader.get(obj, "image", (str,), where),

@@ -41,9 +41,10 @@ import os
 import re
 import threading
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterable, Mapping, Optional, Self, Sequence
+from typing import Self
 
 import numpy as np
 
@@ -116,8 +117,8 @@ def _slug(name: str) -> str:
 
 @dataclass
 class _PathCheck:
-    path: Optional[Path]
-    problem: Optional[str]
+    path: Path | None
+    problem: str | None
 
 
 class Workspace:
@@ -165,7 +166,7 @@ class Workspace:
     # ------------------------------------------------------------------ create, open, save, close
 
     @classmethod
-    def create(cls, root: str | os.PathLike, name: str) -> "Workspace":
+    def create(cls, root: str | os.PathLike, name: str) -> Workspace:
         """Make a new project in ``root`` (a new or empty folder), lock it and save its manifest."""
         root = Path(root).absolute()
         if (root / MANIFEST_NAME).exists():
@@ -494,7 +495,7 @@ class Workspace:
         problems: list[str] = []
         project = self.project
 
-        def existing(rel: str, where: str, folder: bool = False, own: bool = False) -> Optional[Path]:
+        def existing(rel: str, where: str, folder: bool = False, own: bool = False) -> Path | None:
             """The path of ``rel`` if it is safe and exists; ``own``: the project writes there,
             so it must be inside the project folder and outside the (read-only) linked datasets."""
             check = self._check_path(rel)
@@ -513,7 +514,7 @@ class Workspace:
                 return None
             return check.path
 
-        def size_of(path: Path, where: str) -> Optional[tuple[int, int]]:
+        def size_of(path: Path, where: str) -> tuple[int, int] | None:
             try:
                 return image_size(path)
             except InputError as exc:
@@ -706,7 +707,7 @@ class Workspace:
         with self._lock:
             defect.embedding = rel
 
-    def set_box_size(self, kind: str, box_size: Optional[tuple[float, float, float, float]]) -> None:
+    def set_box_size(self, kind: str, box_size: tuple[float, float, float, float] | None) -> None:
         defect = self.project.defect_kind(kind)
         if box_size is not None:
             w_lo, w_hi, h_lo, h_hi = (float(v) for v in box_size)
@@ -894,7 +895,7 @@ class Workspace:
             write_manifest(folder, samples)
 
     def add_detector(self, name: str, folder: str, detector: str,
-                     metrics: Optional[Mapping[str, float]] = None) -> DetectorEntry:
+                     metrics: Mapping[str, float] | None = None) -> DetectorEntry:
         """Record a trained detector saved in ``folder`` (inside the project) with its metrics.
 
         A detector of the same name is replaced (retraining under one name is common).

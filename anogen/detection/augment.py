@@ -10,7 +10,7 @@ millisecond at 256 px.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -28,7 +28,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class ScoreCalibration:
                 "score_max": float(self.score_max), "pixel_threshold": float(self.pixel_threshold)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ScoreCalibration":
+    def from_dict(cls, data: dict[str, Any]) -> ScoreCalibration:
         return cls(threshold=float(data["threshold"]), score_min=float(data["score_min"]),
                    score_max=float(data["score_max"]), pixel_threshold=float(data.get("pixel_threshold", 0.5)))
 
@@ -109,7 +109,7 @@ class CheckpointInfo:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> "CheckpointInfo":
+    def from_json(cls, data: dict[str, Any], where: Path) -> CheckpointInfo:
         if data.get("format") != FORMAT:
             raise ModelError(f"{where}: not an anogen detector checkpoint")
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
@@ -126,7 +126,7 @@ class CheckpointInfo:
 
 
 def save_checkpoint(folder: str | os.PathLike, detector: Detector, info: CheckpointInfo,
-                    training_state: Optional[dict[str, Any]] = None) -> Path:
+                    training_state: dict[str, Any] | None = None) -> Path:
     """Write one checkpoint folder atomically (weights, description, optional resume state)."""
     from safetensors.torch import save_model
 
@@ -149,7 +149,7 @@ def _leftovers(folder: Path) -> list[Path]:
     return found + ([old] if old.is_dir() else [])
 
 
-def _complete_step(candidate: Path) -> Optional[int]:
+def _complete_step(candidate: Path) -> int | None:
     """The step of a complete checkpoint folder, or None when it is partial or damaged."""
     if not (candidate / WEIGHTS_NAME).is_file():
         return None
@@ -159,7 +159,7 @@ def _complete_step(candidate: Path) -> Optional[int]:
         return None
 
 
-def recoverable_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+def recoverable_checkpoint(folder: str | os.PathLike) -> Path | None:
     """When ``folder`` is missing, the newest complete copy a kill left next to it."""
     folder = Path(folder)
     if folder.exists():
@@ -169,7 +169,7 @@ def recoverable_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
     return max(complete, key=lambda c: steps[c]) if complete else None
 
 
-def recover_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+def recover_checkpoint(folder: str | os.PathLike) -> Path | None:
     """Finish a publish that a kill interrupted.
 
     Publishing a checkpoint moves the old folder aside and then renames the new one into
@@ -234,7 +234,7 @@ class RunStatus:
         return f"incomplete: step {self.step} of {self.total_steps}, resume with --resume"
 
 
-def run_status(folder: str | os.PathLike, which: str = "best") -> Optional[RunStatus]:
+def run_status(folder: str | os.PathLike, which: str = "best") -> RunStatus | None:
     """The status of the run a checkpoint belongs to, or None when it cannot be told
     (a ``best/`` folder copied out of its run)."""
     where = checkpoint_folder(folder, which)
@@ -249,7 +249,7 @@ def run_status(folder: str | os.PathLike, which: str = "best") -> Optional[RunSt
 
 
 def require_complete_run(folder: str | os.PathLike, which: str = "best", allow_incomplete: bool = False) -> \
-        Optional[str]:
+        str | None:
     """Refuse the checkpoint of a run that did not finish (a killed or cancelled ``train``).
 
     With ``allow_incomplete`` it returns a warning to show instead; None when complete.
@@ -345,5 +345,5 @@ def load_training_state(folder: Path) -> dict[str, Any]:
         raise InputError(f"{folder}: cannot resume, {STATE_NAME} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged pickle raises many kinds of errors
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises many kinds of errors
         raise ModelError(f"{path}: cannot read the training state ({exc.__class__.__name__}: {exc})") from None

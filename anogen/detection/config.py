@@ -38,7 +38,7 @@ class DetectorConfig:
     def total_steps(self, num_train_images: int) -> int:
         """Optimiser steps of a full run; by default the config's ``steps`` field (DRAEM
         counts epochs over the ``num_train_images`` instead)."""
-        return int(getattr(self, "steps"))
+        return int(self.steps)
 
     @classmethod
     def preset(cls: type[ConfigT], name: str) -> ConfigT:

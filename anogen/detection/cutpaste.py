@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -49,7 +48,7 @@ class CutPasteConfig:
 class CutPasteSynthesizer:
     """Makes CutPaste anomalies on float32 (H, W, 3) images in [0, 1]."""
 
-    def __init__(self, config: Optional[CutPasteConfig] = None, seed: int = 0) -> None:
+    def __init__(self, config: CutPasteConfig | None = None, seed: int = 0) -> None:
         self.config = config or CutPasteConfig()
         self._rng = np.random.default_rng(seed)
 
@@ -76,7 +75,7 @@ class CutPasteSynthesizer:
         hsv[..., 0] = (hsv[..., 0] + rng.uniform(-j / 2, j / 2) * 360.0) % 360.0
         return np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0.0, 1.0)
 
-    def sample(self, image: np.ndarray, rng: Optional[np.random.Generator] = None) -> SynthesisResult:
+    def sample(self, image: np.ndarray, rng: np.random.Generator | None = None) -> SynthesisResult:
         """A (possibly clean) CutPaste anomaly; pixels outside the pasted rectangle are untouched."""
         rng = self._rng if rng is None else rng
         image = np.asarray(image)

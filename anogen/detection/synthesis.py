@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -43,11 +43,11 @@ class SynthesisConfig:
     procedural or shuffled patches of good images (``patch_probability`` of them).
     """
 
-    size: Union[int, tuple[int, int]] = 256
+    size: int | tuple[int, int] = 256
     clean_probability: float = 0.5
     beta_max: float = 0.8
     perlin_threshold: float = 0.5
-    textures_dir: Optional[Union[str, os.PathLike]] = None
+    textures_dir: str | os.PathLike | None = None
     perlin_max_exponent: int = 5  # lattice cells per axis: 2^0 .. 2^5
     noise_rotation: float = 90.0  # degrees, noise rotated by U(-r, r)
     augmentations: int = 3  # how many of the ten augmentations per texture
@@ -169,7 +169,7 @@ class AnomalySynthesizer:
     state, foreground), whatever was sampled before.
     """
 
-    def __init__(self, config: SynthesisConfig, good_images: Optional[Sequence[np.ndarray]] = None,
+    def __init__(self, config: SynthesisConfig, good_images: Sequence[np.ndarray] | None = None,
                  seed: int = 0):
         self.config = config
         self.seed = int(seed)
@@ -210,8 +210,8 @@ class AnomalySynthesizer:
         return augment_texture(texture, rng, self.config.augmentations)
 
     # -- samples
-    def sample(self, image: np.ndarray, rng: Optional[np.random.Generator] = None,
-               foreground: Optional[np.ndarray] = None) -> SynthesisResult:
+    def sample(self, image: np.ndarray, rng: np.random.Generator | None = None,
+               foreground: np.ndarray | None = None) -> SynthesisResult:
         """A (possibly clean) synthetic anomaly on ``image`` (float32 (H, W, 3) in [0, 1]).
 
         ``foreground``: optional (H, W) mask; anomalies are kept inside it (for objects

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -148,9 +148,11 @@ def shuffled_patches(image: np.ndarray, rng: np.random.Generator, grid: int | No
     if tile_h < 1 or tile_w < 1:
         raise InputError(f"image of {width}x{height} px is too small for a {grid}x{grid} grid")
     cropped = image[: tile_h * grid, : tile_w * grid]
-    tiles = cropped.reshape(grid, tile_h, grid, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(grid * grid, tile_h, tile_w, 3)
+    tiles = (cropped.reshape(grid, tile_h, grid, tile_w, 3).transpose(0, 2, 1, 3, 4)
+             .reshape(grid * grid, tile_h, tile_w, 3))
     tiles = tiles[rng.permutation(grid * grid)]
-    shuffled = tiles.reshape(grid, grid, tile_h, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(tile_h * grid, tile_w * grid, 3)
+    shuffled = (tiles.reshape(grid, grid, tile_h, tile_w, 3).transpose(0, 2, 1, 3, 4)
+                .reshape(tile_h * grid, tile_w * grid, 3))
     if shuffled.shape[:2] != (height, width):
         shuffled = cv2.resize(shuffled, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(shuffled)

@@ -27,10 +27,10 @@ uninterrupted run would have drawn.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class GeneratedItem:
 
 
 def _resolve_source(sample: GeneratedSample, set_folder: Path, search_dirs: Sequence[Path],
-                    by_name: dict[str, Path]) -> Optional[Path]:
+                    by_name: dict[str, Path]) -> Path | None:
     """Find the good image a generated sample came from.
 
     ``source`` is kept in the manifest as given, so it may be absolute, relative to the
@@ -101,8 +101,9 @@ def load_generated_items(folders: str | os.PathLike | Sequence[str | os.PathLike
     for folder, sample in samples:
         source_path = _resolve_source(sample, folder, search_dirs, by_name)
         if source_path is None:
+            looked = ", ".join(map(str, search_dirs)) or "no other folder"
             raise InputError(f"{folder}: sample {sample.id}: its source good image '{sample.source}' was not "
-                             f"found (looked next to the set, in {', '.join(map(str, search_dirs)) or 'no other folder'}"
+                             f"found (looked next to the set, in {looked}"
                              " and among the good training images by name)")
         image = sample.load_image()
         mask = read_mask(sample.mask_path, expected_size=image.shape[:2], image_path=sample.image_path)
@@ -228,7 +229,7 @@ class BatchPrefetcher:
         self._pending.clear()
         self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> "BatchPrefetcher":
+    def __enter__(self) -> BatchPrefetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,8 @@ find those from a few masked examples, as it would with a real model.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import cv2
 import numpy as np

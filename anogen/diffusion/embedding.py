@@ -28,12 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +84,7 @@ class LearnConfig:
     scale_lr: bool = False  # the reference code multiplied lr by the batch size (0.02)
     weight_decay: float = 0.01  # AdamW's default, as in the reference code
     seed: int = 0
-    resolution: Optional[int] = None  # None: the model's native resolution
+    resolution: int | None = None  # None: the model's native resolution
     crop_to_defect: str = "auto"  # auto: crop when the defect is small in its image
     context_margin: float = 1.0  # crop side = defect box side * (1 + 2 * margin)
     auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
@@ -93,8 +92,8 @@ class LearnConfig:
     use_mask: bool = True  # False: the paper's no-mask ablation (Table 2c), loss over the whole image
     flip: bool = True  # joint random horizontal flips of image and mask
     checkpoint_every: int = 500
-    checkpoint_path: Optional[Path] = None  # None: no checkpoints
-    resume_from: Optional[Path] = None
+    checkpoint_path: Path | None = None  # None: no checkpoints
+    resume_from: Path | None = None
     device: str = "auto"  # used by callers that load the model (CLI, GUI)
     precision: str = "auto"
     gradient_checkpointing: bool = False
@@ -103,7 +102,7 @@ class LearnConfig:
     def effective_lr(self) -> float:
         return self.lr * self.batch_size if self.scale_lr else self.lr
 
-    def with_preset(self, name: str) -> "LearnConfig":
+    def with_preset(self, name: str) -> LearnConfig:
         """This config with a :data:`LEARN_PRESETS` entry applied to the fields left at
         their defaults."""
         from anogen.diffusion.presets import apply_preset
@@ -132,9 +131,9 @@ class LearnResult:
     final_loss: float
     steps_done: int
     metadata: dict[str, Any] = field(default_factory=dict)
-    family: Optional[str] = None
-    model_source: Optional[str] = None
-    init_word: Optional[str] = None
+    family: str | None = None
+    model_source: str | None = None
+    init_word: str | None = None
 
     def to_embedding(self) -> LearnedEmbedding:
         return LearnedEmbedding(token=self.token, vector=self.vector, family=self.family,
@@ -208,7 +207,7 @@ class EncodedSupport:
 
     latents: torch.Tensor  # (N, C, h, w) scaled latents; flipped copies follow the originals
     loss_masks: torch.Tensor  # (N, 1, h, w) binary, float32
-    inpaint_conditioning: Optional[torch.Tensor]  # (N, 5, h, w): box mask + masked-image latents
+    inpaint_conditioning: torch.Tensor | None  # (N, 5, h, w): box mask + masked-image latents
     shots: int  # originals; index i + shots is the flip of i when flipped copies exist
 
 
@@ -312,7 +311,7 @@ def _step_generators(seed: int, step: int, device: torch.device) -> tuple[torch.
 class _Batch:
     latents: torch.Tensor
     loss_masks: torch.Tensor
-    conditioning: Optional[torch.Tensor]
+    conditioning: torch.Tensor | None
     prompts: list[str]
     timesteps: torch.Tensor
     noise: torch.Tensor
@@ -341,7 +340,7 @@ def _token_ids(model, prompts: list[str], cache: dict[str, torch.Tensor]) -> tor
 
 
 def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
-                id_cache: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                id_cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     device, dtype = model.device, model.dtype
     latents = batch.latents.to(device)
     noise = batch.noise.to(device)
@@ -395,7 +394,7 @@ def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.op
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
         raise InputError(f"{path}: not a readable stage-1 checkpoint ({exc})") from None
     if metadata.get("format") != "anogen-stage1-checkpoint" or "vector" not in tensors:
         raise InputError(f"{path}: not a stage-1 checkpoint")
@@ -448,7 +447,7 @@ def _resolution(model, config: LearnConfig) -> int:
 
 
 def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progress,
-                    cancel: Optional[threading.Event] = None) -> LearnResult:
+                    cancel: threading.Event | None = None) -> LearnResult:
     """Learn ``config.token`` from the support set; the job contract of :mod:`anogen.jobs`.
 
     On success the model knows the token (its row holds the learned vector). Raises
@@ -486,7 +485,7 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
         check_resume_steps(Path(config.resume_from), start, config.steps)
         loss_curve = loss_curve[:start]
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
-    last_checkpoint: Optional[int] = start if config.resume_from is not None else None
+    last_checkpoint: int | None = start if config.resume_from is not None else None
 
     table = model.token_embedding_table()
     with torch.no_grad():  # until learning ends, the token means its init word
@@ -534,10 +533,11 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
                        model_source=model.source, init_word=config.init_word)
 
 
-def _diverged_message(step: int, value: float, checkpoint: Optional[Path], last_good: Optional[int]) -> str:
+def _diverged_message(step: int, value: float, checkpoint: Path | None, last_good: int | None) -> str:
     message = f"the loss became {value} at step {step}"
     if checkpoint is not None and last_good:
-        return f"{message}; the last good checkpoint ({checkpoint}, step {last_good}) is kept: resume from it with a lower learning rate"
+        return (f"{message}; the last good checkpoint ({checkpoint}, step {last_good}) is kept: "
+                "resume from it with a lower learning rate")
     return f"{message}; try a lower learning rate"
 
 

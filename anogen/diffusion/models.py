@@ -34,9 +34,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,7 +82,7 @@ class DiffusionModel:
     scaling_factor: float  # latents are vae latents * scaling_factor
     token_width: int  # width of one token embedding
     is_inpainting: bool
-    folder: Optional[Path] = None  # the diffusers folder it came from, when there is one
+    folder: Path | None = None  # the diffusers folder it came from, when there is one
     max_length: int = 77  # tokens per prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -150,7 +151,7 @@ class DiffusionModel:
 
     # -- images --------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor, *, sample: bool = False,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Latents (already multiplied by :attr:`scaling_factor`) for images in [-1, 1].
 
         ``sample=False`` uses the posterior mean (deterministic); ``True`` draws from it.
@@ -302,7 +303,7 @@ def _load_component(what: str, loader, folder: Path) -> Any:
         raise ModelError(f"{where}: refused to load the {what}: the pickle holds more than plain tensors; only "
                          "safetensors weights (and tensor-only .bin files) are loaded, convert it to "
                          "model.safetensors") from None
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, EnvironmentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"{folder}: cannot load the {what} ({first_line})") from None
 
@@ -421,7 +422,7 @@ def _hub_snapshot(repo_id: str, allow_download: bool) -> Path:
         raise ModelError(
             f"'{repo_id}': not in the local Hugging Face cache ({_hub_cache_dir()}). Download it once with "
             f"--allow-download, or point --model at a local diffusers folder or a .safetensors file") from None
-    except Exception as exc:  # repository not found, gated, network errors
+    except Exception as exc:  # noqa: BLE001 - repository not found, gated, network errors
         raise ModelError(f"'{repo_id}': cannot get the model from Hugging Face ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return folder
@@ -436,7 +437,7 @@ def _hub_cache_dir() -> str:
         return "~/.cache/huggingface/hub"
 
 
-def _single_file_unet_in_channels(path: Path) -> Optional[int]:
+def _single_file_unet_in_channels(path: Path) -> int | None:
     """Input channels of the UNet in an original-format checkpoint, read without loading it all."""
     key = "model.diffusion_model.input_blocks.0.0.weight"
     if path.suffix == ".safetensors":
@@ -452,7 +453,7 @@ def _single_file_unet_in_channels(path: Path) -> Optional[int]:
     return int(weight.shape[1]) if weight is not None else None
 
 
-def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, config_dir: Optional[Path],
+def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, config_dir: Path | None,
                       allow_download: bool) -> DiffusionModel:
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
@@ -460,7 +461,7 @@ def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, conf
         raise ModelError(f"{path}: a single-file model must be .safetensors or .ckpt")
     try:
         in_channels = _single_file_unet_in_channels(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint raises many kinds of errors
         raise ModelError(f"{path}: cannot read the checkpoint ({exc.__class__.__name__}: {exc})") from None
     if in_channels is None:
         raise ModelError(f"{path}: no Stable Diffusion UNet weights found (expected the original "
@@ -477,7 +478,7 @@ def _load_single_file(path: Path, device: torch.device, dtype: torch.dtype, conf
         with quiet_progress_bars():
             pipe = pipeline_class.from_single_file(str(path), safety_checker=None, requires_safety_checker=False,
                                                    **kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - diffusers raises many kinds of errors for a bad single file
         hint = ("" if config_dir is not None else
                 "; pass a local diffusers folder of the same architecture as the config folder "
                 "(--config-dir) so nothing needs downloading")
@@ -495,7 +496,7 @@ def load_model(
     device: str = "auto",
     precision: str = "auto",
     allow_download: bool = False,
-    config_dir: Optional[Path] = None,
+    config_dir: Path | None = None,
     attention_slicing: bool = False,
     vae_tiling: bool = False,
 ) -> DiffusionModel:

@@ -36,9 +36,10 @@ import os
 import re
 import threading
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -73,7 +74,7 @@ class GenerateConfig:
     steps: int = 50
     guidance: float = 10.0  # classifier-free guidance scale; 1.0 turns guidance off
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM)
-    prompt: Optional[str] = None  # None: just the token; "{}" in a prompt is replaced by the token
+    prompt: str | None = None  # None: just the token; "{}" in a prompt is replaced by the token
     negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
     feather: int = 0  # pixels of soft edge, inside the box only
     crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)
@@ -84,7 +85,7 @@ class GenerateConfig:
     preview_every: int = 0  # send a preview image every k steps (0 = never)
     seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
 
-    def with_preset(self, name: str) -> "GenerateConfig":
+    def with_preset(self, name: str) -> GenerateConfig:
         """This config with a :data:`GENERATE_PRESETS` entry applied to the fields left at
         their defaults."""
         from anogen.diffusion.presets import apply_preset
@@ -258,7 +259,8 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _noise(items: Sequence[_Prepared], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _noise(items: Sequence[_Prepared], shape: tuple[int, ...], device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
     """One standard-normal draw per request from its own generator (CPU, so a seed gives
     the same numbers on every device and in every batch)."""
     draws = [torch.randn(shape, generator=item.generator, dtype=torch.float32) for item in items]
@@ -271,7 +273,7 @@ def _prompt(config: GenerateConfig, token: str) -> str:
     return config.prompt.replace("{}", token)
 
 
-def _check_token(model: "DiffusionModel", token: str, prompt: str) -> None:
+def _check_token(model: DiffusionModel, token: str, prompt: str) -> None:
     if not token:
         raise InputError("no placeholder token given")
     if token not in model.tokenizer.get_vocab():
@@ -305,12 +307,12 @@ def _check_steps_before_loading(model_source: object, steps: int) -> None:
 
 @torch.no_grad()
 def generate(
-    model: "DiffusionModel",
+    model: DiffusionModel,
     token: str,
     requests: Sequence[GenerationRequest],
-    config: Optional[GenerateConfig] = None,
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[threading.Event] = None,
+    config: GenerateConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[GeneratedImage]:
     """Generate one image per request, in batches of ``config.batch_size``.
 
@@ -349,7 +351,7 @@ def generate(
     total = len(batches) * config.steps
     results: list[GeneratedImage] = []
     for number, batch in enumerate(batches):
-        def report(step: int, preview: Optional[np.ndarray] = None, _number: int = number) -> None:
+        def report(step: int, preview: np.ndarray | None = None, _number: int = number) -> None:
             progress(Progress(_number * config.steps + step, total,
                               message=f"batch {_number + 1}/{len(batches)}", preview=preview))
 
@@ -358,14 +360,14 @@ def generate(
 
 
 def _generate_batch(
-    model: "DiffusionModel",
-    scheduler: "DDIMScheduler",
+    model: DiffusionModel,
+    scheduler: DDIMScheduler,
     requests: Sequence[GenerationRequest],
     conditioning: torch.Tensor,
-    unconditional: Optional[torch.Tensor],
+    unconditional: torch.Tensor | None,
     config: GenerateConfig,
     report: Callable[..., None],
-    cancel: Optional[threading.Event],
+    cancel: threading.Event | None,
 ) -> list[GeneratedImage]:
     device, dtype = model.device, model.dtype
     resolution, factor = model.resolution, model.vae_scale_factor
@@ -459,7 +461,7 @@ def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:
                      f"(seeds {seeds}); the model or the embedding is broken (try --precision fp32)")
 
 
-def _encode(model: "DiffusionModel", images: torch.Tensor, chunk: int) -> torch.Tensor:
+def _encode(model: DiffusionModel, images: torch.Tensor, chunk: int) -> torch.Tensor:
     """Posterior-mean latents, ``chunk`` images per VAE call."""
     return torch.cat([model.encode_images(part) for part in images.split(chunk)])
 
@@ -468,8 +470,8 @@ def _to_resolution(region: np.ndarray, resolution: int) -> np.ndarray:
     return np.ascontiguousarray(_resize(region, resolution, resolution))
 
 
-def _preview(model: "DiffusionModel", item: _Prepared, predicted: torch.Tensor,
-             normal_latents: Optional[torch.Tensor], mask: torch.Tensor, config: GenerateConfig) -> np.ndarray:
+def _preview(model: DiffusionModel, item: _Prepared, predicted: torch.Tensor,
+             normal_latents: torch.Tensor | None, mask: torch.Tensor, config: GenerateConfig) -> np.ndarray:
     """The current estimate of the final image of the batch's first request."""
     if normal_latents is not None:
         predicted = normal_latents[:1] * (1.0 - mask) + predicted * mask
@@ -484,7 +486,7 @@ def _preview(model: "DiffusionModel", item: _Prepared, predicted: torch.Tensor,
 @dataclass
 class GenerateSetResult:
     out: Path
-    samples: list["GeneratedSample"]
+    samples: list[GeneratedSample]
     token: str
     embedding_hash: str
 
@@ -574,7 +576,8 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
             log.warning("%d good images have no boxes in the boxes file and are skipped", skipped)
         paths = listed
     if not paths:
-        raise InputError(f"{normals}: no good images to generate on" + (" (none is in the boxes file)" if given else ""))
+        raise InputError(f"{normals}: no good images to generate on"
+                         + (" (none is in the boxes file)" if given else ""))
     embedding_path = Path(embedding_path)
     if not embedding_path.is_file():
         raise InputError(f"{embedding_path}: embedding file not found")

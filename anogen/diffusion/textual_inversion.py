@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -42,13 +42,13 @@ class LearnedEmbedding:
 
     token: str
     vector: torch.Tensor  # float32, shape (token_width,), on the CPU
-    family: Optional[str] = None  # None for files made by other tools
-    model_source: Optional[str] = None
-    init_word: Optional[str] = None
+    family: str | None = None  # None for files made by other tools
+    model_source: str | None = None
+    init_word: str | None = None
     loss_curve: list[float] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
-    path: Optional[Path] = None
-    sha256: Optional[str] = None  # of the file, for provenance of generated samples
+    path: Path | None = None
+    sha256: str | None = None  # of the file, for provenance of generated samples
 
     @property
     def token_width(self) -> int:

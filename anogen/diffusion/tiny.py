@@ -178,7 +178,8 @@ def build_tiny_model(
     if family == "ldm" and inpainting:
         raise InputError("the LDM text-to-image family has no inpainting variant")
     if resolution % (VAE_SCALE_FACTOR * 2) or resolution <= 0:
-        raise InputError(f"tiny model resolution must be a positive multiple of {VAE_SCALE_FACTOR * 2}, got {resolution}")
+        raise InputError(f"tiny model resolution must be a positive multiple of {VAE_SCALE_FACTOR * 2}, "
+                         f"got {resolution}")
     folder = Path(folder)
 
     generator_state = torch.random.get_rng_state()

@@ -259,7 +259,8 @@ def run_plan(plan: Plan, shard: Shard | None = None, *, progress_for: ProgressFa
             continue
         if not step.ready():
             report.waiting.append(step.label)
-            log(f"[{number}/{len(mine)}] {step.label}: waiting for {', '.join(n.label for n in step.needs if not n.is_done())}")
+            waiting = ", ".join(n.label for n in step.needs if not n.is_done())
+            log(f"[{number}/{len(mine)}] {step.label}: waiting for {waiting}")
             continue
         log(f"[{number}/{len(mine)}] {step.label}")
         started = time.perf_counter()

@@ -183,7 +183,8 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _support_from_test_set(plan_path: Path, key: str, category_dir: Path, kind: str, shots: int) -> tuple[list[Path], list[Path]]:
+def _support_from_test_set(plan_path: Path, key: str, category_dir: Path, kind: str,
+                           shots: int) -> tuple[list[Path], list[Path]]:
     """The first ``shots`` masked test images of ``kind`` (by file name), as the demo does."""
     from anogen.data.datasets import read_mvtec_category
 

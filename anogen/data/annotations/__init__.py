@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -59,7 +60,7 @@ class LabelledImage:
     masks: dict[str, np.ndarray]
     where: str
     entries: dict[str, str] = field(default_factory=dict)
-    image_data: Optional[bytes] = None
+    image_data: bytes | None = None
 
 
 class Problems:
@@ -76,7 +77,7 @@ class Problems:
             raise AnnotationError(self.items)
 
 
-def image_size(path: Path, data: Optional[bytes] = None) -> tuple[int, int]:
+def image_size(path: Path, data: bytes | None = None) -> tuple[int, int]:
     """``(width, height)`` of an image file (or of its bytes), as anogen reads it (EXIF applied)."""
     import io
 
@@ -88,12 +89,12 @@ def image_size(path: Path, data: Optional[bytes] = None) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged bytes
         raise InputError(f"embedded image {path.name}: cannot read it ({exc.__class__.__name__})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def find_image(name: str, folders: Iterable[Path]) -> Optional[Path]:
+def find_image(name: str, folders: Iterable[Path]) -> Path | None:
     """The first ``folder / name`` that is a file; ``name`` may hold sub-folders ('/')."""
     relative = Path(*name.replace("\\", "/").split("/"))
     if relative.is_absolute() or ".." in relative.parts:
@@ -178,7 +179,7 @@ def check_label(value: Any) -> str:
     return value.strip()
 
 
-def read_source(fmt: str, source: str | os.PathLike, images: Optional[str | os.PathLike] = None
+def read_source(fmt: str, source: str | os.PathLike, images: str | os.PathLike | None = None
                 ) -> list[LabelledImage]:
     """Read an annotation source of format ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "labelme":

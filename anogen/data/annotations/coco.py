@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def _polygons_mask(segmentation: list, width: int, height: int) -> np.ndarray:
     return mask
 
 
-def _image_folders(json_path: Path, images: Optional[Path]) -> list[Path]:
+def _image_folders(json_path: Path, images: Path | None) -> list[Path]:
     if images is not None:
         return [images]
     parent = json_path.parent
@@ -155,7 +156,7 @@ def _index(items: Any, what: str, where: str) -> dict[int, dict[str, Any]]:
     return table
 
 
-def read_coco(source: str | os.PathLike, images: Optional[str | os.PathLike] = None) -> list[LabelledImage]:
+def read_coco(source: str | os.PathLike, images: str | os.PathLike | None = None) -> list[LabelledImage]:
     """The annotated images of a COCO instances JSON file; any problem raises for the whole file."""
     path = Path(source)
     if not path.is_file():
@@ -174,9 +175,9 @@ def read_coco(source: str | os.PathLike, images: Optional[str | os.PathLike] = N
     folders = _image_folders(path, Path(images) if images is not None else None)
     problems = Problems()
     records: dict[int, LabelledImage] = {}
-    sizes: dict[int, Optional[tuple[int, int]]] = {}
+    sizes: dict[int, tuple[int, int] | None] = {}
 
-    def record_for(image_id: int, entry: str) -> Optional[LabelledImage]:
+    def record_for(image_id: int, entry: str) -> LabelledImage | None:
         if image_id in sizes:
             return records.get(image_id)
         sizes[image_id] = None

@@ -18,7 +18,6 @@ import io
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -38,7 +37,7 @@ class _Tree:
 
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.zip: Optional[zipfile.ZipFile] = None
+        self.zip: zipfile.ZipFile | None = None
         if source.is_file():
             try:
                 self.zip = zipfile.ZipFile(source)
@@ -83,7 +82,7 @@ def parse_labelmap(text: str, where: str) -> dict[tuple[int, int, int], str]:
     return colours
 
 
-def _find_image(tree: _Tree, stem: str, images: Optional[Path]) -> tuple[Path, Optional[bytes]]:
+def _find_image(tree: _Tree, stem: str, images: Path | None) -> tuple[Path, bytes | None]:
     """The image of mask ``stem``: in the export's JPEGImages/, else in ``images``."""
     for name in tree.names:
         path = PurePosixPath(name)
@@ -102,7 +101,7 @@ def _find_image(tree: _Tree, stem: str, images: Optional[Path]) -> tuple[Path, O
     raise EntryError(f"missing image: no {stem}.* in {searched}")
 
 
-def read_cvat(source: str | os.PathLike, images: Optional[str | os.PathLike] = None) -> list[LabelledImage]:
+def read_cvat(source: str | os.PathLike, images: str | os.PathLike | None = None) -> list[LabelledImage]:
     """Every class mask of a CVAT segmentation-mask export; any problem raises for the whole export."""
     tree = _Tree(Path(source))
     image_root = Path(images) if images is not None else None
@@ -123,7 +122,7 @@ def read_cvat(source: str | os.PathLike, images: Optional[str | os.PathLike] = N
         try:
             with Image.open(io.BytesIO(tree.read(name))) as image:
                 rgb = np.asarray(image.convert("RGB"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for a damaged mask; reported per entry
             problems.add(where, f"cannot read the mask ({exc.__class__.__name__})")
             continue
         packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -40,11 +40,11 @@ class LabelMap:
     table is an error (a typo must not silently drop annotations).
     """
 
-    kind: Optional[str] = None
+    kind: str | None = None
     table: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str) -> "LabelMap":
+    def parse(cls, text: str) -> LabelMap:
         """``"scratch=scratch,hole=hole,other=-"`` as a table."""
         table: dict[str, str] = {}
         for item in (part.strip() for part in text.split(",")):
@@ -59,7 +59,7 @@ class LabelMap:
             raise InputError("--map is empty")
         return cls(table=table)
 
-    def kind_for(self, label: str) -> Optional[str]:
+    def kind_for(self, label: str) -> str | None:
         """The kind of ``label`` (None: skip it); raises KeyError when the table lacks it."""
         if self.kind is not None:
             return self.kind
@@ -122,7 +122,7 @@ def _files_under(folder: Path) -> set[Path]:
 
 
 def import_records(workspace: Workspace, records: Sequence[LabelledImage], labels: LabelMap,
-                   init_words: Optional[Mapping[str, str]] = None) -> ImportResult:
+                   init_words: Mapping[str, str] | None = None) -> ImportResult:
     """Add every record as support images of their kinds and save the project, all or nothing.
 
     Kinds that do not exist yet are created (init word: ``init_words[kind]``, else the
@@ -169,7 +169,7 @@ def import_records(workspace: Workspace, records: Sequence[LabelledImage], label
 
 
 def import_annotations(workspace: Workspace, fmt: str, source: str | os.PathLike, labels: LabelMap, *,
-                       images: Optional[str | os.PathLike] = None) -> ImportResult:
+                       images: str | os.PathLike | None = None) -> ImportResult:
     """Read ``source`` in format ``fmt`` and import it into ``workspace`` (see :func:`import_records`)."""
     from anogen.data.annotations import read_source
 

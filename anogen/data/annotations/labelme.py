@@ -23,7 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -86,7 +86,7 @@ def _shape_mask(shape: dict[str, Any], width: int, height: int) -> np.ndarray:
                 pixels = np.asarray(image.convert("L")) > 0
         except EntryError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - PIL and base64 raise many types; reported per entry
             raise EntryError("'mask' is not a base64-encoded image") from None
         left, top = int(x0), int(y0)  # labelme places the mask at the integer top-left corner
         rows, cols = pixels.shape
@@ -101,7 +101,7 @@ def _shape_mask(shape: dict[str, Any], width: int, height: int) -> np.ndarray:
     raise EntryError(f"unknown shape_type {kind!r}")
 
 
-def read_labelme_file(path: Path, images: Optional[Path], problems: Problems) -> Optional[LabelledImage]:
+def read_labelme_file(path: Path, images: Path | None, problems: Problems) -> LabelledImage | None:
     """One labelme file as a record; its problems go to ``problems`` (then None)."""
     where = str(path)
     try:
@@ -119,7 +119,7 @@ def read_labelme_file(path: Path, images: Optional[Path], problems: Problems) ->
     name = image_path.replace("\\", "/")
     folders = [path.parent] + ([images] if images is not None else [])
     found = find_image(name, folders) or find_image(name.rsplit("/", 1)[-1], folders)
-    embedded: Optional[bytes] = None
+    embedded: bytes | None = None
     if found is None:
         if data.get("imageData"):
             try:
@@ -157,7 +157,7 @@ def read_labelme_file(path: Path, images: Optional[Path], problems: Problems) ->
     return record
 
 
-def read_labelme(source: str | os.PathLike, images: Optional[str | os.PathLike] = None) -> list[LabelledImage]:
+def read_labelme(source: str | os.PathLike, images: str | os.PathLike | None = None) -> list[LabelledImage]:
     """Every labelme file of ``source`` (a file or a folder); images next to each file or in
     ``images``. Files without shapes are skipped; any problem raises for the whole source."""
     problems = Problems()

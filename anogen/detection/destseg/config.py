@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 from anogen.detection.config import DetectorConfig, require_int
 from anogen.errors import InputError
 
-
 ROTATION_CHOICES = ("auto", "none", "slight", "full")
 
 DESTSEG_PRESETS: dict[str, dict[str, Any]] = {

@@ -63,7 +63,7 @@ class DestsegDetector(Detector):
         """True when the teacher holds ImageNet weights, False for a random teacher."""
         return bool(self.teacher_pretrained_flag)
 
-    def train(self, mode: bool = True) -> "DestsegDetector":
+    def train(self, mode: bool = True) -> DestsegDetector:
         super().train(mode)
         self.teacher.eval()  # the teacher's BatchNorm statistics never change
         return self

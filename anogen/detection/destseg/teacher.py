@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -141,7 +141,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged or non-tensor pickles raise many kinds of errors
+    except Exception as exc:  # noqa: BLE001 - damaged or non-tensor pickles raise many kinds of errors
         raise ModelError(f"{path}: cannot read teacher weights ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     # Training scripts often nest the weights.
@@ -205,7 +205,7 @@ def load_pretrained(source: str, embedding_size: int, hidden_sizes: Sequence[int
             raise ModelError(f"{path}: not a transformers model folder (no config.json); {WHERE_TO_PUT_WEIGHTS}")
         try:
             resnet = ResNetModel.from_pretrained(str(path), local_files_only=True)
-        except Exception as exc:  # transformers raises OSError/ValueError/RuntimeError here
+        except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/RuntimeError here
             raise ModelError(f"{path}: cannot load a ResNet from this folder ({exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0]})") from None
     else:
@@ -215,7 +215,7 @@ def load_pretrained(source: str, embedding_size: int, hidden_sizes: Sequence[int
             raise ModelError(f"teacher weights '{source}' not found; {WHERE_TO_PUT_WEIGHTS}")
         try:
             resnet = ResNetModel.from_pretrained(source, local_files_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/RuntimeError here
             if missing_ok:
                 return None
             raise ModelError(f"teacher weights '{source}' are neither a file, a folder, nor a model in the "
@@ -247,7 +247,8 @@ def resolve_teacher(weights: str | None, *, allow_random: bool, embedding_size: 
     if weights:
         resnet = load_pretrained(str(weights), embedding_size, hidden_sizes, depths)
         return TeacherSource(resnet, str(weights), pretrained=True)
-    is_resnet18 = (embedding_size == RESNET18_EMBEDDING_SIZE and tuple(hidden_sizes) == RESNET18_HIDDEN_SIZES[:len(hidden_sizes)]
+    is_resnet18 = (embedding_size == RESNET18_EMBEDDING_SIZE
+                   and tuple(hidden_sizes) == RESNET18_HIDDEN_SIZES[:len(hidden_sizes)]
                    and tuple(depths) == RESNET18_DEPTHS[:len(depths)])
     if is_resnet18:
         resnet = load_pretrained(DEFAULT_TEACHER_ID, embedding_size, hidden_sizes, depths, missing_ok=True)

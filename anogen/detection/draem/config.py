@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 from anogen.detection.config import DetectorConfig, require_int
 from anogen.errors import InputError
 
-
 DRAEM_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # 8x / 4x narrower networks (~1.1 M + ~1.8 M parameters) at 128 px. One step of batch
