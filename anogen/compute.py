@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ContextManager
+from typing import TYPE_CHECKING
 
 from anogen.errors import InputError
 
@@ -81,7 +81,7 @@ class ComputePolicy:
             return f"{self.device_type}, {self.threads} CPU threads for data"
         return f"cpu, {self.threads} thread{'s' if self.threads != 1 else ''}, {precision} ({self.reason})"
 
-    def autocast(self) -> ContextManager[object]:
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
         """The context a training or inference step runs in."""
         if not self.bf16_autocast:
             return contextlib.nullcontext()
@@ -94,7 +94,7 @@ class ComputePolicy:
                 "precision": "bf16 autocast" if self.bf16_autocast else "fp32", "reason": self.reason}
 
 
-def resolve_policy(device: "torch.device | str", threads: int | None = None, precision: str = "auto") -> ComputePolicy:
+def resolve_policy(device: torch.device | str, threads: int | None = None, precision: str = "auto") -> ComputePolicy:
     """The policy for a job on ``device``; ``threads=None`` and ``precision="auto"`` decide for the user."""
     device_type = device if isinstance(device, str) else device.type
     if threads is not None and threads < 1:
@@ -135,7 +135,7 @@ def threads_from_setting(value: object) -> int | None:
     return count if count >= 1 else None
 
 
-def add_threads_argument(parser: "argparse.ArgumentParser") -> None:
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` for a command; its help states the default this module picks."""
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help=f"torch CPU threads (default: every core, {available_cores()} here; "
@@ -151,7 +151,7 @@ def apply_policy(policy: ComputePolicy) -> ComputePolicy:
     return policy
 
 
-def apply_command_policy(args: "argparse.Namespace", device: "torch.device | str" = "auto", *,
+def apply_command_policy(args: argparse.Namespace, device: torch.device | str = "auto", *,
                          quiet: bool | None = None) -> ComputePolicy:
     """What a CLI command calls before its work: the policy from ``--threads`` and the device it
     runs on, applied, logged, and printed once on stderr unless ``--quiet``."""

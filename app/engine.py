@@ -6,19 +6,25 @@ The worker thread never touches widgets: progress reports go into a thread-safe 
 that a UI-thread timer drains every ``DRAIN_MS``, so a job that reports thousands of
 times a second cannot flood the event loop, and only the newest preview image of each
 batch is passed on.
+
+Every job runs under the compute policy (:mod:`anogen.compute`) the CLI uses: the worker
+applies it (torch CPU threads from the app's setting, else every core) before the job
+function starts, and the engine announces it once per job (``jobCompute``) and logs it.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
@@ -46,7 +52,7 @@ class Pace:
 
     def __init__(self) -> None:
         self._points: collections.deque[tuple[float, int]] = collections.deque(maxlen=PACE_WINDOW + 1)
-        self._total: Optional[int] = None
+        self._total: int | None = None
 
     def observe(self, when: float, step: int, total: int) -> None:
         if total != self._total or (self._points and step < self._points[-1][1]):
@@ -56,7 +62,7 @@ class Pace:
             return  # nothing finished yet (loading), or a message without progress
         self._points.append((when, step))
 
-    def eta(self, now: float) -> Optional[float]:
+    def eta(self, now: float) -> float | None:
         """Seconds left; None until two steps after the first one have been timed."""
         if len(self._points) < 2 or not self._total:
             return None
@@ -76,18 +82,21 @@ class Job:
     fn: JobFn
     config: Any
     heavy: bool = True
-    on_result: Optional[Callable[[Any], None]] = None
-    on_failure: Optional[Callable[[str], None]] = None  # called with the final state (failed / cancelled)
+    on_result: Callable[[Any], None] | None = None
+    on_failure: Callable[[str], None] | None = None  # called with the final state (failed / cancelled)
     state: str = QUEUED
     cancel_event: threading.Event = field(default_factory=threading.Event)
     result: Any = None
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     error_details: str = ""
     submitted_at: float = field(default_factory=time.monotonic)
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
-    last: Optional[Progress] = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last: Progress | None = None
     metrics_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    threads: int | None = None  # torch CPU threads asked for as the job started; None: the policy decides
+    compute: Any = None  # the anogen.compute.ComputePolicy the job runs under, set on its thread as it starts
+    _compute_announced: bool = field(default=False, repr=False)
     _reports: collections.deque = field(default_factory=collections.deque, repr=False)  # (time, Progress)
     pace: Pace = field(default_factory=Pace, repr=False)
 
@@ -100,7 +109,7 @@ class Job:
             return 0.0
         return (self.finished_at or time.monotonic()) - self.started_at
 
-    def eta_seconds(self, now: Optional[float] = None) -> Optional[float]:
+    def eta_seconds(self, now: float | None = None) -> float | None:
         """Seconds left at the steady pace (see :class:`Pace`); None until there is one."""
         if self.started_at is None or self.finished_at is not None or self.fraction >= 1.0:
             return None
@@ -110,15 +119,42 @@ class Job:
         return self.state in (QUEUED, RUNNING)
 
 
-def format_eta(seconds: Optional[float]) -> str:
+def format_eta(seconds: float | None) -> str:
     if seconds is None:
         return ""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s left"
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s left"
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min left"
+
+
+def job_device(config: Any) -> str:
+    """The device a job's config asks for: its ``device`` field or key, or one in a dict or
+    dataclass it holds (a learn task's fields); ``auto`` when it names none."""
+
+    def named(value: Any) -> str | None:
+        found = value.get("device") if isinstance(value, dict) else getattr(value, "device", None)
+        return found if isinstance(found, str) and found else None
+
+    found = named(config) if isinstance(config, dict) or dataclasses.is_dataclass(config) else None
+    if found is None and dataclasses.is_dataclass(config) and not isinstance(config, type):
+        for item in dataclasses.fields(config):
+            inner = getattr(config, item.name)
+            if isinstance(inner, dict) or (dataclasses.is_dataclass(inner) and not isinstance(inner, type)):
+                found = named(inner)
+                if found is not None:
+                    break
+    return found or "auto"
+
+
+def apply_job_policy(config: Any, threads: int | None) -> Any:
+    """Resolve and apply the compute policy for a job (on the thread that runs it)."""
+    from anogen.compute import apply_policy, resolve_policy
+    from anogen.device import resolve_device
+
+    return apply_policy(resolve_policy(resolve_device(job_device(config)), threads))
 
 
 class _Worker(QThread):
@@ -135,6 +171,7 @@ class _Worker(QThread):
             job._reports.append((time.monotonic(), report))  # deque.append is thread-safe
 
         try:
+            job.compute = apply_job_policy(job.config, job.threads)
             job.result = job.fn(job.config, progress, job.cancel_event)
             job.state = DONE
         except JobCancelled as exc:
@@ -155,25 +192,27 @@ class JobEngine(QObject):
     jobQueued = Signal(object)        # Job
     jobStarted = Signal(object)       # Job
     jobProgress = Signal(object, object)  # Job, Progress
+    jobCompute = Signal(object, object)   # Job, anogen.compute.ComputePolicy: once, as the job starts
     jobFinished = Signal(object, object)  # Job, result
     jobFailed = Signal(object, str, str)  # Job, message, details
     jobCancelled = Signal(object)     # Job
     queueChanged = Signal()
 
-    def __init__(self, parent: Optional[QObject] = None) -> None:
+    def __init__(self, parent: QObject | None = None, *, threads: int | None = None) -> None:
         super().__init__(parent)
+        self._threads = threads
         self._ids = itertools.count(1)
         self._queue: list[Job] = []
         self._running: dict[int, tuple[Job, _Worker]] = {}
         self._timer = QTimer(self)
         self._timer.setInterval(DRAIN_MS)
         self._timer.timeout.connect(self._drain)
-        self._log_handler: Optional[logging.Handler] = None
+        self._log_handler: logging.Handler | None = None
 
     # ------------------------------------------------------------------ public
     def submit(self, title: str, fn: JobFn, config: Any, *, heavy: bool = True,
-               on_result: Optional[Callable[[Any], None]] = None,
-               on_failure: Optional[Callable[[str], None]] = None) -> Job:
+               on_result: Callable[[Any], None] | None = None,
+               on_failure: Callable[[str], None] | None = None) -> Job:
         """Queue ``fn(config, progress, cancel)``; it starts as soon as nothing heavy runs."""
         job = Job(next(self._ids), title, fn, config, heavy, on_result, on_failure)
         self._queue.append(job)
@@ -182,10 +221,18 @@ class JobEngine(QObject):
         self._start_next()
         return job
 
+    def set_threads(self, threads: int | None) -> None:
+        """torch CPU threads for the jobs that start from now on; None lets the compute policy
+        decide (every core, or ``ANOGEN_THREADS``)."""
+        self._threads = threads
+
+    def threads(self) -> int | None:
+        return self._threads
+
     def running(self) -> list[Job]:
         return [job for job, _ in self._running.values()]
 
-    def current(self) -> Optional[Job]:
+    def current(self) -> Job | None:
         """The running heavy job (the one the job area shows), else any running job."""
         jobs = self.running()
         heavy = [j for j in jobs if j.heavy]
@@ -197,7 +244,7 @@ class JobEngine(QObject):
     def is_busy(self) -> bool:
         return bool(self._running or self._queue)
 
-    def cancel(self, job: Optional[Job] = None) -> None:
+    def cancel(self, job: Job | None = None) -> None:
         """Cancel ``job`` (default: the current one). A queued job is dropped at once; a
         running one stops at its next cancel check (at least once per step)."""
         job = job or self.current()
@@ -236,7 +283,7 @@ class JobEngine(QObject):
         self.cancel_all()
         self.wait(timeout_s)
 
-    def set_log_file(self, path: Optional[Path]) -> None:
+    def set_log_file(self, path: Path | None) -> None:
         """Append library and app log records (job errors included) to ``path``."""
         targets = [logging.getLogger("anogen"), logging.getLogger("app")]
         if self._log_handler is not None:
@@ -264,6 +311,7 @@ class JobEngine(QObject):
             self._queue.remove(job)
             job.state = RUNNING
             job.started_at = time.monotonic()
+            job.threads = self._threads
             worker = _Worker(job, self)
             worker.finished.connect(lambda job_id=job.id: self._on_worker_finished(job_id))
             self._running[job.id] = (job, worker)
@@ -280,6 +328,10 @@ class JobEngine(QObject):
             self._drain_job(job)
 
     def _drain_job(self, job: Job) -> None:
+        if job.compute is not None and not job._compute_announced:
+            job._compute_announced = True
+            log.info("job %d compute: %s", job.id, job.compute.describe())
+            self.jobCompute.emit(job, job.compute)
         reports = []
         while job._reports:
             when, report = job._reports.popleft()
@@ -328,7 +380,7 @@ class JobEngine(QObject):
         self._start_next()
 
 
-def error_message(error: Optional[BaseException]) -> str:
+def error_message(error: BaseException | None) -> str:
     """The one line a user reads: the message of an AnoGenError, else the type and text."""
     if error is None:
         return "unknown error"

@@ -1,27 +1,44 @@
-"""The bottom job area: progress, ETA, the log of job messages, Cancel and the queue."""
+"""The bottom job area: progress, ETA, the log of job messages, Cancel, the queue and the
+CPU threads jobs run with (a user setting; each job's compute policy goes into the log)."""
 
 from __future__ import annotations
 
 import time
-from typing import Optional
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
+from anogen.compute import THREADS_AUTOMATIC, available_cores, thread_choices, threads_from_setting
 from anogen.jobs import Progress
-
 from app.engine import Job, JobEngine, format_eta
 from app.icons import icon
+from app.settings import Settings
 
 LOG_LINES = 2000
 LOG_EVERY_S = 1.0  # progress lines in the log at most this often per job
 
 
+def threads_label(count: int) -> str:
+    """How a threads setting reads in the chooser."""
+    if count == THREADS_AUTOMATIC:
+        cores = available_cores()
+        return f"Automatic ({cores} core{'s' if cores != 1 else ''})"
+    return f"{count} thread{'s' if count != 1 else ''}"
+
+
 class JobArea(QWidget):
-    def __init__(self, engine: JobEngine, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, engine: JobEngine, settings: Settings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.settings = settings
         self.title = QLabel("No job running")
         self.title.setObjectName("jobTitle")
         self.progress = QProgressBar()
@@ -42,12 +59,15 @@ class JobArea(QWidget):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(LOG_LINES)
         self.log.setPlaceholderText("Job messages appear here.")
+        self.threads_combo = self._threads_chooser(settings.cpu_threads if settings is not None else THREADS_AUTOMATIC)
 
         top = QHBoxLayout()
         top.addWidget(self.title)
         top.addWidget(self.progress, 1)
         top.addWidget(self.eta)
         top.addWidget(self.queue_label)
+        top.addWidget(QLabel("CPU threads"))
+        top.addWidget(self.threads_combo)
         top.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
@@ -58,10 +78,35 @@ class JobArea(QWidget):
         engine.jobQueued.connect(lambda job: self.add_log(f"queued: {job.title}"))
         engine.jobStarted.connect(self._started)
         engine.jobProgress.connect(self._progress)
+        engine.jobCompute.connect(lambda job, policy: self.add_log(f"{job.title}: compute {policy.describe()}"))
         engine.jobFinished.connect(lambda job, _r: self._ended(job, f"done in {job.elapsed():.1f} s"))
         engine.jobFailed.connect(lambda job, message, _d: self._ended(job, f"failed: {message}"))
         engine.jobCancelled.connect(lambda job: self._ended(job, "cancelled"))
         engine.queueChanged.connect(self._queue_changed)
+
+    def _threads_chooser(self, stored: int) -> QComboBox:
+        """The choices are the compute policy's; a stored count it does not offer (set on a
+        bigger machine) stays selectable."""
+        combo = QComboBox()
+        combo.setObjectName("cpuThreads")
+        choices = list(thread_choices())
+        if stored not in choices:
+            choices.append(stored)
+        for count in choices:
+            combo.addItem(threads_label(count), count)
+        combo.setCurrentIndex(choices.index(stored))
+        combo.setToolTip("torch CPU threads for the next jobs. Automatic uses every core; fewer can be faster "
+                         "when other heavy programs share the machine.")
+        self.engine.set_threads(threads_from_setting(stored))
+        combo.currentIndexChanged.connect(self._threads_changed)
+        return combo
+
+    def _threads_changed(self, _index: int) -> None:
+        count = int(self.threads_combo.currentData())
+        if self.settings is not None:
+            self.settings.cpu_threads = count
+        self.engine.set_threads(threads_from_setting(count))
+        self.add_log(f"CPU threads for the next jobs: {threads_label(count)}")
 
     def add_log(self, line: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {line}")
@@ -70,7 +115,7 @@ class JobArea(QWidget):
         self.add_log(f"started: {job.title}")
         self._show(job)
 
-    def _show(self, job: Optional[Job]) -> None:
+    def _show(self, job: Job | None) -> None:
         if job is None:
             self.title.setText("No job running")
             self.progress.setValue(0)

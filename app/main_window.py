@@ -187,7 +187,7 @@ class MainWindow(QMainWindow):
         right.setMinimumWidth(380)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
 
-        self.job_area = JobArea(self.engine)
+        self.job_area = JobArea(self.engine, self.settings)  # it applies the CPU threads setting to the engine
         bottom = QDockWidget("Jobs", self)
         bottom.setObjectName("jobDock")
         bottom.setWidget(self.job_area)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from anogen.compute import THREADS_AUTOMATIC, threads_from_setting
 
 ORGANIZATION = "AnoGen"
 APPLICATION = "AnoGen Studio"
@@ -22,7 +24,7 @@ MAX_RECENT = 10
 class Settings:
     """Typed accessors over one QSettings store."""
 
-    def __init__(self, path: Optional[str | os.PathLike] = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
         path = path or os.environ.get(SETTINGS_ENV)
         if path:
             self._store = QSettings(str(path), QSettings.Format.IniFormat)
@@ -64,14 +66,14 @@ class Settings:
         self._store.setValue("recent/projects", [])
 
     # --------------------------------------------------------------- window layout
-    def window_geometry(self) -> Optional[QByteArray]:
+    def window_geometry(self) -> QByteArray | None:
         value = self._store.value("window/geometry")
         return value if isinstance(value, QByteArray) else None
 
     def set_window_geometry(self, data: QByteArray) -> None:
         self._store.setValue("window/geometry", data)
 
-    def window_state(self) -> Optional[QByteArray]:
+    def window_state(self) -> QByteArray | None:
         value = self._store.value("window/state")
         return value if isinstance(value, QByteArray) else None
 
@@ -128,6 +130,15 @@ class Settings:
     @reopen_last_project.setter
     def reopen_last_project(self, on: bool) -> None:
         self._store.setValue("ui/reopen_last_project", bool(on))
+
+    @property
+    def cpu_threads(self) -> int:
+        """torch CPU threads for jobs; ``THREADS_AUTOMATIC`` (0) lets the compute policy decide."""
+        return threads_from_setting(self.value("compute/threads", THREADS_AUTOMATIC)) or THREADS_AUTOMATIC
+
+    @cpu_threads.setter
+    def cpu_threads(self, count: int) -> None:
+        self._store.setValue("compute/threads", int(count))
 
     @property
     def last_folder(self) -> str:

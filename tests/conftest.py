@@ -16,9 +16,10 @@ os.environ.setdefault("ANOGEN_THREADS", "1")
 def pytest_configure(config):
     # Tests run tiny models, which are fastest on one thread per process; the suite gets
     # its parallelism from pytest-xdist workers instead (`-n 2` in the README command).
-    import torch
+    # The pin goes through the compute policy, so ANOGEN_THREADS is the only knob.
+    from anogen.compute import apply_policy, resolve_policy
 
-    torch.set_num_threads(1)
+    apply_policy(resolve_policy("cpu"))
 
 
 def _no_modal_dialog(*args, **kwargs):

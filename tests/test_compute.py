@@ -53,3 +53,79 @@ def test_apply_sets_torch_threads_and_bad_values_are_refused():
         resolve_policy("cpu", threads=0)
     with pytest.raises(InputError):
         resolve_policy("cpu", precision="fp8")
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+COMMANDS_THAT_RUN_TORCH = ("learn", "generate", "train", "evaluate", "predict", "export", "run")  # `demo` had it first
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", COMMANDS_THAT_RUN_TORCH)
+def test_every_command_that_runs_torch_takes_threads(command):
+    from anogen.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    options = {s for action in subparsers.choices[command]._actions for s in action.option_strings}
+    assert "--threads" in options
+
+
+def test_train_threads_sets_torch_threads_and_prints_the_policy_once(tmp_path, capsys, restore_threads):
+    from anogen.cli import main
+    from anogen.data.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "data", categories=("fabric",), size=32, seed=1, train_good=2, test_good=1,
+                       test_per_kind=1)
+    tiny = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
+            "--set", "disc_base_width=4"]
+    argv = ["train", "--data", str(tmp_path / "data" / "fabric"), "--detector", "draem", "--steps", "1",
+            "--device", "cpu", *tiny]
+    torch.set_num_threads(2)
+    assert main([*argv, "--threads", "1", "--out", str(tmp_path / "a")]) == 0
+    assert torch.get_num_threads() == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("anogen: compute:")]
+    assert lines == [f"anogen: compute: {resolve_policy('cpu', threads=1).describe()}"]
+    assert lines[0].startswith("anogen: compute: cpu, 1 thread, ")
+    # A bad count is a user mistake: exit 2, one line, before any training.
+    assert main([*argv, "--threads", "0", "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "anogen: error: --threads must be 1 or more, got 0"
+
+
+def test_the_policy_line_is_printed_unless_quiet(capsys, restore_threads):
+    from anogen.cli import build_parser
+    from anogen.compute import apply_command_policy
+
+    parser = build_parser()
+    apply_command_policy(parser.parse_args(["predict", "--detector-dir", "m", "x.png", "--out", "o",
+                                            "--threads", "1"]), "cpu")
+    assert capsys.readouterr().err.startswith("anogen: compute: cpu, 1 thread, ")
+    apply_command_policy(parser.parse_args(["predict", "--detector-dir", "m", "x.png", "--out", "o",
+                                            "--threads", "1", "--quiet"]), "cpu")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_command_without_threads_uses_every_core(monkeypatch, restore_threads):
+    from anogen.cli import build_parser
+    from anogen.compute import apply_command_policy
+
+    monkeypatch.delenv(compute.THREADS_ENV, raising=False)
+    args = build_parser().parse_args(["evaluate", "--data", "d", "--detector-dir", "m", "--quiet"])
+    assert args.threads is None
+    policy = apply_command_policy(args, "cpu")
+    assert policy.threads == compute.available_cores() == torch.get_num_threads()
+
+
+def test_thread_choices_start_automatic_and_end_at_every_core():
+    assert compute.thread_choices(1) == (compute.THREADS_AUTOMATIC, 1)
+    assert compute.thread_choices(6) == (compute.THREADS_AUTOMATIC, 1, 2, 4, 6)
+    assert compute.thread_choices(8) == (compute.THREADS_AUTOMATIC, 1, 2, 4, 8)
+    assert [compute.threads_from_setting(v) for v in (0, "0", -3, "junk", None, 3, "2")] == \
+        [None, None, None, None, None, 3, 2]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.compute import add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS
 from anogen.outputs import add_overwrite_argument
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score the checkpoint of a training run that did not finish (refused otherwise: "
                              "resume it with 'anogen train --resume')")
     parser.add_argument("--device", default="auto")
+    add_threads_argument(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -62,6 +64,7 @@ def format_table(metrics: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from anogen.atomic import atomic_write_json
+    from anogen.compute import apply_command_policy
     from anogen.detection.checkpoint import require_complete_run
     from anogen.detection.evaluate import evaluate, resolve_protocol
     from anogen.errors import InputError
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     warning = require_complete_run(args.detector_dir, which, args.allow_incomplete)
     if warning:
         print(f"anogen: warning: {warning}", file=sys.stderr)
+    apply_command_policy(args, args.device)
     with TqdmProgress("evaluate", disable=args.quiet) as progress:
         report = evaluate(args.data, args.detector_dir, list(args.exclude), protocol=protocol, which=which,
                           device=args.device, batch_size=args.batch_size,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from anogen.commands.placement_args import add_placement_arguments
+from anogen.compute import add_threads_argument
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -47,11 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context-margin", type=float, default=1.0,
                         help="context around the box in the crop, in box sides (default 1.0)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per UNet call (default 4)")
-    parser.add_argument("--defect-kind", default=None, help="name recorded in the manifest (default: from the embedding)")
+    parser.add_argument("--defect-kind", default=None,
+                        help="name recorded in the manifest (default: from the embedding)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N good images")
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (default auto: fp32 on CPU)")
+    add_threads_argument(parser)
     parser.add_argument("--allow-download", action="store_true", help="download a Hugging Face model if not cached")
     add_overwrite_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anogen.commands.placement_args import placement_from_args
+    from anogen.compute import apply_command_policy
     from anogen.data.boxes import BoxSizeRange, reference_size_range
     from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
     from anogen.errors import InputError
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                             negative_prompt=args.negative_prompt, feather=args.feather,
                             crop=args.crop, context_margin=args.context_margin,
                             batch_size=args.batch_size, seed=args.seed).with_preset(args.preset)
+    apply_command_policy(args, args.device)
     with TqdmProgress("generate", disable=args.quiet) as progress:
         result = generate_set(GenerateSetConfig(
             model=args.model, embedding=args.embedding, normals=args.normals, out=args.out, per_image=args.per_image,

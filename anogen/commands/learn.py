@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
+from anogen.compute import add_threads_argument
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from EMB.checkpoint.safetensors")
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (fp32 on the CPU)")
+    add_threads_argument(parser)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, slower steps")
     parser.add_argument("--attention-slicing", action="store_true", help="less memory at high resolution")
     parser.add_argument("--allow-download", action="store_true",
@@ -74,11 +75,11 @@ def _is_anogen_embedding(path: Path) -> bool:
 
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("format") == FORMAT_NAME
-    except Exception:  # anything unreadable is not ours
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False
 
 
-def _checkpoint_step(path: Path) -> Optional[int]:
+def _checkpoint_step(path: Path) -> int | None:
     """The step a stage-1 checkpoint was saved at, read from its metadata before the model
     loads; None when unreadable (learning then reports the problem)."""
     try:
@@ -86,7 +87,7 @@ def _checkpoint_step(path: Path) -> Optional[int]:
 
         with safe_open(str(path), framework="pt") as handle:
             return int((handle.metadata() or {})["step"])
-    except Exception:  # any damage: learn_embedding names it when it loads the checkpoint
+    except Exception:  # noqa: BLE001 - any damage: learn_embedding names it when it loads the checkpoint
         return None
 
 
@@ -122,6 +123,7 @@ def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], lis
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.compute import apply_command_policy
     from anogen.diffusion.embedding import LearnConfig, check_resume_steps, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
     from anogen.diffusion.textual_inversion import save_embedding
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         step = _checkpoint_step(checkpoint)
         if step is not None:
             check_resume_steps(checkpoint, step, config.steps)
+    apply_command_policy(args, args.device)
     model = load_model(args.model, device=args.device, precision=args.precision,
                        allow_download=args.allow_download, config_dir=args.config_dir,
                        attention_slicing=args.attention_slicing)

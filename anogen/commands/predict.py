@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from anogen.compute import add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "resume it with 'anogen train --resume')")
     parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best")
     parser.add_argument("--device", default="auto")
+    add_threads_argument(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity (default 0.5)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import io
 
     from anogen.atomic import atomic_write_text, staged_directory
+    from anogen.compute import apply_command_policy
     from anogen.data.imageio import read_image, write_image
     from anogen.detection.checkpoint import load_detector, require_complete_run
     from anogen.detection.infer import heatmap_overlay, predict
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
     if warning:
         print(f"anogen: warning: {warning}", file=sys.stderr)
+    apply_command_policy(args, args.device)
     loaded = load_detector(args.detector_dir, which=args.checkpoint, device=args.device)
     names: dict[str, int] = {}
     rows = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anogen.compute import add_threads_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,11 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "train/evaluate; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     parser.add_argument("--status", action="store_true",
                         help="print each step's state (done, pending, waiting, running-or-incomplete) and exit")
+    add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.compute import apply_command_policy
     from anogen.jobs import TqdmProgress
     from anogen.runplan.execute import run_plan
     from anogen.runplan.plan import load_plan
@@ -40,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ranks = ProcessRanks.from_environment()
     quiet = args.quiet or not ranks.is_main
+    apply_command_policy(args, ranks.device(plan.device), quiet=quiet)
 
     def say(line: str) -> None:
         if ranks.is_main:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anogen.compute import add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.registry import DETECTORS, PRESETS
 
@@ -80,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the whole test set minus the support images, as the reference code did")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    add_threads_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a detector already in OUT, or use a folder anogen did not write (never an "
@@ -90,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anogen.compute import apply_command_policy
     from anogen.detection.train import TrainConfig, train
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         mix=args.mix, synthesis=args.synthesis, weak_all=args.weak_all, seed=args.seed, device=args.device,
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
         exclude=list(args.exclude), protocol=args.protocol, resume=args.resume, overwrite=args.overwrite)
+    apply_command_policy(args, args.device)
     with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:
         result = train(config, progress)
     best = result.best_metrics
