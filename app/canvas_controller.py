@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -18,7 +18,6 @@ from PySide6.QtCore import QObject, Signal
 from anogen.data.imageio import read_image, read_mask
 from anogen.data.workspace import Box
 from anogen.errors import AnoGenError
-
 from app.canvas import ImageCanvas, Tool
 from app.studio import Selection, Studio
 
@@ -28,11 +27,11 @@ log = logging.getLogger(__name__)
 class CanvasController(QObject):
     shown = Signal(object)  # the Selection (or None for panel content) now on the canvas
 
-    def __init__(self, studio: Studio, canvas: ImageCanvas, parent: Optional[QObject] = None) -> None:
+    def __init__(self, studio: Studio, canvas: ImageCanvas, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.studio = studio
         self.canvas = canvas
-        self.current: Optional[Selection] = None
+        self.current: Selection | None = None
         studio.selectionChanged.connect(self.show_selection)
         studio.projectChanged.connect(self._project_changed)
         canvas.maskEdited.connect(self._mask_edited)
@@ -84,7 +83,7 @@ class CanvasController(QObject):
             self.canvas.restore_view_state(state)
         self.shown.emit(selection)
 
-    def show_nothing(self, selection: Optional[Selection], placeholder: str) -> None:
+    def show_nothing(self, selection: Selection | None, placeholder: str) -> None:
         """An empty, non-editable canvas, for a selection without an image or one just removed."""
         self.canvas.set_image(None)
         self.canvas.set_placeholder(placeholder)
@@ -133,7 +132,7 @@ class CanvasController(QObject):
                     return image
         return np.full(tuple(shape), 128, np.uint8)
 
-    def show_image(self, rgb: np.ndarray, heat: Optional[np.ndarray] = None, *, threshold: float = 0.5,
+    def show_image(self, rgb: np.ndarray, heat: np.ndarray | None = None, *, threshold: float = 0.5,
                    opacity: float = 0.5, boxes: Sequence[Sequence[int]] = ()) -> None:
         """Panel content: an image, optionally with a heat map and read-only boxes."""
         self.current = None

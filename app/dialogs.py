@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QMessageBox, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QMessageBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 
-def show_error(parent: Optional[QWidget], title: str, message: str, details: str = "") -> QMessageBox:
+def show_error(parent: QWidget | None, title: str, message: str, details: str = "") -> QMessageBox:
     """A non-blocking error box: the plain message, the traceback behind "Show Details..."."""
     box = QMessageBox(parent)
     box.setObjectName("errorDialog")
@@ -28,7 +36,7 @@ def show_error(parent: Optional[QWidget], title: str, message: str, details: str
 class ShortcutsDialog(QDialog):
     """Help -> Shortcuts: every action with a key, in menu order."""
 
-    def __init__(self, rows: Iterable[tuple[str, str, str]], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, rows: Iterable[tuple[str, str, str]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
         self.resize(520, 560)

@@ -7,7 +7,7 @@ the icon set can change in one place.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt
 from PySide6.QtGui import QIcon, QIconEngine, QPainter, QPixmap
@@ -71,7 +71,7 @@ GLYPHS: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _icon(name: str, dark: bool) -> QIcon:
     glyph = GLYPHS.get(name, name)
     try:
@@ -80,7 +80,7 @@ def _icon(name: str, dark: bool) -> QIcon:
         color = theme.DARK.text if dark else theme.LIGHT.text
         disabled = theme.DARK.muted if dark else theme.LIGHT.muted
         return qtawesome.icon(glyph, color=color.name(), color_disabled=disabled.name())
-    except Exception as exc:  # a missing font must not stop the app; the text label remains
+    except Exception as exc:  # noqa: BLE001 - a missing font must not stop the app; the text label remains
         log.warning("icon %s (%s) unavailable: %s", name, glyph, exc)
         return QIcon()
 
@@ -104,7 +104,7 @@ class _ThemedIconEngine(QIconEngine):
         painter.end()
         return pixmap
 
-    def clone(self) -> "QIconEngine":
+    def clone(self) -> QIconEngine:
         return _ThemedIconEngine(self.name)
 
 

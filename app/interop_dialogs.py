@@ -5,7 +5,7 @@ and ``anogen export-data``). Presentation only: the library reads, checks and wr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -46,7 +46,7 @@ def _path_row(parent: QWidget, edit: QLineEdit, *buttons: tuple[str, object]) ->
 class ImportAnnotationsDialog(QDialog):
     """Format, source (file, folder or .zip), defect kind or label map, optional image folder."""
 
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("importAnnotationsDialog")
         self.setWindowTitle("Import annotations")
@@ -88,7 +88,7 @@ class ImportAnnotationsDialog(QDialog):
 class ExportDataDialog(QDialog):
     """Format, the project's generated sets to export (all ticked), output folder."""
 
-    def __init__(self, sets: list[tuple[str, Path]], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, sets: list[tuple[str, Path]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("exportDataDialog")
         self.setWindowTitle("Export generated data")

@@ -12,8 +12,8 @@ import argparse
 import logging
 import multiprocessing
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from anogen import __version__
 
@@ -74,7 +74,7 @@ def _install_platform_message_hint() -> None:
 
     previous = {"handler": None}
 
-    def handler(kind: QtMsgType, context, message: str) -> None:  # noqa: ANN001 - QMessageLogContext
+    def handler(kind: QtMsgType, context, message: str) -> None:  # context: QMessageLogContext
         if kind == QtMsgType.QtFatalMsg and "platform plugin" in message:
             print(xcb_install_hint(), file=sys.stderr)
         if previous["handler"] is not None:
@@ -126,7 +126,7 @@ def save_screenshot(window, out: Path) -> Path:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
     args = build_parser().parse_args(argv)
     if args.selftest:
@@ -183,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             try:
                 window.prepare_for_screenshot()
                 print(save_screenshot(window, out))
-            except Exception as exc:  # report and fail the command, never hang
+            except Exception as exc:  # noqa: BLE001 - report and fail the command, never hang
                 print(f"anogen-studio: screenshot failed: {exc}", file=sys.stderr)
                 status["code"] = 1
             window.close()

@@ -8,18 +8,30 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import shiboken6
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
-                               QMenu, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QToolBar, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QToolBar,
+    QWidget,
+)
 
 from anogen.data.workspace import Workspace
 from anogen.errors import AnoGenError
-
 from app import theme
 from app.canvas import ImageCanvas, Tool
 from app.canvas_controller import CanvasController
@@ -42,9 +54,10 @@ APP_TITLE = "AnoGen Studio"
 DEMO_CATEGORY = "fabric"
 DEMO_SHOTS = 3
 PANEL_NAMES = ("defects", "generate", "train")
+_DOCK_FEATURES = QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
 
 
-def demo_model_folder() -> Optional[Path]:
+def demo_model_folder() -> Path | None:
     """The embedded demo model, wherever :mod:`anogen.resources` finds it (checkout, installed
     wheel, frozen app), or None when it is not installed."""
     from anogen.resources import DEMO_MODEL, resource_path
@@ -97,8 +110,8 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
 class MainWindow(QMainWindow):
     _deviceDetected = Signal(str)  # from the detection thread to the status bar
 
-    def __init__(self, settings: Optional[Settings] = None, *, restore_geometry: bool = True,
-                 parent: Optional[QWidget] = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, restore_geometry: bool = True,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings or Settings()
         self.engine = JobEngine(self)
@@ -159,7 +172,7 @@ class MainWindow(QMainWindow):
         left.setObjectName("projectDock")
         self.project_pane = ProjectPane(self.tree)
         left.setWidget(self.project_pane)
-        left.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        left.setFeatures(_DOCK_FEATURES)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
 
         self.panels = {
@@ -183,7 +196,7 @@ class MainWindow(QMainWindow):
         right = QDockWidget("Task", self)
         right.setObjectName("taskDock")
         right.setWidget(self.tabs)
-        right.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        right.setFeatures(_DOCK_FEATURES)
         right.setMinimumWidth(380)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
 
@@ -191,7 +204,7 @@ class MainWindow(QMainWindow):
         bottom = QDockWidget("Jobs", self)
         bottom.setObjectName("jobDock")
         bottom.setWidget(self.job_area)
-        bottom.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        bottom.setFeatures(_DOCK_FEATURES)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom)
         self.resizeDocks([left, right], [260, 420], Qt.Orientation.Horizontal)
         self.resizeDocks([bottom], [120], Qt.Orientation.Vertical)
@@ -249,8 +262,8 @@ class MainWindow(QMainWindow):
         for tool, text, key, name in ((Tool.PAN, "&Pan", "H", "pan"), (Tool.BRUSH, "&Brush", "B", "brush"),
                                       (Tool.ERASER, "&Eraser", "E", "eraser"), (Tool.FILL, "&Fill region", "G", "fill"),
                                       (Tool.POLYGON, "Po&lygon", "P", "polygon"), (Tool.BOX, "B&ox", "R", "box")):
-            action = self._action(tools, text, key, lambda _c=False, t=tool: self.canvas.set_tool(t), name, checkable=True,
-                                  tip=f"{text.replace('&', '')} tool")
+            action = self._action(tools, text, key, lambda _c=False, t=tool: self.canvas.set_tool(t), name,
+                                  checkable=True, tip=f"{text.replace('&', '')} tool")
             group.addAction(action)
             self.tool_actions[tool] = action
         self.tool_actions[Tool.PAN].setChecked(True)
@@ -349,8 +362,10 @@ class MainWindow(QMainWindow):
         self.canvas.cursorMoved.connect(self._cursor_moved)
         self.canvas.zoomChanged.connect(lambda z: self.zoom_label.setText(f"Zoom {z * 100:.0f} %"))
         self.canvas.maskAreaChanged.connect(
-            lambda n, pct: self.area_label.setText(f"Mask {n:,} px ({pct:.2f} %)" if self.canvas.mask() is not None else ""))
-        self.engine.jobFailed.connect(lambda job, message, details: self.show_error(f"{job.title} failed", message, details))
+            lambda n, pct: self.area_label.setText(
+                f"Mask {n:,} px ({pct:.2f} %)" if self.canvas.mask() is not None else ""))
+        self.engine.jobFailed.connect(
+            lambda job, message, details: self.show_error(f"{job.title} failed", message, details))
         self.tabs.currentChanged.connect(self._panel_changed)
         self.start_page.newRequested.connect(self.new_project)
         self.start_page.openRequested.connect(self.open_project_dialog)
@@ -374,7 +389,7 @@ class MainWindow(QMainWindow):
         self._set_workspace(workspace)
         return True
 
-    def _set_workspace(self, workspace: Optional[Workspace]) -> None:
+    def _set_workspace(self, workspace: Workspace | None) -> None:
         self.start_page.set_demo_building(False)
         if self.studio.workspace is not None:
             self.controller.remember_view()
@@ -410,7 +425,8 @@ class MainWindow(QMainWindow):
             self.canvas.set_tool(state["tool"])
 
     def new_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "New project: choose an empty folder", self.settings.last_folder)
+        folder = QFileDialog.getExistingDirectory(self, "New project: choose an empty folder",
+                                                  self.settings.last_folder)
         if not folder:
             return
         name, ok = QInputDialog.getText(self, "New project", "Project name:", text=Path(folder).name)
@@ -437,7 +453,7 @@ class MainWindow(QMainWindow):
     def close_project(self) -> None:
         self._set_workspace(None)
 
-    def open_demo_project(self, folder: Optional[Path] = None, *, wait: bool = False) -> None:
+    def open_demo_project(self, folder: Path | None = None, *, wait: bool = False) -> None:
         """Open the demo project in ``folder`` (default: the app's data folder), building it first
         (the demo dataset and a project on it) when it does not exist yet."""
         folder = Path(folder) if folder is not None else default_demo_folder()

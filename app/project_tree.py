@@ -4,7 +4,6 @@ generated sets with their samples, detectors. Selecting a row selects it in the 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QTreeWidget, QTreeWidgetItem, QTreeWidgetItemIterator, QVBoxLayout, QWidget
@@ -29,7 +28,7 @@ FILTERS: dict[str, str] = {
 
 
 class ProjectTree(QTreeWidget):
-    def __init__(self, studio: Studio, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.studio = studio
         self.setObjectName("projectTree")
@@ -89,7 +88,8 @@ class ProjectTree(QTreeWidget):
             boxes = f"  ·  {len(good.boxes)} box{'es' if len(good.boxes) != 1 else ''}" if good.boxes else ""
             self._add(goods, PurePosixPath(good.image).name + boxes, Selection("good", good.image), "image", good.image)
             self._row_state[Selection("good", good.image)] = "boxes" if good.boxes else "no_boxes"
-        sets = self._add(None, f"Generated sets ({len(project.generated_sets)})", Selection("generated_sets"), "generated")
+        sets = self._add(None, f"Generated sets ({len(project.generated_sets)})", Selection("generated_sets"),
+                         "generated")
         for generated in project.generated_sets:
             accepted = sum(1 for s in generated.samples if s.status == "accepted")
             rejected = sum(1 for s in generated.samples if s.status == "rejected")
@@ -177,7 +177,7 @@ class ProjectTree(QTreeWidget):
             self.scrollToItem(item)
         self._updating = was
 
-    def _current_changed(self, current: Optional[QTreeWidgetItem], _previous) -> None:  # noqa: ANN001
+    def _current_changed(self, current: QTreeWidgetItem | None, _previous) -> None:
         if self._updating or current is None:
             return
         selection = current.data(0, SELECTION_ROLE)
@@ -188,7 +188,7 @@ class ProjectTree(QTreeWidget):
 class ProjectPane(QWidget):
     """The project tree with the image filter above it."""
 
-    def __init__(self, tree: ProjectTree, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, tree: ProjectTree, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.tree = tree
         self.filter_combo = QComboBox()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -22,13 +23,13 @@ VIEW_KEY = "test_results"
 MAX_CURVE_POINTS = 512  # enough to draw a curve; keeps project.json small
 
 
-def _number(value: Any) -> Optional[float]:
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         return None
     return float(value)
 
 
-def _curve(points: Optional[tuple[np.ndarray, np.ndarray]]) -> Optional[list[list[float]]]:
+def _curve(points: tuple[np.ndarray, np.ndarray] | None) -> list[list[float]] | None:
     if points is None:
         return None
     xs, ys = (np.asarray(p, dtype=float) for p in points)
@@ -59,7 +60,7 @@ def to_record(results: TestResults, relative: Callable[[Path], str], dataset: st
     }
 
 
-def from_record(record: Any, resolve: Callable[[str], Path]) -> Optional[TestResults]:
+def from_record(record: Any, resolve: Callable[[str], Path]) -> TestResults | None:
     """The stored results again (no heat maps), or None when ``record`` is not one we wrote."""
     try:
         images = [TestImage(resolve(str(path)), int(label), str(kind), float(score), float(normalised), None)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from anogen.data.workspace import ReadOnlyProjectError, Workspace
 from anogen.errors import AnoGenError
-
 from app.engine import JobEngine
 from app.settings import Settings
 
@@ -49,7 +49,7 @@ class Selection:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> "Selection":
+    def from_json(cls, data: Any) -> Selection:
         try:
             return cls(str(data["kind"]), str(data.get("name", "")), int(data.get("index", -1)))
         except (TypeError, KeyError, ValueError):
@@ -65,11 +65,11 @@ class Studio(QObject):
     message = Signal(str)              # a line for the status bar / job log
     modelStateChanged = Signal()       # a model check started or ended (see model_ready)
 
-    def __init__(self, settings: Settings, engine: JobEngine, parent: Optional[QObject] = None) -> None:
+    def __init__(self, settings: Settings, engine: JobEngine, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
         self.engine = engine
-        self.workspace: Optional[Workspace] = None
+        self.workspace: Workspace | None = None
         self.selection = Selection()
         # The diffusion model the user last chose and how its check went. The project keeps
         # the last model that passed (project.model); a failed choice never replaces it.
@@ -93,7 +93,7 @@ class Studio(QObject):
     def project(self):
         return None if self.workspace is None else self.workspace.project
 
-    def set_workspace(self, workspace: Optional[Workspace]) -> None:
+    def set_workspace(self, workspace: Workspace | None) -> None:
         self.flush()
         previous, self.workspace = self.workspace, workspace
         if previous is not None and previous is not workspace:
@@ -194,7 +194,7 @@ class Studio(QObject):
 
     # ------------------------------------------------------------------ background writes
     def write_in_background(self, key: str, write: Callable[[], Any],
-                            done: Optional[Callable[[Any], None]] = None) -> None:
+                            done: Callable[[Any], None] | None = None) -> None:
         """Run ``write()`` on the save thread; only the newest write per ``key`` runs.
 
         ``done(result)`` then runs on the UI thread, followed by a manifest save.
@@ -215,7 +215,7 @@ class Studio(QObject):
         future = self._writer.submit(job)
         future.add_done_callback(lambda f: QTimer.singleShot(0, self, lambda: self._write_done(f, done)))
 
-    def _write_done(self, future: concurrent.futures.Future, done: Optional[Callable[[Any], None]]) -> None:
+    def _write_done(self, future: concurrent.futures.Future, done: Callable[[Any], None] | None) -> None:
         self._pending_writes -= 1
         try:
             result = future.result()
@@ -236,8 +236,9 @@ class Studio(QObject):
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Finish pending background writes and save; used before close and project switch."""
-        from PySide6.QtCore import QCoreApplication
         import time
+
+        from PySide6.QtCore import QCoreApplication
 
         deadline = time.monotonic() + timeout_s
         while self._pending_writes > 0 and time.monotonic() < deadline:

@@ -6,12 +6,17 @@ kept inside the image and at least ``MIN_SIDE`` pixels wide and high.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
-from PySide6.QtWidgets import (QGraphicsItem, QGraphicsSceneHoverEvent, QGraphicsSceneMouseEvent,
-                               QStyleOptionGraphicsItem, QWidget)
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsSceneHoverEvent,
+    QGraphicsSceneMouseEvent,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
 
 from app.canvas.layers import Z_BOXES
 
@@ -48,7 +53,7 @@ class BoxItem(QGraphicsItem):
     """One box on the canvas; calls ``on_changed`` after each finished move or resize."""
 
     def __init__(self, box: BoxTuple, image_size: tuple[int, int], color: QColor,
-                 on_changed: Optional[Callable[["BoxItem"], None]] = None, label: str = "") -> None:
+                 on_changed: Callable[[BoxItem], None] | None = None, label: str = "") -> None:
         super().__init__()
         self.setZValue(Z_BOXES)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
@@ -59,7 +64,7 @@ class BoxItem(QGraphicsItem):
         self._on_changed = on_changed
         self.label = label
         self._box = clamp_box(*box, *image_size)
-        self._drag: Optional[tuple[str, QPointF, BoxTuple]] = None
+        self._drag: tuple[str, QPointF, BoxTuple] | None = None
         self._handle_scene = 4.0  # handle size in scene units, updated on zoom
 
     # ----------------------------------------------------------------- geometry
@@ -96,7 +101,7 @@ class BoxItem(QGraphicsItem):
             rects[name] = QRectF(x - s / 2, y - s / 2, s, s)
         return rects
 
-    def handle_at(self, pos: QPointF) -> Optional[str]:
+    def handle_at(self, pos: QPointF) -> str | None:
         if not self.isSelected():
             return None
         for name, rect in self._handle_rects().items():
@@ -104,7 +109,7 @@ class BoxItem(QGraphicsItem):
                 return name
         return None
 
-    def shape(self):  # noqa: D401 - Qt override
+    def shape(self):  # Qt override
         from PySide6.QtGui import QPainterPath
 
         path = QPainterPath()

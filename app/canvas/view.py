@@ -8,14 +8,23 @@ its signals (:attr:`maskEdited`, :attr:`boxesEdited`) to save edits through the 
 from __future__ import annotations
 
 import enum
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import (QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPolygonF,
-                           QResizeEvent, QTransform, QWheelEvent)
-from PySide6.QtWidgets import (QFrame, QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView,
-                               QWidget)
+from PySide6.QtGui import (
+    QColor,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPolygonF,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QWidget
 
 from app import theme
 from app.canvas.boxes import MIN_SIDE, BoxItem, BoxTuple, clamp_box
@@ -29,7 +38,7 @@ MAX_BRUSH_RADIUS = 500
 OUTLINE_COLOR = QColor("#39ff14")  # the ground-truth outline: green shows on every colour-map hue
 
 
-class Tool(str, enum.Enum):
+class Tool(enum.StrEnum):
     PAN = "pan"
     BRUSH = "brush"
     ERASER = "eraser"
@@ -63,7 +72,7 @@ class ImageCanvas(QGraphicsView):
     compareChanged = Signal(float)
     message = Signal(str)                 # short notes for the status bar
 
-    def __init__(self, parent: Optional[QWidget] = None, *, history_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, parent: QWidget | None = None, *, history_bytes: int = DEFAULT_MAX_BYTES) -> None:
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -76,11 +85,11 @@ class ImageCanvas(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAcceptDrops(False)  # panels handle file drops
 
-        self._rgb: Optional[np.ndarray] = None
-        self._image_layer: Optional[ImageLayer] = None
-        self._mask_layer: Optional[MaskLayer] = None
-        self._heat_layer: Optional[HeatmapLayer] = None
-        self._compare_layer: Optional[CompareLayer] = None
+        self._rgb: np.ndarray | None = None
+        self._image_layer: ImageLayer | None = None
+        self._mask_layer: MaskLayer | None = None
+        self._heat_layer: HeatmapLayer | None = None
+        self._compare_layer: CompareLayer | None = None
         self._boxes: list[BoxItem] = []
         self._boxes_recorded: Boxes = ()  # the boxes as of the last recorded edit (undo's reference)
         self._history = MaskHistory(history_bytes)
@@ -88,7 +97,7 @@ class ImageCanvas(QGraphicsView):
         self._brush_radius = 12
         self._mask_opacity = 0.5
         self._mask_visible = True
-        self._mask_color: Optional[QColor] = None  # None: the theme's "bad" colour
+        self._mask_color: QColor | None = None  # None: the theme's "bad" colour
         self._brightness = 0  # view-only levels: -100..100 added, contrast in percent
         self._contrast = 100
         self._mask_editable = False
@@ -97,18 +106,18 @@ class ImageCanvas(QGraphicsView):
         self._placeholder = ""  # drawn in the empty canvas: says why nothing is shown
 
         # Interaction state.
-        self._stroke_before: Optional[np.ndarray] = None
-        self._stroke_rect: Optional[Rect] = None
-        self._stroke_last: Optional[QPointF] = None
+        self._stroke_before: np.ndarray | None = None
+        self._stroke_rect: Rect | None = None
+        self._stroke_last: QPointF | None = None
         self._stroke_value = True
-        self._pan_last: Optional[QPoint] = None
+        self._pan_last: QPoint | None = None
         self._space_held = False
-        self._new_box: Optional[BoxItem] = None
-        self._new_box_origin: Optional[QPointF] = None
+        self._new_box: BoxItem | None = None
+        self._new_box_origin: QPointF | None = None
         self._dragging_split = False
         self._polygon: list[QPointF] = []  # the corners clicked so far with the polygon tool
-        self._polygon_hover: Optional[QPointF] = None
-        self._outline_item: Optional[QGraphicsPathItem] = None  # ground truth over a heat map
+        self._polygon_hover: QPointF | None = None
+        self._outline_item: QGraphicsPathItem | None = None  # ground truth over a heat map
         self._polygon_item = QGraphicsPathItem()
         self._polygon_item.setZValue(Z_CURSOR)
         self._polygon_item.setVisible(False)
@@ -141,7 +150,7 @@ class ImageCanvas(QGraphicsView):
             return (0, 0)
         return (self._rgb.shape[1], self._rgb.shape[0])
 
-    def set_image(self, rgb: Optional[np.ndarray], *, keep_view: bool = False) -> None:
+    def set_image(self, rgb: np.ndarray | None, *, keep_view: bool = False) -> None:
         """Show an RGB uint8 image; drops mask, boxes, heat map and compare overlays."""
         self.clear_mask_layer()
         self.clear_heatmap()
@@ -166,7 +175,7 @@ class ImageCanvas(QGraphicsView):
         if not keep_view:
             self.fit()
 
-    def image(self) -> Optional[np.ndarray]:
+    def image(self) -> np.ndarray | None:
         return self._rgb
 
     def set_placeholder(self, text: str) -> None:
@@ -192,7 +201,7 @@ class ImageCanvas(QGraphicsView):
         painter.restore()
 
     # ------------------------------------------------------------------ mask
-    def set_mask(self, mask: Optional[np.ndarray], *, editable: bool = True) -> None:
+    def set_mask(self, mask: np.ndarray | None, *, editable: bool = True) -> None:
         """Show ``mask`` (bool, the image's size; None = empty) and allow painting it."""
         if self._rgb is None:
             raise ValueError("set_image() before set_mask()")
@@ -223,7 +232,7 @@ class ImageCanvas(QGraphicsView):
         self._emit_history()
         self.maskAreaChanged.emit(0, 0.0)
 
-    def mask(self) -> Optional[np.ndarray]:
+    def mask(self) -> np.ndarray | None:
         """A copy of the current mask (bool HxW), or None without a mask layer."""
         return None if self._mask_layer is None else self._mask_layer.mask.copy()
 
@@ -250,7 +259,7 @@ class ImageCanvas(QGraphicsView):
     def mask_visible(self) -> bool:
         return self._mask_visible
 
-    def set_mask_color(self, color: Optional[QColor]) -> None:
+    def set_mask_color(self, color: QColor | None) -> None:
         """The overlay's tint; None follows the theme. Red is invisible on red parts."""
         self._mask_color = None if color is None else QColor(color)
         if self._mask_layer is not None:
@@ -272,7 +281,7 @@ class ImageCanvas(QGraphicsView):
     def display_levels(self) -> tuple[int, int]:
         return (self._brightness, self._contrast)
 
-    def _levels_lut(self) -> Optional[np.ndarray]:
+    def _levels_lut(self) -> np.ndarray | None:
         if self._brightness == 0 and self._contrast == 100:
             return None
         ramp = np.arange(256, dtype=np.float32)
@@ -419,7 +428,7 @@ class ImageCanvas(QGraphicsView):
 
     # ------------------------------------------------------------------ boxes
     def set_boxes(self, boxes: Sequence[Sequence[int]], *, editable: bool = True,
-                  labels: Optional[Sequence[str]] = None) -> None:
+                  labels: Sequence[str] | None = None) -> None:
         """Show boxes ``(x0, y0, x1, y1)``; editable ones can be moved, resized, deleted."""
         for item in self._boxes:
             self.scene().removeItem(item)
@@ -434,7 +443,7 @@ class ImageCanvas(QGraphicsView):
         self._update_box_interaction()
         self._boxes_recorded = self._box_state()
 
-    def replace_boxes(self, boxes: Sequence[Sequence[int]], labels: Optional[Sequence[str]] = None) -> None:
+    def replace_boxes(self, boxes: Sequence[Sequence[int]], labels: Sequence[str] | None = None) -> None:
         """Replace the shown boxes as one undoable edit (e.g. a box proposal), and emit
         :attr:`boxesEdited` as a user edit does."""
         before = self._box_state()
@@ -494,7 +503,7 @@ class ImageCanvas(QGraphicsView):
                 item.setSelected(False)
 
     # ------------------------------------------------------------------ heat map
-    def set_heatmap(self, heat: Optional[np.ndarray], *, opacity: float = 0.5, threshold: float = 0.5) -> None:
+    def set_heatmap(self, heat: np.ndarray | None, *, opacity: float = 0.5, threshold: float = 0.5) -> None:
         """Show an anomaly map (float, 0..1, any size) over the image."""
         self.clear_heatmap()
         if heat is None or self._rgb is None:
@@ -525,11 +534,11 @@ class ImageCanvas(QGraphicsView):
     def has_heatmap(self) -> bool:
         return self._heat_layer is not None
 
-    def heatmap_threshold(self) -> Optional[float]:
+    def heatmap_threshold(self) -> float | None:
         return None if self._heat_layer is None else self._heat_layer.threshold
 
     # ------------------------------------------------------------------ ground-truth outline
-    def set_outline(self, mask: Optional[np.ndarray]) -> None:
+    def set_outline(self, mask: np.ndarray | None) -> None:
         """Outline the true defect pixels (bool, any size: stretched over the image) in green,
         to compare with the heat map; None removes it."""
         import cv2
@@ -562,7 +571,7 @@ class ImageCanvas(QGraphicsView):
     def has_outline(self) -> bool:
         return self._outline_item is not None
 
-    def outline_bounds(self) -> Optional[QRectF]:
+    def outline_bounds(self) -> QRectF | None:
         """The outline's bounding rect in image coordinates."""
         return None if self._outline_item is None else self._outline_item.path().boundingRect()
 
@@ -629,7 +638,7 @@ class ImageCanvas(QGraphicsView):
             self._compare_layer.set_split(fraction)
             self.compareChanged.emit(self._compare_layer.split)
 
-    def compare_split(self) -> Optional[float]:
+    def compare_split(self) -> float | None:
         return None if self._compare_layer is None else self._compare_layer.split
 
     def clear_compare(self) -> None:
@@ -642,7 +651,7 @@ class ImageCanvas(QGraphicsView):
     def zoom(self) -> float:
         return self.transform().m11()
 
-    def set_zoom(self, zoom: float, anchor: Optional[QPointF] = None) -> None:
+    def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
         """Zoom to ``zoom`` (1 = one image pixel per screen pixel) keeping ``anchor`` still."""
         zoom = min(MAX_ZOOM, max(MIN_ZOOM, float(zoom)))
         self._fit_on_resize = False
@@ -759,7 +768,7 @@ class ImageCanvas(QGraphicsView):
         self.viewport().setCursor(cursor)
         self._update_cursor_outline()
 
-    def _update_cursor_outline(self, scene_pos: Optional[QPointF] = None) -> None:
+    def _update_cursor_outline(self, scene_pos: QPointF | None = None) -> None:
         visible = self._painting_tool() and not self._space_held and self.underMouse()
         if scene_pos is None:
             scene_pos = self.mapToScene(self.viewport().mapFromGlobal(self.cursor().pos()))
@@ -911,12 +920,12 @@ class ImageCanvas(QGraphicsView):
             return True
         return super().event(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+    def leaveEvent(self, event) -> None:  # Qt override
         self._cursor_item.setVisible(False)
         self.cursorMoved.emit(-1, -1, "")
         super().leaveEvent(event)
 
-    def enterEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+    def enterEvent(self, event) -> None:  # Qt override
         self._update_cursor()
         super().enterEvent(event)
 
@@ -955,7 +964,7 @@ class ImageCanvas(QGraphicsView):
             return
         super().keyReleaseEvent(event)
 
-    def focusOutEvent(self, event) -> None:  # noqa: ANN001 - Qt override
+    def focusOutEvent(self, event) -> None:  # Qt override
         self._space_held = False
         self._end_stroke(commit=True)
         super().focusOutEvent(event)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QScrollArea, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from anogen.device import DEVICE_CHOICES
 from app import theme
@@ -21,7 +30,7 @@ class Panel(QWidget):
     name = "panel"
     title = "Panel"
 
-    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, studio: Studio, controller: CanvasController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.studio = studio
         self.controller = controller
@@ -63,7 +72,7 @@ class Panel(QWidget):
     def menu_actions(self) -> list[QAction]:
         return list(self._actions)
 
-    def compact(self, *combos) -> None:  # noqa: ANN002 - QComboBox widgets
+    def compact(self, *combos) -> None:  # combos: QComboBox widgets
         """Let combo boxes shrink with the panel instead of widening it to their longest item."""
         from PySide6.QtWidgets import QComboBox, QSizePolicy
 
@@ -97,7 +106,7 @@ class Panel(QWidget):
             label.setStyleSheet(f"color: {theme.colors().muted.name()};")
         return label
 
-    def is_running(self, job: Optional[Job]) -> bool:
+    def is_running(self, job: Job | None) -> bool:
         return job is not None and job.is_active()
 
     # ------------------------------------------------------------------ settings kept per project

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeyEvent
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QInputDialog,
-                               QLabel, QLineEdit, QMessageBox, QPushButton, QSlider, QSpinBox, QToolButton,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
 
 from anogen.data.imageio import is_image_file, read_image
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
-
 from app.canvas import Tool
 from app.canvas_controller import CanvasController
 from app.engine import Job
@@ -37,12 +48,12 @@ class DefectsPanel(Panel):
     name = "defects"
     title = "Defects"
 
-    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, studio: Studio, controller: CanvasController, parent: QWidget | None = None) -> None:
         super().__init__(studio, controller, parent)
         self.setAcceptDrops(True)
-        self._learn_job: Optional[Job] = None
-        self._check_job: Optional[Job] = None
-        self._import_job: Optional[Job] = None
+        self._learn_job: Job | None = None
+        self._check_job: Job | None = None
+        self._import_job: Job | None = None
         self._import_problems: list[str] = []
 
         # -- defect kind
@@ -122,7 +133,8 @@ class DefectsPanel(Panel):
         grid.addRow("Mask area", self.area_label)
         self.form.addLayout(grid)
         self.canvas.maskAreaChanged.connect(
-            lambda n, pct: self.area_label.setText(f"{n:,} px  ({pct:.2f} %)" if self.canvas.mask() is not None else "–"))
+            lambda n, pct: self.area_label.setText(
+                f"{n:,} px  ({pct:.2f} %)" if self.canvas.mask() is not None else "–"))
         self.canvas.toolChanged.connect(self._tool_changed)
 
         # -- model
@@ -238,7 +250,7 @@ class DefectsPanel(Panel):
         self.project_changed()
 
     # ================================================================== state
-    def current_kind(self) -> Optional[str]:
+    def current_kind(self) -> str | None:
         text = self.kind_combo.currentText()
         return text or None
 
@@ -427,7 +439,7 @@ class DefectsPanel(Panel):
             self.studio.settings.last_folder = str(Path(files[0]).parent)
             self.import_files([Path(f) for f in files])
 
-    def import_files(self, paths: list[Path], large: str = "ask") -> Optional[Job]:
+    def import_files(self, paths: list[Path], large: str = "ask") -> Job | None:
         """Copy defect photos into the current kind, in the background.
 
         ``large`` says what happens to images whose longer side is above ``LARGE_SIDE``:
@@ -481,7 +493,7 @@ class DefectsPanel(Panel):
         clicked = box.clickedButton()
         return "downscale" if clicked is downscale else "keep" if clicked is keep else ""
 
-    def _imported(self, kind: str, result: Optional[ImportResult]) -> None:
+    def _imported(self, kind: str, result: ImportResult | None) -> None:
         """Runs when the import job ends (``result`` None: it failed or was cancelled part way)."""
         self.studio.edited("defects")
         problems = self._import_problems + (result.problems if result is not None else [])
@@ -560,7 +572,7 @@ class DefectsPanel(Panel):
             return
         self.set_model(str(path))
 
-    def set_model(self, source: str) -> Optional[Job]:
+    def set_model(self, source: str) -> Job | None:
         """Check ``source``; only a model that passes replaces the project's model.
 
         Until then (and when the check fails) the project keeps its last good model, and
@@ -625,7 +637,7 @@ class DefectsPanel(Panel):
         elif job is self._learn_job:
             self.learn_status.setText(f"Learning failed: {message}")
 
-    def _set_model_status(self, text: str, ok: Optional[bool]) -> None:
+    def _set_model_status(self, text: str, ok: bool | None) -> None:
         from app import theme
 
         mark = "" if ok is None else ("✓ " if ok else "✗ ")
@@ -634,7 +646,7 @@ class DefectsPanel(Panel):
         self.model_status.setStyleSheet(f"color: {(color or theme.colors().muted).name()};")
 
     # ================================================================== learn
-    def learn(self) -> Optional[Job]:
+    def learn(self) -> Job | None:
         """Start stage 1 for the current defect kind in the background."""
         kind = self._kind()
         workspace = self.studio.workspace
@@ -676,7 +688,7 @@ class DefectsPanel(Panel):
         self.learn_status.setText(f"Embedding saved: {workspace.relative(path)}"
                                   + (f" (final loss {final:.4g})" if final is not None else ""))
 
-    def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
+    def _job_progress(self, job: Job, report) -> None:
         if job is self._learn_job and "loss" in report.metrics and math.isfinite(report.metrics["loss"]):
             self.loss_plot.add_point("loss", report.step, report.metrics["loss"])
 

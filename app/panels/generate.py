@@ -4,26 +4,45 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QMessageBox,
-                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from anogen.data.imageio import read_image, read_mask
 from anogen.data.workspace import Box as ProjectBox
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
-
 from app.canvas.qimage import rgb_to_pixmap
 from app.canvas_controller import CanvasController
 from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
 from app.studio import REVIEW_CHOICES, Selection, Studio
-from app.tasks import (GenerateTask, PreviewResult, PreviewTask, ProposeTask, RegenerateTask, run_generate,
-                       run_preview, run_propose, run_regenerate)
+from app.tasks import (
+    GenerateTask,
+    PreviewResult,
+    PreviewTask,
+    ProposeTask,
+    RegenerateTask,
+    run_generate,
+    run_preview,
+    run_propose,
+    run_regenerate,
+)
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 
@@ -59,14 +78,14 @@ class GeneratePanel(Panel):
     name = "generate"
     title = "Generate"
 
-    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, studio: Studio, controller: CanvasController, parent: QWidget | None = None) -> None:
         super().__init__(studio, controller, parent)
-        self._preview_job: Optional[Job] = None
-        self._generate_job: Optional[Job] = None
-        self._propose_job: Optional[Job] = None
-        self._regenerate_job: Optional[Job] = None
-        self.last_preview: Optional[PreviewResult] = None
-        self._gallery_set: Optional[str] = None  # the set the gallery shows, to keep its selection on refill
+        self._preview_job: Job | None = None
+        self._generate_job: Job | None = None
+        self._propose_job: Job | None = None
+        self._regenerate_job: Job | None = None
+        self.last_preview: PreviewResult | None = None
+        self._gallery_set: str | None = None  # the set the gallery shows, to keep its selection on refill
         self._generate_note = ""  # why some boxes get more samples than N, shown until the next run
 
         self.heading("Defect kind")
@@ -389,7 +408,7 @@ class GeneratePanel(Panel):
         self.regenerate_action.setEnabled(can_regenerate)
 
     # ================================================================== boxes
-    def propose(self) -> Optional[Job]:
+    def propose(self) -> Job | None:
         project = self.studio.project
         if project is None:
             return None
@@ -400,8 +419,8 @@ class GeneratePanel(Panel):
         else:
             targets = [g for g in project.good_images if not g.boxes]
         if not targets:
-            self.status.setText("Select a good image in the project tree first." if self.propose_scope.currentIndex() == 0
-                                else "Every good image already has boxes.")
+            self.status.setText("Select a good image in the project tree first."
+                                if self.propose_scope.currentIndex() == 0 else "Every good image already has boxes.")
             return None
         try:
             size_range = self._size_range()
@@ -413,7 +432,7 @@ class GeneratePanel(Panel):
         paths = {self.studio.resolve(g.image): g.image for g in targets}
         label = kind.name if kind is not None else ""
 
-        def store(result) -> None:  # noqa: ANN001 - app.tasks.ProposeResult
+        def store(result) -> None:  # result: app.tasks.ProposeResult
             shown = self.controller.current
             for path, boxes in result.boxes.items():
                 if shown is not None and shown.kind == "good" and shown.name == paths[path]:
@@ -445,7 +464,7 @@ class GeneratePanel(Panel):
                               feather=self.feather_spin.value(), crop=self.crop_combo.currentText(),
                               preview_every=preview_every, seed=self.seed_spin.value())
 
-    def _preview_task(self, image_rel: str, box: tuple[int, int, int, int], seed: int) -> Optional[PreviewTask]:
+    def _preview_task(self, image_rel: str, box: tuple[int, int, int, int], seed: int) -> PreviewTask | None:
         kind = self._kind()
         project = self.studio.project
         if kind is None or not kind.embedding or project is None:
@@ -454,7 +473,7 @@ class GeneratePanel(Panel):
         return PreviewTask(project.model, self.studio.resolve(kind.embedding), self.studio.resolve(image_rel),
                            box, seed, self._generate_config(every), self.device_combo.currentText())
 
-    def preview(self) -> Optional[Job]:
+    def preview(self) -> Job | None:
         """Generate one sample in the selected (or first) box of the selected good image."""
         good = self._selected_good()
         if good is None or not good.boxes:
@@ -495,13 +514,13 @@ class GeneratePanel(Panel):
             self.preview_label.setVisible(False)
         self.status.setText(f"{what} {how}")
 
-    def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
+    def _job_progress(self, job: Job, report) -> None:
         if job in (self._preview_job, self._regenerate_job) and report.preview is not None:
             self.preview_label.setVisible(True)
             self._set_preview_image(report.preview)
             self.status.setText(f"Denoising… step {report.step}/{report.total}")
 
-    def generate(self) -> Optional[Job]:
+    def generate(self) -> Job | None:
         """Generate N samples per good image into a new generated set of the project."""
         from anogen.data.boxes import Box
 
@@ -571,7 +590,7 @@ class GeneratePanel(Panel):
         except (KeyError, AnoGenError, ValueError):
             return None
 
-    def _caption(self, index: int, sample) -> str:  # noqa: ANN001
+    def _caption(self, index: int, sample) -> str:
         mark = {"accepted": "✓", "rejected": "✗"}.get(sample.status, "• to review")
         return f"{mark} #{index} seed {sample.seed}"
 
@@ -673,7 +692,7 @@ class GeneratePanel(Panel):
         self.studio.edited("generated_status")
         self._update_gallery_info()
 
-    def regenerate(self) -> Optional[Job]:
+    def regenerate(self) -> Job | None:
         """Generate the selected sample again with a new seed, replacing it in the set."""
         generated = self._current_set()
         keys = self.gallery.selected_keys()

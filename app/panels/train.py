@@ -5,27 +5,45 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QMessageBox, QPushButton, QSlider, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from anogen.data.imageio import read_image
 from anogen.detection.registry import DETECTORS, PRESETS
 from anogen.errors import AnoGenError
-
 from app.canvas_controller import CanvasController
 from app.engine import Job
 from app.icons import icon
 from app.panels.base import Panel
-from app.studio import Studio
 from app.results_record import VIEW_KEY, from_record, results_caption, to_record, validation_caption
+from app.studio import Studio
 from app.tasks import ExportTask, TestResults, TestTask, run_export, run_test, run_train
-from app.train_timing import (PRESET_STEPS, StepTiming, describe_duration, steps_within, table_seconds_per_step,
-                              time_training_steps)
+from app.train_timing import (
+    PRESET_STEPS,
+    StepTiming,
+    describe_duration,
+    steps_within,
+    table_seconds_per_step,
+    time_training_steps,
+)
 from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 from app.widgets.plot import PlotWidget
@@ -36,7 +54,7 @@ GALLERY_LIMIT = 200
 LENGTH_CHOICES = ("the preset's steps", "within 5 minutes on this CPU")
 
 
-def gpu_available() -> Optional[bool]:
+def gpu_available() -> bool | None:
     """Whether a CUDA GPU is there; None while torch is not imported yet (it takes seconds,
     so the UI thread never imports it: the status bar's device check does, on a thread)."""
     import sys
@@ -52,15 +70,15 @@ class TrainPanel(Panel):
     name = "train"
     title = "Train"
 
-    def __init__(self, studio: Studio, controller: CanvasController, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, studio: Studio, controller: CanvasController, parent: QWidget | None = None) -> None:
         super().__init__(studio, controller, parent)
-        self._train_job: Optional[Job] = None
-        self._test_job: Optional[Job] = None
-        self._export_job: Optional[Job] = None
-        self.results: Optional[TestResults] = None
+        self._train_job: Job | None = None
+        self._test_job: Job | None = None
+        self._export_job: Job | None = None
+        self.results: TestResults | None = None
         self._ordered: list[int] = []
         self._thumbs: dict[int, np.ndarray] = {}
-        self._results_for: Optional[str] = None  # the detector self.results belong to
+        self._results_for: str | None = None  # the detector self.results belong to
         self._tested_at = ""
 
         self.heading("Data")
@@ -103,7 +121,7 @@ class TrainPanel(Panel):
         self.time_label.setObjectName("trainTimeEstimate")
         self.form.addWidget(self.time_label)
         self._timings: dict[tuple, StepTiming] = {}
-        self._timing_job: Optional[Job] = None
+        self._timing_job: Job | None = None
 
         advanced = QWidget()
         adv = QFormLayout(advanced)
@@ -228,7 +246,7 @@ class TrainPanel(Panel):
         pane.addWidget(self.result_notes)
         self.form.addWidget(self.note("Test images and their heat maps are shown under the canvas."))
         self.form.addStretch(1)
-        self._gt_masks: dict[Path, Optional[Path]] = {}  # test image -> its ground-truth mask
+        self._gt_masks: dict[Path, Path | None] = {}  # test image -> its ground-truth mask
 
         for key, widget in (("detector", self.detector_combo), ("preset", self.preset_combo),
                             ("steps", self.steps_spin), ("image_size", self.size_spin), ("tau", self.tau_spin),
@@ -259,7 +277,7 @@ class TrainPanel(Panel):
         self.project_changed()
 
     # ================================================================== state
-    def dataset_dir(self) -> Optional[Path]:
+    def dataset_dir(self) -> Path | None:
         """The first linked dataset folder in MVTec AD layout (it has train/good)."""
         workspace = self.studio.workspace
         if workspace is None:
@@ -352,7 +370,7 @@ class TrainPanel(Panel):
         preset = self._preset()
         return ("paper" if gpu_available() else "quick") if preset == "auto" else preset
 
-    def step_timing(self) -> Optional[StepTiming]:
+    def step_timing(self) -> StepTiming | None:
         """Seconds per step (measured here when "Time it" ran, else from the table) and run length."""
         detector, preset, size, _device = self._timing_key()
         measured = self._timings.get(self._timing_key())
@@ -363,7 +381,7 @@ class TrainPanel(Panel):
             return None
         return StepTiming(per_step, PRESET_STEPS.get((detector, preset), 0), False)
 
-    def train_steps(self) -> Optional[int]:
+    def train_steps(self) -> int | None:
         """The steps Train will run: within 5 minutes when that length is chosen, else the
         Steps field, else None (the preset's)."""
         timing = self.step_timing()
@@ -391,7 +409,7 @@ class TrainPanel(Panel):
         self.time_label.setText(f"Expected training time: about {describe_duration(steps * timing.seconds_per_step)}"
                                 f" ({steps} steps × {timing.seconds_per_step:.2f} s, {source}), then the Test.")
 
-    def time_steps(self) -> Optional[Job]:
+    def time_steps(self) -> Job | None:
         """Measure this computer's seconds per training step with the chosen settings."""
         workspace = self.studio.workspace
         data = self.dataset_dir()
@@ -445,7 +463,7 @@ class TrainPanel(Panel):
         project = self.studio.project
         return [self.studio.resolve(s.image) for k in project.defect_kinds for s in k.support] if project else []
 
-    def train(self) -> Optional[Job]:
+    def train(self) -> Job | None:
         """Train a detector with the chosen settings, then test it on the test images."""
         workspace = self.studio.workspace
         data = self.dataset_dir()
@@ -469,7 +487,7 @@ class TrainPanel(Panel):
         self.val_plot.clear()
         self._update_preset_info()
 
-        def store(result) -> None:  # noqa: ANN001 - anogen.detection.train.TrainResult
+        def store(result) -> None:  # result: anogen.detection.train.TrainResult
             metrics = {k: float(v) for k, v in result.best_metrics.items()
                        if isinstance(v, (int, float)) and math.isfinite(float(v))}
             workspace.add_detector(name, folder_rel, result.kind, metrics)
@@ -484,7 +502,7 @@ class TrainPanel(Panel):
         self.update_enabled()
         return self._train_job
 
-    def _train_fields(self, workspace, data: Path, out_dir: Path) -> dict:  # noqa: ANN001 - Workspace
+    def _train_fields(self, workspace, data: Path, out_dir: Path) -> dict:  # workspace: Workspace
         """TrainConfig fields from the panel (the job builds the config, off the UI thread)."""
         set_name = self.set_combo.currentData()
         generated_dir = workspace.resolve(workspace.project.generated_set(set_name).folder) if set_name else None
@@ -496,7 +514,7 @@ class TrainPanel(Panel):
                     device=self.device_combo.currentText(), exclude=self._support_images(),
                     overwrite=True)
 
-    def _job_progress(self, job: Job, report) -> None:  # noqa: ANN001
+    def _job_progress(self, job: Job, report) -> None:
         if job is not self._train_job:
             return
         for key, value in report.metrics.items():
@@ -543,7 +561,7 @@ class TrainPanel(Panel):
             text = f"{float(value):.3f}" if isinstance(value, (int, float)) and math.isfinite(float(value)) else "–"
             self.metrics_table.item(r, 1).setText(text)
 
-    def test(self) -> Optional[Job]:
+    def test(self) -> Job | None:
         entry = self._detector_entry()
         data = self.dataset_dir()
         if entry is None or data is None:
@@ -715,7 +733,7 @@ class TrainPanel(Panel):
                                    opacity=self.heat_opacity.value() / 100)
         self.canvas.set_outline(self._ground_truth(item.path, image.shape[:2]))
 
-    def _ground_truth(self, path: Path, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+    def _ground_truth(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         """The true defect mask of a test image (None for a good one or when it is unknown)."""
         from anogen.data.datasets import read_mvtec_category
         from anogen.data.imageio import read_mask
@@ -737,7 +755,7 @@ class TrainPanel(Panel):
         except AnoGenError:
             return None
 
-    def export(self, out: Optional[Path] = None) -> Optional[Job]:
+    def export(self, out: Path | None = None) -> Job | None:
         """Export the current detector to ONNX, at ``out`` or where the user picks in a dialog."""
         entry = self._detector_entry()
         if entry is None:
@@ -752,7 +770,7 @@ class TrainPanel(Panel):
             out = Path(chosen) if chosen.lower().endswith(".onnx") else Path(chosen + ".onnx")
             self.studio.settings.set_value("ui/export_folder", str(out.parent))
 
-        def done(result) -> None:  # noqa: ANN001 - ExportResult
+        def done(result) -> None:  # result: ExportResult
             self.result_notes.setText(f"Exported {result.path} (input {result.image_size} px; ONNX matches torch "
                                       f"within {result.max_abs_diff_map:.1e}).")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
@@ -15,7 +15,7 @@ from app.canvas.qimage import rgb_to_qimage
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-def thumbnail(rgb: np.ndarray, side: int, border: Optional[QColor] = None) -> QPixmap:
+def thumbnail(rgb: np.ndarray, side: int, border: QColor | None = None) -> QPixmap:
     """A square-fitted thumbnail of an RGB array, with an optional coloured frame."""
     image = rgb_to_qimage(rgb).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
                                       Qt.TransformationMode.SmoothTransformation)
@@ -35,7 +35,7 @@ class Gallery(QListWidget):
 
     itemSelectedKey = Signal(object)
 
-    def __init__(self, side: int = 96, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, side: int = 96, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.side = side
         self.setViewMode(QListView.ViewMode.IconMode)
@@ -78,17 +78,17 @@ class Gallery(QListWidget):
     def selected_keys(self) -> list[Any]:
         return [item.data(KEY_ROLE) for item in self.selectedItems()]
 
-    def item_for(self, key: Any) -> Optional[QListWidgetItem]:
+    def item_for(self, key: Any) -> QListWidgetItem | None:
         for i in range(self.count()):
             if self.item(i).data(KEY_ROLE) == key:
                 return self.item(i)
         return None
 
     @staticmethod
-    def _status_color(status: str) -> Optional[QColor]:
+    def _status_color(status: str) -> QColor | None:
         c = theme.colors()
         return {"accepted": c.good, "pass": c.good, "rejected": c.bad, "fail": c.bad}.get(status)
 
-    def _current_changed(self, current: Optional[QListWidgetItem], _previous) -> None:  # noqa: ANN001
+    def _current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None:
             self.itemSelectedKey.emit(current.data(KEY_ROLE))

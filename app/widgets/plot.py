@@ -7,8 +7,8 @@ so it can follow a training run live.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPaintEvent, QPen
@@ -24,7 +24,7 @@ class Series:
     name: str
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
-    color: Optional[QColor] = None
+    color: QColor | None = None
 
 
 def _nice_range(lo: float, hi: float) -> tuple[float, float]:
@@ -40,8 +40,8 @@ class PlotWidget(QWidget):
     """Line series on linear axes, with a legend; optional log-scale y for losses."""
 
     def __init__(self, title: str = "", *, x_label: str = "", y_label: str = "", log_y: bool = False,
-                 fixed_range: Optional[tuple[float, float, float, float]] = None, diagonal: bool = False,
-                 parent: Optional[QWidget] = None) -> None:
+                 fixed_range: tuple[float, float, float, float] | None = None, diagonal: bool = False,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = title
         self.x_label = x_label
@@ -96,7 +96,8 @@ class PlotWidget(QWidget):
             return
         if self.title:
             painter.setPen(colors.text)
-            painter.drawText(QRectF(0, 2, self.width(), metrics.height() + 2), Qt.AlignmentFlag.AlignHCenter, self.title)
+            painter.drawText(QRectF(0, 2, self.width(), metrics.height() + 2), Qt.AlignmentFlag.AlignHCenter,
+                             self.title)
 
         points = [(x, self._y(y)) for s in self._series.values() for x, y in zip(s.xs, s.ys)]
         if self.fixed_range is not None:
@@ -123,7 +124,8 @@ class PlotWidget(QWidget):
             painter.drawLine(QPointF(plot.left(), p.y()), QPointF(plot.right(), p.y()))
             painter.setPen(colors.muted)
             label = f"{10 ** fy:.3g}" if self.log_y else f"{fy:.3g}"
-            painter.drawText(QRectF(0, p.y() - 8, 46, 16), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
+            painter.drawText(QRectF(0, p.y() - 8, 46, 16),
+                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
         for i in range(4 if self.x_label else 5):  # the axis name takes the last tick's place
             fx = x0 + (x1 - x0) * i / 4
             p = to_screen(fx, y0)

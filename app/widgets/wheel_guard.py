@@ -6,11 +6,16 @@ keyboard focus (click them first); otherwise the wheel scrolls the panel around 
 
 from __future__ import annotations
 
-from typing import Optional
-
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import (QAbstractScrollArea, QAbstractSlider, QAbstractSpinBox, QApplication, QComboBox,
-                               QScrollBar, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QScrollBar,
+    QWidget,
+)
 
 GUARDED = (QAbstractSlider, QAbstractSpinBox, QComboBox)
 
@@ -28,7 +33,7 @@ class WheelGuard(QObject):
         return True  # the value stays as it was, scrolled or not
 
 
-def _scroll_area_of(widget: QWidget) -> Optional[QAbstractScrollArea]:
+def _scroll_area_of(widget: QWidget) -> QAbstractScrollArea | None:
     parent = widget.parentWidget()
     while parent is not None:
         if isinstance(parent, QAbstractScrollArea):
@@ -37,7 +42,7 @@ def _scroll_area_of(widget: QWidget) -> Optional[QAbstractScrollArea]:
     return None
 
 
-def guard_wheel(root: QWidget, guard: Optional[WheelGuard] = None) -> WheelGuard:
+def guard_wheel(root: QWidget, guard: WheelGuard | None = None) -> WheelGuard:
     """Install the guard on every slider, spin box and combo box under ``root`` (scroll bars excepted)."""
     guard = guard or WheelGuard(root)
     for widget in root.findChildren(QWidget):
