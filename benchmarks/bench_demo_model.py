@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def sample(model, prompts: list[str], seed: int, steps: int, guidance: float, ba
 
 
 def measure(model_dir: str, crops: np.ndarray, masks: np.ndarray, floor_crops: np.ndarray, samples: int,
-            steps: int, guidance: float, grid: Optional[Path]) -> dict[str, Any]:
+            steps: int, guidance: float, grid: Path | None) -> dict[str, Any]:
     from anogen.diffusion.models import load_model
     from anogen.quality import sliced_wasserstein
 
@@ -152,7 +152,7 @@ def measure(model_dir: str, crops: np.ndarray, masks: np.ndarray, floor_crops: n
     return report
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resources/models/demo-ldm")
     parser.add_argument("--baseline", default=None, help="another model folder to measure the same way")

@@ -55,14 +55,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for count in args.maps:
         scores, masks = make_data(count, args.size)
-        t_aupro = timed(lambda: aupro(scores, masks), args.repeats)
-        t_all = timed(lambda: pixel_metrics(scores, masks), args.repeats)
+        t_aupro = timed(lambda s=scores, m=masks: aupro(s, m), args.repeats)
+        t_all = timed(lambda s=scores, m=masks: pixel_metrics(s, m), args.repeats)
         tracemalloc.start()
         pixel_metrics(scores, masks)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        t_sklearn = timed(lambda: (roc_auc_score(masks.ravel(), scores.ravel()),
-                                   average_precision_score(masks.ravel(), scores.ravel())), 1)
+        t_sklearn = timed(lambda s=scores, m=masks: (roc_auc_score(m.ravel(), s.ravel()),
+                                                     average_precision_score(m.ravel(), s.ravel())), 1)
         print(f"| {count} | {scores.size / 1e6:.1f} M | {t_aupro:.2f} | {t_all:.2f} | {peak / 2**20:.0f} | "
               f"{t_sklearn:.2f} |", flush=True)
 

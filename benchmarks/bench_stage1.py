@@ -245,7 +245,7 @@ class PeakSampler:
             self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> PeakSampler:
         self._thread.start()
         return self
 
@@ -328,7 +328,7 @@ def _version(name: str) -> str:
         from importlib.metadata import version
 
         return version(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a benchmark report must not fail for a missing version
         return "?"
 
 
@@ -392,7 +392,8 @@ def write_report(results: dict) -> None:
             later = ", ".join(f"{t:.0f} s" for t in run["later_step_s"]) or "-"
             gpu = f"{run['gpu_peak_mib'] / 1024:.2f} GiB" if run.get("gpu_peak_mib") else "-"
             lines.append(
-                f"| {run.get('device', 'cpu')}, {run.get('precision', 'float32')} | {run['batch']} | {'on' if run['checkpointing'] else 'off'} | {run['weights_rss_mib'] / 1024:.2f} GiB | "
+                f"| {run.get('device', 'cpu')}, {run.get('precision', 'float32')} | {run['batch']} | "
+                f"{'on' if run['checkpointing'] else 'off'} | {run['weights_rss_mib'] / 1024:.2f} GiB | "
                 f"{peaks.get('encode support', float('nan')) / 1024:.2f} GiB | "
                 f"{peaks.get('train steps', float('nan')) / 1024:.2f} GiB | {gpu} | {run['first_step_end_s']:.0f} s | "
                 f"{later} |")
@@ -416,7 +417,8 @@ def write_report(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="compare", choices=("compare", "memory", "all", "report", "memory-child"))
+    parser.add_argument("part", nargs="?", default="compare",
+                        choices=("compare", "memory", "all", "report", "memory-child"))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None)

@@ -295,7 +295,8 @@ def write_report(results: dict) -> None:
             f"{', '.join(f'{t:.3f}' for t in compare['ours_all_s'])}; diffusers "
             f"{', '.join(f'{t:.3f}' for t in compare['diffusers_all_s'])}.", "",
             "Reproduce: `python benchmarks/bench_stage2.py compare --steps "
-            f"{compare['steps']} --images {compare['images']} --batch {compare['batch']} --repeats {compare['repeats']} "
+            f"{compare['steps']} --images {compare['images']} --batch {compare['batch']} "
+            f"--repeats {compare['repeats']} "
             f"--threads {compare['threads']}`", ""]
     memory = results.get("memory")
     if memory:
@@ -310,7 +311,8 @@ def write_report(results: dict) -> None:
             "| | |", "|---|---|",
             f"| resident memory after building the model | {memory['rss_after_build_mib'] / 1024:.2f} GiB |",
             f"| peak resident memory, whole process | **{memory['peak_total_mib'] / 1024:.2f} GiB** |",
-            f"| peak above the loaded model | {(memory['peak_total_mib'] - memory['rss_after_build_mib']) / 1024:.2f} GiB |",
+            "| peak above the loaded model | "
+            f"{(memory['peak_total_mib'] - memory['rss_after_build_mib']) / 1024:.2f} GiB |",
             f"| generation time ({memory['steps']} steps) | {memory['generate_s']:.1f} s "
             f"(UNet {memory['unet_s']:.1f} s, VAE {memory['vae_s']:.1f} s; outside them "
             f"{100 * (1 - (memory['unet_s'] + memory['vae_s']) / memory['generate_s']):.1f} %) |", "",
@@ -338,7 +340,8 @@ def _spread_note(compare: dict) -> str:
     difference = abs(compare["ours_s_per_image"] - compare["diffusers_s_per_image"])
     if difference < spread:
         return (f"The difference ({difference:.4f} s/image) is smaller than the run-to-run spread "
-                f"({spread:.4f} s/image) on this shared machine: read it as parity with diffusers (the target is <= 1.0x).\n")
+                f"({spread:.4f} s/image) on this shared machine: read it as parity with diffusers "
+                "(the target is <= 1.0x).\n")
     return ""
 
 

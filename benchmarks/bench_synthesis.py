@@ -55,7 +55,8 @@ def measure(workers: int, samples: int, size: int, textures_dir: str | None,
     context = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     ready, start, results = context.Barrier(workers + 1), context.Barrier(workers + 1), context.Queue()
     per_worker = samples // workers
-    processes = [context.Process(target=_run, args=(w, per_worker, size, textures_dir, cv2_threads, ready, start, results))
+    processes = [context.Process(target=_run,
+                                 args=(w, per_worker, size, textures_dir, cv2_threads, ready, start, results))
                  for w in range(workers)]
     for p in processes:
         p.start()

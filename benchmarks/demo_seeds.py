@@ -63,7 +63,8 @@ def summarise(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
                       for arm in ARMS}
             difference = values["with_generated"] - values["baseline"]
             low, high = bootstrap_ci(difference)
-            rows[metric] = {"baseline": values["baseline"].tolist(), "with_generated": values["with_generated"].tolist(),
+            rows[metric] = {"baseline": values["baseline"].tolist(),
+                            "with_generated": values["with_generated"].tolist(),
                             "mean_baseline": float(values["baseline"].mean()),
                             "mean_with_generated": float(values["with_generated"].mean()),
                             "mean_difference": float(difference.mean()), "ci95": [low, high],

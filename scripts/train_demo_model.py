@@ -32,9 +32,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,8 @@ class TrainConfig:
     lr_drop_factor: float = 0.3
     lr_max_drops: int = 2
     checkpoint_every: int = 250
-    max_minutes: Optional[float] = None  # this session's budget; --resume continues
-    init_from: Optional[Path] = None  # a published model to continue from (its checkpoints are gone)
+    max_minutes: float | None = None  # this session's budget; --resume continues
+    init_from: Path | None = None  # a published model to continue from (its checkpoints are gone)
     log_every: int = 50
 
 
@@ -199,7 +200,7 @@ def _warmup(step: int, state: PhaseState, cfg: TrainConfig) -> float:
 
 def _published_state(report: dict[str, Any], phase: str) -> PhaseState:
     """A phase's state as a published ``training.json`` recorded it, to continue from."""
-    fields = {name for name in PhaseState.__dataclass_fields__}
+    fields = set(PhaseState.__dataclass_fields__)
     saved = {k: v for k, v in report[phase].items() if k in fields}
     state = PhaseState(**saved)
     state.curve = [tuple(point) for point in state.curve]
@@ -213,7 +214,7 @@ def _published_state(report: dict[str, Any], phase: str) -> PhaseState:
 def run_phase(name: str, state: PhaseState, cfg: TrainConfig, *, step_fn: Callable[[int], float],
               evaluate: Callable[[], float], higher_is_better: bool, eval_every: int, patience: int,
               min_gain: Callable[[float], float], max_steps: int, save: Callable[[], None],
-              deadline: Optional[float]) -> None:
+              deadline: float | None) -> None:
     """Train until the held-out metric stops improving (or ``max_steps``).
 
     ``save`` writes a checkpoint of everything (including ``state``); it runs every
@@ -546,7 +547,7 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
     return report
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("resources/models/demo-ldm"))
     parser.add_argument("--work", type=Path, default=Path("build/demo-ldm"),

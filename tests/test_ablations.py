@@ -14,8 +14,8 @@ from anogen.data.generated import GeneratedSetWriter
 from anogen.data.imageio import list_images, read_image
 from anogen.detection.cutpaste import CutPasteConfig, CutPasteSynthesizer
 from anogen.detection.pipeline import DataPipeline
-from anogen.detection.synthesis import SynthesisResult
 from anogen.detection.preprocess import resize_image
+from anogen.detection.synthesis import SynthesisResult
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items
 from anogen.errors import InputError
 

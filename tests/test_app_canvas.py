@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
-from app.canvas import ImageCanvas, Tool  # noqa: E402
-from app.canvas.brush import fill_region, paint_segment  # noqa: E402
-from app.canvas.history import MaskHistory  # noqa: E402
+from app.canvas import ImageCanvas, Tool
+from app.canvas.brush import fill_region, paint_segment
+from app.canvas.history import MaskHistory
 
 
 def _image(w: int = 200, h: int = 100) -> np.ndarray:

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QTimer
 
-from anogen.errors import ModelError  # noqa: E402
-from anogen.jobs import Progress, check_cancel  # noqa: E402
-from app.engine import CANCELLED, DONE, FAILED, JobEngine  # noqa: E402
+from anogen.errors import ModelError
+from anogen.jobs import Progress, check_cancel
+from app.engine import CANCELLED, DONE, FAILED, JobEngine
 
 
 def counting_job(config, progress, cancel: threading.Event):

@@ -9,14 +9,15 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-import numpy as np  # noqa: E402
-from _app_helpers import send_mouse, window_factory, write_project  # noqa: E402
-from anogen.data.imageio import read_image, read_mask  # noqa: E402
-from anogen.data.workspace import Workspace  # noqa: E402
-from PySide6.QtCore import QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QMouseEvent  # noqa: E402
-from app.canvas import Tool  # noqa: E402
-from app.studio import Selection  # noqa: E402
+import numpy as np
+from _app_helpers import send_mouse, window_factory, write_project
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+
+from anogen.data.imageio import read_image, read_mask
+from anogen.data.workspace import Workspace
+from app.canvas import Tool
+from app.studio import Selection
 
 
 @pytest.fixture
@@ -197,6 +198,7 @@ def test_mask_can_be_hidden_and_recoloured(make_window, project, qtbot):
 def _tiny_category(root: Path) -> Path:
     """An MVTec AD category: 2 good train images, a good and a 'hole' test image with its mask."""
     from _app_helpers import picture
+
     from anogen.data.imageio import write_image, write_mask
 
     category = root / "cat"
@@ -266,8 +268,9 @@ def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, pro
 
 
 def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tmp_path, monkeypatch):
-    import app.panels.train as train_module
     from PySide6.QtWidgets import QFileDialog
+
+    import app.panels.train as train_module
 
     workspace = Workspace.open(project)
     (project / "detectors" / "d1").mkdir(parents=True)
@@ -304,8 +307,9 @@ def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tm
 def test_new_samples_are_to_review_and_the_policy_decides_what_trains(make_window, project, qtbot, tmp_path,
                                                                        monkeypatch):
     from _app_helpers import add_learned_kind_and_set, picture
-    from anogen.data.generated import GeneratedSetWriter, read_generated_set
     from PySide6.QtWidgets import QMessageBox
+
+    from anogen.data.generated import GeneratedSetWriter, read_generated_set
 
     # The library default: a sample nobody reviewed is "pending"; an old manifest's "accepted" stays.
     with GeneratedSetWriter(tmp_path / "fresh") as writer:

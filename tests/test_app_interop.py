@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import Qt
 
-from anogen.data.generated import GeneratedSetWriter  # noqa: E402
-from anogen.data.imageio import read_mask, write_image  # noqa: E402
-from anogen.data.workspace import Workspace  # noqa: E402
-from app.interop_dialogs import ExportDataDialog, ImportAnnotationsDialog, run_export, run_import  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from anogen.data.generated import GeneratedSetWriter
+from anogen.data.imageio import read_mask, write_image
+from anogen.data.workspace import Workspace
+from app.interop_dialogs import ExportDataDialog, ImportAnnotationsDialog, run_export, run_import
+from app.main_window import MainWindow
+from app.settings import Settings
 
 # ANOGEN_SCREENSHOTS=docs/screenshots saves the two dialogs for the docs; tests never write there otherwise.
 SCREENSHOTS = Path(os.environ.get("ANOGEN_SCREENSHOTS", "/nonexistent"))

@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-import numpy as np  # noqa: E402
-from _app_helpers import (add_learned_kind_and_set, drag, visible_message_boxes, window_factory,  # noqa: E402
-                          write_project)
-from anogen.data.workspace import Workspace  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
-from app.canvas import Tool  # noqa: E402
-from app.studio import Selection  # noqa: E402
+import numpy as np
+from _app_helpers import add_learned_kind_and_set, drag, visible_message_boxes, window_factory, write_project
+from PySide6.QtCore import Qt
+
+from anogen.data.workspace import Workspace
+from app.canvas import Tool
+from app.studio import Selection
 
 
 @pytest.fixture
@@ -248,7 +248,7 @@ def test_every_drawn_box_gets_n_samples(make_window, project, qtbot, monkeypatch
     # The library draws sample k of an image from box k % len(its boxes), per_image samples.
     used = [listed[k % len(listed)] for k in range(task.per_image)]
     counts = {box: sum(1 for b in used if (b.x0, b.y0, b.x1, b.y1) == box) for box in drawn}
-    assert counts == {box: 2 for box in drawn}
+    assert counts == dict.fromkeys(drawn, 2)
     for box in visible_message_boxes():
         box.close()
 
@@ -387,11 +387,11 @@ def test_engine_times_reports_when_the_job_sends_them(engine, qtbot):
 # ---------------------------------------------------------------- bug 11
 def test_import_runs_as_a_job_and_offers_to_downscale_large_images(make_window, project, qtbot, tmp_path,
                                                                   monkeypatch):
+    from _app_helpers import picture
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QMessageBox
 
     import app.panels.defects
-    from _app_helpers import picture
     from anogen.data.imageio import read_image, write_image
 
     monkeypatch.setattr(app.panels.defects, "LARGE_SIDE", 100)  # stands in for 4096 px: small files, fast test
@@ -441,10 +441,10 @@ def test_import_runs_as_a_job_and_offers_to_downscale_large_images(make_window, 
 
 # ---------------------------------------------------------------- bug 2
 def test_reopened_project_shows_the_same_labelled_test_numbers(make_window, project, qtbot):
+    from _app_helpers import picture
+
     from anogen.data.imageio import write_image
     from app.tasks import TestImage, TestResults
-
-    from _app_helpers import picture
 
     workspace = Workspace.open(project)
     (project / "detectors" / "d1").mkdir(parents=True)

@@ -10,13 +10,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from anogen.data.imageio import list_images, write_image, write_mask  # noqa: E402
-from anogen.data.workspace import Workspace  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.studio import Selection  # noqa: E402
+from anogen.data.imageio import list_images, write_image, write_mask
+from anogen.data.workspace import Workspace
+from app.main_window import MainWindow
+from app.settings import Settings
+from app.studio import Selection
 
 
 def _tiny_mvtec(category: Path) -> Path:
@@ -89,7 +89,8 @@ def test_learn_preview_generate_train_export_through_the_panels(qtbot, tmp_path,
     generate.propose()
     assert engine.wait(60) and not failures, failures
     assert len(window.studio.project.good_image(good.image).boxes) == 1
-    assert window.canvas.boxes() == [(b.x0, b.y0, b.x1, b.y1) for b in window.studio.project.good_image(good.image).boxes]
+    boxes = window.studio.project.good_image(good.image).boxes
+    assert window.canvas.boxes() == [(b.x0, b.y0, b.x1, b.y1) for b in boxes]
     generate.steps_spin.setValue(2)
     generate.device_combo.setCurrentText("cpu")
     assert generate.preview_button.isEnabled()

@@ -11,17 +11,17 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
 
-from anogen.data.imageio import read_mask, write_image  # noqa: E402
-from anogen.data.workspace import Workspace  # noqa: E402
-from app.canvas import Tool  # noqa: E402
-from app.engine import CANCELLED  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.studio import Selection  # noqa: E402
+from anogen.data.imageio import read_mask, write_image
+from anogen.data.workspace import Workspace
+from app.canvas import Tool
+from app.engine import CANCELLED
+from app.main_window import MainWindow
+from app.settings import Settings
+from app.studio import Selection
 
 
 def _picture(seed: int, size: int = 96) -> np.ndarray:

@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from anogen.data.imageio import write_image  # noqa: E402
-from anogen.data.workspace import Workspace  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from anogen.data.imageio import write_image
+from anogen.data.workspace import Workspace
+from app.main_window import MainWindow
+from app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

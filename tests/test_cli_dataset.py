@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import make_category
 
 from anogen.cli import main
 from anogen.data.imageio import write_mask
-
-from _data_helpers import make_category
 
 
 def test_check_a_sound_dataset_exits_0_with_a_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

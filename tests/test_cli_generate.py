@@ -17,8 +17,6 @@ from anogen.data.imageio import read_image, write_image
 from anogen.errors import JobCancelled
 
 
-
-
 def _save_embedding(path, width, token="<scratch>"):
     import torch
 

@@ -15,8 +15,6 @@ from anogen.diffusion.models import load_model
 from anogen.diffusion.textual_inversion import load_embedding
 
 
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from anogen.data.demo import write_demo_dataset

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import make_category
 
 from anogen.data.datasets import check_dataset, read_mvtec_category, read_plain_folders
 from anogen.data.imageio import read_image, read_mask, write_image, write_mask
 from anogen.errors import InputError, JobCancelled
 from anogen.jobs import Progress
-
-from _data_helpers import make_category
 
 
 def test_mvtec_category_records(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def test_pretraining_captions_never_name_the_few_shot_defect_kinds() -> None:
     rng = random.Random(0)
     for _ in range(2000):
         category = rng.choice(list(SURFACE_NOUNS))
-        blemishes = rng.sample(["spots", "smudge", "streak", "hairline", "discoloration", "dent", "fleck"], k=rng.randint(0, 2))
+        blemishes = rng.sample(["spots", "smudge", "streak", "hairline", "discoloration", "dent", "fleck"],
+                               k=rng.randint(0, 2))
         caption = pretraining_caption(category, blemishes, rng)
         assert not set(caption.split()) & FORBIDDEN_WORDS, caption
         # Every caption of a good image names the surface or part; a flaw caption may

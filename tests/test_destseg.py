@@ -16,9 +16,6 @@ from anogen.detection.destseg import teacher as teacher_module
 from anogen.detection.registry import build_detector, config_for
 from anogen.errors import InputError, ModelError
 
-
-
-
 # A ResNet of ResNet18's layout (2 blocks per stage) at 1/8 of its width.
 TEACHER_SHAPE = {"teacher_embedding_size": 8, "teacher_hidden_sizes": [8, 16, 32], "teacher_depths": [2, 2, 2]}
 TINY = {"image_size": 64, "batch_size": 2, "steps": 10, "student_steps": 4, "allow_random_teacher": True,

@@ -146,7 +146,8 @@ def test_the_registry_loads_without_torch_and_no_other_module_lists_the_detector
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     root = Path(__file__).resolve().parents[1]
-    listed = [path.relative_to(root).as_posix() for folder in ("anogen", "app") for path in (root / folder).rglob("*.py")
+    listed = [path.relative_to(root).as_posix()
+              for folder in ("anogen", "app") for path in (root / folder).rglob("*.py")
               if '"draem", "destseg"' in path.read_text(encoding="utf-8")
               or "'draem', 'destseg'" in path.read_text(encoding="utf-8")]
     assert listed == []

@@ -12,8 +12,6 @@ from anogen.detection.draem import DraemConfig, DraemDetector
 from anogen.detection.registry import build_detector, config_for
 from anogen.errors import InputError
 
-
-
 TINY = {"image_size": 64, "batch_size": 2, "steps": 20, "recon_base_width": 4, "disc_base_width": 4}
 
 

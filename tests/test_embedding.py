@@ -28,8 +28,6 @@ from anogen.diffusion.tiny import build_tiny_model
 from anogen.errors import InputError, JobCancelled, ModelError, TrainingDiverged
 
 
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
@@ -295,7 +293,8 @@ def test_v_prediction_models_learn_against_the_velocity(model_dirs, support, tmp
     with torch.no_grad():
         loss = _batch_loss(model, scheduler, batch, False)
         noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
-        prediction = model.unet(noisy, batch.timesteps, encoder_hidden_states=model.encode_prompts(batch.prompts)).sample
+        prediction = model.unet(noisy, batch.timesteps,
+                                encoder_hidden_states=model.encode_prompts(batch.prompts)).sample
         velocity = scheduler.get_velocity(batch.latents, batch.noise, batch.timesteps)
     torch.testing.assert_close(loss, masked_noise_loss(prediction, velocity, batch.loss_masks))
     assert not torch.allclose(loss, masked_noise_loss(prediction, batch.noise, batch.loss_masks))

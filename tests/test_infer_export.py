@@ -14,7 +14,6 @@ from anogen.detection.export import export_onnx, run_onnx
 from anogen.detection.infer import heatmap_overlay, predict
 from anogen.errors import InputError
 
-
 TINY = {
     "draem": {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4},
     "destseg": {"image_size": 32, "batch_size": 2, "teacher_embedding_size": 8, "teacher_hidden_sizes": [8, 16, 32],
@@ -54,8 +53,8 @@ def test_predict_gives_maps_at_input_size_and_calibrated_scores(tmp_path):
     loaded.info.calibration = ScoreCalibration(threshold=scores[1], score_min=scores[0] - 1, score_max=scores[2] + 1)
     again = predict(loaded, images)
     assert [p.is_anomalous for p in again] == [p.score >= scores[1] for p in predictions]
-    assert [p.normalised_score for p in again] == pytest.approx([0.5 + (p.score - scores[1]) / (scores[2] - scores[0] + 2)
-                                                                 for p in predictions])
+    expected = [0.5 + (p.score - scores[1]) / (scores[2] - scores[0] + 2) for p in predictions]
+    assert [p.normalised_score for p in again] == pytest.approx(expected)
     with pytest.raises(InputError, match="RGB"):
         predict(loaded, [np.zeros((8, 8, 5), np.uint8)])
 

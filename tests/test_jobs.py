@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -27,7 +26,7 @@ class CountResult:
 
 
 def count_job(config: CountConfig, progress: ProgressFn = no_progress,
-              cancel: Optional[threading.Event] = None, cancel_at: int = -1) -> CountResult:
+              cancel: threading.Event | None = None, cancel_at: int = -1) -> CountResult:
     """A job that follows the contract: one file per step into a staged folder."""
     with staged_directory(config.out) as staging:
         for step in range(config.files):

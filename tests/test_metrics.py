@@ -9,8 +9,17 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from anogen.errors import InputError
-from anogen.metrics import (MetricsReport, aupro, auroc, average_precision, compute_metrics, f1_max,
-                            pixel_metrics, pr_curve_points, roc_curve_points)
+from anogen.metrics import (
+    MetricsReport,
+    aupro,
+    auroc,
+    average_precision,
+    compute_metrics,
+    f1_max,
+    pixel_metrics,
+    pr_curve_points,
+    roc_curve_points,
+)
 
 
 # ---------------------------------------------------------------- hand-computed cases

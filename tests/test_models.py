@@ -14,8 +14,6 @@ from anogen.diffusion.models import detect_family, load_model
 from anogen.diffusion.tiny import build_clip_tokenizer, build_tiny_model, tiny_vocabulary_words
 from anogen.errors import ModelError
 
-
-
 VARIANTS = [("sd1", False), ("sd1", True), ("sd2", False), ("sd2", True), ("ldm", False)]
 
 
@@ -199,7 +197,8 @@ def unet_to_original(unet):
             if up_attn[i]:
                 renames[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{block}.1"
         if i < levels - 1:
-            renames[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{i * (layers + 1) + layers}.{2 if up_attn[i] else 1}.conv"
+            last = i * (layers + 1) + layers
+            renames[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{last}.{2 if up_attn[i] else 1}.conv"
     resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
     out = {}
@@ -261,7 +260,8 @@ def to_original(pipe_dir):
     vae = AutoencoderKL.from_pretrained(pipe_dir, subfolder="vae")
     te = CLIPTextModel.from_pretrained(pipe_dir / "text_encoder")
     state = unet_to_original(unet) | vae_to_original(vae)
-    state |= {"cond_stage_model.transformer.text_model." + k.removeprefix("text_model."): v for k, v in te.state_dict().items()}
+    state |= {"cond_stage_model.transformer.text_model." + k.removeprefix("text_model."): v
+              for k, v in te.state_dict().items()}
     return {k: v.contiguous() for k, v in state.items()}
 
 

@@ -177,7 +177,8 @@ def test_selftest_passes_with_a_tiny_model_and_loads_only_kept_model_families(sp
                          ("diffusers.pipelines.", spec["KEEP_DIFFUSERS_PIPELINES"])):
         families = {name[len(prefix):].split(".")[0] for name in loaded if name.startswith(prefix)}
         packages = {f for f in families if importlib.util.find_spec(prefix + f).submodule_search_locations}
-        assert packages <= kept, f"the self-test loaded {sorted(packages - kept)} under {prefix}, which the spec excludes"
+        assert packages <= kept, (f"the self-test loaded {sorted(packages - kept)} under {prefix}, "
+                                  "which the spec excludes")
 
 
 def test_app_and_cli_answer_version_and_offer_selftest(capsys):

@@ -23,7 +23,8 @@ def _slow_perlin(shape, res, angles):
         for x in range(width):
             i, j = y // cell_h, x // cell_w
             ty, tx = (y % cell_h) / cell_h, (x % cell_w) / cell_w
-            dot = lambda di, dj: gx[i + di, j + dj] * (tx - dj) + gy[i + di, j + dj] * (ty - di)  # noqa: E731
+            dot = lambda di, dj, i=i, j=j, tx=tx, ty=ty: (  # noqa: E731
+                gx[i + di, j + dj] * (tx - dj) + gy[i + di, j + dj] * (ty - di))
             top = dot(0, 0) + fade(tx) * (dot(0, 1) - dot(0, 0))
             bottom = dot(1, 0) + fade(tx) * (dot(1, 1) - dot(1, 0))
             out[y, x] = math.sqrt(2) * (top + fade(ty) * (bottom - top))

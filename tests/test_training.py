@@ -21,11 +21,10 @@ from anogen.detection.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from anogen.detection.train import TrainConfig, train
 from anogen.detection.preprocess import resize_image
+from anogen.detection.train import TrainConfig, train
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items
 from anogen.errors import AnoGenError, InputError, JobCancelled, TrainingDiverged
-
 
 # Tiny networks at 32 px: a step takes a fraction of a second on one CPU core.
 TINY = {
@@ -75,7 +74,8 @@ def _pipeline(kind: str):
     from dataclasses import replace
 
     from anogen.detection.pipeline import Rotation
-    from anogen.detection.registry import config_for as detector_config, detector_kind
+    from anogen.detection.registry import config_for as detector_config
+    from anogen.detection.registry import detector_kind
 
     return replace(detector_kind(kind).pipeline(detector_config(kind, "quick"), ""), rotation=Rotation())
 
@@ -112,7 +112,8 @@ def test_sampler_mixes_synthesis_and_generated_samples(category, tmp_path):
     assert np.array_equal(draem.batch_arrays(0, 64)["image"], arrays["image"])
     assert not np.array_equal(draem.batch_arrays(1, 64)["image"], arrays["image"])
 
-    destseg = MixedBatchSampler(good, _StubSynthesizer(), pipeline=_pipeline("destseg"), generated=items, mix=0.0, seed=1)
+    destseg = MixedBatchSampler(good, _StubSynthesizer(), pipeline=_pipeline("destseg"), generated=items, mix=0.0,
+                                seed=1)
     arrays = destseg.batch_arrays(step=0, batch_size=16)
     assert arrays["weak"].all()  # DeSTSeg: every generated draw is the anomaly, source as teacher input
     assert all(any(np.array_equal(c, item.clean.transpose(2, 0, 1)) for item in items) for c in arrays["clean"])
