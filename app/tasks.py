@@ -9,9 +9,10 @@ the functions so the window opens fast.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class ImportTask:
     workspace: Any  # anogen.data.workspace.Workspace: the images are added to it as they are copied
     kind: str
     paths: list[Path]
-    max_side: Optional[int] = None  # shrink images whose longer side is above this; None keeps originals
+    max_side: int | None = None  # shrink images whose longer side is above this; None keeps originals
 
 
 @dataclass
@@ -82,8 +83,7 @@ def run_import(task: ImportTask, progress: ProgressFn, cancel: threading.Event) 
     """
     import tempfile
 
-    from anogen.data.imageio import write_downscaled
-    from anogen.data.imageio import image_size
+    from anogen.data.imageio import image_size, write_downscaled
     from anogen.errors import AnoGenError
 
     result = ImportResult(0, 0, [])
@@ -157,7 +157,7 @@ class GenerateTask:
     defect_kind: str
     per_image: int = 4
     samples_per_box: int = 2
-    boxes: Optional[dict[str, list]] = None  # {image name: [anogen.data.boxes.Box]}; None = propose
+    boxes: dict[str, list] | None = None  # {image name: [anogen.data.boxes.Box]}; None = propose
     size_range: Any = None  # anogen.data.boxes.BoxSizeRange
     generate: dict[str, Any] = field(default_factory=dict)  # GenerateConfig fields
     device: str = "auto"
@@ -252,11 +252,16 @@ def run_train(fields: dict[str, Any], progress: ProgressFn, cancel: threading.Ev
 
 @dataclass
 class TestTask:
+    """A Test of a trained detector, scored as ``anogen evaluate`` scores it (same protocol and
+    checkpoint defaults, same exclusions, same resolution, every test image)."""
+
     data_dir: Path
     detector_dir: Path
-    exclude: Sequence[Path] = ()
+    exclude: Sequence[Path] = ()  # the project's support images (those named at training are excluded too)
     device: str = "auto"
-    max_images: int = 400
+    batch_size: int = 8  # evaluate's default: the same batches give the same numbers
+
+    __test__ = False  # not a pytest test class, whatever its name
 
 
 @dataclass
@@ -266,56 +271,44 @@ class TestImage:
     defect_kind: str
     score: float
     normalised: float
-    anomaly_map: Optional[np.ndarray]  # float32 (H, W) in [0, 1]; None for results read back from the project
+    anomaly_map: np.ndarray | None  # float32 (H, W) in [0, 1]; None for results read back from the project
 
 
 @dataclass
 class TestResults:
     images: list[TestImage]
     metrics: dict[str, Any]
-    roc: Optional[tuple[np.ndarray, np.ndarray]] = None  # fpr, tpr
-    pr: Optional[tuple[np.ndarray, np.ndarray]] = None  # recall, precision
+    roc: tuple[np.ndarray, np.ndarray] | None = None  # fpr, tpr
+    pr: tuple[np.ndarray, np.ndarray] | None = None  # recall, precision
     threshold: float = 0.5  # the detector's calibrated image threshold, as a normalised score
     notes: list[str] = field(default_factory=list)
 
 
 def run_test(task: TestTask, progress: ProgressFn, cancel: threading.Event) -> TestResults:
-    """Score the test images of the dataset: heat maps, metrics, ROC and PR curves."""
-    from anogen.data.datasets import read_mvtec_category
-    from anogen.data.imageio import read_image, read_mask
-    from anogen.detection.checkpoint import load_detector
-    from anogen.detection.evaluate import excluded_indices
-    from anogen.detection.infer import predict
-    from anogen.errors import InputError
-    from anogen.metrics import compute_metrics, pr_curve_points, roc_curve_points
+    """Score the test images of the dataset: heat maps, metrics, ROC and PR curves.
 
-    loaded = load_detector(task.detector_dir, device=task.device)
-    records = list(read_mvtec_category(task.data_dir).test)
-    skipped = excluded_indices(records, list(task.exclude))
-    records = [r for i, r in enumerate(records) if i not in skipped][: task.max_images]
-    if not records:
-        raise InputError(f"{task.data_dir}: no test images to score")
-    images: list[TestImage] = []
-    gts: list[np.ndarray] = []
-    batch = 8
-    for start in range(0, len(records), batch):
-        check_cancel(cancel)
-        chunk = records[start:start + batch]
-        pixels = [read_image(r.path) for r in chunk]
-        for record, image, prediction in zip(chunk, pixels, predict(loaded, pixels)):
-            images.append(TestImage(Path(record.path), int(record.label), record.defect_kind, prediction.score,
-                                    prediction.normalised_score, prediction.anomaly_map))
-            h, w = image.shape[:2]
-            gts.append(read_mask(record.mask_path) if record.mask_path is not None else np.zeros((h, w), bool))
-        progress(Progress(min(start + batch, len(records)), len(records), "scoring test images"))
-    scores = np.array([t.score for t in images])
-    labels = np.array([t.label for t in images])
-    report = compute_metrics(scores, labels, [t.anomaly_map for t in images], gts, n_excluded=len(skipped))
-    results = TestResults(images, report.to_json(), notes=list(report.notes))
+    The scoring and the metrics are :func:`anogen.detection.evaluate.score_test_set`, the
+    core of ``anogen evaluate``: the app shows the numbers the CLI prints.
+    """
+    from anogen.detection.checkpoint import require_complete_run
+    from anogen.detection.evaluate import resolve_protocol, score_test_set
+    from anogen.errors import InputError
+    from anogen.metrics import pr_curve_points, roc_curve_points
+
+    protocol, which = resolve_protocol(task.detector_dir)
+    incomplete = require_complete_run(task.detector_dir, which, allow_incomplete=True)
+    scored = score_test_set(task.data_dir, task.detector_dir, list(task.exclude), protocol=protocol, which=which,
+                            device=task.device, batch_size=task.batch_size, progress=progress, cancel=cancel)
+    images = [TestImage(Path(record.path), int(label), str(record.defect_kind), float(score), float(normalised),
+                        np.clip(anomaly_map, 0.0, 1.0).astype(np.float32))
+              for record, label, score, normalised, anomaly_map in zip(scored.records, scored.labels, scored.scores,
+                                                                       scored.normalised, scored.maps)]
+    report = scored.metrics
+    results = TestResults(images, report.to_json(), notes=([incomplete] if incomplete else []) + list(report.notes))
     try:
-        fpr, tpr, _ = roc_curve_points(scores, labels)
+        fpr, tpr, _ = roc_curve_points(scored.scores, scored.labels)
         results.roc = (fpr, tpr)
-        recall, precision, _ = pr_curve_points(scores, labels)
+        recall, precision, _ = pr_curve_points(scored.scores, scored.labels)
         results.pr = (recall, precision)
     except InputError as exc:  # one class only: no curves, the note says why
         results.notes.append(str(exc))
@@ -326,7 +319,7 @@ def run_test(task: TestTask, progress: ProgressFn, cancel: threading.Event) -> T
 @dataclass
 class ExportTask:
     detector_dir: Path
-    out: Optional[Path] = None
+    out: Path | None = None
 
 
 def run_export(task: ExportTask, progress: ProgressFn, cancel: threading.Event) -> Any:

@@ -20,6 +20,10 @@ many images were scored and excluded (support, validation).
 
 Maps are compared with the ground truth at the detector's input resolution (masks are
 area-resized and thresholded at 0.5), as the DRAEM and DeSTSeg reference evaluations do.
+
+:func:`score_test_set` is the one scoring core: ``anogen evaluate`` (through
+:func:`evaluate`) and the app's Test step both call it, so they exclude the same images
+and report the same numbers; the app also keeps each image's score and map from it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +44,8 @@ from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 
-def resolve_protocol(detector_dir: str | os.PathLike, protocol: Optional[str] = None,
-                     which: Optional[str] = None) -> tuple[str, str]:
+def resolve_protocol(detector_dir: str | os.PathLike, protocol: str | None = None,
+                     which: str | None = None) -> tuple[str, str]:
     """``(protocol, checkpoint)`` of an evaluation.
 
     The protocol is the one given, else the one the run was trained under (runs from
@@ -63,11 +69,25 @@ def _recorded_digests(provenance: dict[str, Any], key: str, legacy_paths: Sequen
     return file_digests(p for p in legacy_paths if p.is_file())
 
 
+@dataclass
+class TestSetScores:
+    """One scoring of a test set: the metrics and what each scored image got, in order."""
+
+    metrics: Any  # anogen.metrics.MetricsReport
+    records: list[Any]  # the scored test images (anogen.data.datasets.ImageRecord)
+    labels: np.ndarray  # (N,) 1 for a defective image
+    scores: np.ndarray  # (N,) the detector's raw image scores
+    normalised: np.ndarray  # (N,) 0..1, 0.5 at the checkpoint's calibrated threshold
+    maps: np.ndarray  # (N, S, S) float32 anomaly maps at the detector's input size S
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+
 def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
-             exclude: Sequence[str | os.PathLike] = (), *, protocol: Optional[str] = None,
-             which: Optional[str] = None, device: str = "auto", batch_size: int = 8,
-             include_validation: bool = False, progress: Optional[ProgressFn] = None,
-             cancel: Optional[threading.Event] = None):
+             exclude: Sequence[str | os.PathLike] = (), *, protocol: str | None = None,
+             which: str | None = None, device: str = "auto", batch_size: int = 8,
+             include_validation: bool = False, progress: ProgressFn | None = None,
+             cancel: threading.Event | None = None):
     """Score the test images of ``data_dir`` the ``protocol`` keeps and compute the metrics.
 
     ``protocol``/``which``: see :func:`resolve_protocol`. ``include_validation`` keeps
@@ -75,6 +95,17 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
     Returns a :class:`~anogen.metrics.MetricsReport` that names the protocol and the
     checkpoint and counts the scored and excluded images.
     """
+    return score_test_set(data_dir, detector_dir, exclude, protocol=protocol, which=which, device=device,
+                          batch_size=batch_size, include_validation=include_validation, progress=progress,
+                          cancel=cancel).metrics
+
+
+def score_test_set(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
+                   exclude: Sequence[str | os.PathLike] = (), *, protocol: str | None = None,
+                   which: str | None = None, device: str = "auto", batch_size: int = 8,
+                   include_validation: bool = False, progress: ProgressFn | None = None,
+                   cancel: threading.Event | None = None) -> TestSetScores:
+    """:func:`evaluate`, keeping each scored image's record, label, score and anomaly map."""
     from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image
     from anogen.detection.checkpoint import load_detector
@@ -133,4 +164,6 @@ def evaluate(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
                          "validation image(s)")
     metrics.test_per_kind = dict(sorted(Counter(str(r.defect_kind) for r in kept).items()))
     metrics.generated_per_kind = dict(provenance.get("generated_per_kind") or {})
-    return metrics
+    all_scores = np.concatenate(scores)
+    return TestSetScores(metrics=metrics, records=kept, labels=labels, scores=all_scores,
+                         normalised=loaded.calibration.normalise(all_scores), maps=np.concatenate(maps))

@@ -1,0 +1,165 @@
+"""The app's Test step scores a detector exactly as ``anogen evaluate`` does, and a reopened
+project shows the same numbers again (issue 12, bugs 1 and 2).
+
+A tiny DRAEM whose run validated on part of the test set, in a project with two support
+images from the test set: the app must leave out both (recorded in the checkpoint by
+content), compare maps at the detector's resolution, and score every image (the app once
+stopped at 400; the slow test scores more).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from _app_helpers import window_factory
+
+from anogen.data.imageio import encode_png
+from anogen.data.workspace import Workspace
+
+TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
+METRIC_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro", "f1_max", "f1_threshold",
+               "n_images", "n_defective", "n_excluded", "n_excluded_support", "n_excluded_validation")
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """A plain write: ``write_image`` fsyncs each file, minutes for 400 files on a busy disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(array))
+
+
+def _category(folder: Path, n_good: int, n_hole: int) -> Path:
+    """An MVTec AD category of 48 px pictures (not the detector's 32 px: resolution matters)."""
+    rng = np.random.default_rng(0)
+
+    def picture() -> np.ndarray:
+        return rng.integers(90, 160, (48, 48, 3), dtype=np.uint8)
+
+    for i in range(4):
+        _write_png(folder / "train" / "good" / f"{i:03d}.png", picture())
+    for i in range(n_good):
+        _write_png(folder / "test" / "good" / f"{i:03d}.png", picture())
+    for i in range(n_hole):
+        image, mask = picture(), np.zeros((48, 48), bool)
+        x, y = rng.integers(4, 30, 2)
+        image[y:y + 10, x:x + 10] = 20
+        mask[y:y + 10, x:x + 10] = True
+        _write_png(folder / "test" / "hole" / f"{i:03d}.png", image)
+        _write_png(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png", mask)
+    return folder
+
+
+def _trained_project(root: Path, n_good: int, n_hole: int, max_val_images: int) -> dict[str, Path]:
+    """A project linked to the category, two support images, and a tiny DRAEM trained on it."""
+    from anogen.detection.train import TrainConfig, train
+
+    workspace = Workspace.create(root, "Test step")
+    category = _category(root / "dataset" / "fabric", n_good, n_hole)
+    workspace.link_dataset(category)
+    workspace.add_defect_kind("hole")
+    support = [category / "test" / "hole" / f"{i:03d}.png" for i in range(2)]
+    for image in support:
+        workspace.add_support_image("hole", image, category / "ground_truth" / "hole" / f"{image.stem}_mask.png")
+    detector = root / "detectors" / "d1"
+    result = train(TrainConfig(data_dir=category, detector="draem", out_dir=detector, steps=2, validate_every=2,
+                               max_val_images=max_val_images, overrides=dict(TINY_DRAEM), device="cpu",
+                               exclude=support))
+    workspace.add_detector("d1", "detectors/d1", "draem", {k: float(v) for k, v in result.best_metrics.items()
+                                                          if isinstance(v, (int, float))})
+    workspace.save()
+    return {"project": root, "category": category, "detector": detector}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict[str, Path]:
+    return _trained_project(tmp_path_factory.mktemp("small") / "project", n_good=8, n_hole=8, max_val_images=64)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    make, windows = window_factory(qtbot, tmp_path)
+    yield make
+    for window in windows:
+        window.engine.shutdown()
+
+
+def _cli_metrics(trained, tmp_path) -> dict:
+    from anogen.cli import main
+
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--data", str(trained["category"]), "--detector-dir", str(trained["detector"]),
+                 "--device", "cpu", "--quiet", "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _shown(panel) -> list[str]:
+    return [panel.metrics_table.item(r, 1).text() for r in range(panel.metrics_table.rowCount())]
+
+
+def _app_test(window, project: Path):
+    """Open the project and press Test in the Train panel, as a user would; returns the panel."""
+    failures = []
+    window.engine.jobFailed.connect(lambda job, message, details: failures.append(message))
+    assert window.open_project(project)
+    window.show_panel("train")
+    panel = window.panels["train"]
+    panel.device_combo.setCurrentText("cpu")
+    assert panel.result_combo.currentText() == "d1"
+    panel.test_button.click()
+    assert window.engine.wait(600) and not failures, failures
+    assert panel.results is not None
+    return panel
+
+
+def _same_numbers(metrics: dict, cli: dict) -> None:
+    for key in METRIC_KEYS:  # one scoring core: the same numbers, not merely close ones
+        assert metrics.get(key) == cli[key], key
+    assert (metrics["protocol"], metrics["checkpoint"]) == (cli["protocol"], cli["checkpoint"])
+
+
+def test_app_test_gives_the_numbers_of_anogen_evaluate_and_keeps_them_on_reopen(small, make_window, tmp_path):
+    cli = _cli_metrics(small, tmp_path)
+    n_validation = cli["n_excluded_validation"]
+    assert cli["n_excluded_support"] == 2 and n_validation > 0
+
+    panel = _app_test(make_window(), small["project"])
+    results = panel.results
+    assert len(results.images) == cli["n_images"]
+    _same_numbers(results.metrics, cli)
+    scored = {t.path.name for t in results.images if t.defect_kind == "hole"}
+    assert not scored & {"000.png", "001.png"}  # the support images are not scored
+    shown, caption = _shown(panel), panel.metrics_caption.text()
+    assert shown[:4] == [f"{cli[k]:.3f}" for k in ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap")]
+    assert (f"{cli['n_images']} images scored, {2 + n_validation} excluded (2 support, {n_validation} validation)"
+            in caption)
+    panel.threshold_slider.setValue(450)
+    counts = panel.counts_label.text()
+    panel.window().close()
+
+    # Reopened: the stored Test, not a validation score nor a new computation.
+    again = make_window()
+    assert again.open_project(small["project"])
+    panel = again.panels["train"]
+    assert panel.results is not None and panel.results is not results
+    _same_numbers(panel.results.metrics, cli)
+    assert _shown(panel) == shown and panel.metrics_caption.text() == caption
+    assert panel.threshold() == pytest.approx(0.45) and panel.counts_label.text() == counts
+    assert [(t.path, t.label, t.score, t.normalised) for t in panel.results.images] == \
+        [(t.path, t.label, t.score, t.normalised) for t in results.images]
+
+
+@pytest.mark.slow
+def test_app_test_scores_every_image_of_a_large_test_set(make_window, tmp_path):
+    # 406 good and 6 defective test images, 2 of them support, at most 8 validated on: over 400 to score.
+    large = _trained_project(tmp_path / "project", n_good=406, n_hole=6, max_val_images=8)
+    cli = _cli_metrics(large, tmp_path)
+    assert cli["n_images"] > 400
+
+    panel = _app_test(make_window(), large["project"])
+    assert len(panel.results.images) == cli["n_images"]
+    _same_numbers(panel.results.metrics, cli)
