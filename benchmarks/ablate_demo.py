@@ -33,18 +33,25 @@ ORACLE_MARGIN = 0.3  # box side beyond the defect's bounds, as a share of them (
 def write_oracle_set(out: Path, category: str, kinds: dict[str, int], seed: int, size: int) -> Path:
     """Real demo defects as a generated set: ``kinds`` maps each kind to a sample count."""
     from anogen.data.demo import sample_rng
-    from anogen.data.demo_render import render_defect
+    from anogen.data.demo_render import render_defect, render_good
     from anogen.data.generated import GeneratedSetWriter
+    from anogen.data.imageio import write_image
 
     with GeneratedSetWriter(out) as writer:
+        (writer.staging / "sources").mkdir()
         for kind, count in kinds.items():
             for index in range(count):
+                # The same random stream paints the good sample the defect was painted on:
+                # it is the sample's source image, as a good image is for a generated one.
                 image, mask = render_defect(category, kind, sample_rng(seed, category, "oracle", kind, index), size)
+                good, _ = render_good(category, sample_rng(seed, category, "oracle", kind, index), size)
+                source = f"sources/{kind}-{index:03d}.png"
+                write_image(writer.staging / source, good)
                 ys, xs = np.nonzero(mask)
                 x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
                 mx, my = int((x1 - x0) * ORACLE_MARGIN) + 1, int((y1 - y0) * ORACLE_MARGIN) + 1
                 box = (max(0, x0 - mx), max(0, y0 - my), min(size, x1 + mx), min(size, y1 + my))
-                writer.add(image, box=box, source=f"oracle/{kind}/{index:03d}", defect_kind=kind, seed=seed,
+                writer.add(image, box=box, source=source, defect_kind=kind, seed=seed,
                            model="oracle: real demo defects", embedding_hash="", steps=0, guidance=0.0,
                            status="accepted", id=f"{kind}-{index:03d}")
     return out
