@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from anogen.compute import add_threads_argument
-from anogen.detection.options import CHECKPOINT_CHOICES
+from anogen.detection.options import CHECKPOINT_CHOICES, RUNTIME_TOLERANCE, RUNTIMES
 from anogen.outputs import add_overwrite_argument
 
 
@@ -16,8 +16,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="heat maps and anomaly scores for images",
         description="Run a trained detector on images (files or folders). Writes OUT/<name>_heatmap.png "
                     "(the anomaly map over the image) and OUT/scores.csv (file, score, normalised score, "
-                    "anomalous at the validation threshold).")
-    parser.add_argument("--detector-dir", type=Path, required=True, metavar="DIR", help="the --out folder of train")
+                    "anomalous at the validation threshold). --runtime onnx|openvino runs an exported model "
+                    "(--model, from 'anogen export') or exports the training run's checkpoint on the fly; "
+                    f"all runtimes give the same maps and raw scores within {RUNTIME_TOLERANCE:g}.")
+    parser.add_argument("--detector-dir", type=Path, metavar="DIR", help="the --out folder of train")
+    parser.add_argument("--model", type=Path, metavar="PATH",
+                        help="an exported model instead of --detector-dir: a .onnx file or an OpenVINO folder "
+                             "(from 'anogen export'; its metadata carries the score calibration)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="torch (default with --detector-dir), onnx (onnxruntime) or openvino; with --model "
+                             "the default follows the model's format. Exported models run on the CPU")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders of images")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
@@ -59,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from anogen.atomic import atomic_write_text, staged_directory
     from anogen.compute import apply_command_policy
     from anogen.data.imageio import read_image, write_image
-    from anogen.detection.checkpoint import load_detector, require_complete_run
+    from anogen.detection.checkpoint import require_complete_run
     from anogen.detection.infer import heatmap_overlay, predict
+    from anogen.detection.runtimes import inference_model, runtime_of
     from anogen.errors import InputError
     from anogen.jobs import Progress, TqdmProgress
     from anogen.outputs import check_output_dir, mark_output_dir
@@ -69,18 +78,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    check_output_dir(args.out, "predict", overwrite=args.overwrite, inputs=[*args.images, args.detector_dir])
+    if (args.detector_dir is None) == (args.model is None):
+        raise InputError("give a training run (--detector-dir) or an exported model (--model), one of the two")
+    runtime = args.runtime or (runtime_of(args.model) if args.model is not None else "torch")
+    check_output_dir(args.out, "predict", overwrite=args.overwrite,
+                     inputs=[*args.images, args.detector_dir, args.model])
     files = _expand(args.images)
-    warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
-    if warning:
-        print(f"anogen: warning: {warning}", file=sys.stderr)
-    apply_command_policy(args, args.device)
-    loaded = load_detector(args.detector_dir, which=args.checkpoint, device=args.device)
+    if args.detector_dir is not None:
+        warning = require_complete_run(args.detector_dir, args.checkpoint, args.allow_incomplete)
+        if warning:
+            print(f"anogen: warning: {warning}", file=sys.stderr)
+    policy = apply_command_policy(args, args.device if runtime == "torch" else "cpu")
+    detector = inference_model(runtime, detector_dir=args.detector_dir, model=args.model, which=args.checkpoint,
+                               device=args.device, threads=policy.threads)
     names: dict[str, int] = {}
     rows = []
     # Built in a staging folder and swapped in at the end: a failure or a kill never
     # leaves old and new heat maps mixed in one folder.
-    with TqdmProgress("predict", disable=args.quiet) as progress, staged_directory(args.out) as staging:
+    with detector as loaded, TqdmProgress("predict", disable=args.quiet) as progress, \
+            staged_directory(args.out) as staging:
         for start in range(0, len(files), args.batch_size):
             chunk = files[start:start + args.batch_size]
             images = [read_image(p) for p in chunk]
@@ -100,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         for image, overlay, score, norm, flag in rows:
             writer.writerow([image, overlay, f"{score:.6g}", f"{norm:.4f}", int(flag)])
         atomic_write_text(staging / "scores.csv", buffer.getvalue())
-        mark_output_dir(staging, "predict")
+        mark_output_dir(staging, "predict", runtime=runtime)
         staging.chmod(0o755)  # mkdtemp makes it private; heat maps are ordinary data
     flagged = sum(1 for row in rows if row[4])
-    print(f"{len(rows)} image(s) scored, {flagged} anomalous at threshold "
+    print(f"{len(rows)} image(s) scored ({runtime}), {flagged} anomalous at threshold "
           f"{loaded.calibration.threshold:.4g}; wrote {args.out}/scores.csv and heat maps")
     return 0

@@ -1,14 +1,23 @@
-"""ONNX export: one graph from image to (anomaly map, image score).
+"""Export a detector for deployment: ONNX, and OpenVINO IR converted from the ONNX graph.
 
 The graph takes ``image`` as float32 ``(batch, 3, S, S)`` in [0, 1] (S is the detector's
-input size, stored in the checkpoint and in the ONNX metadata; resize before calling)
+input size, stored in the checkpoint and in the export's metadata; resize before calling)
 and returns ``anomaly_map`` ``(batch, 1, S, S)`` and ``score`` ``(batch,)``. The batch
-axis is dynamic. After writing, the export is run with onnxruntime on a random batch and
-compared with torch; a difference above ``tolerance`` is an error, so a file on disk
-always matches the model it came from.
+axis is dynamic. Both formats carry the same metadata (:func:`export_metadata`: the
+detector kind, the input size and the score calibration of the checkpoint), so an
+exported model alone gives the same normalised scores and decisions as the checkpoint.
 
-The legacy TorchScript-based exporter is used (``dynamo=False``): it needs no extra
-packages and handles both detectors' operators.
+Before anything is written, the export is run on a random batch (onnxruntime for ONNX,
+the OpenVINO CPU plugin at f32 for OpenVINO) and compared with torch; a difference above
+``tolerance`` is an error, so a model on disk always matches the checkpoint it came from.
+
+* ONNX: one file, written atomically. The legacy TorchScript-based exporter is used
+  (``dynamo=False``): it needs no extra packages and handles both detectors' operators.
+* OpenVINO: a folder (``model.xml`` + ``model.bin`` + anogen's output marker) built under
+  a temporary name and moved into place when complete. ``openvino.convert_model`` reads
+  the ONNX graph; ``openvino.save_model`` keeps fp32 weights (``compress_to_fp16=False``:
+  its fp16 default would change the scores). The metadata is in the IR's ``rt_info``
+  under ``anogen``.
 """
 
 from __future__ import annotations
@@ -16,20 +25,26 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from anogen.atomic import atomic_write_bytes
+from anogen.atomic import atomic_write_bytes, staged_directory
 from anogen.detection.checkpoint import LoadedDetector, load_detector
 from anogen.errors import ModelError
 
 OPSET = 17
+#: Largest absolute difference from torch an export may show on its check batch (anomaly
+#: map probabilities and raw image scores, fp32). Measured differences are ~1e-7.
+EXPORT_TOLERANCE = 1e-4
+#: The OpenVINO IR inside an exported folder, and where its metadata sits in ``rt_info``.
+OPENVINO_XML = "model.xml"
+OPENVINO_RT_INFO = "anogen"
 
 
 class MapAndScore(nn.Module):
@@ -52,15 +67,18 @@ class ExportResult:
     max_abs_diff_score: float
 
 
-def export_loaded_onnx(loaded: LoadedDetector, out_path: str | os.PathLike, *, tolerance: float = 1e-4,
-                       verify_batch: int = 2, seed: int = 0) -> ExportResult:
-    """Export an already loaded detector; see :func:`export_onnx`."""
+def export_metadata(loaded: LoadedDetector) -> dict[str, str]:
+    """What every export records besides the graph (strings: ONNX metadata and OpenVINO rt_info)."""
+    return {"kind": loaded.kind, "image_size": str(loaded.image_size), "input_range": "[0, 1] RGB, NCHW",
+            "calibration": json.dumps(loaded.calibration.to_dict()), "producer": "anogen"}
+
+
+def _onnx_graph(loaded: LoadedDetector, generator: torch.Generator) -> tuple[nn.Module, bytes]:
+    """The detector (on the CPU, eval) wrapped to return both outputs, and its ONNX bytes with metadata."""
     import onnx
 
-    out_path = Path(out_path)
     size = loaded.image_size
     wrapper = MapAndScore(loaded.detector).to("cpu").eval()
-    generator = torch.Generator().manual_seed(seed)
     example = torch.rand(1, 3, size, size, generator=generator)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -69,20 +87,67 @@ def export_loaded_onnx(loaded: LoadedDetector, out_path: str | os.PathLike, *, t
                           input_names=["image"], output_names=["anomaly_map", "score"],
                           dynamic_axes={"image": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}})
     model = onnx.load_from_string(buffer.getvalue())
-    metadata = {"kind": loaded.kind, "image_size": str(size), "input_range": "[0, 1] RGB, NCHW",
-                "calibration": json.dumps(loaded.calibration.to_dict()), "producer": "anogen"}
-    for key, value in metadata.items():
+    for key, value in export_metadata(loaded).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    data = model.SerializeToString()
+    return wrapper, model.SerializeToString()
 
+
+def _check_tolerance(what: str, diff_map: float, diff_score: float, tolerance: float) -> None:
+    if max(diff_map, diff_score) > tolerance:
+        raise ModelError(f"{what} export does not match torch (max difference {max(diff_map, diff_score):.2e} > "
+                         f"{tolerance:.0e}); nothing was written")
+
+
+def export_loaded_onnx(loaded: LoadedDetector, out_path: str | os.PathLike, *, tolerance: float = EXPORT_TOLERANCE,
+                       verify_batch: int = 2, seed: int = 0) -> ExportResult:
+    """Export an already loaded detector; see :func:`export_onnx`."""
+    out_path = Path(out_path)
+    size = loaded.image_size
+    generator = torch.Generator().manual_seed(seed)
+    wrapper, data = _onnx_graph(loaded, generator)
     check = torch.rand(verify_batch, 3, size, size, generator=generator)
     diff_map, diff_score = _compare_with_onnxruntime(wrapper, data, check)
-    if max(diff_map, diff_score) > tolerance:
-        raise ModelError(f"ONNX export does not match torch (max difference {max(diff_map, diff_score):.2e} > "
-                         f"{tolerance:.0e}); nothing was written")
+    _check_tolerance("ONNX", diff_map, diff_score, tolerance)
     atomic_write_bytes(out_path, data)
     return ExportResult(path=out_path, image_size=size, max_abs_diff_map=diff_map, max_abs_diff_score=diff_score)
+
+
+def export_loaded_openvino(loaded: LoadedDetector, out_dir: str | os.PathLike, *,
+                           tolerance: float = EXPORT_TOLERANCE, verify_batch: int = 2, seed: int = 0) -> ExportResult:
+    """Export an already loaded detector as an OpenVINO IR folder; see :func:`export_openvino`."""
+    from anogen.detection.runtimes import compile_openvino, import_openvino
+    from anogen.outputs import mark_output_dir
+
+    ov = import_openvino()
+    out_dir = Path(out_dir)
+    size = loaded.image_size
+    generator = torch.Generator().manual_seed(seed)
+    wrapper, data = _onnx_graph(loaded, generator)
+    check = torch.rand(verify_batch, 3, size, size, generator=generator)
+    with tempfile.TemporaryDirectory(prefix="anogen-export-") as scratch:
+        onnx_path = Path(scratch) / "model.onnx"
+        onnx_path.write_bytes(data)
+        try:
+            model = ov.convert_model(onnx_path)
+        except Exception as exc:  # noqa: BLE001 - the converter's own errors carry no stable type
+            raise ModelError(f"OpenVINO could not convert the ONNX graph ({str(exc).strip().splitlines()[0]})") \
+                from None
+    for key, value in export_metadata(loaded).items():
+        model.set_rt_info(value, [OPENVINO_RT_INFO, key])
+    with staged_directory(out_dir) as staging:
+        ov.save_model(model, staging / OPENVINO_XML, compress_to_fp16=False)
+        # Checked on the files just written, as predict will read them.
+        compiled = compile_openvino(ov.Core().read_model(staging / OPENVINO_XML), threads=torch.get_num_threads())
+        outputs = compiled(check.numpy())
+        with torch.no_grad():
+            torch_map, torch_score = wrapper(check)
+        diff_map = float(np.abs(outputs["anomaly_map"] - torch_map.numpy()).max())
+        diff_score = float(np.abs(outputs["score"] - torch_score.numpy()).max())
+        _check_tolerance("OpenVINO", diff_map, diff_score, tolerance)
+        mark_output_dir(staging, "export", format="openvino")
+        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is ordinary data
+    return ExportResult(path=out_dir, image_size=size, max_abs_diff_map=diff_map, max_abs_diff_score=diff_score)
 
 
 def _compare_with_onnxruntime(wrapper: nn.Module, data: bytes, image: torch.Tensor) -> tuple[float, float]:
@@ -96,8 +161,8 @@ def _compare_with_onnxruntime(wrapper: nn.Module, data: bytes, image: torch.Tens
             float(np.abs(onnx_score - torch_score.numpy()).max()))
 
 
-def export_onnx(folder: str | os.PathLike, out_path: Optional[str | os.PathLike] = None, *,
-                which: str = "best", tolerance: float = 1e-4) -> ExportResult:
+def export_onnx(folder: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
+                which: str = "best", tolerance: float = EXPORT_TOLERANCE) -> ExportResult:
     """Export the ``which`` checkpoint of a trained detector folder to ONNX.
 
     ``out_path`` defaults to ``<folder>/model.onnx``. The file is written atomically and
@@ -107,6 +172,19 @@ def export_onnx(folder: str | os.PathLike, out_path: Optional[str | os.PathLike]
     if out_path is None:
         out_path = Path(folder) / "model.onnx"
     return export_loaded_onnx(loaded, out_path, tolerance=tolerance)
+
+
+def export_openvino(folder: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                    which: str = "best", tolerance: float = EXPORT_TOLERANCE) -> ExportResult:
+    """Export the ``which`` checkpoint of a trained detector folder to an OpenVINO IR folder.
+
+    ``out_dir`` defaults to ``<folder>/openvino``. The folder appears complete or not at
+    all, and only after OpenVINO reproduced torch's outputs within ``tolerance``.
+    """
+    loaded = load_detector(folder, which=which, device="cpu")
+    if out_dir is None:
+        out_dir = Path(folder) / "openvino"
+    return export_loaded_openvino(loaded, out_dir, tolerance=tolerance)
 
 
 def run_onnx(path: str | os.PathLike, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ the threshold stored in the checkpoint applies unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,6 +20,9 @@ import torch
 from anogen.detection.checkpoint import LoadedDetector
 from anogen.detection.preprocess import resize_image
 from anogen.errors import InputError
+
+if TYPE_CHECKING:
+    from anogen.detection.runtimes import ExportedModel
 
 
 @dataclass
@@ -40,8 +44,10 @@ def _check_image(image: np.ndarray, index: int) -> np.ndarray:
     return image[:, :, :3]
 
 
-def predict(loaded: LoadedDetector, images: Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
-    """Score RGB images (uint8, or float in [0, 1]) of any size with a loaded detector."""
+def predict(loaded: LoadedDetector | ExportedModel, images: Sequence[np.ndarray], *,
+            batch_size: int = 8) -> list[Prediction]:
+    """Score RGB images (uint8, or float in [0, 1]) of any size with a loaded detector, or
+    with an exported one in onnxruntime or OpenVINO (:mod:`anogen.detection.runtimes`)."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     size = loaded.image_size
@@ -50,8 +56,11 @@ def predict(loaded: LoadedDetector, images: Sequence[np.ndarray], *, batch_size:
     checked = [_check_image(image, i) for i, image in enumerate(images)]
     for start in range(0, len(checked), batch_size):
         chunk = checked[start:start + batch_size]
-        maps, scores = score_images(loaded.detector, np.stack([resize_image(image, size) for image in chunk]),
-                                    loaded.device, batch_size)
+        resized = np.stack([resize_image(image, size) for image in chunk])
+        if isinstance(loaded, LoadedDetector):
+            maps, scores = score_images(loaded.detector, resized, loaded.device, batch_size)
+        else:
+            maps, scores = loaded.score(resized, batch_size)
         normalised = calibration.normalise(scores)
         for image, anomaly_map, score, norm in zip(chunk, maps, scores, normalised):
             height, width = image.shape[:2]
@@ -81,7 +90,7 @@ def score_images(detector: torch.nn.Module, images: np.ndarray, device: torch.de
 
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.5,
-                    vmax: Optional[float] = 1.0, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+                    vmax: float | None = 1.0, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     """Blend a colour-mapped anomaly map over an RGB uint8 image; returns RGB uint8.
 
     ``vmax`` fixes the top of the colour scale (1.0: probabilities as they are, so two

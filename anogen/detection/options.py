@@ -19,3 +19,14 @@ PROTOCOL_CHECKPOINT = {"holdout": "best", "paper": "last"}
 
 #: The two checkpoints a training run writes: ``best`` (best validation) and ``last``.
 CHECKPOINT_CHOICES = ("best", "last")
+
+#: Formats ``anogen export`` writes (:mod:`anogen.detection.export`).
+EXPORT_FORMATS = ("onnx", "openvino")
+
+#: Where ``anogen predict`` runs a detector (:mod:`anogen.detection.runtimes`): torch on
+#: the checkpoint, or an exported model in onnxruntime or OpenVINO.
+RUNTIMES = ("torch", *EXPORT_FORMATS)
+
+#: How far apart the runtimes may be, absolute, on anomaly maps (probabilities) and raw
+#: image scores in fp32 (tested in tests/test_runtimes.py; measured differences ~1e-7).
+RUNTIME_TOLERANCE = 1e-4
