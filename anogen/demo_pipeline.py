@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
 from anogen.compute import apply_policy, resolve_policy
@@ -30,7 +30,11 @@ from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
 
-FOREGROUND = {"fabric": "all", "washer": "otsu"}  # fabric is a texture: every pixel is surface
+if TYPE_CHECKING:
+    from anogen.data.boxes import ForegroundMethod
+
+# fabric is a texture: every pixel is surface
+FOREGROUND: dict[str, ForegroundMethod] = {"fabric": "all", "washer": "otsu"}
 
 
 @dataclass
@@ -292,12 +296,13 @@ def _support_paths(category_dir: Path, kind: str, shots: int) -> tuple[list[Path
     """The first ``shots`` test images of a kind are the support set; the rest are held out."""
     from anogen.data.datasets import read_mvtec_category
 
-    records = [r for r in read_mvtec_category(category_dir).test if r.defect_kind == kind and r.mask_path]
+    records = [(r.path, r.mask_path) for r in read_mvtec_category(category_dir).test
+               if r.defect_kind == kind and r.mask_path is not None]
     if len(records) < shots + 1:
         raise InputError(f"{category_dir}: defect kind '{kind}' needs at least {shots + 1} masked images")
     support, heldout = records[:shots], records[shots:]
-    return ([r.path for r in support], [r.mask_path for r in support],
-            [r.path for r in heldout], [r.mask_path for r in heldout])
+    return ([image for image, _ in support], [mask for _, mask in support],
+            [image for image, _ in heldout], [mask for _, mask in heldout])
 
 
 def _learn_and_generate(model, category_dir: Path, category: str, kind: str, plan: DemoPlan, config: DemoConfig,

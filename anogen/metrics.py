@@ -348,7 +348,8 @@ def roc_curve_points(scores: ArrayLike, labels: ArrayLike,
     fpr = np.concatenate([[0.0], fp / n_neg])
     tpr = np.concatenate([[0.0], tp / n_pos])
     thresholds = np.concatenate([[np.inf], thresholds])
-    return _decimate(max_points, fpr, tpr, thresholds)
+    fpr, tpr, thresholds = _decimate(max_points, fpr, tpr, thresholds)
+    return fpr, tpr, thresholds
 
 
 def pr_curve_points(scores: ArrayLike, labels: ArrayLike,
@@ -360,7 +361,8 @@ def pr_curve_points(scores: ArrayLike, labels: ArrayLike,
     thresholds, tp, fp, n_pos, _ = _curve(scores, labels)
     if not n_pos:
         raise InputError("PR curve undefined: no defective samples")
-    return _decimate(max_points, tp / n_pos, tp / (tp + fp), thresholds)
+    recall, precision, thresholds = _decimate(max_points, tp / n_pos, tp / (tp + fp), thresholds)
+    return recall, precision, thresholds
 
 
 # --------------------------------------------------------------------------- pixel metrics
@@ -525,6 +527,7 @@ def compute_metrics(image_scores: ArrayLike, image_labels: ArrayLike,
         maps = _as_maps(anomaly_maps, "anomaly_maps")
         if len(maps) != len(scores):
             raise InputError(f"{len(scores)} image scores but {len(maps)} anomaly maps")
+        assert gt_masks is not None  # both or neither, checked above
         pixel = pixel_metrics(maps, gt_masks, fpr_limit)
         report.pixel_auroc, report.pixel_ap, report.pixel_aupro = pixel.auroc, pixel.ap, pixel.aupro
         report.pixel_f1_max, report.pixel_f1_threshold = pixel.f1_max, pixel.f1_threshold

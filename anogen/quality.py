@@ -107,9 +107,9 @@ class SlicedWasserstein:
 
 def _laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
     current = _float(image).astype(np.float32)
-    pyramid = []
+    pyramid: list[np.ndarray] = []
     for _ in range(levels - 1):
-        smaller = cv2.pyrDown(current)
+        smaller: np.ndarray = cv2.pyrDown(current)
         pyramid.append(current - cv2.pyrUp(smaller, dstsize=(current.shape[1], current.shape[0])))
         current = smaller
     pyramid.append(current)

@@ -29,7 +29,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from anogen.diffusion.models import DiffusionModel
 
 # Modules the import check must not import: running them has side effects
 # (``__main__`` calls the CLI and exits).
@@ -55,7 +58,7 @@ class _Context:
 
     workdir: Path
     force_tiny: bool
-    model: object = None
+    model: DiffusionModel | None = None
 
 
 def package_modules(package_name: str) -> list[str]:

@@ -176,7 +176,8 @@ class CanvasController(QObject):
             return
         labels = self.canvas.box_labels()
         try:
-            workspace.set_boxes(selection.name, [Box(*box, defect_kind=label) for box, label in zip(boxes, labels)])
+            workspace.set_boxes(selection.name, [Box(x0, y0, x1, y1, defect_kind=label)
+                                                 for (x0, y0, x1, y1), label in zip(boxes, labels)])
         except AnoGenError as exc:
             self.studio.saveFailed.emit(str(exc))
             return

@@ -82,8 +82,8 @@ class Job:
     fn: JobFn
     config: Any
     heavy: bool = True
-    on_result: Callable[[Any], None] | None = None
-    on_failure: Callable[[str], None] | None = None  # called with the final state (failed / cancelled)
+    on_result: Callable[[Any], object] | None = None  # what it returns is ignored
+    on_failure: Callable[[str], object] | None = None  # called with the final state (failed / cancelled)
     state: str = QUEUED
     cancel_event: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -211,8 +211,8 @@ class JobEngine(QObject):
 
     # ------------------------------------------------------------------ public
     def submit(self, title: str, fn: JobFn, config: Any, *, heavy: bool = True,
-               on_result: Callable[[Any], None] | None = None,
-               on_failure: Callable[[str], None] | None = None) -> Job:
+               on_result: Callable[[Any], object] | None = None,
+               on_failure: Callable[[str], object] | None = None) -> Job:
         """Queue ``fn(config, progress, cancel)``; it starts as soon as nothing heavy runs."""
         job = Job(next(self._ids), title, fn, config, heavy, on_result, on_failure)
         self._queue.append(job)
@@ -236,7 +236,7 @@ class JobEngine(QObject):
         """The running heavy job (the one the job area shows), else any running job."""
         jobs = self.running()
         heavy = [j for j in jobs if j.heavy]
-        return (heavy or jobs or [None])[0]
+        return (heavy or jobs)[0] if jobs else None
 
     def queued(self) -> list[Job]:
         return list(self._queue)

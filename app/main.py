@@ -14,6 +14,7 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from anogen import __version__
 
@@ -72,7 +73,7 @@ def _install_platform_message_hint() -> None:
     """Print the apt-get line when Qt reports that its platform plugin failed (it then aborts)."""
     from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 
-    previous = {"handler": None}
+    previous: dict[str, Any] = {"handler": None}
 
     def handler(kind: QtMsgType, context, message: str) -> None:  # context: QMessageLogContext
         if kind == QtMsgType.QtFatalMsg and "platform plugin" in message:
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app import theme
     from app.settings import APPLICATION, ORGANIZATION, Settings
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = cast(QApplication, QApplication.instance() or QApplication(sys.argv[:1]))
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     settings = Settings()

@@ -10,6 +10,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import shiboken6
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
@@ -175,16 +176,14 @@ class MainWindow(QMainWindow):
         left.setFeatures(_DOCK_FEATURES)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
 
-        self.panels = {
-            "defects": DefectsPanel(self.studio, self.controller),
-            "generate": GeneratePanel(self.studio, self.controller),
-            "train": TrainPanel(self.studio, self.controller),
-        }
+        generate = GeneratePanel(self.studio, self.controller)
+        train = TrainPanel(self.studio, self.controller)
+        self.panels = {"defects": DefectsPanel(self.studio, self.controller), "generate": generate, "train": train}
         for panel in self.panels.values():
             guard_wheel(panel)  # scrolling the panel never moves a threshold or an opacity
-        self.results_tabs.addTab(self.panels["generate"].results_pane, icon("generated"), "Generated samples")
-        self.results_tabs.addTab(self.panels["train"].results_pane, icon("heatmap"), "Test images and heat maps")
-        for pane in (self.panels["generate"].results_pane, self.panels["train"].results_pane):
+        self.results_tabs.addTab(generate.results_pane, icon("generated"), "Generated samples")
+        self.results_tabs.addTab(train.results_pane, icon("heatmap"), "Test images and heat maps")
+        for pane in (generate.results_pane, train.results_pane):
             guard_wheel(pane)
         self.results_tabs.setVisible(False)
         self.tabs = QTabWidget()
@@ -379,6 +378,7 @@ class MainWindow(QMainWindow):
     # ================================================================== projects
     def open_project(self, folder: Path) -> bool:
         """Open the project in ``folder``; reports problems in a dialog."""
+        workspace: Workspace | None
         try:
             workspace = Workspace.open(folder)
         except AnoGenError as exc:
@@ -479,8 +479,11 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction("(none)").setEnabled(False)
         else:
             self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear list", lambda: (self.settings.clear_recent_projects(),
-                                                               self._rebuild_recent_menu()))
+            self.recent_menu.addAction("Clear list", self._clear_recent_projects)
+
+    def _clear_recent_projects(self) -> None:
+        self.settings.clear_recent_projects()
+        self._rebuild_recent_menu()
 
     def _project_changed(self) -> None:
         self._update_title()
@@ -552,7 +555,7 @@ class MainWindow(QMainWindow):
         order = ("auto", "light", "dark")
         choice = order[(order.index(self.settings.theme) + 1) % 3] if self.settings.theme in order else "auto"
         self.settings.theme = choice
-        theme.apply_theme(QApplication.instance(), choice)
+        theme.apply_theme(cast(QApplication, QApplication.instance()), choice)
         self.statusBar().showMessage(f"Theme: {choice}", 3000)
 
     # ================================================================== status

@@ -100,7 +100,7 @@ def results_caption(metrics: dict[str, Any], tested_at: str = "") -> str:
 
 def validation_caption(metrics: dict[str, Any]) -> str:
     """What the metrics training records are: the validation score that picked the checkpoint."""
-    count = metrics.get("n_scored", metrics.get("n_images"))
-    size = f", {int(count)} images" if _number(count) is not None else ""
+    count = _number(metrics.get("n_scored", metrics.get("n_images")))
+    size = f", {int(count)} images" if count is not None else ""
     return (f"Validation during training (best checkpoint{size}), not the test set: "
             "press Test to score the test images.")

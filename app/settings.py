@@ -55,7 +55,9 @@ class Settings:
         raw = self._store.value("recent/projects", [])
         if isinstance(raw, str):  # QSettings returns a bare string for one-element lists
             raw = [raw]
-        return [Path(p) for p in (raw or []) if p and Path(p).is_dir()]
+        if not isinstance(raw, list):
+            return []
+        return [Path(p) for p in raw if p and Path(p).is_dir()]
 
     def add_recent_project(self, folder: str | os.PathLike) -> None:
         folder = str(Path(folder).resolve())

@@ -93,6 +93,13 @@ class Studio(QObject):
     def project(self):
         return None if self.workspace is None else self.workspace.project
 
+    @property
+    def open_workspace(self) -> Workspace:
+        """The open project's workspace, for actions that need one (disabled without a project)."""
+        if self.workspace is None:
+            raise RuntimeError("no project is open")
+        return self.workspace
+
     def set_workspace(self, workspace: Workspace | None) -> None:
         self.flush()
         previous, self.workspace = self.workspace, workspace
@@ -103,7 +110,7 @@ class Studio(QObject):
         self._read_only_reported = False
         # A read-only project (another process has it open) is not written to, not even its log.
         writable = workspace is not None and not workspace.read_only
-        self.engine.set_log_file(workspace.log_path if writable else None)
+        self.engine.set_log_file(workspace.log_path if workspace is not None and writable else None)
         self.projectChanged.emit()
         if workspace is not None and workspace.read_only:
             self.message.emit(f"Project {workspace.read_only_reason()}: changes will not be saved")

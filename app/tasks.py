@@ -12,11 +12,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anogen.jobs import Progress, ProgressFn, check_cancel
+
+if TYPE_CHECKING:
+    from anogen.data.boxes import BoxRule, ForegroundMethod
 
 # ============================================================================ stage 1
 
@@ -203,8 +206,8 @@ class ProposeTask:
     size_range: Any  # BoxSizeRange
     per_image: int = 2
     seed: int = 0
-    foreground: str = "grabcut"  # grabcut | otsu | all (textures: the whole image is the part)
-    rule: str = "inside"  # inside | iou
+    foreground: ForegroundMethod = "grabcut"  # grabcut | otsu | all (textures: the whole image is the part)
+    rule: BoxRule = "inside"  # inside | iou
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal, SignalInstance
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -66,7 +66,7 @@ def _theme_state() -> _ThemeState:
     return _state
 
 
-def theme_changed() -> Signal:
+def theme_changed() -> SignalInstance:
     """The signal emitted (with ``dark: bool``) whenever the palette changes."""
     return _theme_state().changed
 

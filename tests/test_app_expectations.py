@@ -239,7 +239,7 @@ def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, pro
 
     # The test images sit under the canvas, not at the bottom of the scrolling panel.
     assert window.results_tabs.isVisible() and window.results_tabs.currentWidget() is train.results_pane
-    assert not train.scroll.isAncestorOf(train.gallery) and window.work_area.isAncestorOf(train.gallery)
+    assert not train.scroll_area.isAncestorOf(train.gallery) and window.work_area.isAncestorOf(train.gallery)
     assert train.gallery.height() >= 150
     assert window.canvas.height() >= 0.5 * window.work_area.height()  # the canvas keeps most of the room
     first = train.gallery.item(0)  # most anomalous first: the hole
@@ -264,7 +264,7 @@ def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, pro
     assert not window.results_tabs.isVisible()
     window.show_panel("generate")
     assert window.results_tabs.currentWidget() is window.panels["generate"].results_pane
-    assert not window.panels["generate"].scroll.isAncestorOf(window.panels["generate"].gallery)
+    assert not window.panels["generate"].scroll_area.isAncestorOf(window.panels["generate"].gallery)
 
 
 def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tmp_path, monkeypatch):

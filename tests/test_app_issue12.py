@@ -299,7 +299,7 @@ def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project
     window.show_panel("defects")
     opacity = window.panels["defects"].opacity_slider
     start = opacity.value()
-    bar = window.panels["defects"].scroll.verticalScrollBar()
+    bar = window.panels["defects"].scroll_area.verticalScrollBar()
     bar.setValue(bar.maximum())
     _wheel(opacity, steps=2)
     assert opacity.value() == start

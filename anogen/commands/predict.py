@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["image", "heatmap", "score", "normalised_score", "is_anomalous"])
-        for image, overlay, score, norm, flag in rows:
-            writer.writerow([image, overlay, f"{score:.6g}", f"{norm:.4f}", int(flag)])
+        for name, overlay, score, norm, flag in rows:
+            writer.writerow([name, overlay, f"{score:.6g}", f"{norm:.4f}", int(flag)])
         atomic_write_text(staging / "scores.csv", buffer.getvalue())
         mark_output_dir(staging, "predict", runtime=runtime)
         staging.chmod(0o755)  # mkdtemp makes it private; heat maps are ordinary data

@@ -32,7 +32,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -688,7 +688,7 @@ class BoxPlacement:
 # ----------------------------------------------------------------------------- boxes.json
 
 
-def write_boxes_file(path: str | os.PathLike, boxes: dict[str, Sequence[Box]], **settings: Any) -> None:
+def write_boxes_file(path: str | os.PathLike, boxes: Mapping[str, Sequence[Box]], **settings: Any) -> None:
     """Write ``boxes.json``: ``{"version", <settings>..., "boxes": {image name: [[x0,y0,x1,y1], ...]}}``."""
     from anogen.atomic import atomic_write_text
 

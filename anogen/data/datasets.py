@@ -186,7 +186,7 @@ def read_ground_truth(record: ImageRecord, image_shape: tuple[int, ...] | None =
         return None
     if image_shape is None:
         image_shape = read_image(record.path).shape
-    return read_mask(record.mask_path, expected_size=tuple(image_shape[:2]), image_path=record.path)
+    return read_mask(record.mask_path, expected_size=(image_shape[0], image_shape[1]), image_path=record.path)
 
 
 # ----------------------------------------------------------------------------- checking
@@ -292,9 +292,9 @@ def _check_category(category: Category, report: DatasetReport, progress: Progres
             if not (category.root / "test" / folder.name).is_dir():
                 report.warnings.append(f"{folder}: no matching test/{folder.name} folder")
                 continue
-            for mask in list_images(folder):
-                if mask.resolve() not in used:
-                    report.warnings.append(f"{mask}: mask without a matching test image")
+            for mask_file in list_images(folder):
+                if mask_file.resolve() not in used:
+                    report.warnings.append(f"{mask_file}: mask without a matching test image")
 
 
 def check_dataset(root: str | os.PathLike, progress: ProgressFn | None = None,

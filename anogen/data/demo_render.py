@@ -416,10 +416,10 @@ def _blemish(image: np.ndarray, scene: _Scene, rng: np.random.Generator, kind: s
         return _line_defect(image, scene, rng, length=(0.1, 0.45), width=(0.8, 2.0), jagged=0.02, bend=0.05,
                             dark_probability=0.5, strength=(0.35, 0.7))
     if kind == "dent":  # a shallow pit: one side dark, the other lit
-        radius = size * rng.uniform(0.015, 0.04)
-        center = _random_point(rng, scene.foreground, margin=int(radius) + 2)
+        pit = size * rng.uniform(0.015, 0.04)
+        center = _random_point(rng, scene.foreground, margin=int(pit) + 2)
         xs, ys = _grid(size)
-        dx, dy = (xs - center[0]) / radius, (ys - center[1]) / radius
+        dx, dy = (xs - center[0]) / pit, (ys - center[1]) / pit
         bowl = np.clip(1.0 - (dx * dx + dy * dy), 0, 1)
         light = rng.uniform(0, 2 * math.pi)
         slope = (dx * math.cos(light) + dy * math.sin(light)) * bowl
@@ -427,9 +427,9 @@ def _blemish(image: np.ndarray, scene: _Scene, rng: np.random.Generator, kind: s
         target = np.where((slope > 0)[:, :, None], np.minimum(image * 1.7, 1.2), image * 0.3)
         return _blend(image, target, np.minimum(alpha, 1.0)), mask
     if kind == "fleck":  # a small, sharp, opaque fragment of foreign colour
-        radius = size * rng.uniform(0.012, 0.03)
-        center = _random_point(rng, scene.foreground, margin=int(radius) + 2)
-        field_ = _blob_field(rng, size, tuple(center), radius, rng.uniform(0.3, 1.0), rng.uniform(0, math.pi), 0.3)
+        fragment = size * rng.uniform(0.012, 0.03)
+        center = _random_point(rng, scene.foreground, margin=int(fragment) + 2)
+        field_ = _blob_field(rng, size, tuple(center), fragment, rng.uniform(0.3, 1.0), rng.uniform(0, math.pi), 0.3)
         alpha, mask = _finish_alpha(np.clip((1.0 - field_) / 0.2, 0, 1) * scene.foreground)
         color = rng.uniform(0.05, 0.95, 3).astype(np.float32)
         return _blend(image, np.broadcast_to(color, image.shape), alpha), mask

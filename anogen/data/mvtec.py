@@ -6,6 +6,7 @@ and to check that the box-size table covers every kind.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: Category -> defect kinds, as the dataset's ``test/<kind>`` folders name them (good excluded).
@@ -34,7 +35,7 @@ TEXTURE_CATEGORIES: frozenset[str] = frozenset({"carpet", "grid", "leather", "ti
 OBJECT_CATEGORIES: frozenset[str] = frozenset(MVTEC_AD_KINDS) - TEXTURE_CATEGORIES
 
 
-def category_of_folder(folder: str | Path) -> str | None:
+def category_of_folder(folder: str | os.PathLike) -> str | None:
     """The MVTec AD category of a folder in the dataset's layout, or None.
 
     Recognises ``<category>/train/good``, ``<category>/test/<kind>`` and the category

@@ -374,8 +374,9 @@ def _read_box(reader: _Reader, value: Any, where: str) -> Box | None:
     kind = reader.get(value, "defect_kind", (str,), where, default="")
     if len(reader.problems) > before:
         return None
+    x0, y0, x1, y1 = coords
     try:
-        return Box(*coords, defect_kind=kind)
+        return Box(x0, y0, x1, y1, defect_kind=kind)
     except InputError as exc:
         reader.problem(where, str(exc))
         return None
@@ -427,7 +428,7 @@ def _read_sample(reader: _Reader, obj: dict[str, Any], where: str) -> GeneratedS
         reader.problem(f"{where}.box", "missing")
     if values["status"] is not None and values["status"] not in SAMPLE_STATUSES:
         reader.problem(f"{where}.status", f"expected one of {', '.join(SAMPLE_STATUSES)}, got {values['status']!r}")
-    if len(reader.problems) > before:
+    if len(reader.problems) > before or box is None:
         return None
     return GeneratedSample(box=box, **values)
 

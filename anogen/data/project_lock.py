@@ -91,7 +91,7 @@ def _windows_pid_alive(pid: int) -> bool:
     query_limited_information, still_active, access_denied = 0x1000, 259, 5
     handle = kernel32.OpenProcess(query_limited_information, False, pid)
     if not handle:
-        return ctypes.get_last_error() == access_denied
+        return ctypes.get_last_error() == access_denied  # type: ignore[attr-defined]
     try:
         code = ctypes.c_ulong()
         if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):

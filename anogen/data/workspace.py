@@ -781,14 +781,14 @@ class Workspace:
         Images already in the project are skipped. Every image is read first; the first
         unreadable one raises before anything is added.
         """
-        paths = [Path(os.path.abspath(p)) for p in paths]
-        for path in paths:
+        absolute = [Path(os.path.abspath(p)) for p in paths]
+        for path in absolute:
             read_image(path)
         linked = self._linked_roots()
         added = []
         with self._lock:
             present = {g.image for g in self.project.good_images}
-            for path in paths:
+            for path in absolute:
                 real = Path(os.path.realpath(path))
                 in_place = path.is_relative_to(self.root) or any(real.is_relative_to(r) for r in linked)
                 rel = self.relative(path) if in_place else self.import_image(path, GOOD_IMAGES_DIR)

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from anogen.detection.config import DetectorConfig
+
 
 @dataclass
 class TrainBatch:
@@ -48,6 +50,7 @@ class Detector(nn.Module, abc.ABC):
     """Base class of DRAEM and DeSTSeg."""
 
     kind: ClassVar[str]  # "draem" or "destseg"
+    config: DetectorConfig  # set by each subclass's __init__
 
     @abc.abstractmethod
     def forward(self, image: torch.Tensor) -> torch.Tensor:

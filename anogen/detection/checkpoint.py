@@ -164,9 +164,8 @@ def recoverable_checkpoint(folder: str | os.PathLike) -> Path | None:
     folder = Path(folder)
     if folder.exists():
         return None
-    steps = {candidate: _complete_step(candidate) for candidate in _leftovers(folder)}
-    complete = [candidate for candidate, step in steps.items() if step is not None]
-    return max(complete, key=lambda c: steps[c]) if complete else None
+    steps = {candidate: step for candidate in _leftovers(folder) if (step := _complete_step(candidate)) is not None}
+    return max(steps, key=lambda c: steps[c]) if steps else None
 
 
 def recover_checkpoint(folder: str | os.PathLike) -> Path | None:

@@ -19,6 +19,12 @@ class DetectorConfig:
     kind: ClassVar[str]
     display_name: ClassVar[str]
     presets: ClassVar[dict[str, dict[str, Any]]]
+    # Every subclass is a dataclass with at least these fields; declared here for type checkers
+    # (annotations on this plain base class add no dataclass fields).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    image_size: int
+    batch_size: int
+    steps: int | None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -38,6 +44,8 @@ class DetectorConfig:
     def total_steps(self, num_train_images: int) -> int:
         """Optimiser steps of a full run; by default the config's ``steps`` field (DRAEM
         counts epochs over the ``num_train_images`` instead)."""
+        if self.steps is None:
+            raise NotImplementedError(f"{type(self).__name__} has no steps: it must override total_steps")
         return int(self.steps)
 
     @classmethod
@@ -71,7 +79,7 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _checked_fields(cls: type[DetectorConfig], data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

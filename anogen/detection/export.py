@@ -29,6 +29,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from torch import nn
 from anogen.atomic import atomic_write_bytes, staged_directory
 from anogen.detection.checkpoint import LoadedDetector, load_detector
 from anogen.errors import ModelError
+
+if TYPE_CHECKING:
+    from anogen.detection.base import Detector
 
 OPSET = 17
 #: Largest absolute difference from torch an export may show on its check batch (anomaly
@@ -50,7 +54,7 @@ OPENVINO_RT_INFO = "anogen"
 class MapAndScore(nn.Module):
     """Wraps a detector so one forward returns both outputs."""
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: Detector) -> None:
         super().__init__()
         self.detector = detector
 
@@ -83,7 +87,8 @@ def _onnx_graph(loaded: LoadedDetector, generator: torch.Generator) -> tuple[nn.
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter warns about its own deprecation and about tracing
-        torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=OPSET,
+        # The TorchScript exporter (dynamo=False) writes to a file object too; torch annotates only paths.
+        torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=OPSET,  # type: ignore[arg-type]
                           input_names=["image"], output_names=["anomaly_map", "score"],
                           dynamic_axes={"image": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}})
     model = onnx.load_from_string(buffer.getvalue())

@@ -22,6 +22,7 @@ from anogen.detection.preprocess import resize_image
 from anogen.errors import InputError
 
 if TYPE_CHECKING:
+    from anogen.detection.base import Detector
     from anogen.detection.runtimes import ExportedModel
 
 
@@ -72,7 +73,7 @@ def predict(loaded: LoadedDetector | ExportedModel, images: Sequence[np.ndarray]
     return predictions
 
 
-def score_images(detector: torch.nn.Module, images: np.ndarray, device: torch.device,
+def score_images(detector: Detector, images: np.ndarray, device: torch.device,
                  batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly maps ``(N, S, S)`` and image scores ``(N,)`` for float32 NHWC images."""
     was_training = detector.training

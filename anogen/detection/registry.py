@@ -26,6 +26,7 @@ from anogen.errors import InputError
 
 if TYPE_CHECKING:
     from anogen.detection.base import Detector
+    from anogen.detection.config import DetectorConfig
     from anogen.detection.pipeline import DataPipeline
 
 #: Every detector kind, and the package (its folder) that holds its ``KIND``.
@@ -49,7 +50,7 @@ class DetectorKind:
     """
 
     name: str
-    config_class: type
+    config_class: type[DetectorConfig]
     build: Callable[..., Detector]
     pipeline: Callable[[Any, str], DataPipeline]
 

@@ -56,11 +56,15 @@ class SynthesisConfig:
     procedural_bank_size: int = 64  # procedural textures, made once each (the augmentations vary them)
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, int):
-            self.size = (self.size, self.size)
-        self.size = tuple(int(s) for s in self.size)
-        if len(self.size) != 2 or min(self.size) < 8:
+        size = (self.size, self.size) if isinstance(self.size, int) else tuple(int(s) for s in self.size)
+        if len(size) != 2 or min(size) < 8:
             raise InputError(f"synthesis size must be >= 8 px per side, got {self.size}")
+        self.size = (size[0], size[1])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``size`` as (height, width), the form ``__post_init__`` gives it."""
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
         for name in ("clean_probability", "beta_max", "patch_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -174,7 +178,7 @@ class AnomalySynthesizer:
         self.config = config
         self.seed = int(seed)
         self.good_images = good_images if good_images is not None and len(good_images) else None
-        self.folder = (FolderTextures(config.textures_dir, config.size, config.texture_cache_size)
+        self.folder = (FolderTextures(config.textures_dir, config.hw, config.texture_cache_size)
                        if config.textures_dir is not None else None)
         self._bank: dict[int, np.ndarray] = {}
         self._rng = np.random.default_rng(self.seed)
@@ -187,7 +191,7 @@ class AnomalySynthesizer:
         them, each seen through three random augmentations, is as varied as DTD is.
         """
         if index not in self._bank:
-            height, width = self.config.size
+            height, width = self.config.hw
             texture = procedural_texture(height, width, np.random.default_rng([self.seed, index]))
             texture.setflags(write=False)
             self._bank[index] = texture

@@ -316,7 +316,7 @@ def _make_synthesizer(config: TrainConfig, det_config: Any, pipeline: DataPipeli
 # ----------------------------------------------------------------------------- validation
 
 
-def _validate_detector(detector: torch.nn.Module, vset: ValidationSet, device: torch.device,
+def _validate_detector(detector: Detector, vset: ValidationSet, device: torch.device,
                        batch_size: int) -> tuple[dict[str, Any], ScoreCalibration, float]:
     from anogen.detection.infer import score_images
     from anogen.metrics import compute_metrics

@@ -277,6 +277,7 @@ def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, r
         render_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB1E5, render_index]))
         render_index += 1
         blemishes: list[str] = []
+        mask: np.ndarray | None
         if rng.random() < blemish_fraction:
             blemish_rng = random.Random(int(rng.integers(1 << 31)))
             blemishes = blemish_rng.sample(BLEMISH_KINDS, k=1 if blemish_rng.random() < 0.75 else 2)
@@ -288,7 +289,7 @@ def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, r
             side = int(render_size * rng.uniform(0.25, 1.0))
             x0, y0 = _crop_box(rng, render_size, side, mask)
             crop = image[y0:y0 + side, x0:x0 + side]
-            crop_mask = mask[y0:y0 + side, x0:x0 + side] if blemishes else None
+            crop_mask = mask[y0:y0 + side, x0:x0 + side] if blemishes and mask is not None else None
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
                 crop_mask = None if crop_mask is None else crop_mask[:, ::-1]

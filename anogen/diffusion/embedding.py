@@ -193,8 +193,8 @@ def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
         # As the reference's data loader: the 0/255 mask resized bicubic like the image.
         mask_crop = Image.fromarray(mask[top:bottom, left:right].astype(np.uint8) * 255)
         size = (resolution, resolution)
-        resized_image = np.asarray(image_crop.resize(size, Image.BICUBIC), dtype=np.uint8)
-        resized_mask = np.asarray(mask_crop.resize(size, Image.BICUBIC), dtype=np.float32) / 255.0
+        resized_image = np.asarray(image_crop.resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
+        resized_mask = np.asarray(mask_crop.resize(size, Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
         if not (resized_mask > 0).any():
             raise InputError(f"{mask_path}: the defect vanishes at {resolution} px; use --crop on")
         shots.append(SupportShot(image_path, mask_path, resized_image, resized_mask, crop))
@@ -287,7 +287,8 @@ def masked_noise_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torc
 class _PlaceholderHook:
     """Replaces the placeholder's row in the embedding lookup with a trainable vector."""
 
-    def __init__(self, table: torch.nn.Embedding, token_id: int, vector: torch.nn.Parameter) -> None:
+    def __init__(self, table: torch.nn.Embedding, token_id: int, vector: torch.Tensor) -> None:
+        """``vector``: a trainable ``nn.Parameter`` when learning, a plain tensor when probing."""
         self.token_id = token_id
         self.vector = vector
         self.handle = table.register_forward_hook(self._hook)
@@ -359,7 +360,7 @@ def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
 # ---------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------
-def _fingerprint(model, config: LearnConfig, shot_hashes: list[dict[str, str]], resolution: int) -> dict[str, Any]:
+def _fingerprint(model, config: LearnConfig, shot_hashes: list[dict[str, Any]], resolution: int) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that resumes it."""
     return {"family": model.family, "model": model.source, "token_width": model.token_width,
             "token": config.token, "init_word": config.init_word, "batch_size": config.batch_size,
@@ -479,7 +480,7 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
         model.enable_gradient_checkpointing()
 
     fingerprint = _fingerprint(model, config, shot_hashes, resolution)
-    start, loss_curve = 0, []
+    start, loss_curve = 0, list[float]()
     if config.resume_from is not None:
         start, loss_curve = _load_checkpoint(Path(config.resume_from), vector, optimizer, fingerprint)
         check_resume_steps(Path(config.resume_from), start, config.steps)

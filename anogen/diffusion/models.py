@@ -69,10 +69,13 @@ class DiffusionModel:
 
     family: str  # "sd1" | "sd2" | "ldm"
     source: str  # what the user named (hub id, folder or file), recorded in metadata
-    vae: nn.Module
-    text_encoder: nn.Module
+    # The diffusers/transformers modules of the family (AutoencoderKL, CLIPTextModel or LDMBert,
+    # UNet2DConditionModel): Any, since their methods (encode, get_input_embeddings, ...) are not
+    # on nn.Module, and nn.Module's typing turns every unknown attribute into ``Tensor | Module``.
+    vae: Any
+    text_encoder: Any
     tokenizer: Any
-    unet: nn.Module
+    unet: Any
     scheduler_config: dict[str, Any]
     device: torch.device
     dtype: torch.dtype

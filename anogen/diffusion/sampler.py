@@ -51,7 +51,8 @@ from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
 if TYPE_CHECKING:
-    from diffusers import DDIMScheduler
+    # The defining module: mypy reads diffusers' top-level names as its torch-less dummy classes.
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     from anogen.data.generated import GeneratedSample
     from anogen.diffusion.models import DiffusionModel
@@ -163,7 +164,7 @@ def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: 
         return cells
     pixels = box.to_mask(*image_shape)[crop.y0:crop.y1, crop.x0:crop.x1].astype(np.float32)
     resized = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA) > 0
-    return resized.reshape(latent, factor, latent, factor).any(axis=(1, 3))
+    return np.asarray(resized.reshape(latent, factor, latent, factor).any(axis=(1, 3)))
 
 
 def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
@@ -427,6 +428,7 @@ def _generate_batch(
 
         variance_noise = _noise(items, latent_shape, device, dtype) if config.eta > 0 else None
         output = scheduler.step(prediction, timestep, latents, eta=config.eta, variance_noise=variance_noise)
+        assert not isinstance(output, tuple) and output.pred_original_sample is not None  # return_dict; DDIM's x0
         latents = output.prev_sample
 
         preview = None

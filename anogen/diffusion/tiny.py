@@ -202,7 +202,7 @@ def build_tiny_model(
     # importing the pipeline classes (which pull in image processors and more).
     if family == "ldm":
         components = {"vqvae": vae, "bert": text_encoder, "tokenizer": tokenizer, "unet": unet}
-        index = {
+        index: dict[str, Any] = {
             "_class_name": "LDMTextToImagePipeline",
             "bert": ["latent_diffusion", "LDMBertModel"],
             "tokenizer": ["transformers", "BertTokenizer"],

@@ -55,7 +55,8 @@ def build_clip_tokenizer(words: Iterable[str], max_length: int = MAX_TOKENS) -> 
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocabulary(words)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # transformers 5 takes (a, b) pairs as merges too; its annotation names only strings.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
 def build_bert_tokenizer(words: Iterable[str], max_length: int = MAX_TOKENS) -> Any:

@@ -72,7 +72,7 @@ class BoxItem(QGraphicsItem):
     def box(self) -> BoxTuple:
         return self._box
 
-    def set_box(self, box: BoxTuple) -> None:
+    def set_box(self, box: tuple[float, float, float, float]) -> None:
         self.prepareGeometryChange()
         self._box = clamp_box(*box, *self._image_size)
         self.update()
@@ -158,6 +158,7 @@ class BoxItem(QGraphicsItem):
         mode, start, (x0, y0, x1, y1) = self._drag
         d = event.scenePos() - start
         w, h = self._image_size
+        new: tuple[float, float, float, float]
         if mode == "move":
             dx = min(max(round(d.x()), -x0), w - x1)  # slide, never leave the image
             dy = min(max(round(d.y()), -y0), h - y1)

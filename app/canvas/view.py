@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QKeyEvent,
@@ -186,7 +186,7 @@ class ImageCanvas(QGraphicsView):
     def placeholder(self) -> str:
         return self._placeholder
 
-    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+    def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:
         super().drawForeground(painter, rect)
         if self._heat_layer is not None and self._rgb is not None:
             self._draw_colorbar(painter)
@@ -232,7 +232,9 @@ class ImageCanvas(QGraphicsView):
         self._emit_history()
         self.maskAreaChanged.emit(0, 0.0)
 
-    def mask(self) -> np.ndarray | None:
+    # Shadows QWidget.mask() (a QRegion) on purpose: Qt never calls it from Python, and the
+    # canvas has no widget mask; renaming would touch every panel and test.
+    def mask(self) -> np.ndarray | None:  # type: ignore[override]
         """A copy of the current mask (bool HxW), or None without a mask layer."""
         return None if self._mask_layer is None else self._mask_layer.mask.copy()
 

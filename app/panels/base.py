@@ -7,7 +7,6 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractSpinBox,
     QComboBox,
     QDoubleSpinBox,
     QFrame,
@@ -44,7 +43,7 @@ class Panel(QWidget):
         self.form.setContentsMargins(10, 8, 10, 8)
         self.form.setSpacing(8)
         scroll = QScrollArea()
-        self.scroll = scroll
+        self.scroll_area = scroll  # not `scroll`: QWidget.scroll() is a method
         scroll.setWidget(self.body)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -115,7 +114,7 @@ class Panel(QWidget):
         under ``view.settings.<panel>.<key>``, and put it back when the project is reopened."""
         self._persisted[key] = widget
         self._defaults[key] = self._value(widget)
-        if isinstance(widget, QAbstractSpinBox):
+        if isinstance(widget, QSpinBox | QDoubleSpinBox):
             widget.valueChanged.connect(lambda _v: self._store_settings())
         elif isinstance(widget, QComboBox):
             widget.currentIndexChanged.connect(lambda _i: self._store_settings())
@@ -142,7 +141,9 @@ class Panel(QWidget):
             return float(widget.value())
         if isinstance(widget, QSpinBox):
             return int(widget.value())
-        return widget.currentText()  # a QComboBox (persist() refuses anything else)
+        if isinstance(widget, QComboBox):
+            return widget.currentText()
+        raise TypeError(f"cannot keep a {type(widget).__name__} in the project")  # persist() refused it
 
     def restore_settings(self) -> None:
         """Put the project's stored values into the widgets (defaults stay for the others)."""

@@ -402,7 +402,7 @@ class DefectsPanel(Panel):
 
     def add_kind(self, name: str, init_word: str = "defect") -> bool:
         try:
-            self.studio.workspace.add_defect_kind(name, init_word)
+            self.studio.open_workspace.add_defect_kind(name, init_word)
         except AnoGenError as exc:
             QMessageBox.warning(self, "Cannot add defect kind", str(exc))
             return False
@@ -422,7 +422,7 @@ class DefectsPanel(Panel):
 
     def delete_kind(self, name: str) -> None:
         """Remove a defect kind; the canvas moves to another kind rather than keep the removed one's image."""
-        self.studio.workspace.remove_defect_kind(name)
+        self.studio.open_workspace.remove_defect_kind(name)
         self.studio.select(Selection())
         self.studio.edited("defects")
         if self._kind() is not None:
@@ -516,7 +516,7 @@ class DefectsPanel(Panel):
         if kind is None or not keys:
             return
         for index in sorted(keys, reverse=True):
-            self.studio.workspace.remove_support_image(kind.name, int(index))
+            self.studio.open_workspace.remove_support_image(kind.name, int(index))
         self.studio.select(Selection("defect_kind", kind.name))
         self.studio.edited("defects")
         # The indices moved: what the canvas shows (and where its strokes go) must be reloaded.
@@ -674,12 +674,16 @@ class DefectsPanel(Panel):
         self._learn_job = self.studio.engine.submit(
             f"Learn '{name}'", run_learn, LearnTask(model, config, out),
             on_result=lambda path: self._learned(name, path),
-            on_failure=lambda state: state == "cancelled" and self.learn_status.setText("Learning cancelled."))
+            on_failure=self._learn_failed)
         self.update_enabled()
         return self._learn_job
 
+    def _learn_failed(self, state: str) -> None:
+        if state == "cancelled":
+            self.learn_status.setText("Learning cancelled.")
+
     def _learned(self, kind: str, path: Path) -> None:
-        workspace = self.studio.workspace
+        workspace = self.studio.open_workspace
         workspace.set_embedding(kind, path)
         self.studio.update_view(kind=kind)  # Generate opens on the kind just learned
         self.studio.edited("defects")
@@ -695,4 +699,4 @@ class DefectsPanel(Panel):
     def prepare_for_screenshot(self) -> None:
         self.canvas.set_tool(Tool.BRUSH)
         if self.loss_plot.series():
-            self.scroll.ensureWidgetVisible(self.loss_plot, 0, 0)
+            self.scroll_area.ensureWidgetVisible(self.loss_plot, 0, 0)

@@ -47,10 +47,11 @@ from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 
 if TYPE_CHECKING:  # the module imports OpenCV: loaded when first needed, not at start-up
-    from anogen.data.boxes import Box
+    from anogen.data.boxes import Box, ForegroundMethod
 
 PREVIEW_SIDE = 160
-FOREGROUND_MODES = ("grabcut", "otsu", "all")  # the order of the "Boxes inside" choices
+# The order of the "Boxes inside" choices.
+FOREGROUND_MODES: tuple[ForegroundMethod, ...] = ("grabcut", "otsu", "all")
 
 
 def plan_samples(boxes: dict[str, list[Box]], per_box: int) -> tuple[int, dict[str, list[Box]], str]:
@@ -428,7 +429,8 @@ class GeneratePanel(Panel):
             QMessageBox.warning(self, "Box size", str(exc))
             return None
         if kind is not None:
-            self.studio.workspace.set_box_size(kind.name, tuple(size_range.to_list()))
+            w_lo, w_hi, h_lo, h_hi = size_range.to_list()
+            self.studio.open_workspace.set_box_size(kind.name, (w_lo, w_hi, h_lo, h_hi))
         paths = {self.studio.resolve(g.image): g.image for g in targets}
         label = kind.name if kind is not None else ""
 
@@ -441,7 +443,7 @@ class GeneratePanel(Panel):
                     self.controller.canvas.replace_boxes([(b.x0, b.y0, b.x1, b.y1) for b in boxes],
                                                          labels=[label] * len(boxes))
                     continue
-                self.studio.workspace.set_boxes(paths[path], [ProjectBox(b.x0, b.y0, b.x1, b.y1, defect_kind=label)
+                self.studio.open_workspace.set_boxes(paths[path], [ProjectBox(b.x0, b.y0, b.x1, b.y1, defect_kind=label)
                                                               for b in boxes])
             self.studio.edited("good")
             text = f"Proposed boxes on {len(result.boxes)} image(s)."

@@ -450,7 +450,7 @@ class TrainPanel(Panel):
 
     def link_dataset(self, folder: Path) -> bool:
         try:
-            self.studio.workspace.link_dataset(folder)
+            self.studio.open_workspace.link_dataset(folder)
         except AnoGenError as exc:
             QMessageBox.warning(self, "Cannot link dataset", str(exc))
             return False
@@ -559,7 +559,9 @@ class TrainPanel(Panel):
         for r, (key, _label) in enumerate(METRIC_ROWS):
             value = metrics.get(key)
             text = f"{float(value):.3f}" if isinstance(value, (int, float)) and math.isfinite(float(value)) else "–"
-            self.metrics_table.item(r, 1).setText(text)
+            item = self.metrics_table.item(r, 1)
+            if item is not None:
+                item.setText(text)
 
     def test(self) -> Job | None:
         entry = self._detector_entry()
@@ -644,7 +646,7 @@ class TrainPanel(Panel):
         name = self.result_combo.currentText()
         workspace = self.studio.workspace
         record = self._stored_records().get(name) if name and workspace is not None else None
-        if record is None:
+        if record is None or workspace is None:
             return
 
         def resolve(rel: str) -> Path:
@@ -678,6 +680,7 @@ class TrainPanel(Panel):
         from anogen.detection.infer import heatmap_overlay
 
         if index not in self._thumbs:
+            assert self.results is not None  # thumbnails exist only for shown results
             item = self.results.images[index]
             try:
                 image = read_image(item.path)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app import theme
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_DRAWN_POINTS = 2000
 
@@ -64,7 +68,7 @@ class PlotWidget(QWidget):
     def series(self) -> dict[str, Series]:
         return self._series
 
-    def set_series(self, name: str, xs: Sequence[float], ys: Sequence[float]) -> None:
+    def set_series(self, name: str, xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray) -> None:
         s = self._series.setdefault(name, Series(name))
         s.xs, s.ys = [float(x) for x in xs], [float(y) for y in ys]
         self.update()

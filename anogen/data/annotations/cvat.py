@@ -78,7 +78,7 @@ def parse_labelmap(text: str, where: str) -> dict[tuple[int, int, int], str]:
             raise InputError(f"{where}: line {number}: expected 'label:r,g,b::', got {line.strip()!r}") from None
         if rgb in colours:
             raise InputError(f"{where}: line {number}: colour {rgb} is also label {colours[rgb]!r}")
-        colours[rgb] = label  # type: ignore[index]
+        colours[(rgb[0], rgb[1], rgb[2])] = label
     return colours
 
 

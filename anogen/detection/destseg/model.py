@@ -28,6 +28,9 @@ class DestsegDetector(Detector):
     """
 
     kind: ClassVar[str] = "destseg"
+    config: DestsegConfig
+    pixel_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    pixel_std: torch.Tensor
 
     def __init__(self, config: DestsegConfig | None = None, *, for_loading: bool = False,
                  preset: str = "") -> None:
@@ -112,17 +115,17 @@ class DestsegDetector(Detector):
         head's residual blocks, 0.01 on its ASPP part); the student is frozen in the head
         phase, as in the reference."""
         cfg = self.config
-        sgd = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
         student = self.student_steps(total_steps)
         phases = []
         if student > 0:
-            optimizer = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, **sgd)
+            optimizer = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
+                                        weight_decay=cfg.weight_decay)
             phases.append(TrainingPhase(name=STUDENT_PHASE, steps=student, optimizer=optimizer))
         if total_steps - student > 0:
             optimizer = torch.optim.SGD([
                 {"params": self.segmentation.res.parameters(), "lr": cfg.lr_res},
                 {"params": self.segmentation.head.parameters(), "lr": cfg.lr_head},
-            ], lr=cfg.lr_res, **sgd)
+            ], lr=cfg.lr_res, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             phases.append(TrainingPhase(name=HEAD_PHASE, steps=total_steps - student, optimizer=optimizer))
         return phases
 

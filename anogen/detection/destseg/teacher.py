@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,7 +69,8 @@ class ResNetFeatures(nn.Module):
     convolutions that trace and export to ONNX without the model-output wrappers.
     """
 
-    def __init__(self, resnet: nn.Module, num_stages: int) -> None:
+    # resnet: a transformers ResNetModel; Any, because nn.Module's typing cannot see its submodules.
+    def __init__(self, resnet: Any, num_stages: int) -> None:
         super().__init__()
         stages = resnet.encoder.stages
         if num_stages > len(stages):
@@ -134,6 +136,7 @@ def torchvision_to_transformers(state_dict: dict[str, torch.Tensor]) -> dict[str
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file: safetensors, or a torch pickle read with weights_only=True."""
+    state: Any  # a pickle may hold anything until checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -225,7 +228,7 @@ def load_pretrained(source: str, embedding_size: int, hidden_sizes: Sequence[int
     return resnet.float()
 
 
-def _check_shape(resnet: nn.Module, source: str, embedding_size: int, hidden_sizes: Sequence[int],
+def _check_shape(resnet: Any, source: str, embedding_size: int, hidden_sizes: Sequence[int],
                  depths: Sequence[int]) -> None:
     config = resnet.config
     used = len(hidden_sizes)
@@ -246,6 +249,7 @@ def resolve_teacher(weights: str | None, *, allow_random: bool, embedding_size: 
     """
     if weights:
         resnet = load_pretrained(str(weights), embedding_size, hidden_sizes, depths)
+        assert resnet is not None  # without missing_ok, a missing teacher raises
         return TeacherSource(resnet, str(weights), pretrained=True)
     is_resnet18 = (embedding_size == RESNET18_EMBEDDING_SIZE
                    and tuple(hidden_sizes) == RESNET18_HIDDEN_SIZES[:len(hidden_sizes)]

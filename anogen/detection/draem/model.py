@@ -23,6 +23,7 @@ class DraemDetector(Detector):
     """
 
     kind: ClassVar[str] = "draem"
+    config: DraemConfig
 
     def __init__(self, config: DraemConfig | None = None) -> None:
         super().__init__()
