@@ -41,6 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The SD 1.5 architecture with random weights, shared with the stage-1 benchmark (this folder is
+# on sys.path when a benchmark runs as a script).
+from bench_stage1 import build_sd15_random
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks-stage2.md"
 RAW_MARKER = "<!-- raw results (bench_stage2.py reads them back to merge runs): "
@@ -196,38 +200,6 @@ def _current_rss_mib() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def build_sd15_random(device: str = "cpu"):
-    """The Stable Diffusion 1.5 architecture with random weights, as a DiffusionModel."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from anogen.diffusion.models import DiffusionModel
-    from anogen.diffusion.tiny import _scheduler, build_clip_tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # the defaults are SD 1.x's
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-                        sample_size=512)
-    tokenizer = build_clip_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval().to(device)
-    params = {name: sum(p.numel() for p in m.parameters()) for name, m in
-              (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
-    model = DiffusionModel(
-        family="sd1", source="sd15-architecture (random weights)", vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, unet=unet, scheduler_config=dict(_scheduler().config), device=torch.device(device),
-        dtype=torch.float32, resolution=512, latent_channels=4, vae_scale_factor=8, scaling_factor=0.18215,
-        token_width=768, is_inpainting=False)
-    return model, params
 
 
 def memory_child(steps: int) -> dict:

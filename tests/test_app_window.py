@@ -6,80 +6,31 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication, QMessageBox
+from _app_helpers import drag, visible_message_boxes, window_factory, write_project
+from PySide6.QtCore import Qt
 
-from anogen.data.imageio import read_mask, write_image
+from anogen.data.imageio import read_mask
 from anogen.data.workspace import Workspace
 from app.canvas import Tool
 from app.engine import CANCELLED
-from app.main_window import MainWindow
-from app.settings import Settings
 from app.studio import Selection
-
-
-def _picture(seed: int, size: int = 96) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(60, 200, (size, size, 3), dtype=np.uint8)
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    for i in range(2):
-        write_image(sources / f"defect{i}.png", _picture(i))
-        write_image(sources / f"good{i}.png", _picture(10 + i))
-    root = tmp_path / "project"
-    workspace = Workspace.create(root, "Test project")
-    workspace.add_defect_kind("scratch")
-    for i in range(2):
-        workspace.add_support_image("scratch", sources / f"defect{i}.png")
-    workspace.add_good_images([sources / "good0.png", sources / "good1.png"])
-    workspace.save()
-    return root
+    return write_project(tmp_path)
 
 
 @pytest.fixture
 def make_window(qtbot, tmp_path):
-    settings_file = tmp_path / "settings.ini"
-    windows = []
-
-    def make() -> MainWindow:
-        window = MainWindow(settings=Settings(settings_file), restore_geometry=False)
-        window.confirm_close = False
-        qtbot.addWidget(window)
-        window.resize(1200, 800)
-        window.show()
-        qtbot.waitExposed(window)
-        windows.append(window)
-        return window
-
+    make, windows = window_factory(qtbot, tmp_path)
     yield make
     for window in windows:
         window.engine.shutdown()
-
-
-def _send(view, kind, pos: QPoint, button, buttons) -> None:
-    event = QMouseEvent(kind, QPointF(pos), QPointF(view.viewport().mapToGlobal(pos)), button, buttons,
-                        Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(view.viewport(), event)
-
-
-def drag(canvas, points) -> None:
-    """A left-button drag through image coordinates ``points``."""
-    positions = [canvas.mapFromScene(QPointF(x, y)) for x, y in points]
-    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
-    _send(canvas, QMouseEvent.Type.MouseButtonPress, positions[0], left, left)
-    for pos in positions[1:]:
-        _send(canvas, QMouseEvent.Type.MouseMove, pos, none, left)
-    _send(canvas, QMouseEvent.Type.MouseButtonRelease, positions[-1], left, none)
 
 
 def _manifest(root: Path) -> dict:
@@ -205,7 +156,7 @@ def test_missing_model_shows_reason_and_error_dialog_with_details(make_window, p
     with qtbot.waitSignal(window.engine.jobFailed, timeout=20000):
         panel.set_model(missing)
     assert panel.model_status.text().startswith("✗") and "no-such-model" in panel.model_status.text()
-    boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+    boxes = visible_message_boxes()
     assert boxes, "an error dialog is shown"
     assert "no-such-model" in boxes[-1].text()
     assert "Traceback" in boxes[-1].detailedText()

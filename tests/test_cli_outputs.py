@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from _cli_helpers import one_line_error
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
@@ -86,17 +87,6 @@ def _unchanged(path: Path, files: dict[str, bytes]) -> bool:
     return path.is_dir() and all((path / name).read_bytes() == data for name, data in files.items())
 
 
-def _one_line_error(capsys, *names: str) -> str:
-    """The error line of a failed command: last on stderr, no traceback, naming ``names``."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("anogen: error:"), err
-    for name in names:
-        assert name in line, line
-    return line
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -108,7 +98,7 @@ def test_boxes_refuses_a_user_folder_unless_overwrite(category, tmp_path, capsys
     files = _user_folder(out)
     argv = ["boxes", "--images", str(images), "--limit", "1", "--quiet", "--out", str(out)]
     assert main(argv) == 2
-    _one_line_error(capsys, str(out), "--overwrite")
+    one_line_error(capsys, str(out), "--overwrite")
     assert _unchanged(out, files)
 
     assert main([*argv, "--overwrite"]) == 0
@@ -124,7 +114,7 @@ def test_output_of_another_command_is_not_replaced_silently(category, tmp_path, 
     before = _snapshot(out)
     assert main(["boxes", "--images", str(category / "train" / "good"), "--limit", "1", "--quiet",
                  "--out", str(out)]) == 2
-    _one_line_error(capsys, "anogen dataset demo", "--overwrite")
+    one_line_error(capsys, "anogen dataset demo", "--overwrite")
     assert _snapshot(out) == before
 
 
@@ -137,7 +127,7 @@ def test_generate_never_deletes_its_input_even_with_overwrite(diffusion, tmp_pat
             "--quiet", "--overwrite"]
     for out in (normals, tmp_path):  # the input itself, and a folder that contains it
         assert main([*base, "--out", str(out)]) == 2
-        _one_line_error(capsys, "input")
+        one_line_error(capsys, "input")
         assert _snapshot(normals) == before
 
 
@@ -156,7 +146,7 @@ def test_an_existing_file_never_becomes_a_folder(command, category, runs, tmp_pa
     argv = [*argv, str(photo)] if command == "dataset" else [*argv, "--out", str(photo)]
     for extra in ([], ["--overwrite"]):
         assert main([*argv, *extra]) == 2
-        _one_line_error(capsys, str(photo), "file")
+        one_line_error(capsys, str(photo), "file")
         assert photo.is_file() and photo.read_bytes() == b"the user's photo"
 
 
@@ -166,7 +156,7 @@ def test_evaluate_json_replaces_its_own_metrics_but_not_a_user_file(category, ru
     user_file = tmp_path / "notes.json"
     user_file.write_text('{"mine": true}\n')
     assert main([*base, "--json", str(user_file)]) == 2
-    _one_line_error(capsys, str(user_file), "--overwrite")
+    one_line_error(capsys, str(user_file), "--overwrite")
     assert user_file.read_text() == '{"mine": true}\n'
 
     metrics = tmp_path / "metrics.json"
@@ -190,7 +180,7 @@ def test_an_incomplete_run_is_refused_unless_allowed(command, category, runs, tm
                     "--device", "cpu", "--quiet"],
     }[command]
     assert main(argv) == 2
-    _one_line_error(capsys, "incomplete: step 2 of 4, resume with --resume", "--allow-incomplete")
+    one_line_error(capsys, "incomplete: step 2 of 4, resume with --resume", "--allow-incomplete")
     assert not out.exists()
 
     assert main([*argv, "--allow-incomplete"]) == 0
@@ -203,7 +193,7 @@ def test_train_without_resume_says_the_run_is_incomplete(category, runs, tmp_pat
     argv = ["train", "--data", str(category), "--detector", "draem", "--steps", "4", "--validate-every", "2",
             "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(run)]
     assert main(argv) == 2
-    _one_line_error(capsys, "incomplete: step 2 of 4, resume with --resume")
+    one_line_error(capsys, "incomplete: step 2 of 4, resume with --resume")
     assert main([*argv, "--resume"]) == 0
     capsys.readouterr()
     # Finished now: the same checkpoint is accepted everywhere it is read.
@@ -227,7 +217,7 @@ def test_resume_recovers_a_checkpoint_left_between_two_renames(category, runs, t
     argv = ["evaluate", "--data", str(category), "--detector-dir", str(run), "--checkpoint", "last",
             "--device", "cpu", "--quiet"]
     assert main(argv) == 2
-    _one_line_error(capsys, "incomplete", "--resume")
+    one_line_error(capsys, "incomplete", "--resume")
 
     assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "4", "--validate-every", "2",
                  "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(run), "--resume"]) == 0
@@ -259,7 +249,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_reported_incomplete(categor
     for argv in (["export", "--detector-dir", str(run), "--out", str(tmp_path / "m.onnx")],
                  ["evaluate", "--data", str(category), "--detector-dir", str(run), "--device", "cpu", "--quiet"]):
         assert main(argv) == 2
-        _one_line_error(capsys, str(run), "incomplete", "before its first checkpoint")
+        one_line_error(capsys, str(run), "incomplete", "before its first checkpoint")
 
 
 def test_a_run_killed_at_its_first_best_checkpoint_is_reported_incomplete(category, tmp_path, capsys,
@@ -283,7 +273,7 @@ def test_a_run_killed_at_its_first_best_checkpoint_is_reported_incomplete(catego
     capsys.readouterr()
     assert (run / "best" / "detector.json").is_file()
     assert main(["evaluate", "--data", str(category), "--detector-dir", str(run), "--device", "cpu", "--quiet"]) == 2
-    _one_line_error(capsys, "incomplete", "--resume")
+    one_line_error(capsys, "incomplete", "--resume")
     assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "4", "--validate-every", "2",
                  "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(run), "--resume"]) == 0
 
@@ -459,7 +449,7 @@ def test_fuzz_corpus_exit_2_one_line_no_output(case, damage, category, runs, dif
         }[case]()
     before = {p: _snapshot(p) for p in (run, a_dir)}
     assert main(argv) == 2
-    _one_line_error(capsys, *names)
+    one_line_error(capsys, *names)
     assert not out.exists()  # no output left behind
     assert a_file.read_bytes() == b"user data" and not list(tmp_path.glob(".*partial"))
     assert all(_snapshot(p) == snapshot for p, snapshot in before.items())

@@ -21,20 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli_helpers import one_line_error
 
 from anogen.cli import main
 from anogen.data.generated import read_generated_set
 from anogen.data.imageio import read_image
-
-
-def _one_line_error(capsys, *names: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("anogen: error:"), err
-    for name in names:
-        assert name in line, line
-    return line
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +68,7 @@ def test_a_nan_embedding_is_refused_on_load(diffusion, tmp_path, capsys):
     out = tmp_path / "set"
     argv = _generate_argv({**diffusion, "embedding": broken}, out)
     assert main(argv) == 2
-    _one_line_error(capsys, str(broken), "NaN")
+    one_line_error(capsys, str(broken), "NaN")
     assert not out.exists()
 
 
@@ -188,7 +179,7 @@ def test_train_refuses_a_mask_of_another_size(category, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--detector", "draem", "--steps", "1", "--device", "cpu", "--quiet",
                  *TINY_DRAEM_ARGS, "--out", str(out)]) == 2
-    line = _one_line_error(capsys, SMALL_MASK_MESSAGE, "_mask.png")
+    line = one_line_error(capsys, SMALL_MASK_MESSAGE, "_mask.png")
     assert str(data / "ground_truth") in line
     assert not out.exists()
 
@@ -198,7 +189,7 @@ def test_evaluate_refuses_a_mask_of_another_size(category, detector, tmp_path, c
     out = tmp_path / "metrics.json"
     assert main(["evaluate", "--data", str(data), "--detector-dir", str(detector), "--device", "cpu", "--quiet",
                  "--json", str(out)]) == 2
-    _one_line_error(capsys, SMALL_MASK_MESSAGE, str(data / "ground_truth"))
+    one_line_error(capsys, SMALL_MASK_MESSAGE, str(data / "ground_truth"))
     assert not out.exists()
     # The same dataset with masks of the right size evaluates.
     assert main(["evaluate", "--data", str(category), "--detector-dir", str(detector), "--device", "cpu",
@@ -248,7 +239,7 @@ def test_a_generated_box_outside_its_image_is_refused_naming_the_line(category, 
     out = tmp_path / "run"
     assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "1", "--device", "cpu",
                  "--quiet", *TINY_DRAEM_ARGS, "--generated", str(generated), "--out", str(out)]) == 2
-    _one_line_error(capsys, "manifest.jsonl", "line 2", "outside its 40x32 image")
+    one_line_error(capsys, "manifest.jsonl", "line 2", "outside its 40x32 image")
     assert not out.exists()
 
 
@@ -289,7 +280,7 @@ def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_
     before = checkpoint.read_bytes()
 
     assert main(_learn_argv(diffusion, support, out, "--resume", "--steps", "2")) == 2
-    _one_line_error(capsys, str(checkpoint), "step 4", "--steps 4")
+    one_line_error(capsys, str(checkpoint), "step 4", "--steps 4")
     assert not out.exists() and checkpoint.read_bytes() == before  # nothing written, the checkpoint kept
     with pytest.raises(InputError, match="already at step 4"):  # the library refuses as well (the app)
         learn_embedding(load_model(diffusion["model"], device="cpu"),
@@ -376,7 +367,7 @@ def test_dataset_check_names_the_effect_of_a_missing_mask_and_strict_refuses_it(
         assert "pixel metrics count every pixel of this defective image as normal" in line
 
     assert main(["dataset", "check", str(root), "--quiet", "--strict"]) == 2
-    _one_line_error(capsys, "2 warnings with --strict", "000.png: no ground-truth mask")
+    one_line_error(capsys, "2 warnings with --strict", "000.png: no ground-truth mask")
     # --strict passes a sound dataset.
     sound = make_category(tmp_path / "sound", train=2, kinds=("hole",), per_kind=2)
     assert main(["dataset", "check", str(sound), "--quiet", "--strict"]) == 0
