@@ -508,6 +508,9 @@ def test_first_screen_starts_the_work_and_returns_when_the_project_closes(make_w
     window.close_project()
     assert start.isVisible()
     assert start.recent_list.count() == 1 and str(project.resolve()) in start.recent_list.item(0).text()
+    # Both lines of the entry are visible, however long the path: no horizontal scroll bar.
+    assert not start.recent_list.horizontalScrollBar().isVisible()
+    assert start.recent_list.viewport().height() >= start.recent_list.sizeHintForRow(0)
     item = start.recent_list.item(0)
     qtbot.mouseClick(start.recent_list.viewport(), Qt.MouseButton.LeftButton,
                      pos=start.recent_list.visualItemRect(item).center())

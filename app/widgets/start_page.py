@@ -67,6 +67,10 @@ class StartPage(QWidget):
         self.recent_list = QListWidget()
         self.recent_list.setObjectName("recentProjects")
         self.recent_list.setMinimumWidth(320)
+        # A long path is elided in the middle (the tooltip has it whole): a horizontal
+        # scroll bar would eat the height sized for the rows and cut the second line.
+        self.recent_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.recent_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.recent_empty = QLabel("None yet: projects you open are listed here.")
         self.recent_empty.setStyleSheet(f"color: {theme.colors().muted.name()};")
         self.reopen_check = QCheckBox("Reopen the last project when AnoGen Studio starts")
