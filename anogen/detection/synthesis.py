@@ -60,11 +60,6 @@ class SynthesisConfig:
         if len(size) != 2 or min(size) < 8:
             raise InputError(f"synthesis size must be >= 8 px per side, got {self.size}")
         self.size = (size[0], size[1])
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        """``size`` as (height, width), the form ``__post_init__`` gives it."""
-        return (self.size, self.size) if isinstance(self.size, int) else self.size
         for name in ("clean_probability", "beta_max", "patch_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -77,6 +72,11 @@ class SynthesisConfig:
             raise InputError(f"procedural_bank_size must be >= 1, got {self.procedural_bank_size}")
         if not 0 <= self.augmentations <= len(AUGMENTATIONS):
             raise InputError(f"augmentations must be in 0..{len(AUGMENTATIONS)}, got {self.augmentations}")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``size`` as (height, width), the form ``__post_init__`` gives it."""
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
 
 
 @dataclass
