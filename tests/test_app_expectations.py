@@ -475,6 +475,14 @@ def test_expected_training_time_is_shown_before_training_and_5_minutes_fits(make
     assert fields["steps"] == steps
     assert time_training_steps is not None
 
+    # Typing Steps afterwards is what runs (it used to be ignored under the 5-minute length),
+    # and choosing the 5-minute length again clears Steps back to the preset default.
+    train.steps_spin.setValue(60)
+    assert train.length_combo.currentIndex() == 0 and train.train_steps() == 60
+    assert "60 steps" in train.time_label.text()
+    train.length_combo.setCurrentIndex(1)
+    assert train.steps_spin.value() == 0 and train.train_steps() == steps
+
 
 # ---------------------------------------------------------------- setup
 def test_missing_xcb_libraries_are_named_with_the_apt_get_line(monkeypatch, capsys):

@@ -265,6 +265,10 @@ class TrainPanel(Panel):
             widget.currentIndexChanged.connect(lambda _i: self._update_time_estimate())
         for spin in (self.steps_spin, self.size_spin):
             spin.valueChanged.connect(lambda _v: self._update_time_estimate())
+        # Steps and the 5-minute length both set the run's length: the one chosen last wins,
+        # and the other shows that it no longer applies (a typed Steps was silently ignored).
+        self.steps_spin.valueChanged.connect(self._steps_chosen)
+        self.length_combo.currentIndexChanged.connect(self._length_chosen)
         self.test_button.clicked.connect(self.test)
         self.export_button.clicked.connect(lambda: self.export())
         self.result_combo.currentTextChanged.connect(lambda _t: self._detector_changed())
@@ -388,6 +392,14 @@ class TrainPanel(Panel):
         if self.length_combo.currentIndex() == 1 and timing is not None:
             return steps_within(timing.seconds_per_step)
         return self.steps_spin.value() or None
+
+    def _steps_chosen(self, value: int) -> None:
+        if value and self.length_combo.currentIndex() == 1:
+            self.length_combo.setCurrentIndex(0)
+
+    def _length_chosen(self, index: int) -> None:
+        if index == 1 and self.steps_spin.value():
+            self.steps_spin.setValue(0)  # "preset default": the 5-minute length decides
 
     def _update_time_estimate(self) -> None:
         if not hasattr(self, "time_label"):
