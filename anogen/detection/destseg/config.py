@@ -98,7 +98,8 @@ class DestsegConfig(DetectorConfig):
         if self.rotation not in ROTATION_CHOICES:
             raise InputError(f"destseg rotation must be one of {', '.join(ROTATION_CHOICES)}, got {self.rotation!r}")
         if self.teacher_weights is not None and not isinstance(self.teacher_weights, str):
-            self.teacher_weights = str(self.teacher_weights)
+            # A Path from a caller: the annotation says what it becomes, not what may arrive.
+            self.teacher_weights = str(self.teacher_weights)  # type: ignore[unreachable]
         if self.teacher_weights == "":
             self.teacher_weights = None
 
