@@ -182,7 +182,9 @@ class _Held:
 # Locks this process holds, by lock file path. A forked child inherits the dict but not
 # the locks, so every entry records the pid that took it.
 _HELD: dict[str, _Held] = {}
-_HELD_LOCK = threading.Lock()
+# Re-entrant: a Workspace dropped without close() releases its lock from a weakref finalizer,
+# which the garbage collector may run inside acquire() on this same thread (a plain Lock hung there).
+_HELD_LOCK = threading.RLock()
 
 
 class ProjectLock:
