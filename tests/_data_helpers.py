@@ -41,3 +41,20 @@ def make_category(root: Path, *, size: tuple[int, int] = (32, 40), train: int = 
             write_image(root / "test" / kind / f"{index:03d}.png", image)
             write_mask(root / "ground_truth" / kind / f"{index:03d}_mask.png", mask)
     return root
+
+
+def make_tiny_diffusion(root: Path, train_good: int) -> dict[str, Path]:
+    """A tiny SD-1.x model, an embedding that fits it, and ``train_good`` good washer images."""
+    import torch
+
+    from anogen.data.demo import write_demo_dataset
+    from anogen.diffusion.textual_inversion import LearnedEmbedding, save_embedding
+    from anogen.diffusion.tiny import TINY_TEXT_WIDTH, build_tiny_model
+
+    model = build_tiny_model(root / "model", "sd1", resolution=32)
+    vector = torch.randn(TINY_TEXT_WIDTH, generator=torch.Generator().manual_seed(1))
+    embedding = save_embedding(root / "scratch.safetensors",
+                               LearnedEmbedding(token="<scratch>", vector=vector, family="sd1"))
+    write_demo_dataset(root / "demo", categories=("washer",), size=64, train_good=train_good, test_good=0,
+                       test_per_kind=0)
+    return {"model": model, "embedding": embedding, "normals": root / "demo" / "washer" / "train" / "good"}

@@ -40,3 +40,14 @@ def _file_dialogs_never_block(request, monkeypatch):
     for name in ("getSaveFileName", "getOpenFileName", "getOpenFileNames", "getExistingDirectory"):
         monkeypatch.setattr(QFileDialog, name, _no_modal_dialog)
     yield
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    """Main windows (Qt, offscreen) made by the test and shut down after it."""
+    from _app_helpers import window_factory
+
+    make, windows = window_factory(qtbot, tmp_path)
+    yield make
+    for window in windows:
+        window.engine.shutdown()

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import numpy as np
-from _app_helpers import send_mouse, window_factory, write_project
+from _app_helpers import send_mouse, write_project
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 
@@ -25,12 +25,6 @@ def project(tmp_path) -> Path:
     return write_project(tmp_path)
 
 
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    make, windows = window_factory(qtbot, tmp_path)
-    yield make
-    for window in windows:
-        window.engine.shutdown()
 
 
 def click(canvas, x: float, y: float, double: bool = False) -> None:

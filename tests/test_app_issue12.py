@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import numpy as np
-from _app_helpers import add_learned_kind_and_set, drag, visible_message_boxes, window_factory, write_project
+from _app_helpers import add_learned_kind_and_set, drag, visible_message_boxes, write_project
 from PySide6.QtCore import Qt
 
 from anogen.data.workspace import Workspace
@@ -23,12 +23,6 @@ def project(tmp_path) -> Path:
     return write_project(tmp_path)
 
 
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    make, windows = window_factory(qtbot, tmp_path)
-    yield make
-    for window in windows:
-        window.engine.shutdown()
 
 
 # ---------------------------------------------------------------- bug 13

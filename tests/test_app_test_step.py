@@ -17,7 +17,6 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from _app_helpers import window_factory
 
 from anogen.data.imageio import encode_png
 from anogen.data.workspace import Workspace
@@ -80,12 +79,6 @@ def small(tmp_path_factory) -> dict[str, Path]:
     return _trained_project(tmp_path_factory.mktemp("small") / "project", n_good=8, n_hole=8, max_val_images=64)
 
 
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    make, windows = window_factory(qtbot, tmp_path)
-    yield make
-    for window in windows:
-        window.engine.shutdown()
 
 
 def _cli_metrics(trained, tmp_path) -> dict:

@@ -145,19 +145,9 @@ def test_a_killed_train_is_absent_complete_or_incomplete_everywhere(category, tm
 # ----------------------------------------------------------------------------- generate
 @pytest.fixture(scope="module")
 def diffusion(tmp_path_factory) -> dict[str, Path]:
-    import torch
+    from _data_helpers import make_tiny_diffusion
 
-    from anogen.data.demo import write_demo_dataset
-    from anogen.diffusion.textual_inversion import LearnedEmbedding, save_embedding
-    from anogen.diffusion.tiny import TINY_TEXT_WIDTH, build_tiny_model
-
-    root = tmp_path_factory.mktemp("diffusion")
-    model = build_tiny_model(root / "model", "sd1", resolution=32)
-    vector = torch.randn(TINY_TEXT_WIDTH, generator=torch.Generator().manual_seed(1))
-    embedding = save_embedding(root / "scratch.safetensors",
-                               LearnedEmbedding(token="<scratch>", vector=vector, family="sd1"))
-    write_demo_dataset(root / "demo", categories=("washer",), size=64, train_good=3, test_good=0, test_per_kind=0)
-    return {"model": model, "embedding": embedding, "normals": root / "demo" / "washer" / "train" / "good"}
+    return make_tiny_diffusion(tmp_path_factory.mktemp("diffusion"), train_good=3)
 
 
 def _generate_argv(diffusion: dict[str, Path], out: Path) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli_helpers import one_line_error
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
@@ -74,16 +75,6 @@ def images(category) -> list[Path]:
     return [*files, odd]
 
 
-def _one_line_error(capsys, *names: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("anogen: error:"), err
-    for name in names:
-        assert name in line, line
-    return line
-
-
 def _scores(folder: Path) -> dict[str, tuple[float, float, int]]:
     with open(folder / "scores.csv", newline="", encoding="utf-8") as handle:
         return {Path(row["image"]).name: (float(row["score"]), float(row["normalised_score"]),
@@ -113,12 +104,12 @@ def test_openvino_export_carries_calibration_and_matches_torch(kind, detectors, 
     (foreign / "notes.txt").write_text("mine")
     capsys.readouterr()
     assert main(["export", "--detector-dir", str(run), "--format", "openvino", "--out", str(foreign)]) == 2
-    _one_line_error(capsys, "--overwrite")
+    one_line_error(capsys, "--overwrite")
     assert (foreign / "notes.txt").read_text() == "mine"
     # Never the training run itself, not even with --overwrite.
     assert main(["export", "--detector-dir", str(run), "--format", "openvino", "--out", str(run),
                  "--overwrite"]) == 2
-    _one_line_error(capsys, "best")
+    one_line_error(capsys, "best")
     assert (run / "best" / "model.safetensors").is_file()
 
 
@@ -186,7 +177,7 @@ def test_missing_or_damaged_exported_model_is_one_line(detectors, images, tmp_pa
         out = tmp_path / "pred"
         assert main(["predict", *how, image, "--out", str(out), "--quiet"]) == 2, how
         assert not out.exists()
-        return _one_line_error(capsys, *names)
+        return one_line_error(capsys, *names)
 
     refused("--model", str(tmp_path / "missing.onnx"), names=("missing.onnx", "not found"))
     refused("--model", str(tmp_path / "missing-ov"), "--runtime", "openvino", names=("missing-ov", "not found"))
@@ -223,7 +214,7 @@ def test_missing_or_damaged_exported_model_is_one_line(detectors, images, tmp_pa
     refused("--model", str(tmp_path / "model.onnx"), "--detector-dir", str(run), names=("one of the two",))
     refused("--model", str(tmp_path / "weights.bin"), names=("--runtime",))
     assert main(["predict", image, "--out", str(tmp_path / "pred")]) == 2
-    _one_line_error(capsys, "--detector-dir", "--model")
+    one_line_error(capsys, "--detector-dir", "--model")
 
 
 def test_openvino_is_imported_without_telemetry(tmp_path):

@@ -114,33 +114,28 @@ class MaskHistory:
         while self._bytes > self.max_bytes and len(self._undo) > 1:
             self._bytes -= self._undo.popleft().nbytes
 
-    def peek_undo(self) -> Edit | None:
-        """The edit :meth:`undo` would revert next."""
-        return self._undo[-1] if self._undo else None
-
     def undo(self, mask: np.ndarray | None) -> Rect | BoxEdit | None:
         """Revert the newest edit. A mask edit is reverted in ``mask`` (in place) and
         its rect returned; a box edit is returned for the caller to show ``before``."""
-        if not self._undo:
-            return None
-        edit = self._undo[-1]
-        if isinstance(edit, MaskPatch):
-            if mask is None:
-                return None
-            x0, y0, x1, y1 = edit.rect
-            mask[y0:y1, x0:x1] = edit.unpack(edit.before)
-        self._redo.append(self._undo.pop())
-        return edit.rect if isinstance(edit, MaskPatch) else edit
+        return self._move(self._undo, self._redo, mask, reverting=True)
 
     def redo(self, mask: np.ndarray | None) -> Rect | BoxEdit | None:
         """Re-apply the newest undone edit (as :meth:`undo`; a box edit's ``after``)."""
-        if not self._redo:
+        return self._move(self._redo, self._undo, mask, reverting=False)
+
+    @staticmethod
+    def _move(source: deque[Edit] | list[Edit], target: deque[Edit] | list[Edit], mask: np.ndarray | None,
+              reverting: bool) -> Rect | BoxEdit | None:
+        """Take the newest edit of ``source`` onto ``target``, applying a mask edit to ``mask``."""
+        if not source:
             return None
-        edit = self._redo[-1]
-        if isinstance(edit, MaskPatch):
-            if mask is None:
-                return None
-            x0, y0, x1, y1 = edit.rect
-            mask[y0:y1, x0:x1] = edit.unpack(edit.after)
-        self._undo.append(self._redo.pop())
-        return edit.rect if isinstance(edit, MaskPatch) else edit
+        edit = source[-1]
+        if isinstance(edit, BoxEdit):
+            target.append(source.pop())
+            return edit
+        if mask is None:
+            return None
+        x0, y0, x1, y1 = edit.rect
+        mask[y0:y1, x0:x1] = edit.unpack(edit.before if reverting else edit.after)
+        target.append(source.pop())
+        return edit.rect
