@@ -9,6 +9,9 @@ exclusions, changing one factor at a time:
   good sample), boxed like stage 2's boxes. An upper bound: a perfect generator.
 * ``steps2x``: both arms (baseline and + generated) with twice the detector steps.
 * ``tau=V``: + generated with the weak-supervision threshold tau set to V.
+* ``gen:FIELD=V[,FIELD=V]``: + generated, with the run's own embeddings and boxes'
+  sizes, but stage 2 regenerated with these ``GenerateConfig`` fields changed (e.g.
+  ``gen:restore_detail=1``, ``gen:strength=0.7``, ``gen:context_margin=0.25``).
 
     python benchmarks/ablate_demo.py build/demo-seeds/seed-* --variants oracle steps2x tau=0.5 \
         --out build/demo-ablations
@@ -57,6 +60,52 @@ def write_oracle_set(out: Path, category: str, kinds: dict[str, int], seed: int,
     return out
 
 
+def generation_overrides(spec: str) -> dict[str, Any]:
+    """``restore_detail=1,strength=0.7`` -> typed ``GenerateConfig`` field values."""
+    import dataclasses
+
+    from anogen.diffusion.sampler import GenerateConfig
+
+    types = {f.name: type(getattr(GenerateConfig(), f.name)) for f in dataclasses.fields(GenerateConfig)}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        name, _, value = item.partition("=")
+        if name not in types:
+            raise SystemExit(f"unknown GenerateConfig field {name!r}")
+        overrides[name] = value not in ("0", "false", "") if types[name] is bool else types[name](value)
+    return overrides
+
+
+def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides: dict[str, Any], out: Path) -> Path:
+    """The run's stage 2 again, from its own embeddings and settings, with ``overrides``."""
+    from anogen.data.boxes import BoxPlacement, size_range_from_masks
+    from anogen.data.generated import merge_generated_sets
+    from anogen.data.imageio import list_images, read_mask
+    from anogen.demo_pipeline import FOREGROUND, _support_paths
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.resources import demo_model_path
+
+    plan = metrics["plan"]
+    data_dir = run / "data" / category
+    model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
+    kind_sets = []
+    for kind, entry in metrics["categories"][category]["kinds"].items():
+        _, masks, _, _ = _support_paths(data_dir, kind, int(plan["shots"]))
+        kind_out = out / kind
+        if not (kind_out / "manifest.jsonl").exists():
+            generate_set(GenerateSetConfig(
+                model=model, embedding=run / entry["embedding"], normals=list_images(data_dir / "train" / "good")[
+                    : int(plan["generation_images"])], out=kind_out, per_image=int(plan["samples_per_image"]),
+                samples_per_box=1, size_range=size_range_from_masks([read_mask(p) for p in masks]),
+                placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside"),
+                defect_kind=kind, generation=GenerateConfig(steps=int(plan["generate_steps"]),
+                                                            guidance=float(plan["guidance"]), seed=metrics["seed"],
+                                                            batch_size=4, **overrides)))
+        kind_sets.append(kind_out)
+    return merge_generated_sets(kind_sets, out / "all")
+
+
 def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
                        steps_factor: float = 1.0, tau: float | None = None) -> dict[str, Any]:
     from anogen.detection.evaluate import evaluate
@@ -93,6 +142,13 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
         elif variant.startswith("tau="):
             arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated",
                                                         tau=float(variant.split("=", 1)[1]))
+        elif variant.startswith("gen:"):
+            regenerated = regenerate_set(run, metrics, category, generation_overrides(variant[4:]), where / "set")
+            arms["regenerated"] = train_and_evaluate(run, metrics, category, regenerated, where / "generated")
+            from anogen.demo_realism import generated_realism
+
+            result.setdefault("realism", {})[category] = {
+                kind: generated_realism(where / "set" / kind, kind).to_json() for kind in entry["kinds"]}
         else:
             raise SystemExit(f"unknown variant {variant!r}")
         result["categories"][category] = arms

@@ -350,6 +350,8 @@ def test_job_settings_are_kept_in_the_project_and_restored_on_reopen(make_window
     generate.steps_spin.setValue(25)
     generate.guidance_spin.setValue(7.5)
     generate.per_box_spin.setValue(5)
+    generate.strength_spin.setValue(0.6)
+    generate.restore_detail_check.setChecked(True)
     train.tau_spin.setValue(0.75)
     train.detector_combo.setCurrentText("destseg")
     train.length_combo.setCurrentIndex(1)
@@ -369,6 +371,11 @@ def test_job_settings_are_kept_in_the_project_and_restored_on_reopen(make_window
     defects, generate, train = (again.panels[n] for n in ("defects", "generate", "train"))
     assert defects.steps_spin.value() == 321 and defects.scale_lr_check.currentIndex() == 1
     assert (generate.steps_spin.value(), generate.guidance_spin.value(), generate.per_box_spin.value()) == (25, 7.5, 5)
+    assert generate.strength_spin.value() == pytest.approx(0.6) and generate.restore_detail_check.isChecked()
+    from anogen.diffusion.sampler import GenerateConfig
+
+    job_config = GenerateConfig(**generate._generate_config())  # what the Generate job is built from
+    assert job_config.strength == pytest.approx(0.6) and job_config.restore_detail
     assert train.tau_spin.value() == pytest.approx(0.75) and train.detector_combo.currentText() == "destseg"
     assert train.length_combo.currentIndex() == 1
 

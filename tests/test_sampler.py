@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -190,3 +191,63 @@ def test_blended_sampling_keeps_the_good_latent_outside_the_box(tiny):
     outside[:, :, 2:5, 2:6] = False
     assert (last_input - clean)[outside].abs().max() < 0.2
     assert (last_input - clean)[~outside].abs().mean() > 0.2
+
+
+def test_strength_starts_part_way_and_counts_only_the_steps_it_takes(tiny):
+    model, token = tiny
+    image = _image()
+    box = Box(20, 16, 52, 40)
+    reports = []
+    [half] = generate(model, token, [GenerationRequest(image, box, 1)],
+                      GenerateConfig(steps=4, guidance=5.0, strength=0.5), reports.append)
+    assert [r.step for r in reports] == [1, 2] and {r.total for r in reports} == {2}
+    _assert_only_box_changed(image, half.image, box)
+    with pytest.raises(InputError, match="strength"):
+        generate(model, token, [GenerationRequest(image, box, 1)], GenerateConfig(steps=4, strength=0.0))
+
+
+class _KeepSurfaceUNet:
+    """A UNet that always predicts the noise leading back to ``clean``: DDIM's clean-image
+    estimate is then the good image's own latent at every step (a model that keeps the
+    surface and paints nothing)."""
+
+    def __init__(self, unet, clean, alphas_cumprod):
+        self.unet, self.clean, self.alphas = unet, clean, alphas_cumprod
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def __call__(self, sample, timestep, encoder_hidden_states):
+        from types import SimpleNamespace
+
+        alpha = self.alphas[int(timestep)]
+        noisy = sample[:, : self.clean.shape[1]]
+        return SimpleNamespace(sample=(noisy - alpha.sqrt() * self.clean) / (1 - alpha).sqrt())
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_inpainting"])
+def test_restored_detail_gives_back_the_source_where_the_model_kept_the_surface(fixture, request, monkeypatch):
+    """Without it the box holds the VAE's lossy reconstruction of the surface; with it,
+    the source exactly, because nothing was painted there."""
+    import torch
+
+    model, token = request.getfixturevalue(fixture)
+    image = _image(model.resolution, model.resolution, seed=5)
+    box = Box(20, 16, 52, 40)
+    inside = box.to_mask(*image.shape[:2])
+    canvas = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    clean = model.encode_images(canvas)
+    scheduler = model.ddim_scheduler()
+    scheduler.final_alpha_cumprod = torch.tensor(1.0)  # the last step lands on the estimate itself
+    monkeypatch.setattr(model, "ddim_scheduler", lambda: scheduler)
+    monkeypatch.setattr(model, "unet", _KeepSurfaceUNet(model.unet, clean, scheduler.alphas_cumprod))
+    config = GenerateConfig(steps=4, guidance=1.0, crop="off")
+    [plain] = generate(model, token, [GenerationRequest(image, box, 1)], config)
+    [restored] = generate(model, token, [GenerationRequest(image, box, 1)], replace(config, restore_detail=True))
+
+    def error(result):
+        return np.abs(result.image[inside].astype(int) - image[inside]).mean()
+
+    assert error(plain) > 10  # the tiny VAE is lossy
+    assert error(restored) < 0.1 * error(plain)
+    np.testing.assert_array_equal(restored.image[~inside], image[~inside])

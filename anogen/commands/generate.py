@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0, deterministic)")
+    parser.add_argument("--restore-detail", action="store_true",
+                        help="put back the good image's fine texture that the VAE loses, wherever the model kept "
+                             "the surface (for small models and shrunk crops)")
+    parser.add_argument("--strength", type=float, default=1.0,
+                        help="start from the good image noised to this share of the schedule instead of pure "
+                             "noise (default 1: pure noise, the paper); lower keeps more of the surface in the box")
     parser.add_argument("--prompt", default=None, help="prompt; '{}' stands for the learned token (default: the token)")
     parser.add_argument("--negative-prompt", default="", help="unconditional prompt (default empty)")
     parser.add_argument("--per-image", type=int, default=4, metavar="N", help="samples per good image (default 4)")
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         size_range = reference_size_range(category, kind)
         if size_range is None:
             raise InputError(f"no reference box size for {args.kind!r} (see `anogen boxes --help`)")
-    config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, prompt=args.prompt,
+    config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, strength=args.strength,
+                            restore_detail=args.restore_detail, prompt=args.prompt,
                             negative_prompt=args.negative_prompt, feather=args.feather,
                             crop=args.crop, context_margin=args.context_margin,
                             batch_size=args.batch_size, seed=args.seed).with_preset(args.preset)

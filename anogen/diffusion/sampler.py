@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ import torch
 
 from anogen.data.boxes import Box, BoxPlacement, BoxSizeRange
 from anogen.diffusion.crop import context_window, validate_crop
+from anogen.diffusion.detail import restore_detail
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
@@ -75,6 +76,13 @@ class GenerateConfig:
     steps: int = 50
     guidance: float = 10.0  # classifier-free guidance scale; 1.0 turns guidance off
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM)
+    # Where denoising starts: 1.0 from pure noise (the paper); below 1 from the good image's
+    # latent noised to that share of the schedule (SDEdit; diffusers' ``strength``), so the
+    # box keeps the source's layout and texture and the token only has to add the defect.
+    strength: float = 1.0
+    # Put back the good image's fine texture the VAE round trip loses, where the model kept
+    # the surface (anogen.diffusion.detail). Off in the paper, whose SD VAE keeps the texture.
+    restore_detail: bool = False
     prompt: str | None = None  # None: just the token; "{}" in a prompt is replaced by the token
     negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
     feather: int = 0  # pixels of soft edge, inside the box only
@@ -100,6 +108,8 @@ class GenerateConfig:
             raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
         if not 0.0 <= self.eta <= 1.0:
             raise InputError(f"eta must be in [0, 1], got {self.eta}")
+        if not (math.isfinite(self.strength) and 0.0 < self.strength <= 1.0):
+            raise InputError(f"strength must be in (0, 1], got {self.strength}")
         if self.feather < 0:
             raise InputError(f"feather must be >= 0 pixels, got {self.feather}")
         validate_crop(self.crop, self.context_margin, self.auto_crop_below)
@@ -347,17 +357,30 @@ def generate(
     # One scheduler for the whole call: DDIM's step arithmetic keeps no per-sample state.
     scheduler = model.ddim_scheduler()
     scheduler.set_timesteps(config.steps, device=model.device)
+    steps = denoising_step_count(config.steps, config.strength)
 
     batches = [requests[i:i + config.batch_size] for i in range(0, len(requests), config.batch_size)]
-    total = len(batches) * config.steps
+    total = len(batches) * steps
     results: list[GeneratedImage] = []
     for number, batch in enumerate(batches):
         def report(step: int, preview: np.ndarray | None = None, _number: int = number) -> None:
-            progress(Progress(_number * config.steps + step, total,
+            progress(Progress(_number * steps + step, total,
                               message=f"batch {_number + 1}/{len(batches)}", preview=preview))
 
         results += _generate_batch(model, scheduler, batch, conditioning, unconditional, config, report, cancel)
     return results
+
+
+def denoising_step_count(steps: int, strength: float) -> int:
+    """How many of ``steps`` DDIM steps a run of ``strength`` takes (at least one)."""
+    return min(max(round(steps * strength), 1), steps)
+
+
+def denoising_timesteps(scheduler: DDIMScheduler, strength: float) -> torch.Tensor:
+    """The scheduler's timesteps that a run of ``strength`` takes: the last ``strength``
+    share of them (all of them at 1.0), as diffusers' img2img and inpainting pipelines do."""
+    count = len(scheduler.timesteps)
+    return scheduler.timesteps[count - denoising_step_count(count, strength):]
 
 
 def _generate_batch(
@@ -406,10 +429,19 @@ def _generate_batch(
         text = torch.cat([unconditional.expand(count, -1, -1), text])
         inpaint_extra = None if inpaint_extra is None else torch.cat([inpaint_extra, inpaint_extra])
 
-    latents = _noise(items, latent_shape, device, dtype) * scheduler.init_noise_sigma
+    # 3. The starting point: pure noise, or (strength < 1) the good image noised part way.
+    timesteps = denoising_timesteps(scheduler, config.strength)
+    noise = _noise(items, latent_shape, device, dtype)
+    if config.strength < 1.0:
+        source_latents = normal_latents if normal_latents is not None else _encode(model, canvases,
+                                                                                   config.vae_batch_size)
+        start = cast(torch.IntTensor, timesteps[:1].repeat(count))
+        latents = scheduler.add_noise(source_latents, noise, start)
+    else:
+        latents = noise * scheduler.init_noise_sigma
 
-    # 3. The DDIM loop.
-    for step, timestep in enumerate(scheduler.timesteps):
+    # 4. The DDIM loop.
+    for step, timestep in enumerate(timesteps):
         check_cancel(cancel)
         if normal_latents is not None:
             # Eq. 7: outside the box, the good image's latent noised to this step.
@@ -432,23 +464,36 @@ def _generate_batch(
         latents = output.prev_sample
 
         preview = None
-        if config.preview_every and (step + 1) % config.preview_every == 0 and step + 1 < config.steps:
+        if config.preview_every and (step + 1) % config.preview_every == 0 and step + 1 < len(timesteps):
             preview = _preview(model, items[0], output.pred_original_sample[:1], normal_latents, mask[:1], config)
         report(step + 1, preview)
 
-    # 4. Decode, back to the crop's size, composite in pixel space.
+    # 5. Decode, back to the crop's size, composite in pixel space.
     if normal_latents is not None:
         latents = normal_latents * (1.0 - mask) + latents * mask  # consistent context for the decoder
     pixels_float = torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)])
     _check_finite(pixels_float, items)
     decoded = _to_uint8(pixels_float)
+    reconstructed = _reconstruct(model, canvases, normal_latents, config) if config.restore_detail else None
     results = []
-    for item, pixels in zip(items, decoded):
+    for index, (item, pixels) in enumerate(zip(items, decoded)):
         generated_crop = _resize(pixels, item.crop.width, item.crop.height)
+        if reconstructed is not None:
+            source_crop = item.request.image[item.crop.y0:item.crop.y1, item.crop.x0:item.crop.x1]
+            reconstructed_crop = _resize(reconstructed[index], item.crop.width, item.crop.height)
+            cell = factor * item.crop.width / resolution  # one latent cell, in source pixels
+            generated_crop = restore_detail(source_crop, generated_crop, reconstructed_crop, smoothing=cell)
         image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather)
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
+
+
+def _reconstruct(model: DiffusionModel, canvases: torch.Tensor, normal_latents: torch.Tensor | None,
+                 config: GenerateConfig) -> np.ndarray:
+    """The crops as the VAE gives them back: what the generated pixels are compared with."""
+    latents = normal_latents if normal_latents is not None else _encode(model, canvases, config.vae_batch_size)
+    return _to_uint8(torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)]))
 
 
 def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:
@@ -605,13 +650,14 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     boxes_per_image = math.ceil(per_image / samples_per_box)
 
     total_requests = len(paths) * per_image
-    steps_total = math.ceil(total_requests / config.batch_size) * config.steps
+    steps = denoising_step_count(config.steps, config.strength)
+    steps_total = math.ceil(total_requests / config.batch_size) * steps
     done_batches = 0
 
     def batch_progress(report: Progress) -> None:
         first = done_batches * config.batch_size + 1
         last = min(total_requests, first + config.batch_size - 1)
-        progress(Progress(done_batches * config.steps + report.step, steps_total,
+        progress(Progress(done_batches * steps + report.step, steps_total,
                           message=f"images {first}-{last} of {total_requests}", preview=report.preview))
 
     unchanged: list[str] = []

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFrame,
@@ -118,6 +119,8 @@ class Panel(QWidget):
             widget.valueChanged.connect(lambda _v: self._store_settings())
         elif isinstance(widget, QComboBox):
             widget.currentIndexChanged.connect(lambda _i: self._store_settings())
+        elif isinstance(widget, QCheckBox):
+            widget.toggled.connect(lambda _on: self._store_settings())
         else:
             raise TypeError(f"cannot keep a {type(widget).__name__} in the project")
 
@@ -143,6 +146,8 @@ class Panel(QWidget):
             return int(widget.value())
         if isinstance(widget, QComboBox):
             return widget.currentText()
+        if isinstance(widget, QCheckBox):
+            return widget.isChecked()
         raise TypeError(f"cannot keep a {type(widget).__name__} in the project")  # persist() refused it
 
     def restore_settings(self) -> None:
@@ -158,6 +163,8 @@ class Panel(QWidget):
                     widget.setValue(value)
                 elif isinstance(widget, QComboBox) and isinstance(value, str) and widget.findText(value) >= 0:
                     widget.setCurrentIndex(widget.findText(value))
+                elif isinstance(widget, QCheckBox) and isinstance(value, bool):
+                    widget.setChecked(value)
         finally:
             self._restoring = False
 

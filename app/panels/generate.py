@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -169,6 +170,17 @@ class GeneratePanel(Panel):
         self.feather_spin.setRange(0, 64)
         self.feather_spin.setToolTip("Softens the edge where the generated defect meets the original image")
         adv.addRow("Soft edge, feather (px)", self.feather_spin)
+        self.strength_spin = QDoubleSpinBox()
+        self.strength_spin.setRange(0.05, 1.0)
+        self.strength_spin.setSingleStep(0.05)
+        self.strength_spin.setValue(1.0)
+        self.strength_spin.setToolTip("1 paints each defect from pure noise (the paper); lower starts from the good "
+                                      "image part way, so the box keeps more of its surface")
+        adv.addRow("Strength", self.strength_spin)
+        self.restore_detail_check = QCheckBox("Keep the surface's fine texture")
+        self.restore_detail_check.setToolTip("Put back the fine texture the model's VAE loses, wherever the model "
+                                             "did not paint a defect (helps small models and large crops)")
+        adv.addRow("", self.restore_detail_check)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
         adv.addRow("Crop around box", self.crop_combo)
@@ -241,6 +253,7 @@ class GeneratePanel(Panel):
         for key, widget in (("steps", self.steps_spin), ("guidance", self.guidance_spin), ("seed", self.seed_spin),
                             ("per_box", self.per_box_spin), ("images", self.images_spin),
                             ("boxes_per_image", self.boxes_per_image), ("feather", self.feather_spin),
+                            ("strength", self.strength_spin), ("restore_detail", self.restore_detail_check),
                             ("crop", self.crop_combo), ("device", self.device_combo), ("review", self.review_combo)):
             self.persist(key, widget)
 
@@ -464,6 +477,8 @@ class GeneratePanel(Panel):
         """GenerateConfig fields (the job builds the config, off the UI thread)."""
         return dict(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
                               feather=self.feather_spin.value(), crop=self.crop_combo.currentText(),
+                              strength=self.strength_spin.value(),
+                              restore_detail=self.restore_detail_check.isChecked(),
                               preview_every=preview_every, seed=self.seed_spin.value())
 
     def _preview_task(self, image_rel: str, box: tuple[int, int, int, int], seed: int) -> PreviewTask | None:
