@@ -146,6 +146,29 @@ def test_app_test_gives_the_numbers_of_anogen_evaluate_and_keeps_them_on_reopen(
         [(t.path, t.label, t.score, t.normalised) for t in results.images]
 
 
+def test_a_reopened_project_draws_the_detectors_training_curves(small, make_window):
+    from anogen.detection.history import read_history, training_curves
+
+    curves = training_curves(read_history(small["detector"]))
+    assert curves.loss.steps and curves.validation  # the fixture's training logged both
+    window = make_window()
+    assert window.open_project(small["project"])  # a fresh window: nothing drawn live
+    panel = window.panels["train"]
+    loss, validation = panel.loss_plot.series(), panel.val_plot.series()
+    assert loss["loss"].xs == curves.loss.steps and loss["loss"].ys == curves.loss.values
+    assert set(validation) == set(curves.validation)
+    assert all(validation[name].ys == curve.values for name, curve in curves.validation.items())
+
+    history = small["detector"] / "history.jsonl"
+    kept = history.read_text()
+    history.write_text("{not json\n")  # damaged: no curves, no crash
+    try:
+        panel._detector_changed()
+        assert not panel.loss_plot.series() and panel.result_combo.currentText() == "d1"
+    finally:
+        history.write_text(kept)
+
+
 @pytest.mark.slow
 def test_app_test_scores_every_image_of_a_large_test_set(make_window, tmp_path):
     # 406 good and 6 defective test images, 2 of them support, at most 8 validated on: over 400 to score.

@@ -42,7 +42,6 @@ from anogen.outputs import read_marker
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "detector.json"
 STATE_NAME = "training_state.pt"
-HISTORY_NAME = "history.jsonl"
 FORMAT = "anogen-detector"
 FORMAT_VERSION = 1
 

@@ -43,11 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from anogen.atomic import atomic_write_text
 from anogen.detection.base import Detector, TrainingPhase
 from anogen.detection.checkpoint import (
     CONFIG_NAME,
-    HISTORY_NAME,
     CheckpointInfo,
     ScoreCalibration,
     load_training_state,
@@ -57,6 +55,7 @@ from anogen.detection.checkpoint import (
     run_status,
     save_checkpoint,
 )
+from anogen.detection.history import CURVE_METRICS, VALIDATION_PHASE, read_history, write_history
 from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.pipeline import DataPipeline
 from anogen.detection.preprocess import ground_truth_resized, read_resized
@@ -399,7 +398,7 @@ def _resume(config: TrainConfig, info: CheckpointInfo, detector: Detector, phase
     best_metrics = dict(read_checkpoint_info(best_dir).validation) if (best_dir / CONFIG_NAME).is_file() else {}
     torch.manual_seed(config.seed + step)
     return RunState(step=step, best_score=float(state["best_score"]), best_step=int(state["best_step"]),
-                    history=_read_history(out_dir, step), best_metrics=best_metrics,
+                    history=read_history(out_dir, step), best_metrics=best_metrics,
                     last_metrics=dict(info.validation))
 
 
@@ -468,7 +467,7 @@ class _Run:
             # Before the last phase the detector is incomplete (DeSTSeg's head is still
             # untrained during the student phase), so only the last phase competes for best.
             is_best = is_last_phase and score > state.best_score
-        state.history.append({"step": done, "phase": "validation",
+        state.history.append({"step": done, "phase": VALIDATION_PHASE,
                               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         check_cancel(self.cancel)
         self._save(done, metrics, calibration, is_best)
@@ -477,7 +476,7 @@ class _Run:
             state.best_score, state.best_step, state.best_metrics = score, done, metrics
         self.report(Progress(done, self.total, f"validation (best at step {state.best_step})", metrics={
             f"val_{k}": float(v) for k, v in metrics.items()
-            if k in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro") and v is not None}))
+            if k in CURVE_METRICS and v is not None}))
 
     def _save(self, step: int, metrics: dict[str, Any], calibration: ScoreCalibration, is_best: bool) -> None:
         state = self.state
@@ -497,7 +496,7 @@ class _Run:
         # first time: a `best` without this run's `last` would look finished (or, under --overwrite,
         # sit beside the previous run's complete `last`).
         mark_output_dir(self.out_dir, "train")
-        _write_history(self.out_dir, state.history)
+        write_history(self.out_dir, state.history)
         first_save = not self.wrote_last
         if first_save:
             save_checkpoint(self.last_dir, self.detector, info, training_state=training_state)
@@ -610,23 +609,6 @@ def _relative_or_absolute(path: Path, base: Path) -> str:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
         return str(path.resolve())
-
-
-def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(out_dir / HISTORY_NAME, "".join(json.dumps(h) + "\n" for h in history))
-
-
-def _read_history(out_dir: Path, upto_step: int) -> list[dict[str, Any]]:
-    path = out_dir / HISTORY_NAME
-    if not path.is_file():
-        return []
-    history = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            if int(entry.get("step", 0)) <= upto_step:
-                history.append(entry)
-    return history
 
 
 def train_config_to_json(config: TrainConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from anogen.data.imageio import read_image
+from anogen.detection.history import read_history, training_curves
 from anogen.detection.registry import DETECTORS, PRESETS
 from anogen.errors import AnoGenError
 from app.canvas_controller import CanvasController
@@ -52,6 +54,9 @@ METRIC_ROWS = (("image_auroc", "Image AUROC"), ("image_ap", "Image AP"), ("pixel
                ("pixel_ap", "Pixel AP"), ("pixel_aupro", "Pixel AUPRO"), ("f1_max", "Image F1-max"))
 GALLERY_LIMIT = 200
 LENGTH_CHOICES = ("the preset's steps", "within 5 minutes on this CPU")
+
+
+log = logging.getLogger(__name__)
 
 
 def gpu_available() -> bool | None:
@@ -295,9 +300,7 @@ class TrainPanel(Panel):
         self.restore_settings()
         self._gt_masks = {}
         self._clear_results()
-        self._fill()
-        self.loss_plot.clear()
-        self.val_plot.clear()
+        self._fill()  # draws the shown detector's curves
         self.update_enabled()
 
     def _project_edited(self, area: str) -> None:
@@ -340,6 +343,7 @@ class TrainPanel(Panel):
         if self._results_for != self.result_combo.currentText():
             self._clear_results()
             self._restore_results()
+            self._restore_curves()
         self._refresh_metrics()
 
     def _detector_entry(self):
@@ -551,8 +555,29 @@ class TrainPanel(Panel):
     def _detector_changed(self) -> None:
         self._clear_results()
         self._restore_results()
+        self._restore_curves()
         self._refresh_metrics()
         self.update_enabled()
+
+    def _restore_curves(self) -> None:
+        """Draw the shown detector's training and validation curves from the history its
+        training wrote (a running training draws its own, live)."""
+        if self.is_running(self._train_job):
+            return
+        self.loss_plot.clear()
+        self.val_plot.clear()
+        entry = self._detector_entry()
+        if entry is None:
+            return
+        try:
+            curves = training_curves(read_history(self.studio.resolve(entry.folder)))
+        except (OSError, ValueError, AnoGenError) as error:  # unreadable: no curves, the rest still works
+            log.warning("no training curves for '%s': %s", entry.name, error)
+            return
+        if curves.loss.steps:
+            self.loss_plot.set_series("loss", curves.loss.steps, curves.loss.values)
+        for name, curve in curves.validation.items():
+            self.val_plot.set_series(name, curve.steps, curve.values)
 
     def _refresh_metrics(self) -> None:
         """The table shows the last Test of this detector when there is one, else the validation
