@@ -24,6 +24,30 @@ from app.studio import Selection, Studio
 log = logging.getLogger(__name__)
 
 
+# Tree headers without an image, and what the canvas says when the group is empty.
+GROUP_HEADERS = {
+    "project": "Pick a support image, a good image or a sample in the project tree.",
+    "defect_kinds": "No defect kind yet: add one (Ctrl+K).",
+    "goods": "No good images yet: link a dataset with good images (Train panel).",
+    "generated_sets": "No generated set yet: generate samples in the Generate panel.",
+    "generated_set": "This set has no samples.",
+}
+
+
+def _first_item(project, header: Selection) -> Selection | None:
+    """What selecting ``header`` shows: its group's first item with an image."""
+    if header.kind == "defect_kinds" and project.defect_kinds:
+        return Selection("defect_kind", project.defect_kinds[0].name)
+    if header.kind == "goods" and project.good_images:
+        return Selection("good", project.good_images[0].image)
+    if header.kind == "generated_set":
+        generated = project.generated_set(header.name)
+        return Selection("sample", generated.name, 0) if generated.samples else None
+    if header.kind == "generated_sets" and project.generated_sets and project.generated_sets[0].samples:
+        return Selection("sample", project.generated_sets[0].name, 0)
+    return None
+
+
 class CanvasController(QObject):
     shown = Signal(object)  # the Selection (or None for panel content) now on the canvas
 
@@ -53,6 +77,16 @@ class CanvasController(QObject):
             return
         project = workspace.project
         try:
+            if selection.kind in GROUP_HEADERS:
+                # A header has no image of its own: show its first item, or nothing. Keeping
+                # the last image would let a stroke edit something the tree no longer shows.
+                first = _first_item(project, selection)
+                if first is None:
+                    self.show_nothing(selection, GROUP_HEADERS[selection.kind])
+                    return
+                selection = first
+                if not force and selection == self.current and self.canvas.has_image():
+                    return
             if selection.kind in ("defect_kind", "embedding"):
                 kind = project.defect_kind(selection.name)
                 if not kind.support:

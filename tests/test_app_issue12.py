@@ -51,6 +51,34 @@ def test_add_kind_leaves_no_other_kinds_image_to_paint_on(make_window, project, 
     assert window.canvas.has_image() and window.canvas.mask() is not None
 
 
+def test_a_tree_header_shows_its_first_item_not_the_last_image(make_window, project, qtbot):
+    """Selecting the "Good images" header left the last support image on the canvas, and a
+    stroke there edited that support mask while the Generate tab was about good images."""
+    from anogen.data.imageio import read_image
+
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("generate")
+    window.studio.select(Selection("support", "scratch", 0))
+    window.studio.select(Selection("goods"))
+    first_good = window.studio.project.good_images[0]
+    assert window.controller.current == Selection("good", first_good.image)
+    assert (window.canvas.image() == read_image(project / first_good.image)).all()
+
+    def support_masks():
+        support = Workspace.open(project).project.defect_kind("scratch").support
+        return [(project / s.mask).read_bytes() if s.mask else None for s in support]
+
+    before = support_masks()
+    window.studio.select(Selection("support", "scratch", 0))
+    window.studio.select(Selection("generated_sets"))  # this project has none: nothing to edit
+    assert not window.canvas.has_image() and "No generated set" in window.canvas.placeholder()
+    window.canvas.set_tool(Tool.BRUSH)
+    drag(window.canvas, [(20, 40), (50, 40), (70, 40)])
+    window.studio.flush()
+    assert support_masks() == before
+
+
 def test_removing_the_shown_support_image_reloads_the_canvas(make_window, project, qtbot):
     from anogen.data.imageio import read_image
 
