@@ -585,3 +585,20 @@ def test_a_model_folder_gone_since_last_time_is_said_on_open(make_window, projec
     assert defects.model_status.text().startswith("✗") and "not there any more" in defects.model_status.text()
     assert not window.studio.model_ready() and not generate.generate_button.isEnabled()
     assert window.studio.project.model == str(project / "moved-model")  # kept: the user may copy it back
+
+
+def test_chart_tick_labels_never_repeat(qtbot):
+    from app.widgets.plot import PlotWidget, tick_labels
+
+    close = [1.205 + 0.0025 * i for i in range(5)]  # a loss curve that barely moves
+    labels = tick_labels(close)
+    assert len(set(labels)) == 5 and labels[0] == "1.205" and labels[2] == "1.21"
+    assert tick_labels([0.0, 0.25, 0.5, 0.75, 1.0]) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert tick_labels([0, 375, 750, 1125, 1500]) == ["0", "375", "750", "1125", "1500"]  # steps, not 1.5e+03
+    assert len(set(tick_labels([10 ** (0.0829 + 0.0005 * i) for i in range(5)]))) == 5  # log axis
+
+    plot = PlotWidget("Training loss", x_label="step", log_y=True)
+    qtbot.addWidget(plot)
+    plot.set_series("loss", list(range(1, 101)), [1.21 - 0.0001 * i for i in range(100)])
+    plot.resize(300, 170)
+    assert not plot.grab().isNull()

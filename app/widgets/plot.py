@@ -40,6 +40,19 @@ def _nice_range(lo: float, hi: float) -> tuple[float, float]:
     return lo, hi
 
 
+def tick_labels(values: Sequence[float]) -> list[str]:
+    """Labels for axis ticks, with as few significant digits as keep neighbours apart:
+    a loss between 1.205 and 1.215 reads 1.205, 1.21, 1.215, never 1.21 twice. Whole
+    numbers up to a million (steps) are written out in full."""
+    if all(float(v).is_integer() and abs(v) < 1e6 for v in values):
+        return [str(int(v)) for v in values]
+    for digits in range(3, 10):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if all(a != b for a, b in zip(labels, labels[1:])):
+            return labels
+    return labels
+
+
 class PlotWidget(QWidget):
     """Line series on linear axes, with a legend; optional log-scale y for losses."""
 
@@ -121,20 +134,20 @@ class PlotWidget(QWidget):
         painter.setPen(grid_pen)
         painter.drawRect(plot)
         painter.setPen(colors.muted)
-        for i in range(5):
-            fy = y0 + (y1 - y0) * i / 4
+        y_ticks = [y0 + (y1 - y0) * i / 4 for i in range(5)]
+        y_values = [10 ** fy for fy in y_ticks] if self.log_y else y_ticks
+        for fy, label in zip(y_ticks, tick_labels(y_values)):
             p = to_screen(x0, fy)
             painter.setPen(grid_pen)
             painter.drawLine(QPointF(plot.left(), p.y()), QPointF(plot.right(), p.y()))
             painter.setPen(colors.muted)
-            label = f"{10 ** fy:.3g}" if self.log_y else f"{fy:.3g}"
             painter.drawText(QRectF(0, p.y() - 8, 46, 16),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
-        for i in range(4 if self.x_label else 5):  # the axis name takes the last tick's place
-            fx = x0 + (x1 - x0) * i / 4
+        x_ticks = [x0 + (x1 - x0) * i / 4 for i in range(4 if self.x_label else 5)]  # the axis name takes
+        for fx, label in zip(x_ticks, tick_labels(x_ticks)):  # the last tick's place
             p = to_screen(fx, y0)
             painter.drawText(QRectF(p.x() - 30, plot.bottom() + 2, 60, metrics.height()),
-                             Qt.AlignmentFlag.AlignHCenter, f"{fx:.3g}")
+                             Qt.AlignmentFlag.AlignHCenter, label)
         if self.x_label:
             painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), metrics.height()),
                              Qt.AlignmentFlag.AlignRight, self.x_label)
