@@ -78,11 +78,12 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
 
 def check_output_dir(out: str | os.PathLike, command: str, *, overwrite: bool = False,
                      inputs: Iterable[str | os.PathLike | None] = (), option: str = "--out",
-                     recognise: Callable[[Path], bool] | None = None) -> None:
+                     recognise: Callable[[Path], bool] | None = None, hint: str = OVERWRITE_HINT) -> None:
     """Check that ``command`` may write (and later replace) the output folder ``out``.
 
     ``recognise`` may accept folders anogen wrote before it had markers (e.g. a training
-    run's ``last/``). Raises :class:`~anogen.errors.InputError` with a one-line reason.
+    run's ``last/``). ``hint`` ends a refusal (the app has no ``--overwrite``). Raises
+    :class:`~anogen.errors.InputError` with a one-line reason.
     """
     path = Path(out)
     check_not_input(path, inputs, option=option)
@@ -95,10 +96,10 @@ def check_output_dir(out: str | os.PathLike, command: str, *, overwrite: bool = 
         if marker.get("command") == command:
             return
         raise InputError(f"{out}: holds the output of 'anogen {marker.get('command')}', not of "
-                         f"'anogen {command}'; {OVERWRITE_HINT}")
+                         f"'anogen {command}'; {hint}")
     if recognise is not None and recognise(path):
         return
-    raise InputError(f"{out}: already exists and holds files anogen did not write; {OVERWRITE_HINT}")
+    raise InputError(f"{out}: already exists and holds files anogen did not write; {hint}")
 
 
 def check_output_file(out: str | os.PathLike, *, overwrite: bool = False,

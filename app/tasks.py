@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from anogen.detection.options import CHECKPOINT_CHOICES, EXPORT_FORMAT_NAMES
 from anogen.jobs import Progress, ProgressFn, check_cancel
 
 if TYPE_CHECKING:
@@ -323,13 +324,24 @@ def run_test(task: TestTask, progress: ProgressFn, cancel: threading.Event) -> T
 class ExportTask:
     detector_dir: Path
     out: Path | None = None
+    format: str = "onnx"  # one of anogen.detection.options.EXPORT_FORMATS
 
 
 def run_export(task: ExportTask, progress: ProgressFn, cancel: threading.Event) -> Any:
-    from anogen.detection.export import export_onnx
+    """``anogen export`` for the app: the same exporters and the same output rules (an
+    OpenVINO folder that anogen did not write is refused, never replaced)."""
+    from anogen.detection.export import export_onnx, export_openvino
+    from anogen.outputs import check_output_dir
 
-    progress(Progress(0, 1, "exporting to ONNX"))
+    progress(Progress(0, 1, f"exporting to {EXPORT_FORMAT_NAMES[task.format]}"))
     check_cancel(cancel)
-    result = export_onnx(task.detector_dir, task.out)
+    if task.format == "openvino":
+        if task.out is not None:
+            check_output_dir(task.out, "export", option="the export folder",
+                             inputs=[task.detector_dir / which for which in CHECKPOINT_CHOICES],
+                             hint="it is left as it is: choose a new folder name")
+        result = export_openvino(task.detector_dir, task.out)
+    else:
+        result = export_onnx(task.detector_dir, task.out)
     progress(Progress(1, 1, "exported"))
     return result

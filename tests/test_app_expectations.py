@@ -297,6 +297,42 @@ def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tm
     qtbot.waitUntil(lambda: "line3.onnx" in train.result_notes.text(), timeout=5000)
 
 
+def test_export_to_openvino_names_a_folder_and_never_replaces_one_it_did_not_write(make_window, project, qtbot,
+                                                                                    tmp_path, monkeypatch):
+    """The app's export offers the CLI's formats; an OpenVINO IR is a folder, and a folder of
+    the user's is refused (as `anogen export` refuses it), not replaced."""
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    from anogen.detection.options import EXPORT_FORMATS
+
+    workspace = Workspace.open(project)
+    (project / "detectors" / "d1").mkdir(parents=True)
+    workspace.add_detector("d1", "detectors/d1", "draem", {})
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    train = window.panels["train"]
+    offered = [train.export_format_combo.itemData(i) for i in range(train.export_format_combo.count())]
+    assert offered == list(EXPORT_FORMATS)
+    train.export_format_combo.setCurrentIndex(offered.index("openvino"))
+    mine = tmp_path / "deploy" / "my-folder"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args, **kwargs: (asked.append(args[2]) or str(mine), ""))
+    errors = []
+    monkeypatch.setattr(window, "show_error", lambda title, message, details="": errors.append(message))
+    monkeypatch.setattr(QMessageBox, "critical", lambda *args, **kwargs: errors.append(args[2]))
+    train.export_button.click()
+    job = train._export_job
+    qtbot.waitUntil(lambda: not job.is_active(), timeout=10000)
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert asked[0].endswith("d1-openvino") and "anogen did not write" in errors[0]
+    assert "choose a new folder name" in errors[0] and "--overwrite" not in errors[0]
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
 # ---------------------------------------------------------------- review, settings, shared context
 def test_new_samples_are_to_review_and_the_policy_decides_what_trains(make_window, project, qtbot, tmp_path,
                                                                        monkeypatch):

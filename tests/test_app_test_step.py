@@ -169,6 +169,21 @@ def test_a_reopened_project_draws_the_detectors_training_curves(small, make_wind
         history.write_text(kept)
 
 
+def test_the_app_exports_a_trained_detector_to_openvino(small, make_window, tmp_path):
+    pytest.importorskip("openvino")
+    from anogen.detection.runtimes import load_exported
+
+    window = make_window()
+    assert window.open_project(small["project"])
+    panel = window.panels["train"]
+    panel.export_format_combo.setCurrentIndex(panel.export_format_combo.findData("openvino"))
+    job = panel.export(tmp_path / "line3-openvino")
+    assert window.engine.wait(300) and job.error is None, job.error
+    assert (tmp_path / "line3-openvino" / "model.xml").is_file() and "OpenVINO IR matches torch" in \
+        panel.result_notes.text()
+    assert load_exported(tmp_path / "line3-openvino").runtime == "openvino"
+
+
 @pytest.mark.slow
 def test_app_test_scores_every_image_of_a_large_test_set(make_window, tmp_path):
     # 406 good and 6 defective test images, 2 of them support, at most 8 validated on: over 400 to score.

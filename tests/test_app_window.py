@@ -187,7 +187,7 @@ def test_every_action_has_a_shortcut_listed_in_help(make_window):
     assert all(keys for _menu, _action, keys in rows), [r for r in rows if not r[2]]
     names = {action for _menu, action, _keys in rows}
     for expected in ("Undo", "Learn defect embedding", "Preview one sample", "Train detector",
-                     "Export detector to ONNX…", "Open demo project", "Cancel job"):
+                     "Export detector…", "Open demo project", "Cancel job"):
         assert expected in names
     dialog = window.show_shortcuts()
     assert dialog.table.rowCount() == len(rows)

@@ -22,6 +22,8 @@ CHECKPOINT_CHOICES = ("best", "last")
 
 #: Formats ``anogen export`` writes (:mod:`anogen.detection.export`).
 EXPORT_FORMATS = ("onnx", "openvino")
+#: What each format is called where people read it (the app's export choice, messages).
+EXPORT_FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO IR"}
 
 #: Where ``anogen predict`` runs a detector (:mod:`anogen.detection.runtimes`): torch on
 #: the checkpoint, or an exported model in onnxruntime or OpenVINO.

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from anogen.data.imageio import read_image
 from anogen.detection.history import read_history, training_curves
+from anogen.detection.options import EXPORT_FORMAT_NAMES, EXPORT_FORMATS
 from anogen.detection.registry import DETECTORS, PRESETS
 from anogen.errors import AnoGenError
 from app.canvas_controller import CanvasController
@@ -188,12 +189,18 @@ class TrainPanel(Panel):
         self.result_combo.setObjectName("detectorCombo")
         self.test_button = QPushButton(icon("heatmap"), "Test")
         self.test_button.setToolTip("Score the test images with this detector (Ctrl+Shift+E)")
-        self.export_button = QPushButton(icon("export"), "Export ONNX…")
-        self.export_button.setToolTip("Save the detector as an ONNX file for deployment; asks where (Ctrl+E)")
+        self.export_button = QPushButton(icon("export"), "Export…")
+        self.export_button.setToolTip("Save the detector for deployment in the format beside it; asks where (Ctrl+E)")
         self.export_button.setObjectName("exportButton")
+        self.export_format_combo = QComboBox()
+        for name in EXPORT_FORMATS:
+            self.export_format_combo.addItem(EXPORT_FORMAT_NAMES[name], name)
+        self.export_format_combo.setToolTip("ONNX: one file for onnxruntime and most inference servers. "
+                                            "OpenVINO IR: a folder (model.xml, model.bin) for Intel CPUs and GPUs")
         row.addWidget(self.result_combo, 1)
         row.addWidget(self.test_button)
         row.addWidget(self.export_button)
+        row.addWidget(self.export_format_combo)
         self.form.addLayout(row)
         self.metrics_caption = self.note()
         self.metrics_caption.setObjectName("metricsCaption")
@@ -256,12 +263,12 @@ class TrainPanel(Panel):
         for key, widget in (("detector", self.detector_combo), ("preset", self.preset_combo),
                             ("steps", self.steps_spin), ("image_size", self.size_spin), ("tau", self.tau_spin),
                             ("mix", self.mix_spin), ("seed", self.seed_spin), ("device", self.device_combo),
-                            ("time_limit", self.length_combo)):
+                            ("time_limit", self.length_combo), ("export_format", self.export_format_combo)):
             self.persist(key, widget)
 
         self.train_action = self.action("&Train detector", "Ctrl+T", self.train, "train")
         self.test_action = self.action("T&est detector on the test images", "Ctrl+Shift+E", self.test, "heatmap")
-        self.export_action = self.action("E&xport detector to ONNX…", "Ctrl+E", self.export, "export")
+        self.export_action = self.action("E&xport detector…", "Ctrl+E", self.export, "export")
 
         self.link_button.clicked.connect(self.link_dataset_dialog)
         self.train_button.clicked.connect(self.train)
@@ -796,28 +803,42 @@ class TrainPanel(Panel):
             return None
 
     def export(self, out: Path | None = None) -> Job | None:
-        """Export the current detector to ONNX, at ``out`` or where the user picks in a dialog."""
+        """Export the current detector in the chosen format, to ``out`` or where the user
+        picks in a dialog (a file for ONNX, a new folder for OpenVINO IR)."""
         entry = self._detector_entry()
         if entry is None:
             return None
         folder = self.studio.resolve(entry.folder)
+        fmt = self.export_format_combo.currentData()
+        fmt_name = EXPORT_FORMAT_NAMES[fmt]
         if out is None:
-            start = Path(self.studio.settings.value("ui/export_folder", str(folder)) or folder)
-            chosen, _ = QFileDialog.getSaveFileName(self, f"Export '{entry.name}' to ONNX",
-                                                    str(start / f"{entry.name}.onnx"), "ONNX model (*.onnx)")
-            if not chosen:
+            out = self._ask_export_path(entry.name, folder, fmt)
+            if out is None:
                 return None
-            out = Path(chosen) if chosen.lower().endswith(".onnx") else Path(chosen + ".onnx")
             self.studio.settings.set_value("ui/export_folder", str(out.parent))
 
         def done(result) -> None:  # result: ExportResult
-            self.result_notes.setText(f"Exported {result.path} (input {result.image_size} px; ONNX matches torch "
-                                      f"within {result.max_abs_diff_map:.1e}).")
+            self.result_notes.setText(f"Exported {result.path} (input {result.image_size} px; {fmt_name} matches "
+                                      f"torch within {result.max_abs_diff_map:.1e}).")
 
-        self._export_job = self.studio.engine.submit(f"Export '{entry.name}' to ONNX", run_export,
-                                                     ExportTask(folder, out), heavy=False, on_result=done)
+        self._export_job = self.studio.engine.submit(f"Export '{entry.name}' to {fmt_name}", run_export,
+                                                     ExportTask(folder, out, fmt), heavy=False, on_result=done)
         self.update_enabled()
         return self._export_job
+
+    def _ask_export_path(self, name: str, folder: Path, fmt: str) -> Path | None:
+        start = Path(self.studio.settings.value("ui/export_folder", str(folder)) or folder)
+        if fmt == "onnx":
+            chosen, _ = QFileDialog.getSaveFileName(self, f"Export '{name}' to ONNX", str(start / f"{name}.onnx"),
+                                                    "ONNX model (*.onnx)")
+            if not chosen:
+                return None
+            return Path(chosen) if chosen.lower().endswith(".onnx") else Path(chosen + ".onnx")
+        # OpenVINO IR is a folder: the user names it; the job refuses one anogen did not write.
+        chosen, _ = QFileDialog.getSaveFileName(self, f"Export '{name}' to OpenVINO IR: name the folder to create",
+                                                str(start / f"{name}-openvino"), "OpenVINO IR folder (*)",
+                                                options=QFileDialog.Option.DontConfirmOverwrite)
+        return Path(chosen) if chosen else None
 
     def prepare_for_screenshot(self) -> None:
         if self.gallery.count():
