@@ -309,9 +309,9 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
                         out: Path, stages: _StageProgress, timer: _StageTimer, cancel) -> KindResult:
     from anogen.data.boxes import BoxPlacement, size_range_from_masks
     from anogen.data.imageio import list_images, read_mask
-    from anogen.diffusion.embedding import LearnConfig, init_vector, learn_embedding, support_loss
+    from anogen.diffusion.embedding_file import save_embedding
+    from anogen.diffusion.learn import LearnConfig, init_vector, learn_embedding, support_loss
     from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
-    from anogen.diffusion.textual_inversion import save_embedding
 
     images, masks, heldout_images, heldout_masks = _support_paths(category_dir, kind, plan.shots)
     token = f"<{category}-{kind}>"

@@ -131,8 +131,8 @@ def check_generation(context: _Context) -> str:
     import torch
 
     from anogen.data.boxes import Box
+    from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
-    from anogen.diffusion.textual_inversion import LearnedEmbedding, apply_embedding
 
     model = context.model
     if model is None:

@@ -32,15 +32,15 @@ if TYPE_CHECKING:
 @dataclass
 class LearnTask:
     model: str
-    learn: dict[str, Any]  # fields of anogen.diffusion.embedding.LearnConfig
+    learn: dict[str, Any]  # fields of anogen.diffusion.learn.LearnConfig
     out: Path   # the embedding file inside the project
 
 
 def run_learn(task: LearnTask, progress: ProgressFn, cancel: threading.Event) -> Path:
     """Load the model, learn the defect kind's embedding, save it (atomic)."""
-    from anogen.diffusion.embedding import LearnConfig, learn_embedding
+    from anogen.diffusion.embedding_file import save_embedding
+    from anogen.diffusion.learn import LearnConfig, learn_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.textual_inversion import save_embedding
 
     config = LearnConfig(**task.learn)
     progress(Progress(0, config.steps, "loading the model"))
@@ -137,9 +137,9 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     """Generate one sample in one box, sending intermediate previews while it denoises."""
     from anogen.data.boxes import Box
     from anogen.data.imageio import read_image
+    from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
-    from anogen.diffusion.textual_inversion import apply_embedding, load_embedding
 
     config = GenerateConfig(**task.generate)
     progress(Progress(0, config.steps, "loading the model"))

@@ -3,7 +3,7 @@
 Two measurements, written to ``docs/benchmarks-stage1.md``:
 
 ``compare`` (default)
-    Time per optimisation step of :func:`anogen.diffusion.embedding.learn_embedding`
+    Time per optimisation step of :func:`anogen.diffusion.learn.learn_embedding`
     against a loop written the way diffusers' ``examples/textual_inversion`` trains:
     the support images go through the VAE at every step, the whole token-embedding
     table is the optimised parameter (AdamW over every row, then every row but the
@@ -89,7 +89,7 @@ def example_style_loop(model, config, steps: int) -> list[float]:
     import torch.nn.functional as F
 
     from anogen.diffusion.captions import sample_caption
-    from anogen.diffusion.embedding import init_vector, prepare_support
+    from anogen.diffusion.learn import init_vector, prepare_support
 
     shots = prepare_support(config, model.resolution)
     images = torch.from_numpy(np.stack([s.image for s in shots])).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -147,7 +147,7 @@ def example_style_loop(model, config, steps: int) -> list[float]:
 
 def ours_loop(model, config) -> list[float]:
     """Step times of learn_embedding, from the gaps between its per-step progress reports."""
-    from anogen.diffusion.embedding import learn_embedding
+    from anogen.diffusion.learn import learn_embedding
 
     stamps: list[float] = []
 
@@ -162,7 +162,7 @@ def ours_loop(model, config) -> list[float]:
 def run_compare(steps: int, repeats: int, batch: int, resolutions: list[int], threads: int, warmup: int = 3) -> dict:
     import torch
 
-    from anogen.diffusion.embedding import LearnConfig
+    from anogen.diffusion.learn import LearnConfig
     from anogen.diffusion.models import load_model
     from anogen.diffusion.tiny import build_tiny_model
 
@@ -261,7 +261,7 @@ def memory_child(batch: int, steps: int, checkpointing: bool, device: str = "cpu
     import torch
 
     from anogen.device import resolve_device, resolve_dtype
-    from anogen.diffusion.embedding import LearnConfig, learn_embedding
+    from anogen.diffusion.learn import LearnConfig, learn_embedding
 
     torch_device = resolve_device(device)
     dtype = resolve_dtype(torch_device, precision)

@@ -120,7 +120,7 @@ def run_compare(steps: int, count: int, batch: int, repeats: int, resolution: in
     from PIL import Image
 
     from anogen.data.boxes import Box
-    from anogen.diffusion.embedding import LearnedEmbedding, apply_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
     from anogen.diffusion.tiny import build_tiny_model
@@ -207,7 +207,7 @@ def memory_child(steps: int) -> dict:
     import torch
 
     from anogen.data.boxes import Box
-    from anogen.diffusion.embedding import LearnedEmbedding, apply_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
 
     start = time.perf_counter()

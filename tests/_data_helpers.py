@@ -48,7 +48,7 @@ def make_tiny_diffusion(root: Path, train_good: int) -> dict[str, Path]:
     import torch
 
     from anogen.data.demo import write_demo_dataset
-    from anogen.diffusion.textual_inversion import LearnedEmbedding, save_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, save_embedding
     from anogen.diffusion.tiny import TINY_TEXT_WIDTH, build_tiny_model
 
     model = build_tiny_model(root / "model", "sd1", resolution=32)

@@ -20,7 +20,7 @@ from anogen.errors import JobCancelled
 def _save_embedding(path, width, token="<scratch>"):
     import torch
 
-    from anogen.diffusion.embedding import LearnedEmbedding, save_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, save_embedding
 
     vector = torch.randn(width, generator=torch.Generator().manual_seed(1))
     return save_embedding(path, LearnedEmbedding(token=token, vector=vector, family="sd1"))

@@ -10,9 +10,9 @@ import torch
 
 from anogen.cli import main
 from anogen.data.imageio import write_mask
-from anogen.diffusion.embedding import LearnConfig, learn_embedding
+from anogen.diffusion.embedding_file import load_embedding
+from anogen.diffusion.learn import LearnConfig, learn_embedding
 from anogen.diffusion.models import load_model
-from anogen.diffusion.textual_inversion import load_embedding
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def diffusion(tmp_path_factory) -> dict[str, Path]:
     """A tiny model, an embedding that fits it, and a folder of good images."""
     import torch
 
-    from anogen.diffusion.textual_inversion import LearnedEmbedding, save_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, save_embedding
     from anogen.diffusion.tiny import TINY_TEXT_WIDTH, build_tiny_model
 
     root = tmp_path_factory.mktemp("diffusion")

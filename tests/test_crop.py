@@ -8,7 +8,7 @@ import pytest
 from anogen.data.boxes import Box
 from anogen.data.imageio import write_image, write_mask
 from anogen.diffusion.crop import context_window
-from anogen.diffusion.embedding import LearnConfig, prepare_support
+from anogen.diffusion.learn import LearnConfig, prepare_support
 from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
 from anogen.errors import InputError
 
@@ -44,7 +44,7 @@ def test_context_window_geometry():
 def tiny(tmp_path_factory):
     import torch
 
-    from anogen.diffusion.embedding import LearnedEmbedding, apply_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.tiny import build_tiny_model
 

@@ -13,7 +13,8 @@ import torch
 from anogen.data.boxes import Box
 from anogen.data.imageio import write_image, write_mask
 from anogen.diffusion.crop import context_window
-from anogen.diffusion.embedding import (
+from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding, load_embedding, save_embedding
+from anogen.diffusion.learn import (
     LearnConfig,
     encode_support,
     init_vector,
@@ -23,7 +24,6 @@ from anogen.diffusion.embedding import (
     support_loss,
 )
 from anogen.diffusion.models import load_model
-from anogen.diffusion.textual_inversion import LearnedEmbedding, apply_embedding, load_embedding, save_embedding
 from anogen.diffusion.tiny import build_tiny_model
 from anogen.errors import InputError, JobCancelled, ModelError, TrainingDiverged
 
@@ -274,7 +274,7 @@ def test_v_prediction_models_learn_against_the_velocity(model_dirs, support, tmp
     import json
     import shutil
 
-    from anogen.diffusion.embedding import _batch_loss, _draw_batch
+    from anogen.diffusion.learn import _batch_loss, _draw_batch
 
     folder = shutil.copytree(model_dirs["sd2"], tmp_path / "sd2-v")
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
@@ -285,7 +285,7 @@ def test_v_prediction_models_learn_against_the_velocity(model_dirs, support, tmp
 
     learn = quick_config(support)
     encoded = encode_support(model, prepare_support(learn, 64), flip=True)
-    from anogen.diffusion.textual_inversion import add_placeholder_token
+    from anogen.diffusion.embedding_file import add_placeholder_token
 
     add_placeholder_token(model, learn.token)
     batch = _draw_batch(encoded, learn, 0, 1000)

@@ -46,7 +46,7 @@ def _generate_argv(diffusion: dict[str, Path], out: Path, *extra: str) -> list[s
 def test_a_nan_embedding_is_refused_on_load(diffusion, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from anogen.diffusion.textual_inversion import load_embedding
+    from anogen.diffusion.embedding_file import load_embedding
     from anogen.diffusion.tiny import TINY_TEXT_WIDTH
     from anogen.errors import InputError
 
@@ -259,9 +259,9 @@ def _learn_argv(diffusion, support, out: Path, *extra: str) -> list[str]:
 
 
 def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_path, capsys):
-    from anogen.diffusion.embedding import LearnConfig, learn_embedding
+    from anogen.diffusion.embedding_file import load_embedding
+    from anogen.diffusion.learn import LearnConfig, learn_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.textual_inversion import load_embedding
     from anogen.errors import InputError
 
     out = tmp_path / "scratch.safetensors"

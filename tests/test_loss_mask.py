@@ -7,12 +7,7 @@ import pytest
 import torch
 
 from anogen.data.imageio import write_image, write_mask
-from anogen.diffusion.embedding import (
-    LearnConfig,
-    encode_support,
-    latent_loss_masks,
-    prepare_support,
-)
+from anogen.diffusion.learn import LearnConfig, encode_support, latent_loss_masks, prepare_support
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def _with_token(model, token="<defect-kind>"):
     """Teach the model a placeholder token with a random vector, as a learned one would be."""
     import torch
 
-    from anogen.diffusion.embedding import LearnedEmbedding, apply_embedding
+    from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
 
     vector = torch.randn(model.token_width, generator=torch.Generator().manual_seed(0))
     return apply_embedding(model, LearnedEmbedding(token=token, vector=vector, family=model.family))

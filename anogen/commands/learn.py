@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _is_anogen_embedding(path: Path) -> bool:
     """An embedding file anogen wrote (its safetensors metadata names our format)."""
-    from anogen.diffusion.textual_inversion import FORMAT_NAME
+    from anogen.diffusion.embedding_file import FORMAT_NAME
 
     try:
         from safetensors import safe_open
@@ -124,9 +124,9 @@ def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], lis
 
 def run(args: argparse.Namespace) -> int:
     from anogen.compute import apply_command_policy
-    from anogen.diffusion.embedding import LearnConfig, check_resume_steps, learn_embedding, validate_support
+    from anogen.diffusion.embedding_file import save_embedding
+    from anogen.diffusion.learn import LearnConfig, check_resume_steps, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.textual_inversion import save_embedding
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_file

@@ -328,7 +328,7 @@ def generate(
     """Generate one image per request, in batches of ``config.batch_size``.
 
     ``token`` is the placeholder token already added to ``model`` (see
-    :func:`anogen.diffusion.embedding.apply_embedding`). Reports progress once per
+    :func:`anogen.diffusion.embedding_file.apply_embedding`). Reports progress once per
     denoising step (with a preview every ``config.preview_every`` steps) and checks
     ``cancel`` before every step.
 
@@ -595,7 +595,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     from anogen.data.generated import GeneratedSetWriter
     from anogen.data.imageio import list_images, read_image
     from anogen.data.mvtec import category_of_folder
-    from anogen.diffusion.embedding import apply_embedding, file_sha256, load_embedding
+    from anogen.diffusion.embedding_file import apply_embedding, file_sha256, load_embedding
     from anogen.diffusion.models import DiffusionModel, load_model
 
     model_source, embedding_path, normals, out = job.model, job.embedding, job.normals, job.out

@@ -93,13 +93,9 @@ def _per_image(plan: Plan) -> tuple[int, int]:
 
 
 def run_learn(ctx: StepContext, staging: Path) -> dict[str, Any]:
-    from anogen.diffusion.embedding import (
-        LearnConfig,
-        learn_embedding,
-        validate_support,
-    )
+    from anogen.diffusion.embedding_file import save_embedding
+    from anogen.diffusion.learn import LearnConfig, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.textual_inversion import save_embedding
 
     plan, kind = ctx.plan, ctx.kind
     # Kept beside the step folder, not in the staging folder: a killed learn resumes from it.

@@ -44,14 +44,7 @@ from anogen.data.boxes import Box
 from anogen.data.imageio import read_image_and_mask
 from anogen.diffusion.captions import sample_caption
 from anogen.diffusion.crop import context_window, validate_crop
-from anogen.diffusion.textual_inversion import (  # noqa: F401  (re-exported: one import for stage 1)
-    LearnedEmbedding,
-    add_placeholder_token,
-    apply_embedding,
-    file_sha256,
-    load_embedding,
-    save_embedding,
-)
+from anogen.diffusion.embedding_file import LearnedEmbedding, add_placeholder_token, file_sha256
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.memory import check_learn_memory
@@ -123,7 +116,7 @@ class SupportShot:
 
 @dataclass
 class LearnResult:
-    """What stage 1 produced. Save it with :func:`save_embedding`."""
+    """What stage 1 produced. Save it with :func:`anogen.diffusion.embedding_file.save_embedding`."""
 
     token: str
     vector: torch.Tensor  # float32 (token_width,), CPU
