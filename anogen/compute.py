@@ -159,7 +159,8 @@ def apply_command_policy(args: argparse.Namespace, device: torch.device | str = 
 
     if isinstance(device, str):
         device = resolve_device(device)
-    policy = apply_policy(resolve_policy(device, getattr(args, "threads", None)))
+    policy = apply_policy(resolve_policy(device, getattr(args, "threads", None),
+                                         getattr(args, "cpu_precision", "auto")))
     if not (getattr(args, "quiet", False) if quiet is None else quiet):
         print(f"anogen: compute: {policy.describe()}", file=sys.stderr, flush=True)
     return policy

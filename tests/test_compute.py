@@ -129,3 +129,17 @@ def test_thread_choices_start_automatic_and_end_at_every_core():
     assert compute.thread_choices(8) == (compute.THREADS_AUTOMATIC, 1, 2, 4, 8)
     assert [compute.threads_from_setting(v) for v in (0, "0", -3, "junk", None, 3, "2")] == \
         [None, None, None, None, None, 3, 2]
+
+
+def test_train_prints_the_cpu_precision_it_was_asked_for(capsys, restore_threads):
+    from anogen.cli import build_parser
+    from anogen.compute import apply_command_policy
+
+    parser = build_parser()
+    base = ["train", "--detector", "draem", "--data", "d", "--out", "o", "--threads", "1"]
+    args = parser.parse_args([*base, "--cpu-precision", "bf16"])
+    assert args.cpu_precision == "bf16"
+    assert apply_command_policy(args, "cpu").bf16_autocast
+    assert "bf16 autocast" in capsys.readouterr().err
+    args = parser.parse_args([*base, "--cpu-precision", "fp32"])
+    assert not apply_command_policy(args, "cpu").bf16_autocast

@@ -234,6 +234,39 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(categor
     assert read_checkpoint_info(tmp_path / "out", "last").step == 2
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_cpu_precision_autocasts_the_training_steps_only(precision, category, tmp_path, monkeypatch):
+    """bf16 (asked for, or chosen by "auto" on a CPU with native bf16) runs each training
+    forward pass under autocast; validation and the saved weights stay fp32."""
+    from anogen.detection.draem.model import DraemDetector
+
+    original, seen = DraemDetector.training_loss, {"train": [], "validate": []}
+
+    def spy(self, batch, phase, **kwargs):
+        seen["train"].append(torch.is_autocast_enabled("cpu"))
+        return original(self, batch, phase, **kwargs)
+
+    import anogen.detection.train as train_module
+
+    validate = train_module._validate_detector
+
+    def spy_validate(*args, **kwargs):
+        seen["validate"].append(torch.is_autocast_enabled("cpu"))
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(DraemDetector, "training_loss", spy)
+    monkeypatch.setattr(train_module, "_validate_detector", spy_validate)
+    result = train(config_for("draem", category, tmp_path / "out", cpu_precision=precision))
+    assert seen["train"] == [precision == "bf16"] * 4 and seen["validate"] == [False, False]
+    assert math.isfinite(result.final_loss)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "last" / "model.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+    with pytest.raises(InputError, match="CPU precision"):
+        train(config_for("draem", category, tmp_path / "bad", cpu_precision="fp8"))
+
+
 def test_bad_settings_fail_before_any_work(category, tmp_path):
     with pytest.raises(InputError, match="tau"):
         train(config_for("draem", category, tmp_path / "a", tau=0.0))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anogen.compute import add_threads_argument
+from anogen.compute import CPU_PRECISION_CHOICES, add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.registry import DETECTORS, PRESETS
 
@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     add_threads_argument(parser)
+    parser.add_argument("--cpu-precision", choices=CPU_PRECISION_CHOICES, default="auto",
+                        help="bf16 autocast of the training steps on the CPU: auto (default) uses it only where the "
+                             "CPU has native bf16 (AMX, AVX-512-bf16); elsewhere it is several times slower")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a detector already in OUT, or use a folder anogen did not write (never an "
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=parse_overrides(args.overrides), steps=args.steps, tau=args.tau,
         mix=args.mix, synthesis=args.synthesis, weak_all=args.weak_all, seed=args.seed, device=args.device,
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
-        exclude=list(args.exclude), protocol=args.protocol, resume=args.resume, overwrite=args.overwrite)
+        exclude=list(args.exclude), protocol=args.protocol, resume=args.resume, overwrite=args.overwrite,
+        cpu_precision=args.cpu_precision)
     apply_command_policy(args, args.device)
     with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:
         result = train(config, progress)

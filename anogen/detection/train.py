@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anogen.compute import CPU_PRECISION_CHOICES, resolve_policy
 from anogen.detection.base import Detector, TrainingPhase
 from anogen.detection.checkpoint import (
     CONFIG_NAME,
@@ -111,6 +112,9 @@ class TrainConfig:
     overwrite: bool = False
     log_every: int = 1
     protocol: str = "holdout"
+    # bf16 autocast of the training forward pass on the CPU (anogen.compute): "auto" only
+    # where the CPU has native bf16; validation and scoring always run in fp32.
+    cpu_precision: str = "auto"
 
     @property
     def generated_sets(self) -> list[Path]:
@@ -128,6 +132,9 @@ class TrainConfig:
             raise InputError("mix 0 trains on generated samples only; give a generated set")
         if self.protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol '{self.protocol}'; choose one of {', '.join(PROTOCOLS)}")
+        if self.cpu_precision not in CPU_PRECISION_CHOICES:
+            raise InputError(f"unknown CPU precision '{self.cpu_precision}'; choose one of "
+                             f"{', '.join(CPU_PRECISION_CHOICES)}")
         if self.synthesis not in SYNTHESIS_METHODS:
             raise InputError(f"unknown synthesis '{self.synthesis}'; choose one of {', '.join(SYNTHESIS_METHODS)}")
         if self.steps is not None and self.steps < 1:
@@ -420,6 +427,7 @@ class _Run:
         self.validate_every = config.validate_every or max(1, math.ceil(total / 10))
         self.boundaries = np.cumsum([0] + [p.steps for p in phases])
         self.wrote_last = config.resume  # a resumed run's last/ is already this run's
+        self.policy = resolve_policy(device, torch.get_num_threads(), config.cpu_precision)
 
     def run(self) -> None:
         self.detector.train()
@@ -434,8 +442,9 @@ class _Run:
 
     def _step(self, step: int, phase: TrainingPhase, batches: BatchPrefetcher) -> None:
         batch = batches.get(step, prefetch_next=step + 1 < self.total)
-        loss, components = self.detector.training_loss(batch, phase.name, tau=self.config.tau,
-                                                       weak_all=self.config.weak_all)
+        with self.policy.autocast():
+            loss, components = self.detector.training_loss(batch, phase.name, tau=self.config.tau,
+                                                           weak_all=self.config.weak_all)
         value = float(loss.detach())
         if not math.isfinite(value):
             kept = (f"the last good checkpoint (step {read_checkpoint_info(self.last_dir).step}) is kept in "
