@@ -130,7 +130,7 @@ def check_generation(context: _Context) -> str:
     import numpy as np
     import torch
 
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from anogen.data.box import Box
 from anogen.data.imageio import read_image, read_mask
-from anogen.data.workspace import Box
 from anogen.errors import AnoGenError
 from app.canvas import ImageCanvas, Tool
 from app.studio import Selection, Studio

@@ -135,7 +135,7 @@ class PreviewResult:
 
 def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
     """Generate one sample in one box, sending intermediate previews while it denoises."""
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from anogen.data.imageio import read_image
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
@@ -161,7 +161,7 @@ class GenerateTask:
     defect_kind: str
     per_image: int = 4
     samples_per_box: int = 2
-    boxes: dict[str, list] | None = None  # {image name: [anogen.data.boxes.Box]}; None = propose
+    boxes: dict[str, list] | None = None  # {image name: [anogen.data.box.Box]}; None = propose
     size_range: Any = None  # anogen.data.boxes.BoxSizeRange
     generate: dict[str, Any] = field(default_factory=dict)  # GenerateConfig fields
     device: str = "auto"
@@ -213,7 +213,7 @@ class ProposeTask:
 
 @dataclass
 class ProposeResult:
-    boxes: dict[Path, list]  # {image path: [anogen.data.boxes.Box]}
+    boxes: dict[Path, list]  # {image path: [anogen.data.box.Box]}
     problems: list[str]  # images where no box fits, with the proposer's reason
 
 

@@ -48,7 +48,7 @@ def stage_generate_image():
     """One 64 px crop generated with 20 DDIM steps and guidance (stage 2's inner loop)."""
     import numpy as np
 
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from anogen.diffusion.embedding_file import add_placeholder_token
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate

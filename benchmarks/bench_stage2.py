@@ -119,7 +119,7 @@ def run_compare(steps: int, count: int, batch: int, repeats: int, resolution: in
     from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
     from PIL import Image
 
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
@@ -206,7 +206,7 @@ def memory_child(steps: int) -> dict:
     """Runs in a fresh process so ru_maxrss belongs to this measurement alone."""
     import torch
 
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
 

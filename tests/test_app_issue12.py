@@ -220,7 +220,7 @@ def test_bad_model_path_and_return_checks_once_and_keeps_the_good_model(make_win
 
 # ---------------------------------------------------------------- bugs 7, 8, 9
 def _boxed_generate_window(make_window, project, boxes):
-    from anogen.data.workspace import Box
+    from anogen.data.box import Box
 
     add_learned_kind_and_set(project)
     workspace = Workspace.open(project)
@@ -276,7 +276,7 @@ def test_every_drawn_box_gets_n_samples(make_window, project, qtbot, monkeypatch
 
 
 def test_uneven_box_counts_are_explained():
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
     from app.panels.generate import plan_samples
 
     a, b, c = Box(0, 0, 8, 8), Box(10, 0, 18, 8), Box(20, 0, 28, 8)

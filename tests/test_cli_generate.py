@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from anogen.cli import main
-from anogen.data.boxes import Box
+from anogen.data.box import Box
 from anogen.data.generated import read_generated_set
 from anogen.data.imageio import read_image, write_image
 from anogen.errors import JobCancelled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anogen.data.boxes import Box
+from anogen.data.box import Box
 from anogen.data.imageio import write_image, write_mask
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.learn import LearnConfig, prepare_support

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from anogen.data.boxes import Box
+from anogen.data.box import Box
 from anogen.data.imageio import write_image, write_mask
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding, load_embedding, save_embedding

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from anogen.data.boxes import Box
+from anogen.data.box import Box
 from anogen.diffusion.sampler import (
     GenerateConfig,
     GenerationRequest,

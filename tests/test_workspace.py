@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anogen.data.box import Box
 from anogen.data.imageio import read_mask, write_image, write_mask
 from anogen.data.workspace import (
-    Box,
     GeneratedSample,
     Workspace,
     WorkspaceError,
@@ -47,7 +47,7 @@ def _full_project(root: Path, sources: Path) -> Workspace:
     ws.add_support_image("scratch", sources / "scratch1.png", sources / "scratch1_mask.png")
     ws.set_box_size("scratch", (0.1, 0.3, 0.05, 0.2))
     good = ws.add_good_images([sources / "good.jpg"])[0]
-    ws.set_boxes(good.image, [Box(2, 3, 20, 30, "scratch"), Box(0, 0, 64, 48)])
+    ws.set_boxes(good.image, [Box(2, 3, 20, 30, defect_kind="scratch"), Box(0, 0, 64, 48)])
     (ws.embeddings_dir / "scratch.safetensors").write_bytes(b"not read by the workspace")
     ws.set_embedding("scratch", ws.embeddings_dir / "scratch.safetensors")
     set_folder = ws.generated_dir / "run1"
@@ -209,9 +209,9 @@ def test_edits_are_checked_against_the_image(tmp_path: Path, sources: Path) -> N
     with pytest.raises(InputError, match="outside image .* of 64x48"):
         ws.set_boxes(good, [Box(0, 0, 65, 10)])
     with pytest.raises(InputError, match="unknown defect kind"):
-        ws.set_boxes(good, [Box(0, 0, 5, 5, "dent")])
+        ws.set_boxes(good, [Box(0, 0, 5, 5, defect_kind="dent")])
     with pytest.raises(InputError, match="empty"):
-        Box(5, 5, 5, 9)
+        ws.set_boxes(good, [Box(5, 5, 5, 9)])
     with pytest.raises(InputError, match="mask is 50x40 .* is 60x40"):
         ws.write_support_mask("scratch", 0, np.zeros((40, 50), bool))
     with pytest.raises(InputError, match="12x10 .* 60x40"):
@@ -254,7 +254,7 @@ def _apply(ws: Workspace, state: dict) -> None:
 def _observed(ws: Workspace) -> dict:
     return {
         "model": ws.project.model,
-        "boxes": {g.image: [b.as_list() for b in g.boxes] for g in ws.project.good_images},
+        "boxes": {g.image: [b.to_list() for b in g.boxes] for g in ws.project.good_images},
         "view": ws.project.view,
     }
 
@@ -323,7 +323,7 @@ def test_generated_folder_import_and_status_reach_the_set_manifest(tmp_path: Pat
                        guidance=5.0, status="pending")
     imported = ws.import_generated_folder("run2", ws.generated_dir / "run2")
     assert imported.folder == "generated/run2" and len(imported.samples) == 3
-    assert imported.samples[2].box == Box(4, 4, 20, 16, "scratch") and imported.samples[2].seed == 2
+    assert imported.samples[2].box == Box(4, 4, 20, 16, defect_kind="scratch") and imported.samples[2].seed == 2
     ws.set_sample_status("run2", 1, "rejected")
     ws.save()
     # The trainer reads the set folder: the rejection must be there, not only in project.json.

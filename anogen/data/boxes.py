@@ -22,6 +22,9 @@ code drew them; its box mask is the rotated rectangle.
 
 The reference size table of the MVTec AD defect kinds ships as ``box_sizes.json``; for
 a new defect kind, :func:`size_range_from_masks` derives a range from its support masks.
+
+The box itself, :class:`anogen.data.box.Box`, and its list and object codecs live in
+:mod:`anogen.data.box`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import cv2
 import numpy as np
 
+from anogen.data.box import Box, _rotated_corners
 from anogen.data.mvtec import OBJECT_CATEGORIES, TEXTURE_CATEGORIES
 from anogen.errors import InputError
 
@@ -59,156 +63,6 @@ BOX_RULES = ("iou", "inside")
 REGION_FRAMES = ("image", "foreground")
 BOX_SIZES_FILE = Path(__file__).with_name("box_sizes.json")
 BOXES_FILE_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- Box
-
-
-@dataclass(frozen=True)
-class Box:
-    """A box in pixels; ``x1`` and ``y1`` are exclusive.
-
-    ``angle`` (degrees, counter-clockwise on screen) turns the rectangle about its centre;
-    0 is an axis-aligned box. A rotated box covers the pixels of :meth:`to_mask`, and
-    :attr:`bounds` is the axis-aligned box around them (crops and manifests use it).
-    :meth:`clip`, :meth:`expand` and :meth:`intersection` work on the rectangle itself.
-    """
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    angle: float = 0.0
-
-    @classmethod
-    def from_sequence(cls, values: Sequence[Any], *, what: str = "box") -> Box:
-        """Build a box from ``[x0, y0, x1, y1]`` or ``[x0, y0, x1, y1, angle]``; a malformed
-        value is an InputError."""
-        try:
-            if len(values) not in (4, 5):
-                raise ValueError
-            numbers = [float(v) for v in values]
-        except (TypeError, ValueError):
-            raise InputError(f"{what}: expected [x0, y0, x1, y1] or [x0, y0, x1, y1, angle], got {values!r}") from None
-        if not all(n.is_integer() for n in numbers[:4]):
-            raise InputError(f"{what}: box coordinates must be whole pixels, got {list(values)}")
-        if not math.isfinite(numbers[4] if len(numbers) == 5 else 0.0):
-            raise InputError(f"{what}: the box angle must be a finite number of degrees, got {values[4]!r}")
-        box = cls(*(int(n) for n in numbers[:4]), *(numbers[4:] or [0.0]))
-        if box.is_empty:
-            raise InputError(f"{what}: box {box.to_list()} is empty (need x0 < x1 and y0 < y1)")
-        return box
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray) -> Box:
-        """The tight bounding box of the True pixels of ``mask``."""
-        ys, xs = np.nonzero(mask)
-        if len(xs) == 0:
-            raise InputError("cannot take the bounding box of an empty mask")
-        return cls(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def area(self) -> int:
-        return max(0, self.width) * max(0, self.height)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.width <= 0 or self.height <= 0
-
-    @property
-    def is_rotated(self) -> bool:
-        return self.angle % 180.0 != 0.0
-
-    def corners(self) -> np.ndarray:
-        """The rectangle's four corners after rotation, float ``(4, 2)`` of (x, y)."""
-        cx, cy = (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
-        return _rotated_corners(np.array([cx]), np.array([cy]), np.array([float(self.width)]),
-                                np.array([float(self.height)]), np.array([self.angle]))[0]
-
-    @property
-    def bounds(self) -> Box:
-        """The smallest axis-aligned box that holds the (rotated) rectangle."""
-        if not self.is_rotated:
-            return Box(self.x0, self.y0, self.x1, self.y1)
-        corners = self.corners()
-        # A hair of tolerance so float noise in cos/sin never grows the box by a pixel.
-        lo = np.floor(corners.min(axis=0) + 1e-6).astype(int)
-        hi = np.ceil(corners.max(axis=0) - 1e-6).astype(int)
-        return Box(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
-
-    def to_list(self) -> list[Any]:
-        """``[x0, y0, x1, y1]``, with the angle appended for a rotated box."""
-        values: list[Any] = [self.x0, self.y0, self.x1, self.y1]
-        return values + [float(self.angle)] if self.is_rotated else values
-
-    def to_mask(self, height: int, width: int) -> np.ndarray:
-        """A bool ``(height, width)`` mask, True inside the box (clipped to the image); a
-        rotated box is rasterised as the turned rectangle."""
-        mask = np.zeros((height, width), dtype=bool)
-        if self.is_rotated:
-            # A pixel is in when its centre is: the same half-open rule as the axis-aligned
-            # case, so a box turned by 90 degrees covers exactly as many pixels.
-            area = self.bounds.clip(height, width)
-            if area.is_empty:
-                return mask
-            ys, xs = np.mgrid[area.y0:area.y1, area.x0:area.x1] + 0.5
-            dx, dy = xs - (self.x0 + self.x1) / 2, ys - (self.y0 + self.y1) / 2
-            theta = math.radians(self.angle)
-            u = math.cos(theta) * dx - math.sin(theta) * dy  # back into the rectangle's frame
-            v = math.sin(theta) * dx + math.cos(theta) * dy
-            eps = 1e-6
-            inside = ((u >= -self.width / 2 - eps) & (u < self.width / 2 - eps)
-                      & (v >= -self.height / 2 - eps) & (v < self.height / 2 - eps))
-            mask[area.y0:area.y1, area.x0:area.x1] = inside
-            return mask
-        clipped = self.clip(height, width)
-        if not clipped.is_empty:
-            mask[clipped.y0:clipped.y1, clipped.x0:clipped.x1] = True
-        return mask
-
-    def clip(self, height: int, width: int) -> Box:
-        """The part of the rectangle inside a ``width`` x ``height`` image (may be empty)."""
-        return Box(min(max(self.x0, 0), width), min(max(self.y0, 0), height),
-                   min(max(self.x1, 0), width), min(max(self.y1, 0), height))
-
-    def validate(self, height: int, width: int, *, what: str = "box") -> Box:
-        """Return the box if it is non-empty and inside the image, else raise InputError."""
-        if self.is_empty:
-            raise InputError(f"{what}: box {self.to_list()} is empty (need x0 < x1 and y0 < y1)")
-        bounds = self.bounds
-        if bounds.x0 < 0 or bounds.y0 < 0 or bounds.x1 > width or bounds.y1 > height:
-            raise InputError(f"{what}: box {self.to_list()} lies (partly) off the {width}x{height} image")
-        return self
-
-    def expand(self, margin: int) -> Box:
-        """The box grown by ``margin`` pixels on every side (not clipped)."""
-        return Box(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin, self.angle)
-
-    def intersection(self, other: Box) -> int:
-        w = min(self.x1, other.x1) - max(self.x0, other.x0)
-        h = min(self.y1, other.y1) - max(self.y0, other.y0)
-        return max(0, w) * max(0, h)
-
-
-def _rotated_corners(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray,
-                     angle: np.ndarray) -> np.ndarray:
-    """Corners ``(N, 4, 2)`` of N rectangles turned by ``angle`` degrees about their centres,
-    in OpenCV's sense (counter-clockwise on screen, where y points down)."""
-    theta = np.deg2rad(angle)[:, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    dx = np.array([-0.5, 0.5, 0.5, -0.5])[None, :] * w[:, None]
-    dy = np.array([-0.5, -0.5, 0.5, 0.5])[None, :] * h[:, None]
-    x = cx[:, None] + cos * dx + sin * dy
-    y = cy[:, None] - sin * dx + cos * dy
-    return np.stack([x, y], axis=-1)
 
 
 # ----------------------------------------------------------------------------- foreground

@@ -7,9 +7,10 @@ project) live in :mod:`anogen.data.workspace`. Like labelme's label file, it is 
 and torch-free so the CLI, the GUI and notebooks share it.
 
 Paths in the manifest are strings relative to the project folder, written with ``/``.
-Boxes are pixels with ``x1``/``y1`` exclusive. Unknown keys are ignored so a file edited
-by hand keeps loading; anything that changes the meaning of a field bumps
-:data:`SCHEMA_VERSION`.
+Boxes are :class:`anogen.data.box.Box` objects in pixels, ``x1``/``y1`` exclusive, with
+``angle`` for a rotated box and ``defect_kind`` when one is set (both optional). Unknown
+keys are ignored so a file edited by hand keeps loading; anything that changes the
+meaning of a field bumps :data:`SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
@@ -18,49 +19,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from anogen.data.box import Box
 from anogen.errors import InputError, ProjectFileError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "project.json"
 SAMPLE_STATUSES = ("pending", "accepted", "rejected")
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle in pixel coordinates of its image; ``x1`` and ``y1`` are exclusive."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    defect_kind: str = ""  # the kind to generate in this box; "" means "the current kind"
-
-    def __post_init__(self) -> None:
-        for name in ("x0", "y0", "x1", "y1"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InputError(f"box {name} must be an integer pixel coordinate, got {value!r}")
-        if self.x0 < 0 or self.y0 < 0:
-            raise InputError(f"box {self.as_list()} starts left of or above the image")
-        if self.x1 <= self.x0 or self.y1 <= self.y0:
-            raise InputError(f"box {self.as_list()} is empty (x1 must exceed x0 and y1 exceed y0)")
-        if not isinstance(self.defect_kind, str):
-            raise InputError(f"box defect_kind must be a string, got {self.defect_kind!r}")
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    def as_list(self) -> list[int]:
-        return [self.x0, self.y0, self.x1, self.y1]
-
-    def inside(self, width: int, height: int) -> bool:
-        """True when the box lies within an image of ``width`` x ``height`` pixels."""
-        return self.x1 <= width and self.y1 <= height
 
 
 @dataclass
@@ -165,13 +129,6 @@ class Project:
 
 # ----------------------------------------------------------------------------- encoding
 
-def _box_to_dict(box: Box) -> dict[str, Any]:
-    out: dict[str, Any] = {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1}
-    if box.defect_kind:
-        out["defect_kind"] = box.defect_kind
-    return out
-
-
 def project_to_dict(project: Project) -> dict[str, Any]:
     """The JSON object written to ``project.json`` (schema version first)."""
     return {
@@ -191,7 +148,7 @@ def project_to_dict(project: Project) -> dict[str, Any]:
             for kind in project.defect_kinds
         ],
         "good_images": [
-            {"image": good.image, "boxes": [_box_to_dict(b) for b in good.boxes]}
+            {"image": good.image, "boxes": [b.to_dict() for b in good.boxes]}
             for good in project.good_images
         ],
         "generated_sets": [
@@ -200,7 +157,7 @@ def project_to_dict(project: Project) -> dict[str, Any]:
                 "folder": gen.folder,
                 "samples": [
                     {
-                        "image": s.image, "mask": s.mask, "source": s.source, "box": _box_to_dict(s.box),
+                        "image": s.image, "mask": s.mask, "source": s.source, "box": s.box.to_dict(),
                         "defect_kind": s.defect_kind, "seed": s.seed, "status": s.status, "model": s.model,
                         "embedding_hash": s.embedding_hash, "steps": s.steps, "guidance": s.guidance,
                     }
@@ -361,25 +318,17 @@ class _Reader:
 
 
 def _read_box(reader: _Reader, value: Any, where: str) -> Box | None:
-    if isinstance(value, list):  # [x0, y0, x1, y1] is accepted too (the generated-set format)
-        if len(value) != 4:
-            reader.problem(where, f"expected [x0, y0, x1, y1], got {_shown(value)}")
+    """A box in the object form (:meth:`Box.decode_dict`); ``[x0, y0, x1, y1]`` or
+    ``[x0, y0, x1, y1, angle]`` is accepted too (the generated-set format)."""
+    if isinstance(value, list):
+        if len(value) not in (4, 5):
+            reader.problem(where, f"expected [x0, y0, x1, y1] or [x0, y0, x1, y1, angle], got {_shown(value)}")
             return None
-        value = dict(zip(("x0", "y0", "x1", "y1"), value))
-    if not isinstance(value, dict):
-        reader.problem(where, f"expected a box object, got {type(value).__name__}")
-        return None
-    before = len(reader.problems)
-    coords = [reader.get(value, key, (int,), where) for key in ("x0", "y0", "x1", "y1")]
-    kind = reader.get(value, "defect_kind", (str,), where, default="")
-    if len(reader.problems) > before:
-        return None
-    x0, y0, x1, y1 = coords
-    try:
-        return Box(x0, y0, x1, y1, defect_kind=kind)
-    except InputError as exc:
-        reader.problem(where, str(exc))
-        return None
+        value = dict(zip(("x0", "y0", "x1", "y1", "angle"), value))
+    box, problems = Box.decode_dict(value)
+    for key, message in problems:
+        reader.problem(f"{where}.{key}" if key else where, message)
+    return box
 
 
 def _read_defect_kind(reader: _Reader, obj: dict[str, Any], where: str) -> DefectKind | None:

@@ -49,6 +49,7 @@ from typing import Self
 import numpy as np
 
 from anogen.atomic import atomic_write_bytes, atomic_write_json
+from anogen.data.box import Box
 from anogen.data.imageio import (
     IMAGE_SUFFIXES,
     image_size,
@@ -60,7 +61,6 @@ from anogen.data.imageio import (
 from anogen.data.project_file import (
     MANIFEST_NAME,
     SAMPLE_STATUSES,
-    Box,
     DefectKind,
     DetectorEntry,
     GeneratedSample,
@@ -82,7 +82,7 @@ from anogen.data.safe_names import safe_stem
 from anogen.errors import InputError, WorkspaceError
 
 __all__ = [
-    "Box", "DefectKind", "DetectorEntry", "GeneratedSample", "GeneratedSet", "GoodImage", "Project",
+    "DefectKind", "DetectorEntry", "GeneratedSample", "GeneratedSet", "GoodImage", "Project",
     "SupportImage", "Workspace", "WorkspaceError", "MANIFEST_NAME", "ProjectLockedError",
     "ReadOnlyProjectError",
 ]
@@ -559,8 +559,8 @@ class Workspace:
             path = existing(good.image, f"{where}.image")
             size = size_of(path, f"{where}.image") if path is not None else None
             for b_index, box in enumerate(good.boxes):
-                if size is not None and not box.inside(*size):
-                    problems.append(f"{where}.boxes[{b_index}]: box {box.as_list()} lies outside image "
+                if size is not None and not box.fits(height=size[1], width=size[0]):
+                    problems.append(f"{where}.boxes[{b_index}]: box {box.to_list()} lies outside image "
                                     f"{good.image} of {size[0]}x{size[1]}")
                 if box.defect_kind and box.defect_kind not in kind_names:
                     problems.append(f"{where}.boxes[{b_index}]: unknown defect kind {box.defect_kind!r}")
@@ -812,10 +812,11 @@ class Workspace:
         for box in boxes:
             if not isinstance(box, Box):
                 raise InputError(f"expected a Box, got {box!r}")
-            if not box.inside(width, height):
-                raise InputError(f"box {box.as_list()} lies outside image {image_rel} of {width}x{height}")
+            box.check(what=f"image {image_rel}")
+            if not box.fits(height, width):
+                raise InputError(f"box {box.to_list()} lies outside image {image_rel} of {width}x{height}")
             if box.defect_kind and box.defect_kind not in kinds:
-                raise InputError(f"box {box.as_list()}: unknown defect kind {box.defect_kind!r}")
+                raise InputError(f"box {box.to_list()}: unknown defect kind {box.defect_kind!r}")
         with self._lock:
             good.boxes = list(boxes)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from anogen.errors import InputError
 
-if TYPE_CHECKING:  # OpenCV loads with boxes; the CLI reads CROP_CHOICES without it
-    from anogen.data.boxes import Box
+if TYPE_CHECKING:  # the CLI reads CROP_CHOICES without loading NumPy
+    from anogen.data.box import Box
 
 CropMode = Literal["auto", "on", "off"]
 CROP_CHOICES: tuple[CropMode, ...] = ("auto", "on", "off")
@@ -45,7 +45,7 @@ def context_window(box: Box, height: int, width: int, *, mode: str = "auto", con
     small); and when no square fits around the box (a box longer than the image's shorter
     side).
     """
-    from anogen.data.boxes import Box
+    from anogen.data.box import Box
 
     full = Box(0, 0, width, height)
     if mode == "off":

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from anogen.atomic import atomic_write_bytes
-from anogen.data.boxes import Box
+from anogen.data.box import Box
 from anogen.data.imageio import read_image_and_mask
 from anogen.diffusion.captions import sample_caption
 from anogen.diffusion.crop import context_window, validate_crop

@@ -45,7 +45,8 @@ import cv2
 import numpy as np
 import torch
 
-from anogen.data.boxes import Box, BoxPlacement, BoxSizeRange
+from anogen.data.box import Box
+from anogen.data.boxes import BoxPlacement, BoxSizeRange
 from anogen.diffusion.crop import context_window, validate_crop
 from anogen.diffusion.detail import restore_detail
 from anogen.errors import InputError, ModelError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from anogen.data.box import Box
 from anogen.data.imageio import read_image, read_mask
-from anogen.data.workspace import Box as ProjectBox
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
 from app.canvas.qimage import rgb_to_pixmap
@@ -48,7 +49,7 @@ from app.widgets.collapsible import Collapsible
 from app.widgets.gallery import Gallery
 
 if TYPE_CHECKING:  # the module imports OpenCV: loaded when first needed, not at start-up
-    from anogen.data.boxes import Box, ForegroundMethod
+    from anogen.data.boxes import ForegroundMethod
 
 PREVIEW_SIDE = 160
 # The order of the "Boxes inside" choices.
@@ -456,8 +457,7 @@ class GeneratePanel(Panel):
                     self.controller.canvas.replace_boxes([(b.x0, b.y0, b.x1, b.y1) for b in boxes],
                                                          labels=[label] * len(boxes))
                     continue
-                self.studio.open_workspace.set_boxes(paths[path], [ProjectBox(b.x0, b.y0, b.x1, b.y1, defect_kind=label)
-                                                              for b in boxes])
+                self.studio.open_workspace.set_boxes(paths[path], [replace(b, defect_kind=label) for b in boxes])
             self.studio.edited("good")
             text = f"Proposed boxes on {len(result.boxes)} image(s)."
             if result.problems:
@@ -539,8 +539,6 @@ class GeneratePanel(Panel):
 
     def generate(self) -> Job | None:
         """Generate N samples per good image into a new generated set of the project."""
-        from anogen.data.boxes import Box
-
         kind = self._kind()
         workspace = self.studio.workspace
         if kind is None or workspace is None or not kind.embedding:
@@ -552,8 +550,8 @@ class GeneratePanel(Panel):
         note = ""
         if boxed:
             normals = [workspace.resolve(g.image) for g in boxed]
-            drawn = {workspace.resolve(g.image).name: [Box(b.x0, b.y0, b.x1, b.y1) for b in g.boxes
-                                                       if b.defect_kind in ("", kind.name)] for g in boxed}
+            drawn = {workspace.resolve(g.image).name: [b for b in g.boxes if b.defect_kind in ("", kind.name)]
+                     for g in boxed}
             per_image, boxes, note = plan_samples(drawn, per_box)
         else:
             normals = [workspace.resolve(g.image) for g in project.good_images[: self.images_spin.value()]]
