@@ -55,6 +55,7 @@ class DemoPlan:
     samples_per_image: int
     detector_steps: int
     detector_overrides: dict[str, Any] = field(default_factory=dict)
+    crop: str = "auto"  # the context crop of stages 1 and 2 (anogen.diffusion.crop); "off" as in the paper
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -316,7 +317,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     images, masks, heldout_images, heldout_masks = _support_paths(category_dir, kind, plan.shots)
     token = f"<{category}-{kind}>"
     learn = LearnConfig(images=images, masks=masks, token=token, steps=plan.learn_steps,
-                        batch_size=plan.learn_batch, lr=0.005, scale_lr=True, seed=config.seed)
+                        batch_size=plan.learn_batch, lr=0.005, scale_lr=True, seed=config.seed,
+                        crop_to_defect=plan.crop)
     with timer("learn (stage 1)"):
         learned = learn_embedding(model, learn, stages.stage(f"{category}/{kind}: learn", 60), cancel)
     learned.metadata["defect_kind"] = kind
@@ -325,7 +327,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
 
     # Stage 1 evidence: on held-out images of the same kind, the learned token should
     # explain the defect better (lower masked loss) than the init word it started from.
-    heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, seed=config.seed)
+    heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, seed=config.seed,
+                          crop_to_defect=plan.crop)
     with timer("stage-1 held-out check"):
         loss_learned = support_loss(model, heldout, learned.vector)
         loss_init = support_loss(model, heldout, init_vector(model, learn.init_word))
@@ -338,7 +341,7 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
             per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
             placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside"), defect_kind=kind,
             generation=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed,
-                                      batch_size=4)),
+                                      batch_size=4, crop=plan.crop)),
             stages.stage(f"{category}/{kind}: generate", 40), cancel)
     from anogen.demo_realism import generated_realism, real_realism
 

@@ -12,6 +12,9 @@ exclusions, changing one factor at a time:
 * ``gen:FIELD=V[,FIELD=V]``: + generated, with the run's own embeddings and boxes'
   sizes, but stage 2 regenerated with these ``GenerateConfig`` fields changed (e.g.
   ``gen:restore_detail=1``, ``gen:strength=0.7``, ``gen:context_margin=0.25``).
+* ``plan:FIELD=V``: + generated, with stages 1 and 2 run again by the demo's own code
+  on the run's data and seed, under a ``DemoPlan`` field changed (e.g. ``plan:crop=off``,
+  the paper's whole-image setting); records the stage-1 held-out losses too.
 
     python benchmarks/ablate_demo.py build/demo-seeds/seed-* --variants oracle steps2x tau=0.5 \
         --out build/demo-ablations
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,38 @@ def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides:
     return merge_generated_sets(kind_sets, out / "all")
 
 
+def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, out: Path) -> tuple[Path, dict]:
+    """Stages 1 and 2 of the run again, by :mod:`anogen.demo_pipeline`, with a plan field
+    changed; returns the merged generated set and each kind's stage-1 and realism numbers."""
+    import dataclasses
+
+    from anogen.data.generated import merge_generated_sets
+    from anogen.demo_pipeline import DemoConfig, DemoPlan, _learn_and_generate, _StageProgress, _StageTimer
+    from anogen.diffusion.models import load_model
+    from anogen.resources import demo_model_path
+
+    name, _, value = spec.partition("=")
+    plan_fields = {f.name: f for f in dataclasses.fields(DemoPlan)}
+    if name not in plan_fields:
+        raise SystemExit(f"unknown DemoPlan field {name!r}")
+    plan_values = dict(metrics["plan"])
+    plan_values["categories"] = tuple(plan_values["categories"])
+    current = plan_values.get(name, getattr(DemoPlan.quick(), name))
+    plan_values[name] = type(current)(value)
+    plan = DemoPlan(**plan_values)
+    shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
+    model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
+    config = DemoConfig(out=out, quick=True, seed=int(metrics["seed"]), device="cpu", plan=plan)
+    kinds = [_learn_and_generate(model, run / "data" / category, category, kind, plan, config, out,
+                                 _StageProgress(lambda _report: None, 100), _StageTimer(), None)
+             for kind in metrics["categories"][category]["kinds"]]
+    merged = merge_generated_sets([out / "generated" / category / k.kind for k in kinds],
+                                  out / "generated" / category / "all")
+    details = {k.kind: {"heldout_loss_learned": k.heldout_loss_learned, "heldout_loss_init": k.heldout_loss_init,
+                        "realism": k.realism_generated} for k in kinds}
+    return merged, details
+
+
 def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
                        steps_factor: float = 1.0, tau: float | None = None) -> dict[str, Any]:
     from anogen.detection.evaluate import evaluate
@@ -149,6 +185,10 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
 
             result.setdefault("realism", {})[category] = {
                 kind: generated_realism(where / "set" / kind, kind).to_json() for kind in entry["kinds"]}
+        elif variant.startswith("plan:"):
+            relearned, details = relearn_set(run, metrics, category, variant[5:], where / "relearned")
+            arms["relearned"] = train_and_evaluate(run, metrics, category, relearned, where / "generated")
+            result.setdefault("kinds", {})[category] = details
         else:
             raise SystemExit(f"unknown variant {variant!r}")
         result["categories"][category] = arms
