@@ -22,20 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: allocations, oneDNN kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_seconds
 
 
 def build(kind: str, preset: str, overrides: dict | None = None):

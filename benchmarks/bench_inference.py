@@ -35,25 +35,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _timing import median_seconds
+
 RUNTIME_COLUMNS = ("torch", "onnx", "openvino", "onnx_int8", "openvino_int8")
 DOCS_BEGIN = "<!-- bench_inference: begin -->"
 DOCS_END = "<!-- bench_inference: end -->"
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: allocations, kernel selection, lazy compilation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def cpu_name() -> str:
@@ -172,7 +163,7 @@ def bench(kind: str, preset: str, repeats: int, threads: int, int8: bool, with_n
                 quantize_openvino(tmp / "openvino", tmp / "openvino_int8", calibration)
                 models["openvino_int8"] = load_openvino(tmp / "openvino_int8", threads=threads)
         for name, model in models.items():
-            row["ms"][name] = median_ms(lambda model=model: predict(model, [image]), repeats)
+            row["ms"][name] = 1000 * median_seconds(lambda model=model: predict(model, [image]), repeats)
             print(f"  {kind} {preset} {name}: {row['ms'][name]:.1f} ms", flush=True)
         for name in ("onnx_int8", "openvino_int8"):
             if name in models:

@@ -58,3 +58,20 @@ def make_tiny_diffusion(root: Path, train_good: int) -> dict[str, Path]:
     write_demo_dataset(root / "demo", categories=("washer",), size=64, train_good=train_good, test_good=0,
                        test_per_kind=0)
     return {"model": model, "embedding": embedding, "normals": root / "demo" / "washer" / "train" / "good"}
+
+
+def box_batch(weak: bool, size: int = 64, span: tuple[int, int] = (16, 32)):
+    """A detector training batch of 2 images with a square defect over ``span`` (inverted
+    pixels, its mask), marked weakly supervised (a generated sample's box) or not."""
+    import torch
+
+    from anogen.detection.base import TrainBatch
+
+    lo, hi = span
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.rand(2, 3, size, size, generator=generator)
+    image = clean.clone()
+    mask = torch.zeros(2, 1, size, size)
+    mask[:, :, lo:hi, lo:hi] = 1.0
+    image[:, :, lo:hi, lo:hi] = 1.0 - image[:, :, lo:hi, lo:hi]
+    return TrainBatch(image=image, clean=clean, mask=mask, weak=torch.tensor([weak, weak]))

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import torch
+from _data_helpers import box_batch
 from torch import nn
 
 from anogen.detection.base import TrainBatch
@@ -26,16 +27,6 @@ TINY = {"image_size": 64, "batch_size": 2, "steps": 10, "student_steps": 4, "all
 def tiny_destseg(**overrides) -> DestsegDetector:
     torch.manual_seed(0)
     return build_detector("destseg", "quick", {**TINY, **overrides})
-
-
-def box_batch(weak: bool, size: int = 64) -> TrainBatch:
-    generator = torch.Generator().manual_seed(1)
-    clean = torch.rand(2, 3, size, size, generator=generator)
-    image = clean.clone()
-    mask = torch.zeros(2, 1, size, size)
-    mask[:, :, 16:48, 16:48] = 1.0
-    image[:, :, 16:48, 16:48] = 1.0 - image[:, :, 16:48, 16:48]
-    return TrainBatch(image=image, clean=clean, mask=mask, weak=torch.tensor([weak, weak]))
 
 
 class TorchvisionBlock(nn.Module):
@@ -119,7 +110,7 @@ def test_each_training_phase_lowers_its_loss_on_a_fixed_batch():
     model = tiny_destseg().train()
     student_phase, head_phase = model.training_phases(10)
     assert (student_phase.name, student_phase.steps, head_phase.name, head_phase.steps) == ("student", 4, "head", 6)
-    batch = box_batch(weak=False)
+    batch = box_batch(weak=False, span=(16, 48))
     teacher_before = [p.clone() for p in model.teacher.parameters()]
     student = run_phase(model, student_phase, batch, 5)
     assert student[-1] < 0.8 * student[0]
@@ -154,11 +145,11 @@ def test_weak_filter_applies_to_the_segmentation_loss_only():
         final.weight.zero_()
         final.bias.fill_(-20.0)
     with torch.no_grad():
-        _, strong = model.training_loss(box_batch(weak=False), "head", tau=0.9)
-        _, weak = model.training_loss(box_batch(weak=True), "head", tau=0.9)
-        _, plain_box = model.training_loss(box_batch(weak=True), "head", tau=1.0)
-        _, student_strong = model.training_loss(box_batch(weak=False), "student", tau=0.9)
-        _, student_weak = model.training_loss(box_batch(weak=True), "student", tau=0.9)
+        _, strong = model.training_loss(box_batch(weak=False, span=(16, 48)), "head", tau=0.9)
+        _, weak = model.training_loss(box_batch(weak=True, span=(16, 48)), "head", tau=0.9)
+        _, plain_box = model.training_loss(box_batch(weak=True, span=(16, 48)), "head", tau=1.0)
+        _, student_strong = model.training_loss(box_batch(weak=False, span=(16, 48)), "student", tau=0.9)
+        _, student_weak = model.training_loss(box_batch(weak=True, span=(16, 48)), "student", tau=0.9)
     assert strong["l1"] > 0.2 and strong["focal"] > 1.0  # the missed box is paid for in full
     assert weak["total"] < 1e-6  # box pixels called normal are dropped; outside is right
     assert plain_box["total"] == pytest.approx(strong["total"], rel=1e-6)
@@ -173,7 +164,7 @@ def test_state_dict_round_trip_keeps_teacher_and_outputs(tmp_path):
     model = tiny_destseg(teacher_weights=str(weights)).train()
     assert model.teacher_pretrained
     student_phase, _ = model.training_phases(10)
-    run_phase(model, student_phase, box_batch(weak=False), 1)
+    run_phase(model, student_phase, box_batch(weak=False, span=(16, 48)), 1)
     model.eval()
     save_model(model, str(tmp_path / "model.safetensors"))
     config = DestsegConfig.from_dict(json.loads(json.dumps(model.config.to_dict())))

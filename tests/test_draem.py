@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from _data_helpers import box_batch
 
-from anogen.detection.base import TrainBatch
 from anogen.detection.draem import DraemConfig, DraemDetector
 from anogen.detection.registry import build_detector, config_for
 from anogen.errors import InputError
@@ -18,16 +18,6 @@ TINY = {"image_size": 64, "batch_size": 2, "steps": 20, "recon_base_width": 4, "
 def tiny_draem(**overrides) -> DraemDetector:
     torch.manual_seed(0)
     return build_detector("draem", "quick", {**TINY, **overrides})
-
-
-def box_batch(weak: bool, size: int = 64) -> TrainBatch:
-    generator = torch.Generator().manual_seed(1)
-    clean = torch.rand(2, 3, size, size, generator=generator)
-    image = clean.clone()
-    mask = torch.zeros(2, 1, size, size)
-    mask[:, :, 16:32, 16:32] = 1.0
-    image[:, :, 16:32, 16:32] = 1.0 - image[:, :, 16:32, 16:32]
-    return TrainBatch(image=image, clean=clean, mask=mask, weak=torch.tensor([weak, weak]))
 
 
 def test_forward_gives_probability_map_at_input_size():
