@@ -206,6 +206,30 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_summary(results: list[dict[str, Any]]) -> str:
+    """Each variant's new arms against the baseline, paired over the runs: means, the mean
+    difference with a 95 % bootstrap interval, and in how many runs the arm was higher."""
+    from demo_seeds import bootstrap_ci
+
+    lines = ["| variant | category | arm | metric | baseline (mean) | arm (mean) | paired difference [95 % CI] "
+             "| wins |",
+             "|---|---|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(r["variant"] for r in results):
+        runs = [r for r in results if r["variant"] == variant]
+        for category in dict.fromkeys(c for r in runs for c in r["categories"]):
+            arms = dict.fromkeys(a for r in runs for a in r["categories"].get(category, {}) if a != "baseline")
+            for arm in arms:
+                paired = [r["categories"][category] for r in runs if arm in r["categories"].get(category, {})]
+                for metric in ("pixel_ap", "pixel_aupro"):
+                    base = np.array([p["baseline"][metric] for p in paired], float)
+                    other = np.array([p[arm][metric] for p in paired], float)
+                    low, high = bootstrap_ci(other - base)
+                    lines.append(f"| {variant} | {category} | {arm} | {metric} | {base.mean():.3f} | "
+                                 f"{other.mean():.3f} | {(other - base).mean():+.3f} [{low:+.3f}, {high:+.3f}] | "
+                                 f"{int((other > base).sum())} of {len(paired)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished demo output folders")
@@ -226,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 target.write_text(json.dumps(result, indent=2), encoding="utf-8")
             results.append(json.loads(target.read_text(encoding="utf-8")))
             print(markdown(results[-1:]), flush=True)
-    (args.out / "ablations.md").write_text(markdown(results), encoding="utf-8")
-    print(markdown(results))
+    summary = markdown(results) + "\n" + paired_summary(results)
+    (args.out / "ablations.md").write_text(summary, encoding="utf-8")
+    print(summary)
     return 0
 
 
