@@ -199,8 +199,11 @@ class TrainPanel(Panel):
                                             "OpenVINO IR: a folder (model.xml, model.bin) for Intel CPUs and GPUs")
         row.addWidget(self.result_combo, 1)
         row.addWidget(self.test_button)
+        self.form.addLayout(row)
+        row = QHBoxLayout()  # a row of its own: beside Test it widened the panel past the dock
+        row.addWidget(QLabel("Export as"))
+        row.addWidget(self.export_format_combo, 1)
         row.addWidget(self.export_button)
-        row.addWidget(self.export_format_combo)
         self.form.addLayout(row)
         self.metrics_caption = self.note()
         self.metrics_caption.setObjectName("metricsCaption")

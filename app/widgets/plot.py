@@ -144,7 +144,10 @@ class PlotWidget(QWidget):
             painter.drawText(QRectF(0, p.y() - 8, 46, 16),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
         x_ticks = [x0 + (x1 - x0) * i / 4 for i in range(4 if self.x_label else 5)]  # the axis name takes
-        for fx, label in zip(x_ticks, tick_labels(x_ticks)):  # the last tick's place
+        whole_xs = all(float(x).is_integer() for s in self._series.values() for x in s.xs)  # the last tick's place
+        if whole_xs and x1 - x0 >= 4:  # steps: ticks on whole steps, not 15.8
+            x_ticks = sorted({float(round(x)) for x in x_ticks})
+        for fx, label in zip(x_ticks, tick_labels(x_ticks)):
             p = to_screen(fx, y0)
             painter.drawText(QRectF(p.x() - 30, plot.bottom() + 2, 60, metrics.height()),
                              Qt.AlignmentFlag.AlignHCenter, label)
