@@ -19,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from anogen.data.project_file import DefectKind
 from anogen.data.workspace import ReadOnlyProjectError, Workspace
 from anogen.errors import AnoGenError
 from app.engine import JobEngine
@@ -176,6 +177,16 @@ class Studio(QObject):
         settings = self.view_state().get("settings")
         generate = settings.get("generate") if isinstance(settings, dict) else None
         return isinstance(generate, dict) and generate.get("review") == REVIEW_CHOICES[1]
+
+    def defect_kind(self, name: str | None) -> DefectKind | None:
+        """The open project's defect kind called ``name``; None without a project, a name,
+        or such a kind (the panels' combo boxes can lag a removal by an event)."""
+        if self.project is None or not name:
+            return None
+        try:
+            return self.project.defect_kind(name)
+        except (KeyError, AnoGenError, ValueError):
+            return None
 
     def shared_kind(self) -> str:
         """The defect kind the panels share: the one last chosen, painted or learned."""

@@ -433,9 +433,11 @@ def _generate_batch(
     # 3. The starting point: pure noise, or (strength < 1) the good image noised part way.
     timesteps = denoising_timesteps(scheduler, config.strength)
     noise = _noise(items, latent_shape, device, dtype)
+    source_latents = normal_latents
+    if source_latents is None and (config.strength < 1.0 or config.restore_detail):
+        source_latents = _encode(model, canvases, config.vae_batch_size)  # the inpainting path's good crops
     if config.strength < 1.0:
-        source_latents = normal_latents if normal_latents is not None else _encode(model, canvases,
-                                                                                   config.vae_batch_size)
+        assert source_latents is not None
         start = cast(torch.IntTensor, timesteps[:1].repeat(count))
         latents = scheduler.add_noise(source_latents, noise, start)
     else:
@@ -475,7 +477,11 @@ def _generate_batch(
     pixels_float = torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)])
     _check_finite(pixels_float, items)
     decoded = _to_uint8(pixels_float)
-    reconstructed = _reconstruct(model, canvases, normal_latents, config) if config.restore_detail else None
+    reconstructed = None
+    if config.restore_detail:
+        assert source_latents is not None
+        reconstructed = _to_uint8(torch.cat([model.decode_latents(chunk)
+                                             for chunk in source_latents.split(config.vae_batch_size)]))
     results = []
     for index, (item, pixels) in enumerate(zip(items, decoded)):
         generated_crop = _resize(pixels, item.crop.width, item.crop.height)
@@ -488,13 +494,6 @@ def _generate_batch(
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
-
-
-def _reconstruct(model: DiffusionModel, canvases: torch.Tensor, normal_latents: torch.Tensor | None,
-                 config: GenerateConfig) -> np.ndarray:
-    """The crops as the VAE gives them back: what the generated pixels are compared with."""
-    latents = normal_latents if normal_latents is not None else _encode(model, canvases, config.vae_batch_size)
-    return _to_uint8(torch.cat([model.decode_latents(chunk) for chunk in latents.split(config.vae_batch_size)]))
 
 
 def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:

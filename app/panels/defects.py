@@ -255,14 +255,7 @@ class DefectsPanel(Panel):
         return text or None
 
     def _kind(self):
-        project = self.studio.project
-        name = self.current_kind()
-        if project is None or name is None:
-            return None
-        try:
-            return project.defect_kind(name)
-        except (KeyError, AnoGenError, ValueError):
-            return None
+        return self.studio.defect_kind(self.current_kind())
 
     def project_changed(self) -> None:
         self.restore_settings()

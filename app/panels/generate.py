@@ -290,14 +290,7 @@ class GeneratePanel(Panel):
 
     # ================================================================== state
     def _kind(self):
-        project = self.studio.project
-        name = self.kind_combo.currentText()
-        if project is None or not name:
-            return None
-        try:
-            return project.defect_kind(name)
-        except (KeyError, AnoGenError, ValueError):
-            return None
+        return self.studio.defect_kind(self.kind_combo.currentText())
 
     def activated(self) -> None:
         shared = self.studio.shared_kind()
