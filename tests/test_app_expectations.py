@@ -261,18 +261,23 @@ def test_heat_map_has_a_colour_bar_and_the_true_defect_outlined(make_window, pro
     assert not window.panels["generate"].scroll_area.isAncestorOf(window.panels["generate"].gallery)
 
 
-def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tmp_path, monkeypatch):
-    from PySide6.QtWidgets import QFileDialog
-
-    import app.panels.train as train_module
-
+def _window_with_a_detector(make_window, project):
+    """A window on ``project`` with a detector 'd1' recorded, and its Train panel."""
     workspace = Workspace.open(project)
     (project / "detectors" / "d1").mkdir(parents=True)
     workspace.add_detector("d1", "detectors/d1", "draem", {})
     workspace.save()
     window = make_window()
     window.open_project(project)
-    train = window.panels["train"]
+    return window, window.panels["train"]
+
+
+def test_export_asks_where_to_save_the_onnx_file(make_window, project, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    import app.panels.train as train_module
+
+    window, train = _window_with_a_detector(make_window, project)
     asked, written = [], []
 
     class Result:
@@ -305,13 +310,7 @@ def test_export_to_openvino_names_a_folder_and_never_replaces_one_it_did_not_wri
 
     from anogen.detection.options import EXPORT_FORMATS
 
-    workspace = Workspace.open(project)
-    (project / "detectors" / "d1").mkdir(parents=True)
-    workspace.add_detector("d1", "detectors/d1", "draem", {})
-    workspace.save()
-    window = make_window()
-    window.open_project(project)
-    train = window.panels["train"]
+    window, train = _window_with_a_detector(make_window, project)
     offered = [train.export_format_combo.itemData(i) for i in range(train.export_format_combo.count())]
     assert offered == list(EXPORT_FORMATS)
     train.export_format_combo.setCurrentIndex(offered.index("openvino"))
