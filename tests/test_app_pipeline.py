@@ -5,39 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 
+from _data_helpers import write_hole_category
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from anogen.data.imageio import list_images, write_image, write_mask
+from anogen.data.imageio import list_images
 from anogen.data.workspace import Workspace
 from app.main_window import MainWindow
 from app.settings import Settings
 from app.studio import Selection
-
-
-def _tiny_mvtec(category: Path) -> Path:
-    """A minimal MVTec AD category of random 64 px pictures: 4 good train, 2 good and 3 defective test."""
-    rng = np.random.default_rng(0)
-
-    def picture() -> np.ndarray:
-        return rng.integers(90, 160, (64, 64, 3), dtype=np.uint8)
-
-    for i in range(4):
-        write_image(category / "train" / "good" / f"{i:03d}.png", picture())
-    for i in range(2):
-        write_image(category / "test" / "good" / f"{i:03d}.png", picture())
-    for i in range(3):
-        image, mask = picture(), np.zeros((64, 64), bool)
-        x, y = rng.integers(8, 40, 2)
-        image[y:y + 12, x:x + 12] = 20
-        mask[y:y + 12, x:x + 12] = True
-        write_image(category / "test" / "hole" / f"{i:03d}.png", image)
-        write_mask(category / "ground_truth" / "hole" / f"{i:03d}_mask.png", mask)
-    return category
 
 
 @pytest.fixture
@@ -47,7 +26,7 @@ def tiny_project(tmp_path) -> Path:
     model = build_tiny_model(tmp_path / "tiny-sd", "sd1", resolution=64)
     root = tmp_path / "project"
     workspace = Workspace.create(root, "Tiny")
-    category = _tiny_mvtec(root / "dataset" / "fabric")
+    category = write_hole_category(root / "dataset" / "fabric", size=64, test_good=2, test_hole=3, hole=12)
     workspace.link_dataset(category)
     workspace.add_defect_kind("hole", init_word="hole")
     for image in list_images(category / "test" / "hole")[:2]:

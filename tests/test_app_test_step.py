@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 
 
-from anogen.data.imageio import encode_png
+from _data_helpers import write_hole_category
+
 from anogen.data.workspace import Workspace
 
 TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
@@ -26,39 +26,14 @@ METRIC_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupr
                "n_images", "n_defective", "n_excluded", "n_excluded_support", "n_excluded_validation")
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    """A plain write: ``write_image`` fsyncs each file, minutes for 400 files on a busy disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(array))
-
-
-def _category(folder: Path, n_good: int, n_hole: int) -> Path:
-    """An MVTec AD category of 48 px pictures (not the detector's 32 px: resolution matters)."""
-    rng = np.random.default_rng(0)
-
-    def picture() -> np.ndarray:
-        return rng.integers(90, 160, (48, 48, 3), dtype=np.uint8)
-
-    for i in range(4):
-        _write_png(folder / "train" / "good" / f"{i:03d}.png", picture())
-    for i in range(n_good):
-        _write_png(folder / "test" / "good" / f"{i:03d}.png", picture())
-    for i in range(n_hole):
-        image, mask = picture(), np.zeros((48, 48), bool)
-        x, y = rng.integers(4, 30, 2)
-        image[y:y + 10, x:x + 10] = 20
-        mask[y:y + 10, x:x + 10] = True
-        _write_png(folder / "test" / "hole" / f"{i:03d}.png", image)
-        _write_png(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png", mask)
-    return folder
-
-
 def _trained_project(root: Path, n_good: int, n_hole: int, max_val_images: int) -> dict[str, Path]:
     """A project linked to the category, two support images, and a tiny DRAEM trained on it."""
     from anogen.detection.train import TrainConfig, train
 
     workspace = Workspace.create(root, "Test step")
-    category = _category(root / "dataset" / "fabric", n_good, n_hole)
+    # 48 px pictures, not the detector's 32 px: the app must score at the evaluation's resolution.
+    category = write_hole_category(root / "dataset" / "fabric", size=48, test_good=n_good, test_hole=n_hole,
+                                   hole=10)
     workspace.link_dataset(category)
     workspace.add_defect_kind("hole")
     support = [category / "test" / "hole" / f"{i:03d}.png" for i in range(2)]
