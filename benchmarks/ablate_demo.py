@@ -15,6 +15,10 @@ exclusions, changing one factor at a time:
 * ``plan:FIELD=V``: + generated, with stages 1 and 2 run again by the demo's own code
   on the run's data and seed, under a ``DemoPlan`` field changed (e.g. ``plan:crop=off``,
   the paper's whole-image setting); records the stage-1 held-out losses too.
+* ``plan:``: the same with no field changed, a reproducibility check of the run.
+* ``mask:dilated``: as ``plan:``, but stage 1's loss mask made as the project made it
+  before it matched the reference code (an antialiased bilinear resize to the latent
+  grid, then > 0, which dilates it: issue 11, item 4). Measures what that fix changed.
 
     python benchmarks/ablate_demo.py build/demo-seeds/seed-* --variants oracle steps2x tau=0.5 \
         --out build/demo-ablations
@@ -25,9 +29,11 @@ Results (one JSON per run and variant, resumable) and ``ablations.md`` go to ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +128,13 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
 
     name, _, value = spec.partition("=")
     plan_fields = {f.name: f for f in dataclasses.fields(DemoPlan)}
-    if name not in plan_fields:
+    if name and name not in plan_fields:
         raise SystemExit(f"unknown DemoPlan field {name!r}")
     plan_values = dict(metrics["plan"])
     plan_values["categories"] = tuple(plan_values["categories"])
-    current = plan_values.get(name, getattr(DemoPlan.quick(), name))
-    plan_values[name] = type(current)(value)
+    if name:
+        current = plan_values.get(name, getattr(DemoPlan.quick(), name))
+        plan_values[name] = type(current)(value)
     plan = DemoPlan(**plan_values)
     shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
     model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
@@ -140,6 +147,36 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
     details = {k.kind: {"heldout_loss_learned": k.heldout_loss_learned, "heldout_loss_init": k.heldout_loss_init,
                         "realism": k.realism_generated} for k in kinds}
     return merged, details
+
+
+@contextlib.contextmanager
+def dilated_loss_masks() -> Iterator[None]:
+    """While stage 1 learns, its latent loss masks made the old way: an antialiased
+    bilinear resize of the support masks to the latent grid, then every non-zero cell.
+    The held-out loss (``support_loss``) keeps the reference masks, so both arms are
+    measured alike."""
+    import torch.nn.functional as F
+
+    from anogen.diffusion import learn
+
+    def dilated(pixel_masks, grid):
+        return (F.interpolate(pixel_masks.float(), size=tuple(grid), mode="bilinear", align_corners=False,
+                              antialias=True) > 0).float()
+
+    reference_masks, reference_learn = learn.latent_loss_masks, learn.learn_embedding
+
+    def learn_with_dilated_masks(*args, **kwargs):
+        learn.latent_loss_masks = dilated
+        try:
+            return reference_learn(*args, **kwargs)
+        finally:
+            learn.latent_loss_masks = reference_masks
+
+    learn.learn_embedding = learn_with_dilated_masks
+    try:
+        yield
+    finally:
+        learn.learn_embedding = reference_learn
 
 
 def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
@@ -185,8 +222,10 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
 
             result.setdefault("realism", {})[category] = {
                 kind: generated_realism(where / "set" / kind, kind).to_json() for kind in entry["kinds"]}
-        elif variant.startswith("plan:"):
-            relearned, details = relearn_set(run, metrics, category, variant[5:], where / "relearned")
+        elif variant.startswith("plan:") or variant == "mask:dilated":
+            spec = variant[5:] if variant.startswith("plan:") else ""
+            with dilated_loss_masks() if variant == "mask:dilated" else contextlib.nullcontext():
+                relearned, details = relearn_set(run, metrics, category, spec, where / "relearned")
             arms["relearned"] = train_and_evaluate(run, metrics, category, relearned, where / "generated")
             result.setdefault("kinds", {})[category] = details
         else:

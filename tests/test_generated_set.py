@@ -130,3 +130,26 @@ def test_write_manifest_updates_statuses_atomically(tmp_path):
     samples[0].status = "rejected"
     write_manifest(folder, samples)
     assert [s.status for s in read_generated_set(folder)] == ["rejected", "rejected", "pending"]
+
+
+def test_stage2_settings_are_kept_and_older_sets_still_read(tmp_path):
+    settings = {"strength": 0.7, "restore_detail": True, "prompt": None, "crop": "auto"}
+    with GeneratedSetWriter(tmp_path / "gen") as writer:
+        writer.add(_image(0), box=(2, 3, 12, 9), source="a.png", seed=0, settings=settings, **PROVENANCE)
+        with pytest.raises(InputError, match="plain values"):
+            writer.add(_image(1), box=(2, 3, 12, 9), source="b.png", seed=1, settings={"box": [1, 2]},
+                       **PROVENANCE)
+    [sample] = read_generated_set(tmp_path / "gen")
+    assert sample.settings == settings
+    # A set written before settings were recorded reads as before, with no settings.
+    old = _write_set(tmp_path / "old")
+    assert all(s.settings == {} for s in read_generated_set(old))
+    assert "settings" not in (old / "manifest.jsonl").read_text()
+    # Rewriting the manifest (accept/reject) keeps them.
+    write_manifest(tmp_path / "gen", [sample])
+    assert read_generated_set(tmp_path / "gen")[0].settings == settings
+    lines = (tmp_path / "gen" / "manifest.jsonl").read_text().splitlines()
+    bad = json.loads(lines[0]) | {"settings": "strong"}
+    (tmp_path / "gen" / "manifest.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(InputError, match="settings"):
+        read_generated_set(tmp_path / "gen")

@@ -11,7 +11,11 @@ Each manifest line holds::
     {"id": "...", "image": "images/<id>.png", "mask": "masks/<id>.png",
      "source": "<path of the good image, as given>", "box": [x0, y0, x1, y1],
      "defect_kind": "...", "seed": 0, "model": "...", "embedding_hash": "...",
-     "steps": 50, "guidance": 10.0, "status": "accepted" | "rejected" | "pending"}
+     "steps": 50, "guidance": 10.0, "status": "accepted" | "rejected" | "pending",
+     "settings": {"strength": 1.0, "restore_detail": false, ...}}
+
+``settings`` (optional; absent in sets written before it was recorded) holds the other
+stage-2 settings that shaped the image, so a set says how it was made.
 
 ``box`` is in pixels with ``x1``/``y1`` exclusive. ``image`` and ``mask`` are relative to
 the folder and may not leave it; ``source`` is kept exactly as given (provenance only).
@@ -82,6 +86,7 @@ class GeneratedSample:
     steps: int
     guidance: float
     status: str = "accepted"
+    settings: dict[str, Any] = field(default_factory=dict)  # the other stage-2 settings; {} in older sets
     image_path: Path = field(default=Path(), compare=False)
     mask_path: Path = field(default=Path(), compare=False)
 
@@ -105,6 +110,7 @@ class GeneratedSample:
             "steps": int(self.steps),
             "guidance": float(self.guidance),
             "status": self.status,
+            **({"settings": dict(self.settings)} if self.settings else {}),
         }
 
     def load_image(self) -> np.ndarray:
@@ -144,6 +150,14 @@ def _check_box(value: Any) -> tuple[int, int, int, int]:
     return (x0, y0, x1, y1)
 
 
+def _check_settings(value: Any) -> dict[str, Any]:
+    scalars = (str, int, float, bool, type(None))
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, scalars)
+                                              for k, v in value.items()):
+        raise ValueError("'settings' must be an object of names to plain values (text, numbers, true/false)")
+    return dict(value)
+
+
 def _image_size(path: Path, name: str) -> tuple[int, int]:
     """``(width, height)`` of an image as :func:`read_image` returns it (EXIF rotation
     applied), from its header only: checking every box of a set stays fast."""
@@ -174,6 +188,7 @@ def _sample_from_json(obj: Any, folder: Path) -> GeneratedSample:
     if obj["status"] not in STATUSES:
         raise ValueError(f"status {obj['status']!r} is not one of {', '.join(STATUSES)}")
     box = _check_box(obj["box"])
+    settings = _check_settings(obj.get("settings", {}))
     paths = {}
     for name in ("image", "mask"):
         resolved = _inside(folder, obj[name])
@@ -190,7 +205,7 @@ def _sample_from_json(obj: Any, folder: Path) -> GeneratedSample:
         id=obj["id"], image=obj["image"], mask=obj["mask"], source=obj["source"], box=box,
         defect_kind=obj["defect_kind"], seed=obj["seed"], model=obj["model"],
         embedding_hash=obj["embedding_hash"], steps=obj["steps"], guidance=float(obj["guidance"]),
-        status=obj["status"], image_path=paths["image"], mask_path=paths["mask"],
+        status=obj["status"], settings=settings, image_path=paths["image"], mask_path=paths["mask"],
     )
 
 
@@ -307,14 +322,15 @@ class GeneratedSetWriter:
     def add(self, image: np.ndarray, *, box: Sequence[int], source: str | os.PathLike,
             defect_kind: str, seed: int, model: str, embedding_hash: str, steps: int,
             guidance: float, status: str = "pending", id: str | None = None,
-            mask: np.ndarray | None = None) -> GeneratedSample:
+            mask: np.ndarray | None = None, settings: dict[str, Any] | None = None) -> GeneratedSample:
         """Write one sample (image + its box mask) into the staging folder.
 
         ``mask`` (bool, the image's size, inside ``box``) replaces the filled box as the
         box mask, e.g. for a rotated box whose ``box`` is its axis-aligned bounds.
         A new sample is ``pending`` (to review) until the user accepts or rejects it;
         pending samples still train unless rejected (:func:`usable_samples`). Manifests
-        written before this default keep the status they state.
+        written before this default keep the status they state. ``settings`` records the
+        other stage-2 settings that made the image (plain JSON values).
         """
         if self._closed:
             raise RuntimeError("this generated set was already committed or cancelled")
@@ -330,6 +346,10 @@ class GeneratedSetWriter:
             raise InputError(f"sample for {source}: box {[x0, y0, x1, y1]} lies outside the {width}x{height} image")
         if status not in STATUSES:
             raise InputError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        try:
+            settings = _check_settings(settings or {})
+        except ValueError as exc:
+            raise InputError(f"sample for {source}: {exc}") from None
         sample_id = id if id is not None else f"{len(self.samples):06d}"
         if not _ID_PATTERN.match(sample_id):
             raise InputError(f"sample id {sample_id!r} is not a safe file name")
@@ -351,7 +371,7 @@ class GeneratedSetWriter:
         sample = GeneratedSample(
             id=sample_id, image=image_rel, mask=mask_rel, source=str(source), box=(x0, y0, x1, y1),
             defect_kind=defect_kind, seed=int(seed), model=str(model), embedding_hash=str(embedding_hash),
-            steps=int(steps), guidance=float(guidance), status=status,
+            steps=int(steps), guidance=float(guidance), status=status, settings=settings,
             image_path=final / image_rel, mask_path=final / mask_rel,
         )
         self.samples.append(sample)
@@ -426,5 +446,5 @@ def merge_generated_sets(parts: Sequence[str | os.PathLike], out: str | os.PathL
             writer.add(sample.load_image(), box=sample.box, source=str(source), defect_kind=sample.defect_kind,
                        seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
                        steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample_id,
-                       mask=sample.load_mask())
+                       mask=sample.load_mask(), settings=sample.settings)
     return Path(out)
