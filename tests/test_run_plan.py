@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from anogen.errors import InputError
 from anogen.runplan import execute
 from anogen.runplan.execute import run_plan
 from anogen.runplan.plan import load_plan
+from anogen.runplan.ranks import ProcessRanks
 from anogen.runplan.status import status_lines
 from anogen.runplan.steps import Shard, build_steps
 
@@ -30,9 +36,20 @@ def inputs(tmp_path_factory) -> Path:
     return root
 
 
-def write_plan(folder: Path, inputs: Path, extra: str = "") -> Path:
-    """Two categories, three kinds (two support shots each), every stage a few steps."""
+def write_plan(folder: Path, inputs: Path, extra: str = "", categories: str | None = None) -> Path:
+    """Two categories, three kinds (two support shots each), every stage a few steps;
+    ``categories`` replaces the ``[[categories]]`` tables."""
     folder.mkdir(parents=True, exist_ok=True)
+    if categories is None:
+        categories = f"""
+[[categories]]
+path = "{inputs / 'data' / 'fabric'}"
+kinds = ["hole", "scratch"]
+
+[[categories]]
+path = "{inputs / 'data' / 'washer'}"
+kinds = [{{ name = "crack", shots = 1 }}]
+"""
     text = f"""
 model = "{inputs / 'model'}"
 out = "out"
@@ -54,14 +71,7 @@ limit = 2
 steps = 2
 overrides = {{ image_size = 32, batch_size = 2, recon_base_width = 4, disc_base_width = 4 }}
 
-[[categories]]
-path = "{inputs / 'data' / 'fabric'}"
-kinds = ["hole", "scratch"]
-
-[[categories]]
-path = "{inputs / 'data' / 'washer'}"
-kinds = [{{ name = "crack", shots = 1 }}]
-"""
+{categories}"""
     path = folder / "plan.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -240,8 +250,6 @@ def test_two_shards_make_the_table_of_one_run(one_run, tmp_path, inputs, counted
 def test_generation_split_over_processes_is_the_one_process_set(one_run, tmp_path, inputs):
     """What ``accelerate launch --num_processes 2`` does, with the two ranks run in turn:
     rank 1 writes its part first, then rank 0 writes its part and the whole set."""
-    from anogen.runplan.ranks import ProcessRanks
-
     single, _ = one_run
     plan = load_plan(write_plan(tmp_path, inputs))
     for stage in ("learn", "boxes"):  # the same inputs as the single run
@@ -263,3 +271,85 @@ def test_generation_split_over_processes_is_the_one_process_set(one_run, tmp_pat
     for image in sorted((theirs / "images").iterdir()):
         assert (ours / "images" / image.name).read_bytes() == image.read_bytes()
     assert not (step.folder.parent / ".hole.parts").exists()
+
+
+def test_ranks_come_from_torchrun_or_mpi_and_a_one_process_cpu_launch_is_told():
+    from anogen.runplan.ranks import unshared_launch_warning
+
+    assert ProcessRanks.from_environment({}) == ProcessRanks()
+    assert ProcessRanks.from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == \
+        ProcessRanks(rank=3, world=4, local_rank=1)
+    # accelerate launch --cpu --mpirun_hostfile: Open MPI's variables, and Accelerate's CPU flag
+    assert ProcessRanks.from_environment({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+                                          "OMPI_COMM_WORLD_LOCAL_RANK": "1", "ACCELERATE_USE_CPU": "True"}) == \
+        ProcessRanks(rank=1, world=2, local_rank=1, use_cpu=True)
+    assert ProcessRanks.from_environment({"PMI_RANK": "2", "PMI_SIZE": "3"}) == ProcessRanks(2, 3, 2)
+    # What `accelerate launch --cpu --num_processes 2` (no host file) gives its one process:
+    one = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert "started one process" in (unshared_launch_warning(one) or "")
+    assert unshared_launch_warning({"ACCELERATE_USE_CPU": "True"}) is None  # --num_processes 1
+    assert unshared_launch_warning({**one, "RANK": "0", "WORLD_SIZE": "2"}) is None
+    assert unshared_launch_warning({**one, "PMI_RANK": "0", "PMI_SIZE": "2"}) is None
+    assert unshared_launch_warning({}) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_two_processes_generates_the_one_process_set(tmp_path, inputs):
+    """A real ``accelerate launch`` of two processes on the CPU: the generated set is, byte
+    for byte, the one of a single process.
+
+    ``--multi_gpu``, not ``--cpu``: Accelerate starts several CPU processes under ``--cpu``
+    only through MPI, and runs one process otherwise (see ranks.unshared_launch_warning);
+    ``--multi_gpu`` on a machine without GPUs starts them through torch's elastic launcher.
+    Every launch option is on the command line and HF_HOME is empty: no accelerate config
+    file is read, nothing goes online. One kind, two good images, two DDIM steps.
+    """
+    pytest.importorskip("accelerate")
+    one_kind = f"""
+[[categories]]
+path = "{inputs / 'data' / 'fabric'}"
+kinds = [{{ name = "hole", shots = 1 }}]
+"""
+    single = load_plan(write_plan(tmp_path / "one", inputs, categories=one_kind))
+    steps = {s.label: s for s in build_steps(single)}
+    for label in ("learn fabric/hole", "boxes fabric/hole", "generate fabric/hole"):
+        execute.run_step(single, steps[label], steps, ProcessRanks(), lambda report: None, None)
+
+    plan_path = write_plan(tmp_path / "two", inputs, categories=one_kind)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU")}
+    root = Path(__file__).resolve().parents[1]
+    env.update(CUDA_VISIBLE_DEVICES="", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "--monitor_interval", "0.5",
+               "-m", "anogen", "run", str(plan_path), "--quiet"]
+    started = time.perf_counter()
+    launched = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - started
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-4000:]
+    print(f"accelerate launch, 2 processes: {seconds:.1f} s")
+
+    plan = load_plan(plan_path)
+    step = next(s for s in build_steps(plan) if s.label == "generate fabric/hole")
+    assert json.loads(step.done_path.read_text())["details"] == {"samples": 2, "processes": 2}
+    assert not (step.folder.parent / ".hole.parts").exists()
+    ours, theirs = step.folder / "set", steps["generate fabric/hole"].folder / "set"
+
+    def samples(folder: Path) -> list[dict]:
+        # The embedding file's hash covers its metadata (when it was written), not its vector.
+        return [{k: v for k, v in json.loads(line).items() if k != "embedding_hash"}
+                for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+    assert samples(ours) == samples(theirs) and len(samples(ours)) == 2
+    files = sorted(p.relative_to(theirs) for p in theirs.rglob("*.png"))
+    assert files and files == sorted(p.relative_to(ours) for p in ours.rglob("*.png"))
+    for name in files:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from anogen.compute import add_threads_argument
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from anogen.jobs import TqdmProgress
     from anogen.runplan.execute import run_plan
     from anogen.runplan.plan import load_plan
-    from anogen.runplan.ranks import ProcessRanks
+    from anogen.runplan.ranks import ProcessRanks, unshared_launch_warning
     from anogen.runplan.status import status_lines
     from anogen.runplan.steps import Shard
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(status_lines(plan, shard)))
         return 0
     ranks = ProcessRanks.from_environment()
+    warning = unshared_launch_warning()
+    if warning:
+        print(f"anogen: warning: {warning}", file=sys.stderr)
     quiet = args.quiet or not ranks.is_main
     apply_command_policy(args, ranks.device(plan.device), quiet=quiet)
 

@@ -1,8 +1,13 @@
 """Stage 2 across the processes of ``accelerate launch``.
 
-``accelerate launch --num_processes N anogen run PLAN.toml`` starts N copies of the run,
-with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment (Accelerate starts
-them through torch's elastic launcher). Each process generates its share of a defect
+``accelerate launch --num_processes N -m anogen run PLAN.toml`` starts N copies of the
+run, with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment (Accelerate
+starts them through torch's elastic launcher, as ``torchrun --nproc_per_node N`` does).
+On the CPU, ``accelerate launch --cpu --num_processes N`` starts *one* process unless it
+is given an MPI host file (``--mpirun_hostfile``; the ranks then come from MPI's
+variables, read here too); :func:`unshared_launch_warning` says so. Several CPU
+processes without MPI: ``accelerate launch --multi_gpu --num_processes N`` on a machine
+without GPUs, or ``torchrun``. Each process generates its share of a defect
 kind's good images into its own part folder; the main process then puts the parts
 together in the one-process order. Every sample's random numbers come from its own
 seed (:func:`anogen.diffusion.sampler.sample_seed`: base seed, image name, index) and
@@ -20,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +34,18 @@ from anogen.jobs import ProgressFn, check_cancel
 from anogen.runplan.steps import DONE_NAME, Step
 
 POLL_SECONDS = 1.0
+# Where a process finds its rank: torch's launchers (torchrun, accelerate launch), then
+# MPI's (Open MPI, MPICH/Intel MPI, MVAPICH), the variables Accelerate itself reads.
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+WORLD_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def _first_int(env: Mapping[str, str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        if env.get(name, "").strip():
+            return int(env[name])
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,11 +56,12 @@ class ProcessRanks:
     use_cpu: bool = False  # accelerate launch --cpu
 
     @classmethod
-    def from_environment(cls) -> ProcessRanks:
-        env = os.environ
-        world = int(env.get("WORLD_SIZE", "1") or 1)
-        rank = int(env.get("RANK", "0") or 0)
-        return cls(rank=rank, world=max(1, world), local_rank=int(env.get("LOCAL_RANK", rank) or rank),
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> ProcessRanks:
+        env = os.environ if env is None else env
+        world = _first_int(env, WORLD_VARIABLES) or 1
+        rank = _first_int(env, RANK_VARIABLES) or 0
+        local_rank = _first_int(env, LOCAL_RANK_VARIABLES)
+        return cls(rank=rank, world=max(1, world), local_rank=rank if local_rank is None else local_rank,
                    use_cpu=env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
 
     @property
@@ -66,6 +84,23 @@ class ProcessRanks:
         while not condition():
             check_cancel(cancel)
             time.sleep(POLL_SECONDS)
+
+
+def unshared_launch_warning(env: Mapping[str, str] | None = None) -> str | None:
+    """A warning when ``accelerate launch --cpu --num_processes N`` (N > 1) started one process.
+
+    Without an MPI host file Accelerate runs a ``--cpu`` launch as one plain process; it
+    still sets ``MASTER_PORT`` (it does only when asked for several processes), which is
+    how this is told apart from a launch of one process.
+    """
+    env = os.environ if env is None else env
+    ranks = ProcessRanks.from_environment(env)
+    if ranks.world > 1 or not ranks.use_cpu or not env.get("MASTER_PORT"):
+        return None
+    return ("accelerate launch --cpu started one process, not several (Accelerate starts several CPU processes "
+            "only through MPI, --mpirun_hostfile): this process generates every image. For several CPU processes "
+            "use 'torchrun --nproc_per_node N -m anogen run PLAN.toml', or 'accelerate launch --multi_gpu "
+            "--num_processes N' on a machine without GPUs")
 
 
 def parts_folder(step: Step) -> Path:
