@@ -18,7 +18,9 @@ size, the model, the image score, the map resized back to 256 px) in each runtim
 int8 rows also report how far the int8 model's outputs move from the same runtime's fp32
 outputs on held-out demo images (largest score change, mean map change). With random
 weights that is a sanity check of the quantized graph, not an accuracy figure: the int8
-accuracy change on the demo needs a trained detector and is not measured here.
+accuracy change is measured on trained detectors by ``--accuracy RUN_DIR``
+(:mod:`inference_accuracy`: the test set scored as ``anogen evaluate`` scores it, in each
+runtime, fp32 and int8, calibrated on the category's training good images).
 
 Median of ``--repeats`` runs after one warm-up, ``--threads`` threads for every runtime
 (default: the compute policy's, every core unless ``ANOGEN_THREADS`` pins it). Writes
@@ -27,6 +29,7 @@ replaces the table between the ``bench_inference`` markers in that Markdown file
 
     python benchmarks/bench_inference.py --repeats 20 --docs docs/benchmarks.md
     python benchmarks/bench_inference.py --presets quick --repeats 2 --json /tmp/inference.json  # smoke run
+    python benchmarks/bench_inference.py --accuracy build/demo-seeds/seed-0 --threads 2  # int8 accuracy
 """
 
 from __future__ import annotations
@@ -199,13 +202,53 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(path: Path, table: str) -> None:
+def write_docs(path: Path, table: str, begin: str = DOCS_BEGIN, end: str = DOCS_END) -> None:
     text = path.read_text(encoding="utf-8")
-    if DOCS_BEGIN not in text or DOCS_END not in text:
-        sys.exit(f"{path}: no '{DOCS_BEGIN}' ... '{DOCS_END}' markers to put the table between")
-    head, rest = text.split(DOCS_BEGIN, 1)
-    _, tail = rest.split(DOCS_END, 1)
-    path.write_text(f"{head}{DOCS_BEGIN}\n{table}\n{DOCS_END}{tail}", encoding="utf-8")
+    if begin not in text or end not in text:
+        sys.exit(f"{path}: no '{begin}' ... '{end}' markers to put the table between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
+def environment(threads: int, nncf_version: str | None) -> dict:
+    import onnxruntime
+    import torch
+
+    from anogen.detection.runtimes import import_openvino
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": import_openvino().__version__, "nncf": nncf_version}
+
+
+def write_outputs(result: dict, table: str, json_path: Path, docs: Path | None, begin: str, end: str) -> None:
+    print("\n" + table)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"\nwrote {json_path}")
+    if docs:
+        write_docs(docs, table, begin, end)
+        print(f"updated {docs}")
+
+
+def main_accuracy(args: argparse.Namespace, threads: int, nncf_version: str | None) -> None:
+    from inference_accuracy import (
+        ACCURACY_DOCS_BEGIN,
+        ACCURACY_DOCS_END,
+        ACCURACY_JSON,
+        accuracy_markdown,
+        run_accuracy,
+    )
+
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} thread(s), load average {load_before:.1f}; "
+          f"nncf {'not installed: openvino_int8 not measured' if nncf_version is None else nncf_version}", flush=True)
+    result = run_accuracy(args.accuracy, args.data, threads, args.calibration, nncf_version,
+                          {**environment(threads, nncf_version), "load_before": load_before})
+    result["environment"]["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    write_outputs(result, accuracy_markdown(result), args.json or ACCURACY_JSON, args.docs, ACCURACY_DOCS_BEGIN,
+                  ACCURACY_DOCS_END)
 
 
 def main() -> None:
@@ -216,46 +259,48 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: the "
                         "compute policy's, every core unless ANOGEN_THREADS pins it)")
     parser.add_argument("--no-int8", action="store_true", help="fp32 only")
-    parser.add_argument("--calibration", type=int, default=16, help="demo images for int8 calibration")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/inference.json"))
+    parser.add_argument("--calibration", type=int, default=None,
+                        help="images for int8 calibration (default: 16 demo images; with --accuracy, every training "
+                             "good image of the category)")
+    parser.add_argument("--accuracy", type=Path, default=None, metavar="RUN_DIR",
+                        help="instead of timing: the int8 accuracy change of the trained detectors in RUN_DIR (a "
+                             "training run, or a folder of them such as a demo report) on their test sets")
+    parser.add_argument("--data", type=Path, default=None, metavar="CAT_DIR",
+                        help="with --accuracy: the category to score on (default: the one each run recorded)")
+    parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/inference.json, with "
+                        "--accuracy benchmarks/results/inference_accuracy.json")
     parser.add_argument("--docs", type=Path, default=None,
-                        help="Markdown file whose bench_inference section gets the table (e.g. docs/benchmarks.md)")
+                        help="Markdown file whose bench_inference section (with --accuracy: its bench_inference "
+                             "accuracy section) gets the table (e.g. docs/benchmarks.md)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-
-    import onnxruntime
-    import torch
+    if args.calibration is not None and args.calibration < 1:
+        parser.error("--calibration must be at least 1")
+    if args.accuracy is not None and args.no_int8:
+        parser.error("--accuracy measures int8 models; drop --no-int8")
 
     from anogen.compute import apply_policy, resolve_policy
-    from anogen.detection.runtimes import import_openvino
 
     threads = apply_policy(resolve_policy("cpu", args.threads)).threads
-    openvino = import_openvino()
     nncf_version = None if args.no_int8 else nncf_available()
+    if args.accuracy is not None:
+        main_accuracy(args, threads, nncf_version)
+        return
+    calibration = args.calibration or 16
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{cpu_name()}, {os.cpu_count()} CPUs, {threads} thread(s), load average {load_before:.1f}; "
           f"nncf {'not installed: openvino_int8 not measured' if nncf_version is None else nncf_version}", flush=True)
-    good, defective = ([], []) if args.no_int8 else demo_images(256, max(args.calibration, 2), seed=5)
+    good, defective = ([], []) if args.no_int8 else demo_images(256, max(calibration, 2), seed=5)
     rows = [bench(kind, preset, args.repeats, threads, not args.no_int8, nncf_version is not None, good, defective,
-                  args.calibration)
+                  calibration)
             for kind in args.detectors for preset in args.presets]
     result = {"date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
-              "environment": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
-                              "load_before": load_before,
-                              "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
-                              "python": platform.python_version(), "torch": torch.__version__,
-                              "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
-                              "nncf": nncf_version},
+              "environment": {**environment(threads, nncf_version), "load_before": load_before,
+                              "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")},
               "rows": rows}
-    table = markdown(result)
-    print("\n" + table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.json}")
-    if args.docs:
-        write_docs(args.docs, table)
-        print(f"updated {args.docs}")
+    write_outputs(result, markdown(result), args.json or Path("benchmarks/results/inference.json"), args.docs,
+                  DOCS_BEGIN, DOCS_END)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ area-resized and thresholded at 0.5), as the DRAEM and DeSTSeg reference evaluat
 :func:`score_test_set` is the one scoring core: ``anogen evaluate`` (through
 :func:`evaluate`) and the app's Test step both call it, so they exclude the same images
 and report the same numbers; the app also keeps each image's score and map from it.
+Given ``model=``, an export of the checkpoint (ONNX, OpenVINO, or an int8 quantization
+of one; :mod:`anogen.detection.runtimes`) scores the same images in its runtime, so a
+deployed model's accuracy is measured the same way (``benchmarks/bench_inference.py
+--accuracy``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +46,10 @@ from anogen.data.exclusion import excluded_indices, file_digests
 from anogen.detection.options import PROTOCOL_CHECKPOINT, PROTOCOLS
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
+
+if TYPE_CHECKING:
+    from anogen.detection.checkpoint import LoadedDetector
+    from anogen.detection.runtimes import ExportedModel
 
 
 def resolve_protocol(detector_dir: str | os.PathLike, protocol: str | None = None,
@@ -104,19 +112,28 @@ def score_test_set(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
                    exclude: Sequence[str | os.PathLike] = (), *, protocol: str | None = None,
                    which: str | None = None, device: str = "auto", batch_size: int = 8,
                    include_validation: bool = False, progress: ProgressFn | None = None,
-                   cancel: threading.Event | None = None) -> TestSetScores:
-    """:func:`evaluate`, keeping each scored image's record, label, score and anomaly map."""
+                   cancel: threading.Event | None = None,
+                   model: LoadedDetector | ExportedModel | None = None) -> TestSetScores:
+    """:func:`evaluate`, keeping each scored image's record, label, score and anomaly map.
+
+    ``model``: score with this instead of the checkpoint in torch, an
+    :class:`~anogen.detection.runtimes.ExportedModel` of the same checkpoint; the
+    exclusions and the score calibration still come from the checkpoint.
+    """
     from anogen.data.datasets import read_mvtec_category
     from anogen.data.imageio import read_image
     from anogen.detection.checkpoint import load_detector
-    from anogen.detection.infer import score_images
+    from anogen.detection.infer import score_with
     from anogen.detection.preprocess import ground_truth_resized, resize_image
     from anogen.detection.training_data import is_defective
     from anogen.metrics import compute_metrics
 
     report = progress or no_progress
     protocol, which = resolve_protocol(detector_dir, protocol, which)
-    loaded = load_detector(detector_dir, which=which, device=device)
+    loaded = load_detector(detector_dir, which=which, device="cpu" if model is not None else device)
+    if model is not None and model.image_size != loaded.image_size:
+        raise InputError(f"{getattr(model, 'path', 'the model')}: input size {model.image_size} px, but the {which} "
+                         f"checkpoint of {detector_dir} takes {loaded.image_size} px: not an export of it")
     provenance = loaded.info.provenance
     data_dir = Path(data_dir)
     category = read_mvtec_category(data_dir)
@@ -149,7 +166,7 @@ def score_test_set(data_dir: str | os.PathLike, detector_dir: str | os.PathLike,
         originals = [read_image(r.path) for r in chunk]
         images = np.stack([resize_image(image, size) for image in originals])
         masks += [ground_truth_resized(record, size, image.shape) for record, image in zip(chunk, originals)]
-        chunk_maps, chunk_scores = score_images(loaded.detector, images, loaded.device, batch_size)
+        chunk_maps, chunk_scores = score_with(model if model is not None else loaded, images, batch_size)
         maps.append(chunk_maps)
         scores.append(chunk_scores)
         report(Progress(min(start + batch_size, len(kept)), len(kept), "scoring test images"))

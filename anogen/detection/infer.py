@@ -58,10 +58,7 @@ def predict(loaded: LoadedDetector | ExportedModel, images: Sequence[np.ndarray]
     for start in range(0, len(checked), batch_size):
         chunk = checked[start:start + batch_size]
         resized = np.stack([resize_image(image, size) for image in chunk])
-        if isinstance(loaded, LoadedDetector):
-            maps, scores = score_images(loaded.detector, resized, loaded.device, batch_size)
-        else:
-            maps, scores = loaded.score(resized, batch_size)
+        maps, scores = score_with(loaded, resized, batch_size)
         normalised = calibration.normalise(scores)
         for image, anomaly_map, score, norm in zip(chunk, maps, scores, normalised):
             height, width = image.shape[:2]
@@ -71,6 +68,16 @@ def predict(loaded: LoadedDetector | ExportedModel, images: Sequence[np.ndarray]
                                           score=float(score), normalised_score=float(norm),
                                           is_anomalous=bool(score >= calibration.threshold)))
     return predictions
+
+
+def score_with(model: LoadedDetector | ExportedModel, images: np.ndarray,
+               batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps ``(N, S, S)`` and image scores ``(N,)`` for float32 NHWC images at the
+    model's input size, in whichever runtime it is loaded: a checkpoint in torch, or an
+    exported model in onnxruntime or OpenVINO."""
+    if isinstance(model, LoadedDetector):
+        return score_images(model.detector, images, model.device, batch_size)
+    return model.score(images, batch_size)
 
 
 def score_images(detector: Detector, images: np.ndarray, device: torch.device,
