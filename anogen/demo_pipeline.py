@@ -310,9 +310,10 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
                         out: Path, stages: _StageProgress, timer: _StageTimer, cancel) -> KindResult:
     from anogen.data.boxes import BoxPlacement, size_range_from_masks
     from anogen.data.imageio import list_images, read_mask
+    from anogen.diffusion.config import GenerateConfig, LearnConfig
     from anogen.diffusion.embedding_file import save_embedding
-    from anogen.diffusion.learn import LearnConfig, init_vector, learn_embedding, support_loss
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.learn import init_vector, learn_embedding, support_loss
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
     images, masks, heldout_images, heldout_masks = _support_paths(category_dir, kind, plan.shots)
     token = f"<{category}-{kind}>"
@@ -360,7 +361,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
 def _train_and_evaluate(category_dir: Path, generated_dir: Path | None, support: list[str], plan: DemoPlan,
                         config: DemoConfig, out_dir: Path, progress: ProgressFn, timer: _StageTimer, cancel):
     from anogen.detection.evaluate import evaluate
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     with timer("train detectors (stage 3)"):
         result = train(TrainConfig(data_dir=category_dir, detector=config.detector, out_dir=out_dir,

@@ -131,8 +131,9 @@ def check_generation(context: _Context) -> str:
     import torch
 
     from anogen.data.box import Box
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
-    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, generate
 
     model = context.model
     if model is None:

@@ -38,8 +38,9 @@ class LearnTask:
 
 def run_learn(task: LearnTask, progress: ProgressFn, cancel: threading.Event) -> Path:
     """Load the model, learn the defect kind's embedding, save it (atomic)."""
+    from anogen.diffusion.config import LearnConfig
     from anogen.diffusion.embedding_file import save_embedding
-    from anogen.diffusion.learn import LearnConfig, learn_embedding
+    from anogen.diffusion.learn import learn_embedding
     from anogen.diffusion.models import load_model
 
     config = LearnConfig(**task.learn)
@@ -137,9 +138,10 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     """Generate one sample in one box, sending intermediate previews while it denoises."""
     from anogen.data.box import Box
     from anogen.data.imageio import read_image
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, generate
 
     config = GenerateConfig(**task.generate)
     progress(Progress(0, config.steps, "loading the model"))
@@ -168,7 +170,8 @@ class GenerateTask:
 
 
 def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.config import GenerateConfig
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
     generate_set(GenerateSetConfig(model=task.model, embedding=task.embedding, normals=task.normals, out=task.out,
                                    per_image=task.per_image, samples_per_box=task.samples_per_box, boxes=task.boxes,
@@ -246,7 +249,8 @@ def run_train(fields: dict[str, Any], progress: ProgressFn, cancel: threading.Ev
     preset on a GPU and the quick one on a CPU."""
     import torch
 
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     fields = dict(fields)
     if fields.get("preset") == "auto":

@@ -74,7 +74,7 @@ def generation_overrides(spec: str) -> dict[str, Any]:
     """``restore_detail=1,strength=0.7`` -> typed ``GenerateConfig`` field values."""
     import dataclasses
 
-    from anogen.diffusion.sampler import GenerateConfig
+    from anogen.diffusion.config import GenerateConfig
 
     types = {f.name: type(getattr(GenerateConfig(), f.name)) for f in dataclasses.fields(GenerateConfig)}
     overrides: dict[str, Any] = {}
@@ -92,8 +92,9 @@ def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides:
     from anogen.data.generated import merge_generated_sets
     from anogen.data.imageio import list_images, read_mask
     from anogen.demo_pipeline import FOREGROUND, _support_paths
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
     from anogen.resources import demo_model_path
 
     plan = metrics["plan"]
@@ -182,7 +183,8 @@ def dilated_loss_masks() -> Iterator[None]:
 def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
                        steps_factor: float = 1.0, tau: float | None = None) -> dict[str, Any]:
     from anogen.detection.evaluate import evaluate
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     plan = metrics["plan"]
     support = [p for kind in metrics["categories"][category]["kinds"].values() for p in kind["support_images"]]

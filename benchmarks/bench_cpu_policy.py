@@ -49,9 +49,10 @@ def stage_generate_image():
     import numpy as np
 
     from anogen.data.box import Box
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import add_placeholder_token
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, generate
     from anogen.resources import demo_model_path
 
     model = load_model(str(demo_model_path()), device="cpu")

@@ -162,7 +162,7 @@ def ours_loop(model, config) -> list[float]:
 def run_compare(steps: int, repeats: int, batch: int, resolutions: list[int], threads: int, warmup: int = 3) -> dict:
     import torch
 
-    from anogen.diffusion.learn import LearnConfig
+    from anogen.diffusion.config import LearnConfig
     from anogen.diffusion.models import load_model
     from anogen.diffusion.tiny import build_tiny_model
 
@@ -261,7 +261,8 @@ def memory_child(batch: int, steps: int, checkpointing: bool, device: str = "cpu
     import torch
 
     from anogen.device import resolve_device, resolve_dtype
-    from anogen.diffusion.learn import LearnConfig, learn_embedding
+    from anogen.diffusion.config import LearnConfig
+    from anogen.diffusion.learn import learn_embedding
 
     torch_device = resolve_device(device)
     dtype = resolve_dtype(torch_device, precision)

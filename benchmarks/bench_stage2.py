@@ -120,9 +120,10 @@ def run_compare(steps: int, count: int, batch: int, repeats: int, resolution: in
     from PIL import Image
 
     from anogen.data.box import Box
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, generate
     from anogen.diffusion.tiny import build_tiny_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -207,8 +208,9 @@ def memory_child(steps: int) -> dict:
     import torch
 
     from anogen.data.box import Box
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding
-    from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, generate
 
     start = time.perf_counter()
     model, params = build_sd15_random()

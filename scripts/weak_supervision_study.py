@@ -114,7 +114,8 @@ def main() -> None:
 
     from anogen.data.demo import write_demo_dataset
     from anogen.detection.evaluate import evaluate
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

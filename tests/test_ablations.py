@@ -44,8 +44,9 @@ def generated_set(folder: Path, category: Path, kind: str = "hole", count: int =
 
 
 def test_stage1_without_the_mask_counts_the_whole_image(tmp_path):
+    from anogen.diffusion.config import LearnConfig
     from anogen.diffusion.embedding_file import load_embedding
-    from anogen.diffusion.learn import LearnConfig, learn_embedding
+    from anogen.diffusion.learn import learn_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.tiny import build_tiny_model
 

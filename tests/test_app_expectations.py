@@ -407,7 +407,7 @@ def test_job_settings_are_kept_in_the_project_and_restored_on_reopen(make_window
     assert defects.steps_spin.value() == 321 and defects.scale_lr_check.currentIndex() == 1
     assert (generate.steps_spin.value(), generate.guidance_spin.value(), generate.per_box_spin.value()) == (25, 7.5, 5)
     assert generate.strength_spin.value() == pytest.approx(0.6) and generate.restore_detail_check.isChecked()
-    from anogen.diffusion.sampler import GenerateConfig
+    from anogen.diffusion.config import GenerateConfig
 
     job_config = GenerateConfig(**generate._generate_config())  # what the Generate job is built from
     assert job_config.strength == pytest.approx(0.6) and job_config.restore_detail

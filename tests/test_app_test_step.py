@@ -28,7 +28,8 @@ METRIC_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupr
 
 def _trained_project(root: Path, n_good: int, n_hole: int, max_val_images: int) -> dict[str, Path]:
     """A project linked to the category, two support images, and a tiny DRAEM trained on it."""
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     workspace = Workspace.create(root, "Test step")
     # 48 px pictures, not the detector's 32 px: the app must score at the evaluation's resolution.

@@ -140,7 +140,8 @@ def test_bad_inputs_exit_2_and_leave_nothing(setup, tmp_path, capsys):
 
 
 def test_cancel_within_a_step_leaves_no_folder(setup, tmp_path):
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.config import GenerateConfig
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
     root, model, embedding, normals = setup
     cancel = threading.Event()

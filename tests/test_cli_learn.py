@@ -10,8 +10,9 @@ import torch
 
 from anogen.cli import main
 from anogen.data.imageio import write_mask
+from anogen.diffusion.config import LearnConfig
 from anogen.diffusion.embedding_file import load_embedding
-from anogen.diffusion.learn import LearnConfig, learn_embedding
+from anogen.diffusion.learn import learn_embedding
 from anogen.diffusion.models import load_model
 
 

@@ -37,7 +37,8 @@ def category(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def runs(category, tmp_path_factory) -> dict[str, Path]:
     """A finished run (4 steps) and the same run stopped after its step-2 checkpoint."""
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
     from anogen.errors import JobCancelled
 
     root = tmp_path_factory.mktemp("runs")

@@ -7,9 +7,10 @@ import pytest
 
 from anogen.data.box import Box
 from anogen.data.imageio import write_image, write_mask
+from anogen.diffusion.config import GenerateConfig, LearnConfig
 from anogen.diffusion.crop import context_window
-from anogen.diffusion.learn import LearnConfig, prepare_support
-from anogen.diffusion.sampler import GenerateConfig, GenerationRequest, generate
+from anogen.diffusion.learn import prepare_support
+from anogen.diffusion.sampler import GenerationRequest, generate
 from anogen.errors import InputError
 
 

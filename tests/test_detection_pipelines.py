@@ -98,7 +98,8 @@ def test_generated_samples_rotate_with_their_box_and_source():
 def test_the_synthesizer_gets_the_detectors_clean_share_and_texture_augmentations(tmp_path, monkeypatch):
     from anogen.data.demo import write_demo_dataset
     from anogen.detection import synthesis
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     write_demo_dataset(tmp_path / "data", categories=("fabric",), size=32, seed=2, train_good=3, test_good=2,
                        test_per_kind=1)

@@ -103,7 +103,8 @@ def test_a_registered_detector_trains_evaluates_and_predicts_through_the_normal_
     from anogen.cli import main
     from anogen.detection.checkpoint import load_detector
     from anogen.detection.infer import predict
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     assert detector_kind("toy").config_class.preset("quick").steps == 2
     result = train(TrainConfig(data_dir=category, detector="toy", out_dir=tmp_path / "lib", preset="quick",
@@ -130,7 +131,7 @@ def test_a_registered_detector_trains_evaluates_and_predicts_through_the_normal_
 
 
 def test_an_unknown_detector_or_preset_is_one_clear_error(category, tmp_path):
-    from anogen.detection.train import TrainConfig
+    from anogen.detection.train_config import TrainConfig
     from anogen.errors import InputError
 
     with pytest.raises(InputError, match="unknown detector 'nope'; choose one of draem, destseg"):

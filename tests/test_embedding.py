@@ -12,10 +12,10 @@ import torch
 
 from anogen.data.box import Box
 from anogen.data.imageio import write_image, write_mask
+from anogen.diffusion.config import LearnConfig
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.embedding_file import LearnedEmbedding, apply_embedding, load_embedding, save_embedding
 from anogen.diffusion.learn import (
-    LearnConfig,
     encode_support,
     init_vector,
     learn_embedding,

@@ -65,8 +65,9 @@ def test_a_nan_embedding_is_refused_on_load(diffusion, tmp_path, capsys):
 
 
 def test_non_finite_generated_pixels_are_refused_not_written(diffusion, tmp_path):
+    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
     from anogen.errors import ModelError
 
     model = load_model(diffusion["model"], device="cpu")
@@ -103,6 +104,7 @@ def test_feather_weights_reach_one_in_the_middle_of_any_box():
 
 def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path, monkeypatch, caplog):
     from anogen.diffusion import sampler
+    from anogen.diffusion.config import GenerateConfig
     from anogen.errors import ModelError
 
     real = sampler.composite
@@ -116,7 +118,7 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
     out = tmp_path / "set"
     result = sampler.generate_set(sampler.GenerateSetConfig(
         diffusion["model"], diffusion["embedding"], diffusion["normals"], out, per_image=2,
-        generation=sampler.GenerateConfig(steps=1), device="cpu"))
+        generation=GenerateConfig(steps=1), device="cpu"))
     assert len(result.samples) == 2 and len(read_generated_set(out)) == 2  # 4 made, 2 unchanged dropped
     assert "identical to the good image" in caplog.text
 
@@ -125,7 +127,7 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
     with pytest.raises(ModelError, match="changed its box"):
         sampler.generate_set(sampler.GenerateSetConfig(
             diffusion["model"], diffusion["embedding"], diffusion["normals"], empty, per_image=1,
-            generation=sampler.GenerateConfig(steps=1), device="cpu"))
+            generation=GenerateConfig(steps=1), device="cpu"))
     assert not empty.exists()
 
 
@@ -143,7 +145,8 @@ def category(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def detector(category, tmp_path_factory) -> Path:
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     out = tmp_path_factory.mktemp("run") / "draem"
     train(TrainConfig(data_dir=category, detector="draem", out_dir=out, steps=2, overrides=dict(TINY_DRAEM),
@@ -259,8 +262,9 @@ def _learn_argv(diffusion, support, out: Path, *extra: str) -> list[str]:
 
 
 def test_resume_from_a_checkpoint_past_steps_is_refused(diffusion, support, tmp_path, capsys):
+    from anogen.diffusion.config import LearnConfig
     from anogen.diffusion.embedding_file import load_embedding
-    from anogen.diffusion.learn import LearnConfig, learn_embedding
+    from anogen.diffusion.learn import learn_embedding
     from anogen.diffusion.models import load_model
     from anogen.errors import InputError
 

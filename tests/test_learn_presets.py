@@ -7,8 +7,8 @@ import json
 import pytest
 
 from anogen.cli import main
+from anogen.diffusion.config import LEARN_PRESETS, LearnConfig
 from anogen.diffusion.embedding_file import load_embedding
-from anogen.diffusion.learn import LEARN_PRESETS, LearnConfig
 
 
 @pytest.fixture(scope="module")

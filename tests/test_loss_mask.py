@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from anogen.data.imageio import write_image, write_mask
-from anogen.diffusion.learn import LearnConfig, encode_support, latent_loss_masks, prepare_support
+from anogen.diffusion.config import LearnConfig
+from anogen.diffusion.learn import encode_support, latent_loss_masks, prepare_support
 
 
 @pytest.fixture(scope="module")

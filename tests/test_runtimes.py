@@ -49,7 +49,8 @@ def detectors(category, tmp_path_factory) -> dict[str, Path]:
 
     from anogen.detection.checkpoint import CheckpointInfo, save_checkpoint
     from anogen.detection.registry import build_detector
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
+    from anogen.detection.train_config import TrainConfig
 
     root = tmp_path_factory.mktemp("runs")
     train(TrainConfig(data_dir=category, detector="draem", out_dir=root / "draem", steps=4, validate_every=2,

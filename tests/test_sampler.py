@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 
 from anogen.data.box import Box
-from anogen.diffusion.sampler import (
-    GenerateConfig,
-    GenerationRequest,
-    composite,
-    generate,
-)
+from anogen.diffusion.config import GenerateConfig
+from anogen.diffusion.sampler import GenerationRequest, composite, generate
 from anogen.errors import InputError, JobCancelled, ModelError
 
 FAST = GenerateConfig(steps=2, guidance=5.0, batch_size=4)

@@ -22,7 +22,8 @@ from anogen.detection.checkpoint import (
     save_checkpoint,
 )
 from anogen.detection.preprocess import resize_image
-from anogen.detection.train import TrainConfig, train
+from anogen.detection.train import train
+from anogen.detection.train_config import TrainConfig
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items
 from anogen.errors import AnoGenError, InputError, JobCancelled, TrainingDiverged
 

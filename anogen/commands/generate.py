@@ -7,6 +7,7 @@ from pathlib import Path
 
 from anogen.commands.placement_args import add_placement_arguments
 from anogen.compute import add_threads_argument
+from anogen.diffusion.config import GENERATE_PRESETS, PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -16,29 +17,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate", help="generate defect images from a learned embedding (stage 2)",
         description="Generate defects inside boxes on good images with a learned embedding and write a generated "
                     "set: OUT/images/, OUT/masks/ (box masks) and OUT/manifest.jsonl. Boxes are proposed on each "
-                    "image (ceil(per-image / 2) boxes x 2 samples) unless --boxes gives them.")
+                    "image (ceil(per-image / samples-per-box) boxes) unless --boxes gives them.")
     parser.add_argument("--model", required=True, help="diffusers folder, Hugging Face id or .safetensors file")
     parser.add_argument("--embedding", type=Path, required=True, help="learned embedding (.safetensors)")
     parser.add_argument("--normals", type=Path, required=True, help="folder of good images")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder (replaced when complete; a folder anogen did not write needs --overwrite)")
-    parser.add_argument("--preset", choices=("default", "paper"), default="default",
+    parser.add_argument("--preset", choices=tuple(GENERATE_PRESETS), default="default",
                         help="paper: the reference code's setup (whole image, no context crop) for every option "
                              "left at its default; see docs/fidelity.md")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0, deterministic)")
+    parser.add_argument("--steps", type=int, default=GenerateConfig.steps, help="DDIM steps (default %(default)s)")
+    parser.add_argument("--guidance", type=float, default=GenerateConfig.guidance,
+                        help="classifier-free guidance scale (default %(default)s)")
+    parser.add_argument("--eta", type=float, default=GenerateConfig.eta,
+                        help="DDIM eta (default %(default)s: deterministic)")
     parser.add_argument("--restore-detail", action="store_true",
                         help="put back the good image's fine texture that the VAE loses, wherever the model kept "
                              "the surface (for small models and shrunk crops)")
-    parser.add_argument("--strength", type=float, default=1.0,
+    parser.add_argument("--strength", type=float, default=GenerateConfig.strength,
                         help="start from the good image noised to this share of the schedule instead of pure "
-                             "noise (default 1: pure noise, the paper); lower keeps more of the surface in the box")
-    parser.add_argument("--prompt", default=None, help="prompt; '{}' stands for the learned token (default: the token)")
-    parser.add_argument("--negative-prompt", default="", help="unconditional prompt (default empty)")
-    parser.add_argument("--per-image", type=int, default=4, metavar="N", help="samples per good image (default 4)")
-    parser.add_argument("--samples-per-box", type=int, default=2, metavar="N",
-                        help="samples per proposed box (default 2: 4 per image = 2 boxes x 2)")
+                             "noise (default %(default)s: pure noise, the paper); lower keeps more of the surface "
+                             "in the box")
+    parser.add_argument("--prompt", default=GenerateConfig.prompt,
+                        help="prompt; '{}' stands for the learned token (default: the token)")
+    parser.add_argument("--negative-prompt", default=GenerateConfig.negative_prompt,
+                        help="unconditional prompt (default empty)")
+    parser.add_argument("--per-image", type=int, default=PER_IMAGE, metavar="N",
+                        help="samples per good image (default %(default)s)")
+    parser.add_argument("--samples-per-box", type=int, default=SAMPLES_PER_BOX, metavar="N",
+                        help=f"samples per proposed box (default %(default)s: {PER_IMAGE} per image = "
+                             f"{PER_IMAGE // SAMPLES_PER_BOX} boxes x {SAMPLES_PER_BOX})")
     parser.add_argument("--boxes", type=Path, default=None, help="boxes.json from `anogen boxes` (image name -> boxes)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--size", type=float, nargs=4, metavar=("W_LO", "W_HI", "H_LO", "H_HI"),
@@ -46,17 +54,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--kind", metavar="CATEGORY/KIND", help="reference box size of an MVTec AD kind")
     add_placement_arguments(parser)
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
-    parser.add_argument("--feather", type=int, default=0, metavar="PX", help="soft edge inside the box, in pixels")
-    parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
+    parser.add_argument("--feather", type=int, default=GenerateConfig.feather, metavar="PX",
+                        help="soft edge inside the box, in pixels (default %(default)s)")
+    parser.add_argument("--crop", choices=CROP_CHOICES, default=GenerateConfig.crop,
                         help="generate on a crop around the box resized to the model's resolution (auto: when the "
                              "box is small in its image, as stage 1 crops its shots; off: the whole image, as the "
                              "reference code did)")
-    parser.add_argument("--context-margin", type=float, default=1.0,
-                        help="context around the box in the crop, in box sides (default 1.0)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per UNet call (default 4)")
+    parser.add_argument("--context-margin", type=float, default=GenerateConfig.context_margin,
+                        help="context around the box in the crop, in box sides (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=GenerateConfig.batch_size,
+                        help="images per UNet call (default %(default)s)")
     parser.add_argument("--defect-kind", default=None,
                         help="name recorded in the manifest (default: from the embedding)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=GenerateConfig.seed)
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N good images")
     parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (default auto: fp32 on CPU)")
@@ -71,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from anogen.commands.placement_args import placement_from_args
     from anogen.compute import apply_command_policy
     from anogen.data.boxes import BoxSizeRange, reference_size_range
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig, generate_set
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir, has_files, mark_output_dir

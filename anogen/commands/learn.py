@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from anogen.compute import add_threads_argument
+from anogen.diffusion.config import LEARN_PRESETS, LearnConfig
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.outputs import add_overwrite_argument
 
@@ -30,30 +31,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="embedding file to write (.safetensors)")
     parser.add_argument("--token", default=None,
                         help="placeholder token (default: <OUT file name>, e.g. <scratch> for scratch.safetensors)")
-    parser.add_argument("--init-word", default="defect", help="word(s) the embedding starts from (default: defect)")
-    parser.add_argument("--preset", choices=("default", "paper"), default="default",
-                        help="paper: the reference code's setup (6100 steps, lr 0.005 x batch 4 = 0.02, no crop) "
-                             "for every option left at its default; see docs/fidelity.md")
-    parser.add_argument("--steps", type=int, default=6000, help="optimisation steps (default 6000, the paper's)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (default 0.005)")
+    parser.add_argument("--init-word", default=LearnConfig.init_word,
+                        help="word(s) the embedding starts from (default: %(default)s)")
+    paper = LEARN_PRESETS["paper"]
+    parser.add_argument("--preset", choices=tuple(LEARN_PRESETS), default="default",
+                        help=f"paper: the reference code's setup ({paper['steps']} steps, lr {paper['lr']} x batch "
+                             f"{paper['batch_size']} = {paper['lr'] * paper['batch_size']:g}, no crop) for every "
+                             "option left at its default; see docs/fidelity.md")
+    parser.add_argument("--steps", type=int, default=LearnConfig.steps,
+                        help="optimisation steps (default %(default)s, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=LearnConfig.batch_size,
+                        help="support images per step (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=LearnConfig.lr, help="AdamW learning rate (default %(default)s)")
     parser.add_argument("--scale-lr", action="store_true",
                         help="multiply the learning rate by the batch size, as the reference code did")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resolution", type=int, default=None, help="training resolution (default: the model's)")
-    parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
+    parser.add_argument("--seed", type=int, default=LearnConfig.seed)
+    parser.add_argument("--resolution", type=int, default=LearnConfig.resolution,
+                        help="training resolution (default: the model's)")
+    parser.add_argument("--crop", choices=CROP_CHOICES, default=LearnConfig.crop_to_defect,
                         help="crop around each defect with context (auto: only when the defect is small)")
-    parser.add_argument("--context-margin", type=float, default=1.0,
-                        help="crop side = defect box side x (1 + 2 x margin) (default 1.0)")
+    parser.add_argument("--context-margin", type=float, default=LearnConfig.context_margin,
+                        help="crop side = defect box side x (1 + 2 x margin) (default %(default)s)")
     parser.add_argument("--area-normalised", action="store_true",
                         help="average the loss over the mask area instead of the whole latent")
     parser.add_argument("--no-mask", action="store_true",
                         help="ablation (the paper's Table 2c): the loss covers the whole image, not only the defect")
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="N")
+    parser.add_argument("--checkpoint-every", type=int, default=LearnConfig.checkpoint_every, metavar="N",
+                        help="keep a resumable checkpoint every N steps (default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from EMB.checkpoint.safetensors")
-    parser.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (default auto)")
-    parser.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16 (fp32 on the CPU)")
+    parser.add_argument("--device", default=LearnConfig.device, help="auto|cuda|mps|cpu (default %(default)s)")
+    parser.add_argument("--precision", default=LearnConfig.precision, help="auto|fp32|fp16|bf16 (fp32 on the CPU)")
     add_threads_argument(parser)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, slower steps")
     parser.add_argument("--attention-slicing", action="store_true", help="less memory at high resolution")
@@ -125,7 +133,7 @@ def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], lis
 def run(args: argparse.Namespace) -> int:
     from anogen.compute import apply_command_policy
     from anogen.diffusion.embedding_file import save_embedding
-    from anogen.diffusion.learn import LearnConfig, check_resume_steps, learn_embedding, validate_support
+    from anogen.diffusion.learn import check_resume_steps, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress

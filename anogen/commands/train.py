@@ -11,6 +11,7 @@ from typing import Any
 from anogen.compute import CPU_PRECISION_CHOICES, add_threads_argument
 from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
 from anogen.detection.registry import DETECTORS, PRESETS
+from anogen.detection.train_config import TrainConfig
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -52,20 +53,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generated", type=Path, nargs="+", default=[], metavar="DIR",
                         help="generated sets (images/, masks/, manifest.jsonl), e.g. one per defect kind of the "
                              "category; without any: synthesis only")
-    parser.add_argument("--tau", type=float, default=0.9,
-                        help="box pixels already called normal with probability >= tau get no loss (default 0.9; "
-                             "1.0 = plain box supervision)")
-    parser.add_argument("--mix", type=float, default=0.5,
-                        help="share of training samples from the detector's own synthesis (default 0.5; "
+    parser.add_argument("--tau", type=float, default=TrainConfig.tau,
+                        help="box pixels already called normal with probability >= tau get no loss (default "
+                             "%(default)s; 1.0 = plain box supervision)")
+    parser.add_argument("--mix", type=float, default=TrainConfig.mix,
+                        help="share of training samples from the detector's own synthesis (default %(default)s; "
                              "0 = generated samples only)")
-    parser.add_argument("--synthesis", choices=SYNTHESIS_METHODS, default="perlin",
-                        help="the detector's own anomalies: perlin (DRAEM/DeSTSeg's, default) or cutpaste "
-                             "(the paper's Table 4 ablation)")
+    parser.add_argument("--synthesis", choices=SYNTHESIS_METHODS, default=TrainConfig.synthesis,
+                        help="the detector's own anomalies: perlin (DRAEM/DeSTSeg's) or cutpaste (the paper's "
+                             "Table 4 ablation) (default %(default)s)")
     parser.add_argument("--weak-all", action="store_true",
                         help="apply the tau filter to every sample, as the reference code did")
-    parser.add_argument("--preset", choices=PRESETS, default="quick",
-                        help="quick: narrow, 128 px, minutes on a CPU; paper: the reference hyperparameters")
-    parser.add_argument("--steps", type=int, metavar="N", help="training steps (default: the preset's)")
+    parser.add_argument("--preset", choices=PRESETS, default=TrainConfig.preset,
+                        help="quick: narrow, 128 px, minutes on a CPU; paper: the reference hyperparameters "
+                             "(default %(default)s)")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N",
+                        help="training steps (default: the preset's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a detector config field, e.g. --set image_size=64 (repeatable)")
     parser.add_argument("--teacher", type=Path, metavar="PATH",
@@ -74,15 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="texture images for the synthetic anomalies (e.g. DTD); default: built-in textures")
     parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="IMAGE",
                         help="support images (used to learn the defect): kept out of validation and evaluation")
-    parser.add_argument("--validate-every", type=int, metavar="N", help="validate every N steps (default: ~10 times)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="holdout",
+    parser.add_argument("--validate-every", type=int, default=TrainConfig.validate_every, metavar="N",
+                        help="validate every N steps (default: ~10 times)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=TrainConfig.protocol,
                         help="holdout (default): keep the checkpoint that validates best on a held-out share of the "
                              "test set, which evaluate then leaves out; paper: keep the last checkpoint and score "
                              "the whole test set minus the support images, as the reference code did")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--device", default=TrainConfig.device,
+                        help="auto, cpu, cuda, cuda:1, mps (default %(default)s)")
     add_threads_argument(parser)
-    parser.add_argument("--cpu-precision", choices=CPU_PRECISION_CHOICES, default="auto",
+    parser.add_argument("--cpu-precision", choices=CPU_PRECISION_CHOICES, default=TrainConfig.cpu_precision,
                         help="bf16 autocast of the training steps on the CPU: auto (default) uses it only where the "
                              "CPU has native bf16 (AMX, AVX-512-bf16); elsewhere it is several times slower")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
@@ -96,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anogen.compute import apply_command_policy
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir
 

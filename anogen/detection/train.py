@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anogen.compute import CPU_PRECISION_CHOICES, resolve_policy
+from anogen.compute import resolve_policy
 from anogen.detection.base import Detector, TrainingPhase
 from anogen.detection.checkpoint import (
     CONFIG_NAME,
@@ -57,10 +57,11 @@ from anogen.detection.checkpoint import (
     save_checkpoint,
 )
 from anogen.detection.history import CURVE_METRICS, VALIDATION_PHASE, read_history, write_history
-from anogen.detection.options import CHECKPOINT_CHOICES, PROTOCOLS, SYNTHESIS_METHODS
+from anogen.detection.options import CHECKPOINT_CHOICES
 from anogen.detection.pipeline import DataPipeline
 from anogen.detection.preprocess import ground_truth_resized, read_resized
-from anogen.detection.registry import check_preset, detector_kind
+from anogen.detection.registry import detector_kind
+from anogen.detection.train_config import TrainConfig
 from anogen.detection.training_data import (
     BatchPrefetcher,
     GeneratedItem,
@@ -73,78 +74,6 @@ from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """What to train, on what, and where to put it.
-
-    ``overrides`` change fields of the detector config of ``preset`` (for example
-    ``{"image_size": 64}``); ``steps`` overrides the preset's length. ``exclude`` lists
-    support images (the few real defects used for stage 1): they never enter the
-    validation split, and the checkpoint records them (by content) so ``evaluate`` leaves
-    them out too. ``protocol`` ``holdout`` keeps the checkpoint that validates best;
-    ``paper`` keeps the last one, as the reference code did (validation then only draws
-    the curves and calibrates the threshold).
-    """
-
-    data_dir: Path
-    detector: str
-    out_dir: Path
-    generated_dirs: Sequence[Path] = ()  # generated sets, e.g. one per defect kind of the category
-    generated_dir: Path | None = None  # one more set (for callers that pass a single one)
-    preset: str = "quick"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    steps: int | None = None
-    tau: float = 0.9
-    mix: float = 0.5
-    weak_all: bool = False  # apply the tau filter to every sample, as the reference code did
-    seed: int = 0
-    device: str = "auto"
-    validate_every: int | None = None  # None: about ten validations per run
-    val_fraction: float = 0.3  # share of each test kind (or of train/good) held out
-    max_val_images: int = 64
-    teacher_weights: Path | None = None  # DeSTSeg: ResNet18 weights (folder or file)
-    textures_dir: Path | None = None  # texture images for synthesis (e.g. DTD); default: built-in
-    synthesis: str = "perlin"  # the detector's own anomalies: "perlin" (official) or "cutpaste" (Table 4)
-    exclude: Sequence[Path] = ()
-    resume: bool = False
-    overwrite: bool = False
-    log_every: int = 1
-    protocol: str = "holdout"
-    # bf16 autocast of the training forward pass on the CPU (anogen.compute): "auto" only
-    # where the CPU has native bf16; validation and scoring always run in fp32.
-    cpu_precision: str = "auto"
-
-    @property
-    def generated_sets(self) -> list[Path]:
-        """Every generated set to train on: ``generated_dirs`` and then ``generated_dir``."""
-        return [Path(p) for p in self.generated_dirs] + ([Path(self.generated_dir)] if self.generated_dir else [])
-
-    def validate(self) -> None:
-        detector_kind(self.detector)
-        check_preset(self.preset)
-        if not 0.0 < self.tau <= 1.0:
-            raise InputError(f"tau must be in (0, 1], got {self.tau}")
-        if not 0.0 <= self.mix <= 1.0:
-            raise InputError(f"mix must be in [0, 1], got {self.mix}")
-        if self.mix == 0.0 and not self.generated_sets:
-            raise InputError("mix 0 trains on generated samples only; give a generated set")
-        if self.protocol not in PROTOCOLS:
-            raise InputError(f"unknown protocol '{self.protocol}'; choose one of {', '.join(PROTOCOLS)}")
-        if self.cpu_precision not in CPU_PRECISION_CHOICES:
-            raise InputError(f"unknown CPU precision '{self.cpu_precision}'; choose one of "
-                             f"{', '.join(CPU_PRECISION_CHOICES)}")
-        if self.synthesis not in SYNTHESIS_METHODS:
-            raise InputError(f"unknown synthesis '{self.synthesis}'; choose one of {', '.join(SYNTHESIS_METHODS)}")
-        if self.steps is not None and self.steps < 1:
-            raise InputError(f"steps must be at least 1, got {self.steps}")
-        if self.validate_every is not None and self.validate_every < 1:
-            raise InputError(f"validate_every must be at least 1, got {self.validate_every}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise InputError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.resume and self.overwrite:
-            raise InputError("choose either resume or overwrite, not both")
 
 
 @dataclass

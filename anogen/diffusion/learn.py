@@ -43,64 +43,14 @@ from anogen.atomic import atomic_write_bytes
 from anogen.data.box import Box
 from anogen.data.imageio import read_image_and_mask
 from anogen.diffusion.captions import sample_caption
-from anogen.diffusion.crop import context_window, validate_crop
+from anogen.diffusion.config import LearnConfig
+from anogen.diffusion.crop import context_window
 from anogen.diffusion.embedding_file import LearnedEmbedding, add_placeholder_token, file_sha256
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.memory import check_learn_memory
 
 log = logging.getLogger(__name__)
-
-
-
-# Stage-1 presets (see anogen.diffusion.presets). "paper" is the reference code's setup
-# (gaobb/AnoGen, txt2img-1p4B-finetune.yaml and main.py): 6100 steps of batch 4 at lr
-# 0.005 scaled by the batch size (an effective 0.02), the whole image, no context crop.
-# docs/fidelity.md says why the project's defaults differ.
-LEARN_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "paper": {"steps": 6100, "batch_size": 4, "lr": 0.005, "scale_lr": True, "crop_to_defect": "off"},
-}
-
-
-@dataclass
-class LearnConfig:
-    """Everything stage 1 needs besides the model. Defaults are the paper's."""
-
-    images: list[Path]
-    masks: list[Path]
-    token: str = "<defect>"
-    init_word: str = "defect"
-    steps: int = 6000
-    batch_size: int = 4
-    lr: float = 0.005
-    scale_lr: bool = False  # the reference code multiplied lr by the batch size (0.02)
-    weight_decay: float = 0.01  # AdamW's default, as in the reference code
-    seed: int = 0
-    resolution: int | None = None  # None: the model's native resolution
-    crop_to_defect: str = "auto"  # auto: crop when the defect is small in its image
-    context_margin: float = 1.0  # crop side = defect box side * (1 + 2 * margin)
-    auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
-    area_normalised: bool = False  # divide by the mask area instead of all latent elements
-    use_mask: bool = True  # False: the paper's no-mask ablation (Table 2c), loss over the whole image
-    flip: bool = True  # joint random horizontal flips of image and mask
-    checkpoint_every: int = 500
-    checkpoint_path: Path | None = None  # None: no checkpoints
-    resume_from: Path | None = None
-    device: str = "auto"  # used by callers that load the model (CLI, GUI)
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * self.batch_size if self.scale_lr else self.lr
-
-    def with_preset(self, name: str) -> LearnConfig:
-        """This config with a :data:`LEARN_PRESETS` entry applied to the fields left at
-        their defaults."""
-        from anogen.diffusion.presets import apply_preset
-
-        return apply_preset(self, LEARN_PRESETS, name)
 
 
 @dataclass
@@ -139,24 +89,6 @@ class LearnResult:
 # ---------------------------------------------------------------------------------
 # Support set
 # ---------------------------------------------------------------------------------
-def _validate(config: LearnConfig) -> None:
-    if not config.images:
-        raise InputError("no support image given: stage 1 needs at least one defect image with its mask")
-    if len(config.images) != len(config.masks):
-        raise InputError(f"{len(config.images)} support images but {len(config.masks)} masks; give one mask per image")
-    if config.steps < 1:
-        raise InputError(f"steps must be at least 1, got {config.steps}")
-    if config.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {config.batch_size}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise InputError(f"learning rate must be a positive number, got {config.lr}")
-    validate_crop(config.crop_to_defect, config.context_margin, config.auto_crop_below, what="crop_to_defect")
-    if config.checkpoint_every < 1:
-        raise InputError(f"checkpoint_every must be at least 1, got {config.checkpoint_every}")
-    if not config.init_word.strip():
-        raise InputError("init word must not be empty")
-
-
 def _read_shot(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     image, mask = read_image_and_mask(image_path, mask_path)
     if not mask.any():
@@ -166,14 +98,14 @@ def _read_shot(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarra
 
 def validate_support(config: LearnConfig) -> None:
     """Check the options and every image/mask pair before any model is loaded."""
-    _validate(config)
+    config.validate()
     for image_path, mask_path in zip(config.images, config.masks):
         _read_shot(Path(image_path), Path(mask_path))
 
 
 def prepare_support(config: LearnConfig, resolution: int) -> list[SupportShot]:
     """Read, check, crop and resize every support image and mask."""
-    _validate(config)
+    config.validate()
     shots = []
     for image_path, mask_path in zip(config.images, config.masks):
         image_path, mask_path = Path(image_path), Path(mask_path)

@@ -1,9 +1,9 @@
 """Named presets of the stage-1 and stage-2 configs.
 
-A preset is a set of field values (``LEARN_PRESETS`` in :mod:`anogen.diffusion.learn`,
-``GENERATE_PRESETS`` in :mod:`anogen.diffusion.sampler`). Applying one changes only the
-fields still at their dataclass default, so an option the user set explicitly (to a
-non-default value) wins over the preset.
+A preset is a set of field values (``LEARN_PRESETS`` and ``GENERATE_PRESETS`` in
+:mod:`anogen.diffusion.config`). Applying one changes only the fields still at their
+dataclass default, so an option the user set explicitly (to a non-default value) wins
+over the preset.
 """
 
 from __future__ import annotations

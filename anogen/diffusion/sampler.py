@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import cv2
 import numpy as np
@@ -47,7 +47,8 @@ import torch
 
 from anogen.data.box import Box
 from anogen.data.boxes import BoxPlacement, BoxSizeRange
-from anogen.diffusion.crop import context_window, validate_crop
+from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig
+from anogen.diffusion.crop import context_window
 from anogen.diffusion.detail import restore_detail
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
@@ -60,66 +61,6 @@ if TYPE_CHECKING:
     from anogen.diffusion.models import DiffusionModel
 
 log = logging.getLogger(__name__)
-
-
-# Stage-2 presets (see anogen.diffusion.presets). "paper": the reference code generated
-# on the whole image (no context crop); its sampler settings are already the defaults.
-GENERATE_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "paper": {"crop": "off", "steps": 50, "guidance": 10.0, "eta": 0.0},
-}
-
-
-@dataclass
-class GenerateConfig:
-    """How stage 2 samples. Defaults are the paper's (DDIM 50 steps, eta 0, guidance 10)."""
-
-    steps: int = 50
-    guidance: float = 10.0  # classifier-free guidance scale; 1.0 turns guidance off
-    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM)
-    # Where denoising starts: 1.0 from pure noise (the paper); below 1 from the good image's
-    # latent noised to that share of the schedule (SDEdit; diffusers' ``strength``), so the
-    # box keeps the source's layout and texture and the token only has to add the defect.
-    strength: float = 1.0
-    # Put back the good image's fine texture the VAE round trip loses, where the model kept
-    # the surface (anogen.diffusion.detail). Off in the paper, whose SD VAE keeps the texture.
-    restore_detail: bool = False
-    prompt: str | None = None  # None: just the token; "{}" in a prompt is replaced by the token
-    negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
-    feather: int = 0  # pixels of soft edge, inside the box only
-    crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)
-    context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin), as in stage 1
-    auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
-    batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
-    vae_batch_size: int = 1  # crops per VAE call; 1 keeps the peak memory of 512 px decoding low
-    preview_every: int = 0  # send a preview image every k steps (0 = never)
-    seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
-
-    def with_preset(self, name: str) -> GenerateConfig:
-        """This config with a :data:`GENERATE_PRESETS` entry applied to the fields left at
-        their defaults."""
-        from anogen.diffusion.presets import apply_preset
-
-        return apply_preset(self, GENERATE_PRESETS, name)
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise InputError(f"steps must be >= 1, got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"eta must be in [0, 1], got {self.eta}")
-        if not (math.isfinite(self.strength) and 0.0 < self.strength <= 1.0):
-            raise InputError(f"strength must be in (0, 1], got {self.strength}")
-        if self.feather < 0:
-            raise InputError(f"feather must be >= 0 pixels, got {self.feather}")
-        validate_crop(self.crop, self.context_margin, self.auto_crop_below)
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.vae_batch_size < 1:
-            raise InputError(f"VAE batch size must be >= 1, got {self.vae_batch_size}")
-        if self.preview_every < 0:
-            raise InputError(f"preview_every must be >= 0, got {self.preview_every}")
 
 
 @dataclass
@@ -567,8 +508,8 @@ class GenerateSetConfig:
     embedding: str | os.PathLike
     normals: str | os.PathLike | Sequence[str | os.PathLike]
     out: str | os.PathLike
-    per_image: int = 4
-    samples_per_box: int = 2
+    per_image: int = PER_IMAGE
+    samples_per_box: int = SAMPLES_PER_BOX
     boxes: str | os.PathLike | dict[str, list[Box]] | None = None
     size_range: BoxSizeRange | None = None
     placement: BoxPlacement | None = None

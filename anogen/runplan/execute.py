@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from anogen.atomic import atomic_write_json, staged_directory
+from anogen.detection.train_config import TrainConfig
+from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig, LearnConfig
 from anogen.jobs import ProgressFn, check_cancel, no_progress
 from anogen.runplan.plan import GENERATE_KEYS, CategoryPlan, KindPlan, Plan
 from anogen.runplan.ranks import ProcessRanks, generate_across_ranks, remove_parts
@@ -89,12 +91,13 @@ def _normals(plan: Plan, category: CategoryPlan) -> list[Path]:
 
 
 def _per_image(plan: Plan) -> tuple[int, int]:
-    return int(plan.generate.get("per_image", 4)), int(plan.generate.get("samples_per_box", 2))
+    return (int(plan.generate.get("per_image", PER_IMAGE)),
+            int(plan.generate.get("samples_per_box", SAMPLES_PER_BOX)))
 
 
 def run_learn(ctx: StepContext, staging: Path) -> dict[str, Any]:
     from anogen.diffusion.embedding_file import save_embedding
-    from anogen.diffusion.learn import LearnConfig, learn_embedding, validate_support
+    from anogen.diffusion.learn import learn_embedding, validate_support
     from anogen.diffusion.models import load_model
 
     plan, kind = ctx.plan, ctx.kind
@@ -141,7 +144,7 @@ def run_boxes(ctx: StepContext, staging: Path) -> dict[str, Any]:
 
 
 def run_generate(ctx: StepContext, staging: Path) -> dict[str, Any]:
-    from anogen.diffusion.sampler import GenerateConfig, GenerateSetConfig
+    from anogen.diffusion.sampler import GenerateSetConfig
 
     plan, kind = ctx.plan, ctx.kind
     per_image, per_box = _per_image(plan)
@@ -159,7 +162,7 @@ def run_generate(ctx: StepContext, staging: Path) -> dict[str, Any]:
 
 def run_train(ctx: StepContext, staging: Path) -> dict[str, Any]:
     from anogen.demo_pipeline import relocate_paths
-    from anogen.detection.train import TrainConfig, train
+    from anogen.detection.train import train
 
     plan, category = ctx.plan, ctx.category
     settings = plan.train
@@ -168,8 +171,9 @@ def run_train(ctx: StepContext, staging: Path) -> dict[str, Any]:
     config = TrainConfig(
         data_dir=category.path, detector=plan.detector, out_dir=staging / DETECTOR_DIR, generated_dirs=generated,
         preset=plan.detector_preset, overrides=dict(settings.get("overrides", {})), steps=settings.get("steps"),
-        tau=float(settings.get("tau", 0.9)), mix=float(settings.get("mix", 0.5)),
-        synthesis=settings.get("synthesis", "perlin"), weak_all=bool(settings.get("weak_all", False)),
+        tau=float(settings.get("tau", TrainConfig.tau)), mix=float(settings.get("mix", TrainConfig.mix)),
+        synthesis=settings.get("synthesis", TrainConfig.synthesis),
+        weak_all=bool(settings.get("weak_all", TrainConfig.weak_all)),
         seed=plan.seed, device=ctx.device, validate_every=settings.get("validate_every"),
         teacher_weights=Path(settings["teacher"]) if "teacher" in settings else None,
         textures_dir=Path(settings["textures"]) if "textures" in settings else None,
