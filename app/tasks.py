@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anogen.detection.options import CHECKPOINT_CHOICES, EXPORT_FORMAT_NAMES
+from anogen.detection.train_config import TrainConfig
+from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig, LearnConfig
 from anogen.jobs import Progress, ProgressFn, check_cancel
 
 if TYPE_CHECKING:
@@ -25,25 +27,25 @@ if TYPE_CHECKING:
 # ============================================================================ stage 1
 
 
-# Library configs are built inside the job (their modules import torch and diffusers,
-# which takes seconds the first time): panels pass the fields as plain keyword dicts.
+# The panels build the library's configs themselves (anogen.diffusion.config and
+# anogen.detection.train_config import no torch), so a misspelt field fails at once in
+# the window, not later in a background job.
 
 
 @dataclass
 class LearnTask:
     model: str
-    learn: dict[str, Any]  # fields of anogen.diffusion.learn.LearnConfig
+    learn: LearnConfig
     out: Path   # the embedding file inside the project
 
 
 def run_learn(task: LearnTask, progress: ProgressFn, cancel: threading.Event) -> Path:
     """Load the model, learn the defect kind's embedding, save it (atomic)."""
-    from anogen.diffusion.config import LearnConfig
     from anogen.diffusion.embedding_file import save_embedding
     from anogen.diffusion.learn import learn_embedding
     from anogen.diffusion.models import load_model
 
-    config = LearnConfig(**task.learn)
+    config = task.learn
     progress(Progress(0, config.steps, "loading the model"))
     model = load_model(task.model, device=config.device, precision=config.precision)
     check_cancel(cancel)
@@ -122,7 +124,7 @@ class PreviewTask:
     image: Path
     box: tuple[int, int, int, int]
     seed: int
-    generate: dict[str, Any]  # fields of anogen.diffusion.sampler.GenerateConfig
+    generate: GenerateConfig
     device: str = "auto"
 
 
@@ -138,12 +140,11 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     """Generate one sample in one box, sending intermediate previews while it denoises."""
     from anogen.data.box import Box
     from anogen.data.imageio import read_image
-    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerationRequest, generate
 
-    config = GenerateConfig(**task.generate)
+    config = task.generate
     progress(Progress(0, config.steps, "loading the model"))
     model = load_model(task.model, device=task.device)
     token = apply_embedding(model, load_embedding(task.embedding))
@@ -161,21 +162,20 @@ class GenerateTask:
     normals: list[Path]
     out: Path
     defect_kind: str
-    per_image: int = 4
-    samples_per_box: int = 2
+    per_image: int = PER_IMAGE
+    samples_per_box: int = SAMPLES_PER_BOX
     boxes: dict[str, list] | None = None  # {image name: [anogen.data.box.Box]}; None = propose
     size_range: Any = None  # anogen.data.boxes.BoxSizeRange
-    generate: dict[str, Any] = field(default_factory=dict)  # GenerateConfig fields
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     device: str = "auto"
 
 
 def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
-    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
     generate_set(GenerateSetConfig(model=task.model, embedding=task.embedding, normals=task.normals, out=task.out,
                                    per_image=task.per_image, samples_per_box=task.samples_per_box, boxes=task.boxes,
-                                   size_range=task.size_range, generation=GenerateConfig(**task.generate),
+                                   size_range=task.size_range, generation=task.generate,
                                    defect_kind=task.defect_kind, device=task.device), progress, cancel)
     return task.out
 
@@ -244,18 +244,20 @@ def run_propose(task: ProposeTask, progress: ProgressFn, cancel: threading.Event
 # ============================================================================ stage 3
 
 
-def run_train(fields: dict[str, Any], progress: ProgressFn, cancel: threading.Event) -> Any:
-    """Train a detector; ``fields`` are TrainConfig's, with preset ``auto`` meaning the paper
-    preset on a GPU and the quick one on a CPU."""
+#: The app's own value of TrainConfig.preset: the paper preset on a GPU, the quick one on a
+#: CPU. :func:`run_train` resolves it on the job thread (asking torch for a GPU is slow).
+AUTO_PRESET = "auto"
+
+
+def run_train(config: TrainConfig, progress: ProgressFn, cancel: threading.Event) -> Any:
+    """Train a detector; ``config.preset`` may be :data:`AUTO_PRESET`."""
     import torch
 
     from anogen.detection.train import train
-    from anogen.detection.train_config import TrainConfig
 
-    fields = dict(fields)
-    if fields.get("preset") == "auto":
-        fields["preset"] = "paper" if torch.cuda.is_available() else "quick"
-    return train(TrainConfig(**fields), progress, cancel)
+    if config.preset == AUTO_PRESET:
+        config = replace(config, preset="paper" if torch.cuda.is_available() else "quick")
+    return train(config, progress, cancel)
 
 
 @dataclass

@@ -13,10 +13,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from anogen.detection.train_config import TrainConfig
 from anogen.jobs import JobCancelled, Progress
 
 # Seconds per optimiser step on 2 idle CPU cores, fp32, at the preset's own image size and
@@ -69,10 +70,10 @@ def describe_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def time_training_steps(train: Callable[[dict[str, Any], Callable, threading.Event], Any],
-                        fields: dict[str, Any], progress: Callable[[Progress], None],
+def time_training_steps(train: Callable[[TrainConfig, Callable, threading.Event], Any],
+                        config: TrainConfig, progress: Callable[[Progress], None],
                         cancel: threading.Event, steps: int = 3) -> StepTiming:
-    """Run ``train(fields, ...)`` until ``steps`` optimiser steps are done, then stop it.
+    """Run ``train(config, ...)`` until ``steps`` optimiser steps are done, then stop it.
 
     The first step is warm-up (allocations, caches) and not counted: the time is the mean
     of the next ones. ``total_steps`` is what the run reports as its length. Nothing is
@@ -94,7 +95,7 @@ def time_training_steps(train: Callable[[dict[str, Any], Callable, threading.Eve
 
     with tempfile.TemporaryDirectory(prefix="anogen-timing-") as scratch:
         try:
-            train(dict(fields, out_dir=Path(scratch) / "run", overwrite=True), watch, stop)
+            train(replace(config, out_dir=Path(scratch) / "run", overwrite=True), watch, stop)
         except JobCancelled:
             pass
     if cancel.is_set():

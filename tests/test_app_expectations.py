@@ -407,9 +407,7 @@ def test_job_settings_are_kept_in_the_project_and_restored_on_reopen(make_window
     assert defects.steps_spin.value() == 321 and defects.scale_lr_check.currentIndex() == 1
     assert (generate.steps_spin.value(), generate.guidance_spin.value(), generate.per_box_spin.value()) == (25, 7.5, 5)
     assert generate.strength_spin.value() == pytest.approx(0.6) and generate.restore_detail_check.isChecked()
-    from anogen.diffusion.config import GenerateConfig
-
-    job_config = GenerateConfig(**generate._generate_config())  # what the Generate job is built from
+    job_config = generate._generate_config()  # what the Generate job gets
     assert job_config.strength == pytest.approx(0.6) and job_config.restore_detail
     assert train.tau_spin.value() == pytest.approx(0.75) and train.detector_combo.currentText() == "destseg"
     assert train.length_combo.currentIndex() == 1
@@ -483,7 +481,7 @@ def test_expected_training_time_is_shown_before_training_and_5_minutes_fits(make
     text = train.time_label.text()
     assert "Expected training time: about 2 min" in text and "250 steps" in text  # 250 x 0.45 s, the table
 
-    def fake_train(fields, progress, cancel):  # 1.5 s a step on this "slow laptop"
+    def fake_train(config, progress, cancel):  # 1.5 s a step on this "slow laptop"
         clock = {"t": 0.0}
         for step in range(1, 251):
             if cancel.is_set():
@@ -507,8 +505,8 @@ def test_expected_training_time_is_shown_before_training_and_5_minutes_fits(make
     steps = train.train_steps()
     assert steps * 1.5 <= 5 * 60 * 0.8 + 1e-9 and steps >= 100
     assert f"{steps} steps" in train.time_label.text() and "4 min" in train.time_label.text()
-    fields = train._train_fields(Workspace.open(project), category, tmp_path / "out")
-    assert fields["steps"] == steps
+    config = train._train_config(Workspace.open(project), category, tmp_path / "out")
+    assert config.steps == steps
     assert time_training_steps is not None
 
     # Typing Steps afterwards is what runs (it used to be ignored under the 5-minute length),
@@ -539,8 +537,8 @@ def test_the_5_minute_length_measures_this_computer_before_it_trains(make_window
     clock = {"t": 0.0}
     monkeypatch.setattr(timing_module.time, "monotonic", lambda: clock["t"])
 
-    def fake_train(fields, progress, cancel):  # 2 s a step on this computer
-        runs.append(dict(fields))
+    def fake_train(config, progress, cancel):  # 2 s a step on this computer
+        runs.append(config)
         for step in range(1, 251):
             if cancel.is_set():
                 from anogen.errors import JobCancelled
@@ -559,7 +557,7 @@ def test_the_5_minute_length_measures_this_computer_before_it_trains(make_window
     assert train._timing_job is not None
     assert train.train() is None  # pressed while timing: it waits for the measurement
     qtbot.waitUntil(lambda: len(runs) == 2 and not window.engine.is_busy(), timeout=20000)
-    assert runs[1]["steps"] == steps_within(2.0) == 120 and "measured here" in train.time_label.text()
+    assert runs[1].steps == steps_within(2.0) == 120 and "measured here" in train.time_label.text()
 
 
 # ---------------------------------------------------------------- setup

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from anogen.device import DEVICE_CHOICES
+from anogen.ranges import FieldRange
 from app import theme
 from app.canvas_controller import CanvasController
 from app.engine import Job
@@ -87,6 +88,27 @@ class Panel(QWidget):
         combo.addItems(list(DEVICE_CHOICES))
         combo.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
         return combo
+
+    @staticmethod
+    def int_spin(limits: FieldRange[int], value: int) -> QSpinBox:
+        """A spin box over a config field's range (anogen.ranges), starting at ``value``."""
+        spin = QSpinBox()
+        spin.setRange(limits.minimum, limits.maximum)
+        spin.setValue(value)
+        return spin
+
+    @staticmethod
+    def float_spin(limits: FieldRange[float], value: float, *, step: float | None = None,
+                   decimals: int | None = None) -> QDoubleSpinBox:
+        """:meth:`int_spin` for a float field; ``decimals`` before the range, which it rounds."""
+        spin = QDoubleSpinBox()
+        if decimals is not None:
+            spin.setDecimals(decimals)
+        spin.setRange(limits.minimum, limits.maximum)
+        if step is not None:
+            spin.setSingleStep(step)
+        spin.setValue(value)
+        return spin
 
     def heading(self, text: str) -> QLabel:
         label = QLabel(text)

@@ -9,7 +9,6 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QKeyEvent
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from anogen.data.imageio import is_image_file, read_image
+from anogen.diffusion.config import APP_LEARN_STEPS, LEARN_RANGES, LearnConfig
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
 from app.canvas import Tool
@@ -39,7 +39,6 @@ from app.widgets.gallery import Gallery
 from app.widgets.plot import PlotWidget
 
 MIN_SHOTS = 3  # the paper's k; fewer works but learns worse
-DEFAULT_CPU_STEPS = 500
 LARGE_SIDE = 4096  # above this an import asks first: a 6000x4000 photo froze the UI for 6 s
 DOWNSCALED_SIDE = 2048  # still 4x the models' working size, so a small defect keeps its detail
 
@@ -165,36 +164,28 @@ class DefectsPanel(Panel):
         # -- learn settings
         self.heading("Learn (stage 1)")
         grid = QFormLayout()
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(DEFAULT_CPU_STEPS)
+        self.steps_spin = self.int_spin(LEARN_RANGES["steps"], APP_LEARN_STEPS)
         self.steps_spin.setToolTip("How long Learn practises on your photos: more steps learn the defect better and "
-                                   "take longer. The paper trains 6000 on a GPU; a few hundred give a usable demo on "
-                                   "a CPU")
+                                   f"take longer. The paper trains {LearnConfig.steps} on a GPU; a few hundred give a "
+                                   "usable demo on a CPU")
         grid.addRow("Steps", self.steps_spin)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(4)
-        self.lr_spin.setRange(0.0001, 1.0)
-        self.lr_spin.setSingleStep(0.001)
-        self.lr_spin.setValue(0.005)
+        self.lr_spin = self.float_spin(LEARN_RANGES["lr"], LearnConfig.lr, step=0.001, decimals=4)
         self.lr_spin.setToolTip("How big each learning step is: higher learns faster but can go unstable (the loss "
                                 "curve jumps); lower is steadier and slower")
         grid.addRow("Learning rate", self.lr_spin)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin = self.int_spin(LEARN_RANGES["seed"], LearnConfig.seed)
         grid.addRow("Seed", self.seed_spin)
         self.form.addLayout(grid)
         advanced = QWidget()
         adv = QFormLayout(advanced)
         adv.setContentsMargins(12, 0, 0, 0)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 64)
-        self.batch_spin.setValue(4)
+        self.batch_spin = self.int_spin(LEARN_RANGES["batch_size"], LearnConfig.batch_size)
         self.batch_spin.setToolTip("Photos looked at per step: more is steadier but each step is slower and needs "
                                    "more memory")
         adv.addRow("Batch size", self.batch_spin)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
+        self.crop_combo.setCurrentText(LearnConfig.crop_to_defect)
         self.crop_combo.setToolTip("Crop around the defect when it is small in its image")
         adv.addRow("Crop to defect", self.crop_combo)
         self.scale_lr_check = QComboBox()
@@ -652,7 +643,7 @@ class DefectsPanel(Panel):
         if not self.studio.model_ready():
             return None
         model = workspace.project.model  # the last model that passed its check, never a typo
-        config = dict(
+        config = LearnConfig(
             images=[workspace.resolve(s.image) for s in shots],
             masks=[workspace.resolve(s.mask) for s in shots],
             token=kind.token, init_word=kind.init_word, steps=self.steps_spin.value(), lr=self.lr_spin.value(),
@@ -662,7 +653,7 @@ class DefectsPanel(Panel):
         out = workspace.embeddings_dir / f"{kind.token.strip('<>')}.safetensors"
         self.loss_plot.clear()
         self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s), "
-                                  f"{config['steps']} steps…")
+                                  f"{config.steps} steps…")
         name = kind.name
         self._learn_job = self.studio.engine.submit(
             f"Learn '{name}'", run_learn, LearnTask(model, config, out),

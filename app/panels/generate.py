@@ -26,6 +26,14 @@ from PySide6.QtWidgets import (
 
 from anogen.data.box import Box
 from anogen.data.imageio import read_image, read_mask
+from anogen.diffusion.config import (
+    BOXES_PER_IMAGE,
+    BOXES_PER_IMAGE_RANGE,
+    GENERATE_RANGES,
+    SAMPLES_PER_BOX,
+    SAMPLES_PER_BOX_RANGE,
+    GenerateConfig,
+)
 from anogen.diffusion.crop import CROP_CHOICES
 from anogen.errors import AnoGenError
 from app.canvas.qimage import rgb_to_pixmap
@@ -113,9 +121,7 @@ class GeneratePanel(Panel):
             sizes.addWidget(spin)
             self.size_spins.append(spin)
         grid.addRow("Size (w lo/hi, h lo/hi)", sizes)
-        self.boxes_per_image = QSpinBox()
-        self.boxes_per_image.setRange(1, 16)
-        self.boxes_per_image.setValue(2)
+        self.boxes_per_image = self.int_spin(BOXES_PER_IMAGE_RANGE, BOXES_PER_IMAGE)
         grid.addRow("Boxes per image", self.boxes_per_image)
         self.foreground_combo = QComboBox()
         self.foreground_combo.addItems(["part (GrabCut)", "part (Otsu)", "whole image (textures)"])
@@ -137,25 +143,19 @@ class GeneratePanel(Panel):
 
         self.heading("Generate (stage 2)")
         grid = QFormLayout()
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 1000)
-        self.steps_spin.setValue(50)
+        self.steps_spin = self.int_spin(GENERATE_RANGES["steps"], GenerateConfig.steps)
         self.steps_spin.setToolTip("How many refinement passes make each defect: more look cleaner and take longer "
-                                   "(50 is the paper's; 20 is enough for a quick look)")
+                                   f"({GenerateConfig.steps} is the paper's; 20 is enough for a quick look)")
         grid.addRow("Denoising steps (DDIM)", self.steps_spin)
-        self.guidance_spin = QDoubleSpinBox()
-        self.guidance_spin.setRange(1.0, 30.0)
-        self.guidance_spin.setValue(10.0)
+        self.guidance_spin = self.float_spin(GENERATE_RANGES["guidance"], GenerateConfig.guidance)
         self.guidance_spin.setToolTip("How strongly each sample follows the learned defect: higher gives more "
-                                      "pronounced defects, too high gives harsh artefacts (paper: 10)")
+                                      "pronounced defects, too high gives harsh artefacts "
+                                      f"(paper: {GenerateConfig.guidance:g})")
         grid.addRow("Guidance (defect strength)", self.guidance_spin)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin = self.int_spin(GENERATE_RANGES["seed"], GenerateConfig.seed)
         self.seed_spin.setToolTip("The same seed gives the same samples again; change it for different ones")
         grid.addRow("Seed", self.seed_spin)
-        self.per_box_spin = QSpinBox()
-        self.per_box_spin.setRange(1, 64)
-        self.per_box_spin.setValue(2)
+        self.per_box_spin = self.int_spin(SAMPLES_PER_BOX_RANGE, SAMPLES_PER_BOX)
         self.per_box_spin.setToolTip("Every box gets N generated defects, each with its own seed")
         grid.addRow("Samples per box (N)", self.per_box_spin)
         self.images_spin = QSpinBox()
@@ -167,23 +167,21 @@ class GeneratePanel(Panel):
         advanced = QWidget()
         adv = QFormLayout(advanced)
         adv.setContentsMargins(12, 0, 0, 0)
-        self.feather_spin = QSpinBox()
-        self.feather_spin.setRange(0, 64)
+        self.feather_spin = self.int_spin(GENERATE_RANGES["feather"], GenerateConfig.feather)
         self.feather_spin.setToolTip("Softens the edge where the generated defect meets the original image")
         adv.addRow("Soft edge, feather (px)", self.feather_spin)
-        self.strength_spin = QDoubleSpinBox()
-        self.strength_spin.setRange(0.05, 1.0)
-        self.strength_spin.setSingleStep(0.05)
-        self.strength_spin.setValue(1.0)
+        self.strength_spin = self.float_spin(GENERATE_RANGES["strength"], GenerateConfig.strength, step=0.05)
         self.strength_spin.setToolTip("1 paints each defect from pure noise (the paper); lower starts from the good "
                                       "image part way, so the box keeps more of its surface")
         adv.addRow("Strength", self.strength_spin)
         self.restore_detail_check = QCheckBox("Keep the surface's fine texture")
+        self.restore_detail_check.setChecked(GenerateConfig.restore_detail)
         self.restore_detail_check.setToolTip("Put back the fine texture the model's VAE loses, wherever the model "
                                              "did not paint a defect (helps small models and large crops)")
         adv.addRow("", self.restore_detail_check)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
+        self.crop_combo.setCurrentText(GenerateConfig.crop)
         adv.addRow("Crop around box", self.crop_combo)
         self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
@@ -466,9 +464,9 @@ class GeneratePanel(Panel):
         return self._propose_job
 
     # ================================================================== generation
-    def _generate_config(self, preview_every: int = 0) -> dict:
-        """GenerateConfig fields (the job builds the config, off the UI thread)."""
-        return dict(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
+    def _generate_config(self, preview_every: int = 0) -> GenerateConfig:
+        """The sampler's settings from the panel."""
+        return GenerateConfig(steps=self.steps_spin.value(), guidance=self.guidance_spin.value(),
                               feather=self.feather_spin.value(), crop=self.crop_combo.currentText(),
                               strength=self.strength_spin.value(),
                               restore_detail=self.restore_detail_check.isChecked(),

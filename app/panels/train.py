@@ -11,7 +11,6 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -31,6 +30,7 @@ from anogen.data.imageio import read_image
 from anogen.detection.history import read_history, training_curves
 from anogen.detection.options import EXPORT_FORMAT_NAMES, EXPORT_FORMATS
 from anogen.detection.registry import DETECTORS, PRESETS
+from anogen.detection.train_config import TRAIN_RANGES, TrainConfig
 from anogen.errors import AnoGenError
 from app.canvas_controller import CanvasController
 from app.engine import Job
@@ -38,7 +38,7 @@ from app.icons import icon
 from app.panels.base import Panel
 from app.results_record import VIEW_KEY, from_record, results_caption, to_record, validation_caption
 from app.studio import Studio
-from app.tasks import ExportTask, TestResults, TestTask, run_export, run_test, run_train
+from app.tasks import AUTO_PRESET, ExportTask, TestResults, TestTask, run_export, run_test, run_train
 from app.train_timing import (
     PRESET_STEPS,
     StepTiming,
@@ -142,7 +142,7 @@ class TrainPanel(Panel):
                                      "setup, hours on a GPU")
         adv.addRow("Preset", self.preset_combo)
         self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 1_000_000)
+        self.steps_spin.setRange(0, TRAIN_RANGES["steps"].maximum)  # 0: TrainConfig.steps None
         self.steps_spin.setSpecialValueText("preset default")
         adv.addRow("Steps", self.steps_spin)
         self.size_spin = QSpinBox()
@@ -151,23 +151,17 @@ class TrainPanel(Panel):
         self.size_spin.setSpecialValueText("preset default")
         self.size_spin.setToolTip("Detector input size in pixels (a multiple of 32); smaller trains faster")
         adv.addRow("Image size", self.size_spin)
-        self.tau_spin = QDoubleSpinBox()
-        self.tau_spin.setRange(0.01, 1.0)
-        self.tau_spin.setSingleStep(0.05)
-        self.tau_spin.setValue(0.9)
+        self.tau_spin = self.float_spin(TRAIN_RANGES["tau"], TrainConfig.tau, step=0.05)
         self.tau_spin.setToolTip("A generated box is bigger than its defect. Pixels in a box that the detector "
                                  "scores below tau are not taught as defect, so the good rim of the box does not "
-                                 "teach false alarms. Higher: only the clearest pixels count (paper: 0.9)")
+                                 "teach false alarms. Higher: only the clearest pixels count "
+                                 f"(paper: {TrainConfig.tau:g})")
         adv.addRow("Box trust (tau)", self.tau_spin)
-        self.mix_spin = QDoubleSpinBox()
-        self.mix_spin.setRange(0.0, 1.0)
-        self.mix_spin.setSingleStep(0.1)
-        self.mix_spin.setValue(0.5)
+        self.mix_spin = self.float_spin(TRAIN_RANGES["mix"], TrainConfig.mix, step=0.1)
         self.mix_spin.setToolTip("Share of defect examples taken from your generated samples; the rest are the "
-                                 "detector's own synthetic blotches. 0: synthetic only (paper: 0.5)")
+                                 f"detector's own synthetic blotches. 0: synthetic only (paper: {TrainConfig.mix:g})")
         adv.addRow("Generated share (mix)", self.mix_spin)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin = self.int_spin(TRAIN_RANGES["seed"], TrainConfig.seed)
         adv.addRow("Seed", self.seed_spin)
         self.device_combo = self.device_chooser()
         adv.addRow("Device", self.device_combo)
@@ -365,14 +359,14 @@ class TrainPanel(Panel):
         return next((d for d in project.detectors if d.name == name), None)
 
     def _preset(self) -> str:
-        """The preset to train with; ``auto`` is resolved by the job (paper on a GPU, else quick)."""
+        """The preset to train with; AUTO_PRESET is resolved by the job (paper on a GPU, else quick)."""
         if self.preset_combo.currentIndex() == 0:
-            return "auto"
+            return AUTO_PRESET
         return self.preset_combo.currentText()
 
     def _update_preset_info(self) -> None:
         preset = self._preset()
-        if preset == "auto":
+        if preset == AUTO_PRESET:
             gpu = gpu_available()
             preset = "quick on CPU, paper on GPU" if gpu is None else ("paper (GPU)" if gpu else "quick (CPU)")
         self.preset_info.setText(f"{self.detector_combo.currentText().upper()}, preset {preset}, "
@@ -387,7 +381,7 @@ class TrainPanel(Panel):
 
     def _resolved_preset(self) -> str:
         preset = self._preset()
-        return ("paper" if gpu_available() else "quick") if preset == "auto" else preset
+        return ("paper" if gpu_available() else "quick") if preset == AUTO_PRESET else preset
 
     def step_timing(self) -> StepTiming | None:
         """Seconds per step (measured here when "Time it" ran, else from the table) and run length."""
@@ -449,7 +443,7 @@ class TrainPanel(Panel):
         data = self.dataset_dir()
         if workspace is None or data is None or self.is_running(self._timing_job):
             return None
-        fields = self._train_fields(workspace, data, Path(workspace.root) / "unused")
+        config = self._train_config(workspace, data, Path(workspace.root) / "unused")
         key = self._timing_key()
 
         def measured(timing: StepTiming) -> None:
@@ -464,8 +458,8 @@ class TrainPanel(Panel):
 
         self.time_label.setText("Timing a few training steps…")
         self._timing_job = self.studio.engine.submit(
-            "Time training steps", lambda config, progress, cancel: time_training_steps(run_train, config, progress,
-                                                                                        cancel), fields,
+            "Time training steps", lambda job_config, progress, cancel: time_training_steps(
+                run_train, job_config, progress, cancel), config,
             on_result=measured, on_failure=failed)
         return self._timing_job
 
@@ -528,7 +522,7 @@ class TrainPanel(Panel):
         detector = self.detector_combo.currentText()
         name = self.name_combo.currentText().strip() or f"{detector}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder_rel = f"detectors/{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name).lower()}"
-        config = self._train_fields(workspace, data, workspace.resolve(folder_rel))
+        config = self._train_config(workspace, data, workspace.resolve(folder_rel))
         self.loss_plot.clear()
         self.val_plot.clear()
         self._update_preset_info()
@@ -548,17 +542,17 @@ class TrainPanel(Panel):
         self.update_enabled()
         return self._train_job
 
-    def _train_fields(self, workspace, data: Path, out_dir: Path) -> dict:  # workspace: Workspace
-        """TrainConfig fields from the panel (the job builds the config, off the UI thread)."""
+    def _train_config(self, workspace, data: Path, out_dir: Path) -> TrainConfig:  # workspace: Workspace
+        """The training settings from the panel (preset may be AUTO_PRESET, resolved by the job)."""
         set_name = self.set_combo.currentData()
         generated_dir = workspace.resolve(workspace.project.generated_set(set_name).folder) if set_name else None
-        return dict(data_dir=data, detector=self.detector_combo.currentText(), out_dir=out_dir,
-                    generated_dir=generated_dir, preset=self._preset(),
-                    overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
-                    steps=self.train_steps(), tau=self.tau_spin.value(),
-                    mix=self.mix_spin.value(), seed=self.seed_spin.value(),
-                    device=self.device_combo.currentText(), exclude=self._support_images(),
-                    overwrite=True)
+        return TrainConfig(data_dir=data, detector=self.detector_combo.currentText(), out_dir=out_dir,
+                           generated_dir=generated_dir, preset=self._preset(),
+                           overrides={"image_size": self.size_spin.value()} if self.size_spin.value() else {},
+                           steps=self.train_steps(), tau=self.tau_spin.value(),
+                           mix=self.mix_spin.value(), seed=self.seed_spin.value(),
+                           device=self.device_combo.currentText(), exclude=self._support_images(),
+                           overwrite=True)
 
     def _job_progress(self, job: Job, report) -> None:
         if job is not self._train_job:

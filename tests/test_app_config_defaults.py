@@ -1,0 +1,79 @@
+"""The app's settings start at the library's defaults and offer its ranges
+(anogen.diffusion.config, anogen.detection.train_config), and its jobs get typed configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from _app_helpers import write_project
+
+from anogen.data.workspace import Workspace
+from anogen.detection.train_config import TRAIN_RANGES, TrainConfig
+from anogen.diffusion.config import (
+    APP_LEARN_STEPS,
+    BOXES_PER_IMAGE,
+    BOXES_PER_IMAGE_RANGE,
+    GENERATE_RANGES,
+    LEARN_RANGES,
+    SAMPLES_PER_BOX,
+    SAMPLES_PER_BOX_RANGE,
+    GenerateConfig,
+    LearnConfig,
+)
+from anogen.ranges import FieldRange
+from app.tasks import AUTO_PRESET
+
+
+def _check(spin, limits: FieldRange, value) -> None:
+    assert (spin.minimum(), spin.maximum()) == pytest.approx((limits.minimum, limits.maximum))
+    assert spin.value() == pytest.approx(value)
+
+
+def test_the_panels_start_at_the_config_defaults_and_offer_its_ranges(make_window, tmp_path):
+    window = make_window()
+    window.open_project(write_project(tmp_path))
+    defects, generate, train = (window.panels[n] for n in ("defects", "generate", "train"))
+
+    _check(defects.steps_spin, LEARN_RANGES["steps"], APP_LEARN_STEPS)  # the app's CPU length, on purpose
+    _check(defects.lr_spin, LEARN_RANGES["lr"], LearnConfig.lr)
+    _check(defects.batch_spin, LEARN_RANGES["batch_size"], LearnConfig.batch_size)
+    _check(defects.seed_spin, LEARN_RANGES["seed"], LearnConfig.seed)
+    assert defects.crop_combo.currentText() == LearnConfig.crop_to_defect
+    assert (defects.scale_lr_check.currentIndex() == 1) == LearnConfig.scale_lr
+
+    for name in ("steps", "guidance", "strength", "feather", "seed"):
+        _check(getattr(generate, f"{name}_spin"), GENERATE_RANGES[name], getattr(GenerateConfig, name))
+    _check(generate.per_box_spin, SAMPLES_PER_BOX_RANGE, SAMPLES_PER_BOX)
+    _check(generate.boxes_per_image, BOXES_PER_IMAGE_RANGE, BOXES_PER_IMAGE)
+    assert generate._generate_config() == GenerateConfig()  # every field the panel sets is at its default
+
+    for name in ("tau", "mix", "seed"):
+        _check(getattr(train, f"{name}_spin"), TRAIN_RANGES[name], getattr(TrainConfig, name))
+    # Steps offers one value below the range, 0, shown as "preset default" (steps None).
+    assert (train.steps_spin.minimum(), train.steps_spin.maximum()) == (0, TRAIN_RANGES["steps"].maximum)
+    config = train._train_config(Workspace.open(window.studio.workspace.root), tmp_path / "cat", tmp_path / "out")
+    assert isinstance(config, TrainConfig) and config.preset == AUTO_PRESET
+    assert (config.steps, config.tau, config.mix, config.seed) == (TrainConfig.steps, TrainConfig.tau,
+                                                                   TrainConfig.mix, TrainConfig.seed)
+
+
+def test_run_train_resolves_the_auto_preset_on_the_job_thread(monkeypatch, tmp_path):
+    import torch
+
+    import anogen.detection.train as train_module
+    from app.tasks import run_train
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train_module, "train", lambda config, progress, cancel: seen.append(config))
+    config = TrainConfig(data_dir=tmp_path, detector="draem", out_dir=tmp_path / "run", preset=AUTO_PRESET)
+    for gpu, preset in ((False, "quick"), (True, "paper")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        run_train(config, lambda report: None, None)
+        assert seen[-1].preset == preset
+    run_train(TrainConfig(data_dir=tmp_path, detector="draem", out_dir=Path("run"), preset="paper"),
+              lambda report: None, None)
+    assert seen[-1].preset == "paper" and config.preset == AUTO_PRESET  # the panel's config is left as it was
