@@ -197,7 +197,10 @@ def run_regenerate(task: RegenerateTask, progress: ProgressFn, cancel: threading
     samples = read_generated_set(task.set_folder)
     for sample in samples:
         if sample.image_path.resolve() == task.sample_image.resolve():
-            sample.seed = task.preview.seed
+            # The manifest line says how the new image was made.
+            generation = task.preview.generate
+            sample.seed, sample.steps, sample.guidance = task.preview.seed, generation.steps, generation.guidance
+            sample.settings = generation.image_settings()
             sample.status = "pending"
     write_image(task.sample_image, result.image)
     write_manifest(task.set_folder, samples)

@@ -130,6 +130,13 @@ def test_regenerate_shows_the_new_image_and_keeps_the_sample_selected(make_windo
     assert window.engine.wait(30)
     sample = window.studio.project.generated_set(name).samples[1]
     assert (read_image(project / sample.image) == 250).all()
+    # The set's manifest line now says how the new image was made (the panel's settings).
+    from anogen.data.generated import read_generated_set
+
+    line = read_generated_set(project / "generated" / "set1")[1]
+    generation = panel._generate_config()
+    assert (line.steps, line.guidance, line.settings) == (generation.steps, generation.guidance,
+                                                          generation.image_settings())
     assert panel.gallery.selected_keys() == [1]
     assert window.studio.selection == Selection("sample", name, 1)
     assert (window.canvas.image() == 250).all(), "the canvas shows the regenerated image"

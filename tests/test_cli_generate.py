@@ -14,6 +14,7 @@ from anogen.cli import main
 from anogen.data.box import Box
 from anogen.data.generated import read_generated_set
 from anogen.data.imageio import read_image, write_image
+from anogen.diffusion.config import GenerateConfig
 from anogen.errors import JobCancelled
 
 
@@ -62,6 +63,7 @@ def test_generate_writes_a_complete_set(setup, capsys):
     digest = hashlib.sha256(embedding.read_bytes()).hexdigest()
     assert {(s.defect_kind, s.steps, s.guidance, s.embedding_hash, s.status) for s in samples} == {
         ("scratch", 2, 10.0, digest, "pending")}  # to review; still used for training unless rejected
+    assert all(s.settings == GenerateConfig().image_settings() for s in samples)  # strength, crop, ...
     assert len({s.seed for s in samples}) == 12
     for source, group in _by_source(samples).items():
         assert len(group) == 4
@@ -140,7 +142,6 @@ def test_bad_inputs_exit_2_and_leave_nothing(setup, tmp_path, capsys):
 
 
 def test_cancel_within_a_step_leaves_no_folder(setup, tmp_path):
-    from anogen.diffusion.config import GenerateConfig
     from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
     root, model, embedding, normals = setup

@@ -14,7 +14,7 @@ value is a named constant below with the reason beside it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,11 @@ GENERATE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# GenerateConfig fields that change speed, memory or the preview, not the image; the
+# seed is stored per sample, steps and guidance have manifest fields of their own.
+_NOT_IMAGE_SETTINGS = ("steps", "guidance", "batch_size", "vae_batch_size", "preview_every", "seed")
+
+
 @dataclass
 class GenerateConfig:
     """How stage 2 samples. Defaults are the paper's (DDIM 50 steps, eta 0, guidance 10)."""
@@ -140,6 +145,11 @@ class GenerateConfig:
     vae_batch_size: int = 1  # crops per VAE call; 1 keeps the peak memory of 512 px decoding low
     preview_every: int = 0  # send a preview image every k steps (0 = never)
     seed: int = 0  # base seed of generate_set; generate() uses each request's own seed
+
+    def image_settings(self) -> dict[str, Any]:
+        """The settings that shape a generated image besides ``steps`` and ``guidance``
+        (which the manifest stores in fields of their own): its provenance in a set."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_IMAGE_SETTINGS}
 
     def with_preset(self, name: str) -> GenerateConfig:
         """This config with a :data:`GENERATE_PRESETS` entry applied to the fields left at

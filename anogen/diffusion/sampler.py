@@ -619,7 +619,8 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                 mask = output.box.to_mask(*output.image.shape[:2]) if output.box.is_rotated else None
                 writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
-                           guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}")
+                           guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}",
+                           settings=config.image_settings())
             done_batches += 1
             pending.clear()
 
