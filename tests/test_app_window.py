@@ -192,3 +192,19 @@ def test_every_action_has_a_shortcut_listed_in_help(make_window):
     dialog = window.show_shortcuts()
     assert dialog.table.rowCount() == len(rows)
     dialog.close()
+
+
+def test_no_panel_cuts_off_its_controls_when_the_task_dock_is_made_narrow(make_window, project, qtbot):
+    # The panels scroll vertically only: a row of buttons wider than the dock was cut off
+    # (the Defects panel's six mask tools). The dock may not get narrower than its content.
+    window = make_window()
+    window.open_project(project)
+    window.resize(1280, 800)
+    window.show()
+    dock = window.findChild(type(window.tabs.parentWidget()), "taskDock")
+    window.resizeDocks([dock], [150], Qt.Orientation.Horizontal)
+    for name, panel in window.panels.items():
+        window.show_panel(name)
+        qtbot.wait(10)
+        needed = panel.body.minimumSizeHint().width()
+        assert panel.scroll_area.viewport().width() >= needed, name

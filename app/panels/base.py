@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -27,6 +27,20 @@ from app.icons import icon
 from app.studio import Studio
 
 
+class _PanelScroll(QScrollArea):
+    """A vertical-only scroll area that is never narrower than its content: without a
+    horizontal scroll bar, a row of buttons wider than the dock was cut off."""
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is None:
+            return hint
+        width = (content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                 + 2 * self.frameWidth())
+        return QSize(max(hint.width(), width), hint.height())
+
+
 class Panel(QWidget):
     name = "panel"
     title = "Panel"
@@ -44,7 +58,7 @@ class Panel(QWidget):
         self.form = QVBoxLayout(self.body)
         self.form.setContentsMargins(10, 8, 10, 8)
         self.form.setSpacing(8)
-        scroll = QScrollArea()
+        scroll = _PanelScroll()
         self.scroll_area = scroll  # not `scroll`: QWidget.scroll() is a method
         scroll.setWidget(self.body)
         scroll.setWidgetResizable(True)

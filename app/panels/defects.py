@@ -11,12 +11,14 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QToolButton,
@@ -92,7 +94,8 @@ class DefectsPanel(Panel):
 
         # -- mask tools
         self.heading("Mask")
-        row = QHBoxLayout()
+        # Two rows of three: one row of six text buttons is wider than the dock.
+        tools = QGridLayout()
         self.tool_buttons: dict[Tool, QToolButton] = {}
         for tool, text, key in ((Tool.BRUSH, "Brush", "B"), (Tool.ERASER, "Eraser", "E"), (Tool.FILL, "Fill", "G"),
                                 (Tool.POLYGON, "Polygon", "P"), (Tool.PAN, "Pan", "H")):
@@ -103,7 +106,6 @@ class DefectsPanel(Panel):
             button.setCheckable(True)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
             button.clicked.connect(lambda _c=False, t=tool: self.canvas.set_tool(t))
-            row.addWidget(button)
             self.tool_buttons[tool] = button
         self.clear_button = QToolButton()
         self.clear_button.setIcon(icon("clear"))
@@ -111,9 +113,10 @@ class DefectsPanel(Panel):
         self.clear_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.clear_button.setToolTip("Clear the mask (Ctrl+Shift+X)")
         self.clear_button.clicked.connect(self.canvas.clear_mask)
-        row.addWidget(self.clear_button)
-        row.addStretch(1)
-        self.form.addLayout(row)
+        for index, button in enumerate([*self.tool_buttons.values(), self.clear_button]):
+            button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            tools.addWidget(button, index // 3, index % 3)
+        self.form.addLayout(tools)
         grid = QFormLayout()
         self.radius_spin = QSpinBox()
         self.radius_spin.setRange(1, 500)
