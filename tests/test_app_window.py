@@ -208,3 +208,29 @@ def test_no_panel_cuts_off_its_controls_when_the_task_dock_is_made_narrow(make_w
         qtbot.wait(10)
         needed = panel.body.minimumSizeHint().width()
         assert panel.scroll_area.viewport().width() >= needed, name
+
+
+def test_a_learned_kind_shows_its_stage1_loss_curve_after_reopening(make_window, project, qtbot):
+    import torch
+
+    from anogen.diffusion.embedding_file import LearnedEmbedding, save_embedding
+
+    workspace = Workspace.open(project)
+    workspace.add_defect_kind("dent")
+    path = save_embedding(project / "embeddings" / "scratch.safetensors",
+                          LearnedEmbedding("<scratch>", torch.ones(8), loss_curve=[0.5, 0.4, 0.3]))
+    workspace.set_embedding("scratch", path)
+    workspace.save()
+    window = make_window()
+    window.open_project(project)
+    window.show_panel("defects")
+    panel = window.panels["defects"]
+    panel.kind_combo.setCurrentText("scratch")
+    assert panel.loss_plot.series()["loss"].ys == [0.5, 0.4, 0.3]
+    assert "3 steps" in panel.learn_status.text() and "0.3" in panel.learn_status.text()
+    panel.kind_combo.setCurrentText("dent")  # not learned: no curve of another kind stays
+    assert not panel.loss_plot.series() and panel.learn_status.text() == ""
+    # A damaged file shows no curve and breaks nothing.
+    path.write_bytes(b"not safetensors")
+    panel.kind_combo.setCurrentText("scratch")
+    assert not panel.loss_plot.series()

@@ -23,12 +23,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from anogen.atomic import atomic_write_bytes
 from anogen.errors import InputError, ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def _metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
 def save_embedding(path: str | os.PathLike, embedding: Any) -> Path:
     """Write a learned embedding (a :class:`LearnedEmbedding` or a stage-1 ``LearnResult``)
     atomically to ``path`` (``.safetensors``). Returns the path."""
+    import torch
     from safetensors.torch import save
 
     path = Path(path)
@@ -94,6 +96,7 @@ def save_embedding(path: str | os.PathLike, embedding: Any) -> Path:
 def load_embedding(path: str | os.PathLike) -> LearnedEmbedding:
     """Read an embedding file written by :func:`save_embedding` (or a diffusers-style
     single-token textual-inversion safetensors file)."""
+    import torch
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -119,21 +122,37 @@ def load_embedding(path: str | os.PathLike) -> LearnedEmbedding:
         # A NaN vector makes every generated box black; refuse it here, where the file is named.
         raise InputError(f"{path}: token '{token}' holds NaN or infinite values; the embedding is broken, "
                          "learn it again")
-    try:
-        loss_curve = [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
-    except (ValueError, TypeError):
-        loss_curve = []
     return LearnedEmbedding(
         token=token,
         vector=vector.to(torch.float32),
         family=metadata.get("family"),
         model_source=metadata.get("model"),
         init_word=metadata.get("init_word"),
-        loss_curve=loss_curve,
+        loss_curve=_loss_curve(metadata),
         metadata=metadata,
         path=path,
         sha256=file_sha256(path),
     )
+
+
+def _loss_curve(metadata: dict[str, str]) -> list[float]:
+    try:
+        return [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
+    except (ValueError, TypeError):
+        return []
+
+
+def read_loss_curve(path: str | os.PathLike) -> list[float]:
+    """The stage-1 loss per step recorded in an embedding file, from its header only
+    (no torch: the app draws it when a learned kind is shown); ``[]`` when the file has
+    none or cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return _loss_curve(dict(handle.metadata() or {}))
+    except (SafetensorError, OSError, ValueError):
+        return []
 
 
 def add_placeholder_token(model, token: str) -> int:
@@ -179,6 +198,8 @@ def check_compatible(model, embedding: LearnedEmbedding) -> None:
 
 def apply_embedding(model, embedding: LearnedEmbedding) -> str:
     """Teach ``model`` the embedding's token; returns the token to put in prompts."""
+    import torch
+
     check_compatible(model, embedding)
     token_id = add_placeholder_token(model, embedding.token)
     table = model.token_embedding_table()

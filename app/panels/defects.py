@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from anogen.data.imageio import is_image_file, read_image
 from anogen.diffusion.config import APP_LEARN_STEPS, LEARN_RANGES, LearnConfig
 from anogen.diffusion.crop import CROP_CHOICES
+from anogen.diffusion.embedding_file import read_loss_curve
 from anogen.errors import AnoGenError
 from app.canvas import Tool
 from app.canvas_controller import CanvasController
@@ -53,6 +54,7 @@ class DefectsPanel(Panel):
         super().__init__(studio, controller, parent)
         self.setAcceptDrops(True)
         self._learn_job: Job | None = None
+        self._learning_kind: str | None = None  # the kind self._learn_job learns
         self._check_job: Job | None = None
         self._import_job: Job | None = None
         self._import_problems: list[str] = []
@@ -253,6 +255,7 @@ class DefectsPanel(Panel):
 
     def project_changed(self) -> None:
         self.restore_settings()
+        self.loss_plot.clear()
         self._fill_kinds()
         project = self.studio.project
         self.model_edit.setText(project.model if project is not None else "")
@@ -268,8 +271,6 @@ class DefectsPanel(Panel):
                                        "(folder or file buttons) or use the demo model.", False)
             else:
                 self._set_model_status(f"Model: {project.model}" if project.model else "No model chosen.", None)
-        self.loss_plot.clear()
-        self.learn_status.setText("")
         self.update_enabled()
 
     def _project_edited(self, area: str) -> None:
@@ -303,6 +304,7 @@ class DefectsPanel(Panel):
             except AnoGenError:
                 continue
             self.gallery.add(i, image, Path(support.image).name, "accepted" if support.mask else "")
+        self._show_learned_curve(kind)
         embedding = f"embedding: {Path(kind.embedding).name}" if kind.embedding else "not learned yet"
         self.kind_info.setText(f"token {kind.token} · init word '{kind.init_word}' · {embedding}")
         self.kind_info.setToolTip(f"Learn teaches the model a new word, the token {kind.token}, that means this "
@@ -657,13 +659,35 @@ class DefectsPanel(Panel):
         self.loss_plot.clear()
         self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s), "
                                   f"{config.steps} steps…")
-        name = kind.name
+        name = self._learning_kind = kind.name
         self._learn_job = self.studio.engine.submit(
             f"Learn '{name}'", run_learn, LearnTask(model, config, out),
             on_result=lambda path: self._learned(name, path),
             on_failure=self._learn_failed)
         self.update_enabled()
         return self._learn_job
+
+    def _show_learned_curve(self, kind) -> None:
+        """The kind's stage-1 loss curve: live while it learns, else the one its embedding
+        file keeps."""
+        self.loss_plot.clear()
+        if self._learning(kind.name):
+            assert self._learn_job is not None
+            points = [(step, m["loss"]) for step, m in self._learn_job.metrics_history
+                      if "loss" in m and math.isfinite(m["loss"])]
+            if points:
+                self.loss_plot.set_series("loss", [x for x, _ in points], [y for _, y in points])
+        elif kind.embedding:
+            curve = read_loss_curve(self.studio.resolve(kind.embedding))
+            if curve:
+                self.loss_plot.set_series("loss", range(1, len(curve) + 1), curve)
+                self.learn_status.setText(f"Learned in {len(curve)} steps, final loss {curve[-1]:.4g}.")
+                return
+        if not self._learning(kind.name):
+            self.learn_status.setText("")
+
+    def _learning(self, kind: str) -> bool:
+        return self.is_running(self._learn_job) and self._learning_kind == kind
 
     def _learn_failed(self, state: str) -> None:
         if state == "cancelled":
@@ -680,7 +704,8 @@ class DefectsPanel(Panel):
                                   + (f" (final loss {final:.4g})" if final is not None else ""))
 
     def _job_progress(self, job: Job, report) -> None:
-        if job is self._learn_job and "loss" in report.metrics and math.isfinite(report.metrics["loss"]):
+        if (job is self._learn_job and self._learning(self.current_kind() or "") and "loss" in report.metrics
+                and math.isfinite(report.metrics["loss"])):
             self.loss_plot.add_point("loss", report.step, report.metrics["loss"])
 
     def prepare_for_screenshot(self) -> None:
