@@ -677,14 +677,15 @@ class DefectsPanel(Panel):
                       if "loss" in m and math.isfinite(m["loss"])]
             if points:
                 self.loss_plot.set_series("loss", [x for x, _ in points], [y for _, y in points])
-        elif kind.embedding:
+            self.learn_status.setText(f"Learning {kind.token}…")
+            return
+        if kind.embedding:
             curve = read_loss_curve(self.studio.resolve(kind.embedding))
             if curve:
                 self.loss_plot.set_series("loss", range(1, len(curve) + 1), curve)
                 self.learn_status.setText(f"Learned in {len(curve)} steps, final loss {curve[-1]:.4g}.")
                 return
-        if not self._learning(kind.name):
-            self.learn_status.setText("")
+        self.learn_status.setText("")
 
     def _learning(self, kind: str) -> bool:
         return self.is_running(self._learn_job) and self._learning_kind == kind
