@@ -8,7 +8,11 @@ exclusions, changing one factor at a time:
   renders from the demo's procedural renderer, which paints a defect on an otherwise
   good sample), boxed like stage 2's boxes. An upper bound: a perfect generator.
 * ``steps2x``: both arms (baseline and + generated) with twice the detector steps.
-* ``tau=V``: + generated with the weak-supervision threshold tau set to V.
+* ``tau=V``: + generated with the weak-supervision threshold tau set to V (the same as
+  ``train:tau=V``).
+* ``train:FIELD=V[,FIELD=V]``: + generated, the detector trained with these
+  ``TrainConfig`` fields changed (e.g. ``train:mix=0.25``, the share of training samples
+  taken from the generated set).
 * ``gen:FIELD=V[,FIELD=V]``: + generated, with the run's own embeddings and boxes'
   sizes, but stage 2 regenerated with these ``GenerateConfig`` fields changed (e.g.
   ``gen:restore_detail=1``, ``gen:strength=0.7``, ``gen:context_margin=0.25``).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shutil
 import sys
@@ -70,20 +75,30 @@ def write_oracle_set(out: Path, category: str, kinds: dict[str, int], seed: int,
     return out
 
 
-def generation_overrides(spec: str) -> dict[str, Any]:
-    """``restore_detail=1,strength=0.7`` -> typed ``GenerateConfig`` field values."""
-    import dataclasses
-
-    from anogen.diffusion.config import GenerateConfig
-
-    types = {f.name: type(getattr(GenerateConfig(), f.name)) for f in dataclasses.fields(GenerateConfig)}
+def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
+    """``restore_detail=1,strength=0.7`` -> field values of the dataclass ``config_type``,
+    typed like the fields' defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_type) if f.default is not dataclasses.MISSING}
     overrides: dict[str, Any] = {}
     for item in filter(None, spec.split(",")):
         name, _, value = item.partition("=")
-        if name not in types:
-            raise SystemExit(f"unknown GenerateConfig field {name!r}")
-        overrides[name] = value not in ("0", "false", "") if types[name] is bool else types[name](value)
+        if name not in defaults:
+            raise SystemExit(f"unknown {config_type.__name__} field {name!r}")
+        kind = type(defaults[name])
+        overrides[name] = value not in ("0", "false", "") if kind is bool else kind(value)
     return overrides
+
+
+def generation_overrides(spec: str) -> dict[str, Any]:
+    from anogen.diffusion.config import GenerateConfig
+
+    return config_overrides(spec, GenerateConfig)
+
+
+def train_overrides(spec: str) -> dict[str, Any]:
+    from anogen.detection.train_config import TrainConfig
+
+    return config_overrides(spec, TrainConfig)
 
 
 def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides: dict[str, Any], out: Path) -> Path:
@@ -120,8 +135,6 @@ def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides:
 def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, out: Path) -> tuple[Path, dict]:
     """Stages 1 and 2 of the run again, by :mod:`anogen.demo_pipeline`, with a plan field
     changed; returns the merged generated set and each kind's stage-1 and realism numbers."""
-    import dataclasses
-
     from anogen.data.generated import merge_generated_sets
     from anogen.demo_pipeline import DemoConfig, DemoPlan, _learn_and_generate, _StageProgress, _StageTimer
     from anogen.diffusion.models import load_model
@@ -181,7 +194,7 @@ def dilated_loss_masks() -> Iterator[None]:
 
 
 def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, generated: Path | None, out: Path,
-                       steps_factor: float = 1.0, tau: float | None = None) -> dict[str, Any]:
+                       steps_factor: float = 1.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from anogen.detection.evaluate import evaluate
     from anogen.detection.train import train
     from anogen.detection.train_config import TrainConfig
@@ -193,8 +206,8 @@ def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, genera
                          preset="quick", overrides=dict(plan["detector_overrides"]),
                          steps=int(plan["detector_steps"] * steps_factor), seed=metrics["seed"], device="cpu",
                          exclude=[Path(p) for p in support], overwrite=True)
-    if tau is not None:
-        config.tau = tau
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     train(config)
     return evaluate(data_dir, out, exclude=support, device="cpu").to_json()
 
@@ -214,9 +227,9 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
         elif variant == "steps2x":
             arms["baseline"] = train_and_evaluate(run, metrics, category, None, where / "baseline", 2.0)
             arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated", 2.0)
-        elif variant.startswith("tau="):
+        elif variant.startswith(("tau=", "train:")):
             arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated",
-                                                        tau=float(variant.split("=", 1)[1]))
+                                                        overrides=train_overrides(variant.removeprefix("train:")))
         elif variant.startswith("gen:"):
             regenerated = regenerate_set(run, metrics, category, generation_overrides(variant[4:]), where / "set")
             arms["regenerated"] = train_and_evaluate(run, metrics, category, regenerated, where / "generated")
