@@ -31,6 +31,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,14 @@ def _where(path: Path, key: str) -> str:
     return f"{path.name}: {key}"
 
 
+def _refuse_unknown(plan_path: Path, prefix: str, table: dict[str, Any], known: Collection[str]) -> None:
+    """A misspelt setting is an error naming it, never silently ignored."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise InputError(f"{_where(plan_path, where)} is not a known setting; known: {', '.join(sorted(known))}")
+
+
 def _check_type(plan_path: Path, key: str, value: Any, types: tuple[type, ...]) -> None:
     # TOML booleans are Python bools, which are also ints: keep them apart.
     if isinstance(value, bool) and bool not in types:
@@ -163,10 +172,7 @@ def _check_section(plan_path: Path, name: str, table: Any, allowed: dict[str, tu
         return {}
     if not isinstance(table, dict):
         raise InputError(f"{_where(plan_path, name)} must be a table ([{name}]), got {type(table).__name__}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise InputError(f"{_where(plan_path, f'{name}.{unknown[0]}')} is not a known setting; "
-                         f"known: {', '.join(sorted(allowed))}")
+    _refuse_unknown(plan_path, name, table, allowed)
     for key, value in table.items():
         _check_type(plan_path, f"{name}.{key}", value, allowed[key])
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
@@ -204,10 +210,7 @@ def _load_kind(plan_path: Path, base: Path, key: str, entry: Any, category: str,
         entry = {"name": entry}
     if not isinstance(entry, dict):
         raise InputError(f"{_where(plan_path, key)} must be a kind name or a table, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - KIND_KEYS)
-    if unknown:
-        raise InputError(f"{_where(plan_path, f'{key}.{unknown[0]}')} is not a known setting; "
-                         f"known: {', '.join(sorted(KIND_KEYS))}")
+    _refuse_unknown(plan_path, key, entry, KIND_KEYS)
     name = entry.get("name")
     if not isinstance(name, str) or not SAFE_NAME.match(name):
         raise InputError(f"{_where(plan_path, f'{key}.name')} must be a folder-safe name (letters, digits, . _ -), "
@@ -244,10 +247,7 @@ def _load_category(plan_path: Path, base: Path, index: int, entry: Any, shots: i
     key = f"categories[{index}]"
     if not isinstance(entry, dict):
         raise InputError(f"{_where(plan_path, key)} must be a table ([[categories]])")
-    unknown = sorted(set(entry) - CATEGORY_KEYS)
-    if unknown:
-        raise InputError(f"{_where(plan_path, f'{key}.{unknown[0]}')} is not a known setting; "
-                         f"known: {', '.join(sorted(CATEGORY_KEYS))}")
+    _refuse_unknown(plan_path, key, entry, CATEGORY_KEYS)
     path_text = entry.get("path")
     if not isinstance(path_text, str):
         raise InputError(f"{_where(plan_path, f'{key}.path')} is required: the category's MVTec AD folder")
@@ -283,9 +283,7 @@ def parse_plan(data: dict[str, Any], source: Path) -> Plan:
 
     source = Path(source)
     base = source.resolve().parent
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        raise InputError(f"{_where(source, unknown[0])} is not a known setting; known: {', '.join(sorted(TOP_KEYS))}")
+    _refuse_unknown(source, "", data, TOP_KEYS)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InputError(f"{_where(source, 'model')} is required: a diffusers folder, Hugging Face id or checkpoint")
