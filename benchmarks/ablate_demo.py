@@ -11,8 +11,9 @@ exclusions, changing one factor at a time:
 * ``tau=V``: + generated with the weak-supervision threshold tau set to V (the same as
   ``train:tau=V``).
 * ``train:FIELD=V[,FIELD=V]``: + generated, the detector trained with these
-  ``TrainConfig`` fields changed (e.g. ``train:mix=0.25``, the share of training samples
-  taken from the generated set).
+  ``TrainConfig`` fields changed (e.g. ``train:mix=0.75``: ``mix`` is the share of
+  training samples from the detector's own synthesis, so 0.75 takes a quarter from the
+  generated set instead of half).
 * ``gen:FIELD=V[,FIELD=V]``: + generated, with the run's own embeddings and boxes'
   sizes, but stage 2 regenerated with these ``GenerateConfig`` fields changed (e.g.
   ``gen:restore_detail=1``, ``gen:strength=0.7``, ``gen:context_margin=0.25``).
