@@ -99,11 +99,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _threads_per_process(world: int) -> int | None:
+    """The default CPU threads of each of several processes on one machine: the cores shared
+    out (torchrun sets LOCAL_WORLD_SIZE), unless ANOGEN_THREADS pins them."""
+    import os
+
+    from anogen.compute import THREADS_ENV, available_cores
+
+    if world <= 1 or os.environ.get(THREADS_ENV, "").strip():
+        return None
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else world))
+
+
 def run(args: argparse.Namespace) -> int:
     from anogen.compute import apply_command_policy
     from anogen.detection.train import train
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir
+    from anogen.runplan.ranks import ProcessRanks
 
     check_output_dir(args.out, "train", overwrite=args.overwrite, recognise=_is_training_run,
                      inputs=[args.data, *args.generated, args.textures, args.teacher])
@@ -115,13 +129,22 @@ def run(args: argparse.Namespace) -> int:
         validate_every=args.validate_every, teacher_weights=args.teacher, textures_dir=args.textures,
         exclude=list(args.exclude), protocol=args.protocol, resume=args.resume, overwrite=args.overwrite,
         cpu_precision=args.cpu_precision)
-    apply_command_policy(args, args.device)
-    with TqdmProgress(f"train {args.detector}", disable=args.quiet) as progress:
-        result = train(config, progress)
+    # Under torchrun or accelerate launch the processes train one detector together; rank 0
+    # alone reports and writes (anogen.detection.parallel).
+    ranks = ProcessRanks.from_environment()
+    quiet = args.quiet or not ranks.is_main
+    if args.threads is None:
+        args.threads = _threads_per_process(ranks.world)
+    apply_command_policy(args, args.device, quiet=quiet)
+    with TqdmProgress(f"train {args.detector}", disable=quiet) as progress:
+        result = train(config, progress, ranks=ranks)
+    if not ranks.is_main:
+        return 0
     best = result.best_metrics
     summary = ", ".join(f"{key} {best[key]:.3f}" for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")
                         if isinstance(best.get(key), (int, float)))
-    print(f"trained {result.kind} for {result.steps} steps in {result.seconds:.0f} s on {result.device}; "
+    processes = f" x {ranks.world} processes" if ranks.world > 1 else ""
+    print(f"trained {result.kind} for {result.steps} steps in {result.seconds:.0f} s on {result.device}{processes}; "
           f"final loss {result.final_loss:.4g}")
     print(f"best checkpoint: step {result.best_step} ({result.validation_source} validation: {summary})")
     print(f"saved to {result.out_dir} (best/, last/, history.jsonl)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -73,6 +73,12 @@ class Detector(nn.Module, abc.ABC):
         for weak samples (or for all samples when ``weak_all``); reconstruction and
         distillation losses are never masked.
         """
+
+    def batch_reduction(self, phase: str) -> Literal["mean", "sum"]:
+        """How :meth:`training_loss` of ``phase`` combines a batch's samples: ``"mean"``
+        (the mean of per-sample terms of equal size) or ``"sum"``. Data-parallel training
+        (:mod:`anogen.detection.parallel`) weights each process's share of the batch by it."""
+        return "mean"
 
     def predict(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly maps and image scores, without gradients."""

@@ -24,6 +24,11 @@ replaced atomically); a NaN or infinite loss raises
 The validation score that picks the best checkpoint is the mean of image AUROC and
 pixel AP on the validation set; only validations in the last phase compete (before it,
 a DeSTSeg head is still untrained), and the end of training always validates.
+
+Given ``ranks`` of several processes (``torchrun``, ``accelerate launch``), the processes
+train one detector together, each on its share of every batch, and only rank 0
+validates and writes (:mod:`anogen.detection.parallel`). Without them (or with one
+process) nothing of torch.distributed is touched.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -72,6 +77,10 @@ from anogen.detection.training_data import (
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
+
+if TYPE_CHECKING:
+    from anogen.detection.parallel import DataParallel
+    from anogen.runplan.ranks import ProcessRanks
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +323,12 @@ class RunState:
 
 
 def _resume(config: TrainConfig, info: CheckpointInfo, detector: Detector, phases: list[TrainingPhase],
-            total: int, device: torch.device) -> RunState:
-    """Load weights, optimiser and scheduler states of ``out/last`` and the history up to it."""
+            total: int, device: torch.device, *, training_state: dict[str, Any] | None = None,
+            writer: bool = True) -> RunState:
+    """Load weights, optimiser and scheduler states of ``out/last`` and the history up to it.
+
+    In data-parallel training rank 0 reads ``training_state`` and hands it to the others
+    (``writer`` False), which take the weights from rank 0 too and keep no history."""
     out_dir = Path(config.out_dir)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     if info.kind != config.detector or info.config != detector.config.to_dict():
@@ -324,17 +337,19 @@ def _resume(config: TrainConfig, info: CheckpointInfo, detector: Detector, phase
     if info.total_steps != total:
         raise InputError(f"{last_dir}: was planned for {info.total_steps} steps, not {total}; resume with "
                          "the same number of steps")
-    state = load_training_state(last_dir)
-    load_weights(detector, last_dir, device)
+    state = training_state if training_state is not None else load_training_state(last_dir)
+    if writer:
+        load_weights(detector, last_dir, device)
     for phase, optimizer_state, scheduler_state in zip(phases, state["optimizers"], state["schedulers"]):
         phase.optimizer.load_state_dict(optimizer_state)
         if phase.scheduler is not None and scheduler_state is not None:
             phase.scheduler.load_state_dict(scheduler_state)
     step = int(state["step"])
-    best_metrics = dict(read_checkpoint_info(best_dir).validation) if (best_dir / CONFIG_NAME).is_file() else {}
+    best_metrics = (dict(read_checkpoint_info(best_dir).validation)
+                    if writer and (best_dir / CONFIG_NAME).is_file() else {})
     torch.manual_seed(config.seed + step)
     return RunState(step=step, best_score=float(state["best_score"]), best_step=int(state["best_step"]),
-                    history=read_history(out_dir, step), best_metrics=best_metrics,
+                    history=read_history(out_dir, step) if writer else [], best_metrics=best_metrics,
                     last_metrics=dict(info.validation))
 
 
@@ -346,7 +361,7 @@ class _Run:
 
     def __init__(self, config: TrainConfig, detector: Detector, phases: list[TrainingPhase], data: TrainingData,
                  total: int, device: torch.device, provenance: dict[str, Any], state: RunState,
-                 report: ProgressFn, cancel: threading.Event | None) -> None:
+                 report: ProgressFn, cancel: threading.Event | None, parallel: DataParallel | None = None) -> None:
         self.config, self.detector, self.phases, self.data = config, detector, phases, data
         self.total, self.device, self.provenance, self.state = total, device, provenance, state
         self.report, self.cancel = report, cancel
@@ -357,14 +372,34 @@ class _Run:
         self.boundaries = np.cumsum([0] + [p.steps for p in phases])
         self.wrote_last = config.resume  # a resumed run's last/ is already this run's
         self.policy = resolve_policy(device, torch.get_num_threads(), config.cpu_precision)
+        self.parallel = parallel
+        self.share: slice | None = None
+        self.model: torch.nn.Module | None = None  # the DistributedDataParallel loss (data-parallel only)
+        if parallel is not None:
+            from anogen.detection.parallel import batch_share
+
+            self.share = batch_share(self.batch_size, parallel.rank, parallel.world)
+            self.model = parallel.wrap(detector, [[p for group in phase.optimizer.param_groups
+                                                   for p in group["params"]] for phase in phases])
+
+    @property
+    def writes(self) -> bool:
+        """This process validates and writes (the only one, or rank 0 of several)."""
+        return self.parallel is None or self.parallel.is_main
 
     def run(self) -> None:
         self.detector.train()
-        with BatchPrefetcher(self.data.sampler, self.batch_size, self.device) as batches:
+        with BatchPrefetcher(self.data.sampler, self.batch_size, self.device, share=self.share) as batches:
             for step in range(self.state.step, self.total):
-                check_cancel(self.cancel)
+                if self.parallel is None:
+                    check_cancel(self.cancel)
+                else:
+                    self.parallel.check_cancel(self.cancel)
                 phase_index = int(np.searchsorted(self.boundaries, step, side="right") - 1)
-                self._step(step, self.phases[phase_index], batches)
+                if self.parallel is None:
+                    self._step(step, self.phases[phase_index], batches)
+                else:
+                    self._shared_step(step, self.phases[phase_index], batches)
                 done = step + 1
                 if done % self.validate_every == 0 or done == self.total:
                     self._validate(done, is_last_phase=phase_index == len(self.phases) - 1)
@@ -376,24 +411,73 @@ class _Run:
                                                            weak_all=self.config.weak_all)
         value = float(loss.detach())
         if not math.isfinite(value):
-            kept = (f"the last good checkpoint (step {read_checkpoint_info(self.last_dir).step}) is kept in "
-                    f"{self.last_dir}") if (self.last_dir / CONFIG_NAME).is_file() else "no checkpoint was written yet"
-            raise TrainingDiverged(f"the {phase.name} loss became {value} at step {step + 1} of {self.total}; "
-                                   f"{kept}. Try a lower learning rate or another seed.")
+            raise self._diverged(phase, step, value)
         phase.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._advance(step, phase, {"loss": value, **{k: float(v) for k, v in components.items()}})
+
+    def _shared_step(self, step: int, phase: TrainingPhase, batches: BatchPrefetcher) -> None:
+        """One step of data-parallel training: this process's share of the batch, the loss
+        summed over the processes (all see a NaN), the gradient of the whole batch."""
+        from anogen.detection.parallel import loss_scale, share_weight
+
+        assert self.parallel is not None and self.model is not None
+        batch = batches.get(step, prefetch_next=step + 1 < self.total)
+        share = int(batch.weak.shape[0])
+        reduction = self.detector.batch_reduction(phase.name)
+        with self.policy.autocast():
+            loss, components = self.model(batch.image, batch.clean, batch.mask, batch.weak, phase=phase.name,
+                                          tau=self.config.tau, weak_all=self.config.weak_all)
+        local = {"loss": float(loss.detach()), **{k: float(v) for k, v in components.items()}}
+        metrics = self.parallel.sum_losses(local, share_weight(reduction, share, self.batch_size))
+        if not math.isfinite(metrics["loss"]):
+            raise self._diverged(phase, step, metrics["loss"])
+        phase.optimizer.zero_grad(set_to_none=True)
+        (loss * loss_scale(reduction, share, self.batch_size, self.parallel.world)).backward()
+        self._advance(step, phase, metrics)
+
+    def _diverged(self, phase: TrainingPhase, step: int, value: float) -> TrainingDiverged:
+        if not self.writes:
+            kept = f"the main process keeps the last good checkpoint in {self.last_dir}"
+        elif (self.last_dir / CONFIG_NAME).is_file():
+            kept = (f"the last good checkpoint (step {read_checkpoint_info(self.last_dir).step}) is kept in "
+                    f"{self.last_dir}")
+        else:
+            kept = "no checkpoint was written yet"
+        return TrainingDiverged(f"the {phase.name} loss became {value} at step {step + 1} of {self.total}; "
+                                f"{kept}. Try a lower learning rate or another seed.")
+
+    def _advance(self, step: int, phase: TrainingPhase, metrics: dict[str, float]) -> None:
+        """The optimiser and schedule step after the backward pass, and the step's record."""
         phase.optimizer.step()
         if phase.scheduler is not None:
             phase.scheduler.step()
-        self.state.final_loss = value
+        self.state.final_loss = metrics["loss"]
         done = step + 1
-        metrics = {"loss": value, **{k: float(v) for k, v in components.items()}}
         if done % self.config.log_every == 0 or done == self.total:
             self.state.history.append({"step": done, "phase": phase.name, **metrics})
         self.report(Progress(done, self.total, phase.name, metrics=metrics))
 
     def _validate(self, done: int, *, is_last_phase: bool) -> None:
-        """Score the validation set, write the checkpoints, and keep the best."""
+        """Score the validation set, write the checkpoints, and keep the best; in
+        data-parallel training rank 0 does, and the others take its verdict."""
+        if self.parallel is None:
+            self._validate_and_save(done, is_last_phase=is_last_phase)
+            return
+
+        def on_main() -> dict[str, Any]:
+            self._validate_and_save(done, is_last_phase=is_last_phase)
+            state = self.state
+            return {"best_score": state.best_score, "best_step": state.best_step, "best_metrics": state.best_metrics,
+                    "last_metrics": state.last_metrics, "entry": state.history[-1]}
+
+        verdict = self.parallel.relay(on_main)
+        if not self.parallel.is_main:
+            self.state.history.append(verdict["entry"])
+            self.state.best_score, self.state.best_step = verdict["best_score"], verdict["best_step"]
+            self.state.best_metrics, self.state.last_metrics = verdict["best_metrics"], verdict["last_metrics"]
+
+    def _validate_and_save(self, done: int, *, is_last_phase: bool) -> None:
         state = self.state
         check_cancel(self.cancel)
         metrics, calibration, score = _validate_detector(self.detector, self.data.validation, self.device,
@@ -448,17 +532,44 @@ class _Run:
 # ----------------------------------------------------------------------------- the job
 
 
-def train(config: TrainConfig, progress: ProgressFn | None = None,
-          cancel: threading.Event | None = None) -> TrainResult:
-    """Train a detector; see the module docstring. Returns when training is complete."""
+def train(config: TrainConfig, progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
+          ranks: ProcessRanks | None = None) -> TrainResult:
+    """Train a detector; see the module docstring. Returns when training is complete.
+
+    ``ranks``: this process's place among several that train together (``torchrun``,
+    ``accelerate launch``; :meth:`ProcessRanks.from_environment`). Every process returns
+    the run's result; only rank 0 wrote the output folder.
+    """
+    config.validate()
+    if ranks is None or ranks.world <= 1:
+        return _train(config, progress or no_progress, cancel, None)
+    from anogen.detection.parallel import DataParallel
+
+    with DataParallel.start(ranks, config.device) as parallel:
+        return _train(config, progress or no_progress, cancel, parallel)
+
+
+def _prepare_for_processes(config: TrainConfig) -> tuple[CheckpointInfo | None, dict[str, Any] | None]:
+    """Rank 0's checks of the output folder, and what a resumed run continues from."""
+    _prepare_out_dir(config)
+    if not config.resume:
+        return None, None
+    last_dir = Path(config.out_dir) / "last"
+    return read_checkpoint_info(last_dir), load_training_state(last_dir)
+
+
+def _train(config: TrainConfig, report: ProgressFn, cancel: threading.Event | None,
+           parallel: DataParallel | None) -> TrainResult:
     from anogen.device import describe_device, resolve_device
 
-    config.validate()
-    report = progress or no_progress
     started = time.monotonic()
     out_dir = Path(config.out_dir)
-    _prepare_out_dir(config)
-    device = resolve_device(config.device)
+    if parallel is None:
+        _prepare_out_dir(config)
+        device = resolve_device(config.device)
+    else:
+        relayed = parallel.relay(lambda: _prepare_for_processes(config))
+        device = parallel.device
     log.info("training %s on %s with %s", config.detector, describe_device(device),
              json.dumps(train_config_to_json(config), sort_keys=True))
 
@@ -468,7 +579,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None,
     log.info("%s config: %s", detector.kind, json.dumps(detector.config.to_dict(), sort_keys=True))
     data = _load_data(config, detector.config, report, cancel)
 
-    resume_info = read_checkpoint_info(out_dir / "last") if config.resume else None
+    training_state: dict[str, Any] | None = None
+    if parallel is None:
+        resume_info = read_checkpoint_info(out_dir / "last") if config.resume else None
+    else:
+        resume_info, training_state = relayed
     if resume_info is not None and config.steps is None:
         total = resume_info.total_steps  # resuming needs no repeat of --steps
     else:
@@ -478,15 +593,20 @@ def train(config: TrainConfig, progress: ProgressFn | None = None,
     phase_total = sum(p.steps for p in phases)
     if phase_total != total:
         raise RuntimeError(f"{detector.kind} phases cover {phase_total} steps, expected {total}")
-    state = _resume(config, resume_info, detector, phases, total, device) if resume_info is not None else RunState()
+    writer = parallel is None or parallel.is_main
+    state = (_resume(config, resume_info, detector, phases, total, device, training_state=training_state,
+                     writer=writer) if resume_info is not None else RunState())
     log.info("%d training images, %d generated samples, %d %s validation images; steps %d to %d of %d, "
-             "batch size %d", data.n_train, len(data.generated), len(data.validation.names),
-             data.validation.source, state.step + 1, total, total, int(detector.config.batch_size))
+             "batch size %d%s", data.n_train, len(data.generated), len(data.validation.names),
+             data.validation.source, state.step + 1, total, total, int(detector.config.batch_size),
+             "" if parallel is None else f" split over {parallel.world} processes (this is rank {parallel.rank})")
 
-    run = _Run(config, detector, phases, data, total, device, _provenance(config, data, total, describe_device(device)),
-               state, report, cancel)
+    provenance = _provenance(config, data, total, describe_device(device))
+    if parallel is not None:
+        provenance["processes"] = parallel.world
+    run = _Run(config, detector, phases, data, total, device, provenance, state, report, cancel, parallel)
     # With overwrite, old checkpoints stay until the first new one replaces them.
-    created_out = not out_dir.exists()
+    created_out = writer and not out_dir.exists()
     try:
         run.run()
     except BaseException:

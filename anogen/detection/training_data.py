@@ -202,19 +202,29 @@ class BatchPrefetcher:
 
     numpy and OpenCV release the GIL for most of the synthesis work, so this hides the
     data time behind the training step. Batches stay deterministic because each depends
-    only on ``(seed, step)``.
+    only on ``(seed, step)``. ``share`` keeps only those samples of each batch (one
+    process's part in data-parallel training, :func:`anogen.detection.parallel.batch_share`).
     """
 
-    def __init__(self, sampler: MixedBatchSampler, batch_size: int, device: torch.device | str) -> None:
+    def __init__(self, sampler: MixedBatchSampler, batch_size: int, device: torch.device | str, *,
+                 share: slice | None = None) -> None:
         self.sampler = sampler
         self.batch_size = batch_size
         self.device = device
+        self.share = share
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anogen-batches")
         self._pending: dict[int, Future] = {}
 
+    def _share_of(self, step: int) -> dict[str, np.ndarray]:
+        arrays = self.sampler.batch_arrays(step, self.batch_size)
+        return {key: value[self.share] for key, value in arrays.items()}
+
     def _submit(self, step: int) -> None:
         if step not in self._pending:
-            self._pending[step] = self._pool.submit(self.sampler.batch_arrays, step, self.batch_size)
+            if self.share is None:
+                self._pending[step] = self._pool.submit(self.sampler.batch_arrays, step, self.batch_size)
+            else:
+                self._pending[step] = self._pool.submit(self._share_of, step)
 
     def get(self, step: int, *, prefetch_next: bool = True) -> TrainBatch:
         self._submit(step)

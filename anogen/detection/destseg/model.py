@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +128,10 @@ class DestsegDetector(Detector):
             ], lr=cfg.lr_res, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             phases.append(TrainingPhase(name=HEAD_PHASE, steps=total_steps - student, optimizer=optimizer))
         return phases
+
+    def batch_reduction(self, phase: str) -> Literal["mean", "sum"]:
+        """The student's cosine loss sums over the batch (as the reference); the head's averages."""
+        return "sum" if phase == STUDENT_PHASE else "mean"
 
     def training_loss(self, batch: TrainBatch, phase: str, *, tau: float,
                       weak_all: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
