@@ -311,3 +311,36 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
     assert seen[1]["save_fails"].startswith("RuntimeError: the main process (rank 0) stopped: OSError")
     assert not (work / "unused").exists()
     assert np.isfinite([h["loss"] for h in resumed if "loss" in h]).all()
+
+
+def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the_main_decision(tmp_path):
+    """anogen run under a launcher: the main process's decision on each train step, named
+    with this launch's token, is what the other processes wait for (no collective while
+    the main process works alone); a killed launch's decisions are never read."""
+    from anogen.runplan.ranks import SharedTraining
+    from anogen.runplan.steps import Step
+
+    launched = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert SharedTraining.possible(ProcessRanks(0, 2), launched)
+    assert not SharedTraining.possible(ProcessRanks(0, 1), launched)
+    assert not SharedTraining.possible(ProcessRanks(1, 2), {})  # e.g. an MPI launch without them: main trains
+
+    def launch(token: str, rank: int) -> SharedTraining:
+        shared = object.__new__(SharedTraining)  # without joining a process group
+        shared.ranks, shared.token, shared.owns_group = ProcessRanks(rank, 2), token, False
+        return shared
+
+    step = Step("train", "fabric", "generated", tmp_path / "steps" / "train" / "fabric" / "generated", 0)
+    old_main = launch("old", 0)
+    old_main.decide(step, train=True)  # a killed launch's decision
+    main, other = launch("new", 0), launch("new", 1)
+    main.decide(step, train=False)  # waiting for another shard's kinds
+    assert not other.decision(step)
+    assert [p.name for p in step.folder.parent.iterdir()] == [".generated.train-new.json"]
+    main.decide(step, train=True)
+    assert other.decision(step)
+    main.finished(step)
+    assert not any(step.folder.parent.iterdir())
+    (step.folder / "done.json").parent.mkdir(parents=True)
+    (step.folder / "done.json").write_text("{}")
+    assert not other.decision(step)  # published before this launch: nothing to join

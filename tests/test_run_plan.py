@@ -302,7 +302,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_accelerate_launch_with_two_processes_generates_the_one_process_set(tmp_path, inputs):
     """A real ``accelerate launch`` of two processes on the CPU: the generated set is, byte
-    for byte, the one of a single process.
+    for byte, the one of a single process, and both processes train each detector
+    (data parallel), whose loss and metrics are the one-process run's within the
+    tolerances of tests/test_parallel_training.py (3 % relative, 0.02).
 
     ``--multi_gpu``, not ``--cpu``: Accelerate starts several CPU processes under ``--cpu``
     only through MPI, and runs one process otherwise (see ranks.unshared_launch_warning);
@@ -318,7 +320,8 @@ kinds = [{{ name = "hole", shots = 1 }}]
 """
     single = load_plan(write_plan(tmp_path / "one", inputs, categories=one_kind))
     steps = {s.label: s for s in build_steps(single)}
-    for label in ("learn fabric/hole", "boxes fabric/hole", "generate fabric/hole"):
+    for label in ("learn fabric/hole", "boxes fabric/hole", "generate fabric/hole", "train fabric/baseline",
+                  "evaluate fabric/baseline", "train fabric/generated", "evaluate fabric/generated"):
         execute.run_step(single, steps[label], steps, ProcessRanks(), lambda report: None, None)
 
     plan_path = write_plan(tmp_path / "two", inputs, categories=one_kind)
@@ -353,3 +356,14 @@ kinds = [{{ name = "hole", shots = 1 }}]
     assert files and files == sorted(p.relative_to(ours) for p in ours.rglob("*.png"))
     for name in files:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+
+    by_label = {s.label: s for s in build_steps(plan)}
+    for variant in ("baseline", "generated"):
+        trained = json.loads(by_label[f"train fabric/{variant}"].done_path.read_text())["details"]
+        alone = json.loads(steps[f"train fabric/{variant}"].done_path.read_text())["details"]
+        assert trained["processes"] == 2 and alone["processes"] == 1
+        assert trained["final_loss"] == pytest.approx(alone["final_loss"], rel=0.03)
+        metrics = json.loads(by_label[f"evaluate fabric/{variant}"].done_path.read_text())["details"]
+        one = json.loads(steps[f"evaluate fabric/{variant}"].done_path.read_text())["details"]
+        assert metrics == pytest.approx(one, abs=0.02), variant
+    assert not list(by_label["train fabric/baseline"].folder.parent.glob(".*.train-*.json"))  # decisions cleaned

@@ -237,6 +237,52 @@ def _error_from_main(payload: tuple[str, str]) -> BaseException:
     return plain(message)
 
 
+def process_device(ranks: ProcessRanks, requested_device: str = "auto") -> torch.device:
+    """This process's device: its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``, else as asked."""
+    from anogen.device import resolve_device
+
+    name = (requested_device or "auto").lower()
+    if name in ("auto", "cuda") and not ranks.use_cpu and torch.cuda.is_available():
+        device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
+    else:
+        device = resolve_device("cpu" if ranks.use_cpu else name)
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"data-parallel training runs on CUDA GPUs or the CPU, not on '{device}'; "
+                         "use --device cpu or one process")
+    return device
+
+
+def _backend(device: torch.device) -> str:
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def can_join(env: dict[str, str] | None = None) -> bool:
+    """Whether the launcher said where the processes meet (torchrun and accelerate launch do)."""
+    env = dict(os.environ) if env is None else env
+    return all(env.get(name, "").strip() for name in ("MASTER_ADDR", "MASTER_PORT"))
+
+
+def join_processes(ranks: ProcessRanks, device: torch.device) -> bool:
+    """Start torch.distributed's default process group of the ``ranks.world`` processes
+    (every one must call this); True when this call started it, False when it was there."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise InputError("this torch has no torch.distributed; train with one process")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        if dist.get_world_size() != ranks.world or dist.get_rank() != ranks.rank:
+            raise RuntimeError(f"the process group is rank {dist.get_rank()} of {dist.get_world_size()}, the "
+                               f"environment says {ranks.rank} of {ranks.world}")
+        return False
+    if not can_join():
+        raise InputError(f"{ranks.world} processes but no MASTER_ADDR and MASTER_PORT in the environment: start "
+                         "them with torchrun or accelerate launch")
+    dist.init_process_group(_backend(device), rank=ranks.rank, world_size=ranks.world, timeout=TIMEOUT)
+    return True
+
+
 @dataclass
 class DataParallel:
     """This process's place in a data-parallel training run (see the module docstring)."""
@@ -252,32 +298,9 @@ class DataParallel:
         """Join (or start) the process group of the ``ranks.world`` processes."""
         import torch.distributed as dist
 
-        from anogen.device import resolve_device
-
-        if not dist.is_available():
-            raise InputError("this torch has no torch.distributed; train with one process")
-        name = (requested_device or "auto").lower()
-        if name in ("auto", "cuda") and not ranks.use_cpu and torch.cuda.is_available():
-            device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
-        else:
-            device = resolve_device("cpu" if ranks.use_cpu else name)
-        if device.type not in ("cpu", "cuda"):
-            raise InputError(f"data-parallel training runs on CUDA GPUs or the CPU, not on '{device}'; "
-                             "use --device cpu or one process")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
-        owns = not dist.is_initialized()
-        if owns:
-            missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
-            if missing:
-                raise InputError(f"{ranks.world} processes but no {' or '.join(missing)} in the environment: "
-                                 "start them with torchrun or accelerate launch")
-            dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world, timeout=TIMEOUT)
-        elif dist.get_world_size() != ranks.world or dist.get_rank() != ranks.rank:
-            raise RuntimeError(f"the process group is rank {dist.get_rank()} of {dist.get_world_size()}, the "
-                               f"environment says {ranks.rank} of {ranks.world}")
-        bn_group = dist.new_group(backend=backend, timeout=TIMEOUT)
+        device = process_device(ranks, requested_device)
+        owns = join_processes(ranks, device)
+        bn_group = dist.new_group(backend=_backend(device), timeout=TIMEOUT)
         return cls(rank=ranks.rank, world=ranks.world, device=device, bn_group=bn_group, owns_group=owns)
 
     @property
@@ -368,5 +391,5 @@ class DataParallel:
         return payload[1]
 
 
-__all__ = ["TIMEOUT", "DataParallel", "SyncedBatchNorm2d", "batch_share", "loss_scale", "share_weight",
-           "sum_over_processes", "sync_batchnorm"]
+__all__ = ["TIMEOUT", "DataParallel", "SyncedBatchNorm2d", "batch_share", "can_join", "join_processes",
+           "loss_scale", "process_device", "share_weight", "sum_over_processes", "sync_batchnorm"]

@@ -28,7 +28,7 @@ from anogen.detection.train_config import TrainConfig
 from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig, LearnConfig
 from anogen.jobs import ProgressFn, check_cancel, no_progress
 from anogen.runplan.plan import GENERATE_KEYS, CategoryPlan, KindPlan, Plan
-from anogen.runplan.ranks import ProcessRanks, generate_across_ranks, remove_parts
+from anogen.runplan.ranks import ProcessRanks, SharedTraining, generate_across_ranks, remove_parts
 from anogen.runplan.steps import DONE_NAME, Shard, Step, build_steps, steps_of_shard
 from anogen.runplan.table import write_results
 
@@ -55,6 +55,7 @@ class StepContext:
     ranks: ProcessRanks
     progress: ProgressFn
     cancel: threading.Event | None
+    shared: SharedTraining | None = None  # several processes train each detector together
 
     @property
     def category(self) -> CategoryPlan:
@@ -160,16 +161,13 @@ def run_generate(ctx: StepContext, staging: Path) -> dict[str, Any]:
     return {"samples": count, "processes": ctx.ranks.world}
 
 
-def run_train(ctx: StepContext, staging: Path) -> dict[str, Any]:
-    from anogen.demo_pipeline import relocate_paths
-    from anogen.detection.train import train
-
+def _train_config(ctx: StepContext, out_dir: Path) -> TrainConfig:
     plan, category = ctx.plan, ctx.category
     settings = plan.train
     generated = ([ctx.folder_of("generate", k.name) / SET_DIR for k in category.kinds]
                  if ctx.step.name == "generated" else [])
-    config = TrainConfig(
-        data_dir=category.path, detector=plan.detector, out_dir=staging / DETECTOR_DIR, generated_dirs=generated,
+    return TrainConfig(
+        data_dir=category.path, detector=plan.detector, out_dir=out_dir, generated_dirs=generated,
         preset=plan.detector_preset, overrides=dict(settings.get("overrides", {})), steps=settings.get("steps"),
         tau=float(settings.get("tau", TrainConfig.tau)), mix=float(settings.get("mix", TrainConfig.mix)),
         synthesis=settings.get("synthesis", TrainConfig.synthesis),
@@ -178,10 +176,27 @@ def run_train(ctx: StepContext, staging: Path) -> dict[str, Any]:
         teacher_weights=Path(settings["teacher"]) if "teacher" in settings else None,
         textures_dir=Path(settings["textures"]) if "textures" in settings else None,
         exclude=category.support_images, protocol=plan.protocol, overwrite=True)
-    result = train(config, ctx.progress, ctx.cancel)
+
+
+def run_train(ctx: StepContext, staging: Path) -> dict[str, Any]:
+    from anogen.demo_pipeline import relocate_paths
+    from anogen.detection.train import train
+
+    config = _train_config(ctx, staging / DETECTOR_DIR)
+    result = train(config, ctx.progress, ctx.cancel, ranks=ctx.ranks if ctx.shared is not None else None)
     # The run recorded paths inside the staging folder; the step folder is where they will be.
     relocate_paths(staging, ctx.step.folder)
-    return {"steps": result.steps, "final_loss": result.final_loss, "generated_sets": [str(p) for p in generated]}
+    return {"steps": result.steps, "final_loss": result.final_loss,
+            "generated_sets": [str(p) for p in config.generated_sets],
+            "processes": ctx.ranks.world if ctx.shared is not None else 1}
+
+
+def train_share(ctx: StepContext) -> None:
+    """A process other than the main one: its part of the main process's ``run_train``
+    (it writes nothing; the main process publishes the detector)."""
+    from anogen.detection.train import train
+
+    train(_train_config(ctx, ctx.step.folder / DETECTOR_DIR), no_progress, ctx.cancel, ranks=ctx.ranks)
 
 
 def run_evaluate(ctx: StepContext, staging: Path) -> dict[str, Any]:
@@ -209,13 +224,13 @@ def settings_section(stage: str) -> str:
 
 
 def run_step(plan: Plan, step: Step, steps: dict[str, Step], ranks: ProcessRanks, progress: ProgressFn,
-             cancel: threading.Event | None) -> None:
+             cancel: threading.Event | None, shared: SharedTraining | None = None) -> None:
     """Build ``step`` in a staging folder and publish it with its done marker."""
     for leftover in step.staging_folders():
         # A killed run's half-built folder: never trusted, removed before the step is redone.
         shutil.rmtree(leftover, ignore_errors=True)
     started = time.perf_counter()
-    context = StepContext(plan, step, steps, ranks, progress, cancel)
+    context = StepContext(plan, step, steps, ranks, progress, cancel, shared)
     with staged_directory(step.folder) as staging:
         staging.chmod(0o755)  # mkdtemp makes it private; results are ordinary data
         details = RUNNERS[step.stage](context, staging)
@@ -234,11 +249,23 @@ def run_plan(plan: Plan, shard: Shard | None = None, *, progress_for: ProgressFa
              ranks: ProcessRanks | None = None) -> RunReport:
     """Run every step of ``plan`` that ``shard`` owns and whose inputs are done.
 
-    Under ``accelerate launch`` (``ranks.world > 1``) stage 2 is shared by all processes
-    (:func:`~anogen.runplan.ranks.generate_across_ranks`); every other step runs on the
-    main process, and the others only generate their share.
+    Under ``accelerate launch`` or ``torchrun`` (``ranks.world > 1``) stage 2 is shared by
+    all processes (:func:`~anogen.runplan.ranks.generate_across_ranks`), and so is each
+    detector's training (data parallel, :class:`~anogen.runplan.ranks.SharedTraining`);
+    every other step runs on the main process while the others wait.
     """
     ranks = ranks or ProcessRanks.from_environment()
+    shared = SharedTraining(ranks, plan.device) if SharedTraining.possible(ranks) else None
+    try:
+        return _run_steps(plan, shard, ranks, shared, progress_for, log, cancel)
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _run_steps(plan: Plan, shard: Shard | None, ranks: ProcessRanks, shared: SharedTraining | None,
+               progress_for: ProgressFactory, log: Callable[[str], None],
+               cancel: threading.Event | None) -> RunReport:
     steps = build_steps(plan)
     by_label = {s.label: s for s in steps}
     report = RunReport()
@@ -256,16 +283,26 @@ def run_plan(plan: Plan, shard: Shard | None = None, *, progress_for: ProgressFa
                 # process builds and publishes the set.
                 run_generate(generate_part, step.folder)
                 report.ran.append(step.label)
+            elif step.stage == "train" and shared is not None and shared.decision(step, cancel):
+                train_share(StepContext(plan, step, by_label, ranks, no_progress, cancel, shared))
+                report.ran.append(step.label)
             continue
+        together = shared if step.stage == "train" else None
         if not step.ready():
+            if together is not None:
+                together.decide(step, train=False)
             report.waiting.append(step.label)
             waiting = ", ".join(n.label for n in step.needs if not n.is_done())
             log(f"[{number}/{len(mine)}] {step.label}: waiting for {waiting}")
             continue
         log(f"[{number}/{len(mine)}] {step.label}")
         started = time.perf_counter()
+        if together is not None:
+            together.decide(step, train=True)
         with progress_for(step.label) as progress:
-            run_step(plan, step, by_label, ranks, progress, cancel)
+            run_step(plan, step, by_label, ranks, progress, cancel, shared)
+        if together is not None:
+            together.finished(step)
         report.ran.append(step.label)
         log(f"[{number}/{len(mine)}] {step.label}: done in {time.perf_counter() - started:.1f} s")
     if ranks.is_main:

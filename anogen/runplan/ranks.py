@@ -1,4 +1,4 @@
-"""Stage 2 across the processes of ``accelerate launch``.
+"""Stage 2 and detector training across the processes of ``accelerate launch``.
 
 ``accelerate launch --num_processes N -m anogen run PLAN.toml`` starts N copies of the
 run, with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment (Accelerate
@@ -16,11 +16,15 @@ the number of processes.
 
 The processes meet through the shared output folder (a part is complete when its done
 marker is there), not through a collective: a barrier would time out while the main
-process spends an hour on stage 1 or a detector.
+process spends an hour on stage 1 or an evaluation. Detector training is the exception
+(:class:`SharedTraining`): all processes train each detector together with
+torch.distributed (:mod:`anogen.detection.parallel`), and they enter its collectives
+only once the main process has written, beside the step, that it is entering them too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -103,6 +107,72 @@ def unshared_launch_warning(env: Mapping[str, str] | None = None) -> str | None:
             "--num_processes N' on a machine without GPUs")
 
 
+class SharedTraining:
+    """The processes of one launch train each detector of the plan together
+    (:mod:`anogen.detection.parallel`).
+
+    Collectives need every process at the same point, but only the main process knows
+    when a train step starts (it first runs stage 1, boxes and evaluations alone, for
+    hours) and whether it starts at all (a ``+ generated`` detector waits for other
+    shards' kinds). So the main process writes its decision beside the step, named with
+    this launch's token (:meth:`decide`), right before it trains or when it skips;
+    the others poll for it (:meth:`decision`), as they poll for a kind's boxes, and
+    enter the step's collectives only when the main process is entering them too.
+    The token, broadcast when the processes meet at the start of the run (all start
+    together), keeps a killed launch's decisions from being read.
+    """
+
+    def __init__(self, ranks: ProcessRanks, device: str) -> None:
+        import uuid
+
+        from anogen.detection.parallel import join_processes, process_device
+
+        self.ranks = ranks
+        self.owns_group = join_processes(ranks, process_device(ranks, device))
+        import torch.distributed as dist
+
+        token = [uuid.uuid4().hex[:12] if ranks.is_main else None]
+        dist.broadcast_object_list(token, src=0)
+        self.token = str(token[0])
+
+    @staticmethod
+    def possible(ranks: ProcessRanks, env: Mapping[str, str] | None = None) -> bool:
+        """Several processes that can meet (torchrun, accelerate launch; not an MPI launch
+        without MASTER_ADDR/MASTER_PORT, whose training stays on the main process)."""
+        from anogen.detection.parallel import can_join
+
+        return ranks.world > 1 and can_join(dict(os.environ if env is None else env))
+
+    def _marker(self, step: Step, token: str | None = None) -> Path:
+        return step.folder.parent / f".{step.folder.name}.train-{token or self.token}.json"
+
+    def decide(self, step: Step, train: bool) -> None:
+        """Main process: tell the others whether ``step`` trains now (True) or waits."""
+        for stale in step.folder.parent.glob(f".{step.folder.name}.train-*.json"):
+            if stale != self._marker(step):
+                stale.unlink(missing_ok=True)  # a killed launch's
+        step.folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self._marker(step), {"step": step.label, "train": train})
+
+    def decision(self, step: Step, cancel: threading.Event | None = None) -> bool:
+        """Other processes: wait for the main process's decision on ``step``."""
+        marker = self._marker(step)
+        self.ranks.wait_until(lambda: marker.is_file() or step.is_done(), cancel)
+        if not marker.is_file():
+            return False
+        return bool(json.loads(marker.read_text(encoding="utf-8")).get("train"))
+
+    def finished(self, step: Step) -> None:
+        """Main process: the step is published, the others have read its decision."""
+        self._marker(step).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def parts_folder(step: Step) -> Path:
     return step.folder.parent / f".{step.folder.name}.parts"
 
@@ -148,7 +218,7 @@ def _assemble(job, step: Step, world: int) -> int:
             writer.add(sample.load_image(), box=sample.box, source=sample.source, defect_kind=sample.defect_kind,
                        seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
                        steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample.id,
-                       mask=sample.load_mask())
+                       mask=sample.load_mask(), settings=sample.settings)
     return len(samples)
 
 
