@@ -9,6 +9,11 @@ import numpy as np
 
 from anogen.data.imageio import write_image, write_mask
 
+# The smallest DRAEM that trains and scores: the detector tests' shared config overrides,
+# and the same as `anogen train --set` arguments.
+TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
+TINY_DRAEM_ARGS = [arg for key, value in TINY_DRAEM.items() for arg in ("--set", f"{key}={value}")]
+
 
 def textured(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A noisy grey surface: enough texture that images differ, small enough to write fast."""

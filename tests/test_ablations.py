@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import TINY_DRAEM_ARGS
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
@@ -18,9 +19,6 @@ from anogen.detection.preprocess import resize_image
 from anogen.detection.synthesis import SynthesisResult
 from anogen.detection.training_data import MixedBatchSampler, load_generated_items
 from anogen.errors import InputError
-
-TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
-              "--set", "disc_base_width=4"]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +106,7 @@ def test_training_with_cutpaste_uses_it_and_records_it(category, tmp_path, monke
     monkeypatch.setattr(cutpaste.CutPasteSynthesizer, "sample", counted)
     out = tmp_path / "det"
     assert main(["train", "--data", str(category), "--detector", "draem", "--synthesis", "cutpaste",
-                 "--steps", "2", "--device", "cpu", "--quiet", *TINY_DRAEM, "--out", str(out)]) == 0
+                 "--steps", "2", "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(out)]) == 0
     assert calls["n"] >= 4  # every synthetic sample of both batches
     assert read_checkpoint_info(out, "last").provenance["synthesis"] == "cutpaste"
     with pytest.raises(SystemExit) as refused:
@@ -143,7 +141,7 @@ def test_generated_only_training_runs_end_to_end(category, tmp_path, capsys):
     out = tmp_path / "det"
     assert main(["train", "--data", str(category), "--detector", "draem", "--mix", "0",
                  "--generated", str(generated_set(tmp_path / "gen", category)), "--steps", "2", "--device", "cpu",
-                 "--quiet", *TINY_DRAEM, "--out", str(out)]) == 0
+                 "--quiet", *TINY_DRAEM_ARGS, "--out", str(out)]) == 0
     assert read_checkpoint_info(out, "last").provenance["mix"] == 0.0
     metrics = tmp_path / "metrics.json"
     assert main(["evaluate", "--data", str(category), "--detector-dir", str(out), "--device", "cpu", "--quiet",

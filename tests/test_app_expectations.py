@@ -25,8 +25,6 @@ def project(tmp_path) -> Path:
     return write_project(tmp_path)
 
 
-
-
 def click(canvas, x: float, y: float, double: bool = False) -> None:
     """A left click (or the press/release/double-click/release of a double-click) at image (x, y)."""
     pos = canvas.mapFromScene(QPointF(x, y))

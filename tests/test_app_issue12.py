@@ -23,8 +23,6 @@ def project(tmp_path) -> Path:
     return write_project(tmp_path)
 
 
-
-
 # ---------------------------------------------------------------- bug 13
 def test_add_kind_leaves_no_other_kinds_image_to_paint_on(make_window, project, qtbot):
     window = make_window()

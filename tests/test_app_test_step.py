@@ -17,11 +17,10 @@ import pytest
 pytest.importorskip("pytestqt")
 
 
-from _data_helpers import write_hole_category
+from _data_helpers import TINY_DRAEM, write_hole_category
 
 from anogen.data.workspace import Workspace
 
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
 METRIC_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro", "f1_max", "f1_threshold",
                "n_images", "n_defective", "n_excluded", "n_excluded_support", "n_excluded_validation")
 
@@ -53,8 +52,6 @@ def _trained_project(root: Path, n_good: int, n_hole: int, max_val_images: int) 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> dict[str, Path]:
     return _trained_project(tmp_path_factory.mktemp("small") / "project", n_good=8, n_hole=8, max_val_images=64)
-
-
 
 
 def _cli_metrics(trained, tmp_path) -> dict:

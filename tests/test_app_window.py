@@ -25,8 +25,6 @@ def project(tmp_path) -> Path:
     return write_project(tmp_path)
 
 
-
-
 def _manifest(root: Path) -> dict:
     return json.loads((root / "project.json").read_text())
 

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import TINY_DRAEM_ARGS
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
 from anogen.data.generated import GeneratedSetWriter
 from anogen.data.imageio import list_images, read_image
-
-TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
-              "--set", "disc_base_width=4"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def test_train_evaluate_predict_export_end_to_end(category, tmp_path, capsys):
                        model="hand", embedding_hash="0", steps=0, guidance=0.0)
     out = tmp_path / "detector"
     assert main(["train", "--data", str(category), "--detector", "draem", "--generated", str(generated),
-                 "--tau", "0.8", "--steps", "3", "--seed", "2", "--device", "cpu", *TINY_DRAEM,
+                 "--tau", "0.8", "--steps", "3", "--seed", "2", "--device", "cpu", *TINY_DRAEM_ARGS,
                  "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "3/3" in captured.err and "loss=" in captured.err  # the progress bar

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import one_line_error
+from _data_helpers import TINY_DRAEM, TINY_DRAEM_ARGS
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
 from anogen.outputs import MARKER_NAME
-
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
-TINY_DRAEM_ARGS = [arg for key, value in TINY_DRAEM.items() for arg in ("--set", f"{key}={value}")]
 
 
 # ----------------------------------------------------------------------------- fixtures

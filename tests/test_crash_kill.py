@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import pytest
+from _data_helpers import TINY_DRAEM_ARGS
 
 from anogen.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
-TINY_DRAEM_ARGS = [arg for key, value in TINY_DRAEM.items() for arg in ("--set", f"{key}={value}")]
 KILLS = 3  # per command: with the uninterrupted run, about a minute in all on two busy cores
 ENV = {**os.environ, "ANOGEN_THREADS": "1", "OMP_NUM_THREADS": "1"}
 

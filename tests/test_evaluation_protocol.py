@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _data_helpers import TINY_DRAEM_ARGS
 
 from anogen.data.datasets import read_mvtec_category
 from anogen.data.demo import write_demo_dataset
@@ -60,15 +61,12 @@ def test_excluded_images_are_recognised_by_content_not_path(category, tmp_path):
 
 # ----------------------------------------------------------------------------- protocols
 
-TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
-              "--set", "disc_base_width=4"]
-
 
 def train_cli(category: Path, out: Path, *extra: str) -> Path:
     from anogen.cli import main
 
     assert main(["train", "--data", str(category), "--detector", "draem", "--steps", "2", "--validate-every", "1",
-                 "--device", "cpu", "--quiet", *TINY_DRAEM, "--out", str(out), *extra]) == 0
+                 "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(out), *extra]) == 0
     return out
 
 

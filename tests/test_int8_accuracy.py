@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import TINY_DRAEM
 
 from anogen.detection.runtimes import RUNTIME_TOLERANCE
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
 
 
 @pytest.fixture()

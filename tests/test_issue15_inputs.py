@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from _cli_helpers import one_line_error
+from _data_helpers import TINY_DRAEM, TINY_DRAEM_ARGS
 
 from anogen.cli import main
 from anogen.data.generated import read_generated_set
@@ -132,8 +133,6 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
 
 
 # ----------------------------------------------------------------------------- item 17
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
-TINY_DRAEM_ARGS = [arg for key, value in TINY_DRAEM.items() for arg in ("--set", f"{key}={value}")]
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import TINY_DRAEM_ARGS
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
 from anogen.data.generated import GeneratedSetWriter, merge_generated_sets, read_generated_set
 from anogen.data.imageio import list_images, read_image
 from anogen.errors import InputError
-
-TINY_DRAEM = ["--set", "image_size=32", "--set", "batch_size=2", "--set", "recon_base_width=4",
-              "--set", "disc_base_width=4"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,7 @@ def test_train_takes_several_generated_sets_and_counts_each_kind(category, tmp_p
     stains = kind_set(tmp_path / "stain", category, "stain", 3)
     out = tmp_path / "det"
     assert main(["train", "--data", str(category), "--detector", "draem", "--generated", str(holes), str(stains),
-                 "--steps", "2", "--device", "cpu", "--quiet", *TINY_DRAEM, "--out", str(out)]) == 0
+                 "--steps", "2", "--device", "cpu", "--quiet", *TINY_DRAEM_ARGS, "--out", str(out)]) == 0
     provenance = read_checkpoint_info(out, "last").provenance
     assert provenance["generated_per_kind"] == {"hole": 2, "stain": 3} and provenance["generated_samples"] == 5
     assert provenance["generated_sets"] == [str(holes.resolve()), str(stains.resolve())]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _cli_helpers import one_line_error
+from _data_helpers import TINY_DRAEM
 
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
@@ -29,7 +30,6 @@ from anogen.detection.options import RUNTIMES
 from anogen.detection.runtimes import RUNTIME_TOLERANCE, inference_model, load_exported
 from anogen.outputs import MARKER_NAME
 
-TINY_DRAEM = {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4}
 TINY_DESTSEG = {"image_size": 32, "batch_size": 2, "teacher_embedding_size": 8, "teacher_hidden_sizes": [8, 16, 32],
                 "student_embedding_size": 8, "student_hidden_sizes": [8, 16, 16, 16], "seg_width": 16,
                 "top_k": 10, "steps": 4, "student_steps": 2, "allow_random_teacher": True}

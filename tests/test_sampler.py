@@ -26,8 +26,6 @@ def _with_token(model, token="<defect-kind>"):
     return apply_embedding(model, LearnedEmbedding(token=token, vector=vector, family=model.family))
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from anogen.diffusion.models import load_model
