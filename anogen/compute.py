@@ -45,6 +45,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_process(world: int) -> int | None:
+    """The default CPU threads of each of ``world`` processes of a launch (torchrun,
+    accelerate launch) on one machine: the cores shared out (torchrun sets
+    LOCAL_WORLD_SIZE), unless ANOGEN_THREADS pins them; None for one process."""
+    if world <= 1 or os.environ.get(THREADS_ENV, "").strip():
+        return None
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else world))
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when oneDNN has native bf16 kernels here (AMX or AVX-512-bf16)."""
     import torch

@@ -15,7 +15,10 @@ it saw to ``SPEC["work"]/rank<r>.json``:
 * ``nan``: a NaN loss on rank 1 only, at step 2: every rank must stop at step 2;
 * ``cancel``: a cancel on rank 1 only, after step 2: every rank must stop;
 * ``save_fails``: rank 0 cannot write its checkpoint: every rank must stop, rank 1 with
-  rank 0's error.
+  rank 0's error;
+* ``learn``: the same for stage 1 (``learn_embedding`` with ``ranks``): ``resume`` of a run
+  one process checkpointed (SPEC["learn"]["checkpoint"]), ``nan``, ``cancel`` and
+  ``save_fails`` as above, each rank reporting its outcome (and the resumed vector).
 """
 
 from __future__ import annotations
@@ -112,6 +115,81 @@ def outcome(run) -> str:
     return f"finished at step {result.steps}"
 
 
+def learn_checks(spec: dict, ranks) -> dict:
+    from dataclasses import replace
+
+    from anogen.diffusion import learn as learn_module
+    from anogen.diffusion.config import LearnConfig
+    from anogen.diffusion.learn import learn_embedding
+    from anogen.diffusion.models import load_model
+
+    settings = spec["learn"]
+    work = Path(spec["work"])
+    model = load_model(settings["model"], device="cpu")  # learn_embedding leaves it as it was but the token's row
+    config = LearnConfig(images=[Path(p) for p in settings["images"]], masks=[Path(p) for p in settings["masks"]],
+                         token="<hole>", steps=4, batch_size=4, seed=0, checkpoint_every=1,
+                         checkpoint_path=work / "learn.checkpoint.safetensors")
+    seen: dict = {}
+
+    def outcome(run) -> str:
+        try:
+            result = run()
+        except Exception as exc:  # noqa: BLE001 - what each rank saw is the result
+            return f"{type(exc).__name__}: {exc}"
+        return f"finished at step {result.steps_done}"
+
+    checkpoint = Path(settings["checkpoint"])
+    resumed: dict = {}
+
+    def resume():
+        result = learn_embedding(model, replace(config, resume_from=checkpoint, checkpoint_path=checkpoint,
+                                                checkpoint_every=2), ranks=ranks)
+        resumed.update(vector=result.vector.tolist(), loss_curve=result.loss_curve,
+                       processes=result.metadata.get("processes"))
+        return result
+
+    seen["resume"] = outcome(resume)
+    seen["resumed"] = resumed
+
+    original_loss = learn_module.masked_noise_loss
+    calls = {"n": 0}
+
+    def nan_on_rank_one(*args, **kwargs):
+        calls["n"] += 1
+        loss = original_loss(*args, **kwargs)
+        return loss * float("nan") if ranks.rank == 1 and calls["n"] == 2 else loss
+
+    learn_module.masked_noise_loss = nan_on_rank_one
+    try:
+        seen["nan"] = outcome(lambda: learn_embedding(model, replace(
+            config, checkpoint_path=work / "learn-nan.checkpoint.safetensors"), ranks=ranks))
+    finally:
+        learn_module.masked_noise_loss = original_loss
+
+    cancel = threading.Event()
+
+    def cancel_on_rank_one(report) -> None:
+        if ranks.rank == 1 and report.step == 2:
+            cancel.set()
+
+    seen["cancel"] = outcome(lambda: learn_embedding(model, replace(
+        config, checkpoint_path=work / "learn-cancel.checkpoint.safetensors"), cancel_on_rank_one, cancel,
+        ranks=ranks))
+
+    original_save = learn_module._save_checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    learn_module._save_checkpoint = disk_full
+    try:
+        seen["save_fails"] = outcome(lambda: learn_embedding(model, replace(
+            config, checkpoint_path=work / "learn-full.checkpoint.safetensors"), ranks=ranks))
+    finally:
+        learn_module._save_checkpoint = original_save
+    return seen
+
+
 def checks(spec_path: Path) -> None:
     from dataclasses import replace
 
@@ -168,6 +246,8 @@ def checks(spec_path: Path) -> None:
             seen["save_fails"] = outcome(lambda: train(replace(config, out_dir=work / "full"), ranks=ranks))
         finally:
             train_module.save_checkpoint = original_save
+
+        seen["learn"] = learn_checks(spec, ranks)  # stage 1 joins the same group
     (work / f"rank{ranks.rank}.json").write_text(json.dumps(seen, indent=1))
 
 

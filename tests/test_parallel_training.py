@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from anogen.data.demo import write_demo_dataset
@@ -61,6 +62,10 @@ FIRST_STEP_LOSS_RTOL = 1e-5
 LOSS_RTOL = 0.03
 METRIC_ATOL = 0.02
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")
+LEARN_STEPS = 6
+LEARN_FIRST_LOSS_RTOL = 1e-6
+LEARN_LOSS_RTOL = 1e-5
+LEARN_VECTOR_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -197,15 +202,14 @@ def test_one_process_never_touches_torch_distributed(category, tmp_path, monkeyp
 
 
 def test_the_cli_shares_the_cores_among_the_processes(monkeypatch):
-    from anogen.commands.train import _threads_per_process
-    from anogen.compute import THREADS_ENV, available_cores
+    from anogen.compute import THREADS_ENV, available_cores, threads_per_process
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert _threads_per_process(1) is None
-    assert _threads_per_process(4) == max(1, available_cores() // 2)
+    assert threads_per_process(1) is None
+    assert threads_per_process(4) == max(1, available_cores() // 2)
     monkeypatch.setenv(THREADS_ENV, "3")
-    assert _threads_per_process(4) is None  # pinned: the compute policy reads it
+    assert threads_per_process(4) is None  # pinned: the compute policy reads it
 
 
 # --------------------------------------------------------------------------- real processes
@@ -268,10 +272,16 @@ def test_torchrun_two_processes_train_the_one_process_detector(category, tmp_pat
 
 
 @pytest.mark.slow
-def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(category, tmp_path):
+def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(category, tiny_model, tmp_path):
     """One torchrun launch of tests/_ddp_script.py checks: the float64 gradients of DRAEM and
     both DeSTSeg phases; resuming with two processes a run one process began; and that a
-    NaN or a cancel on rank 1 only, or a checkpoint rank 0 cannot write, stops both."""
+    NaN or a cancel on rank 1 only, or a checkpoint rank 0 cannot write, stops both; the
+    same for stage 1 (learn_embedding), in the same launch."""
+    from dataclasses import replace
+
+    from anogen.diffusion.learn import learn_embedding
+    from anogen.diffusion.models import load_model
+
     full = train(config_for(category, tmp_path / "full", steps=4, validate_every=2))
     cancel = threading.Event()
 
@@ -286,8 +296,16 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
     work = tmp_path / "work"
     work.mkdir()
     spec = work / "spec.json"
+    # Stage 1: a run of 4 steps, and one stopped at step 2 whose checkpoint two processes resume.
+    learn_one = learn_config(category)
+    learned = learn_embedding(load_model(tiny_model, device="cpu"), learn_one)
+    learn_checkpoint = tmp_path / "learn.checkpoint.safetensors"
+    learn_embedding(load_model(tiny_model, device="cpu"), replace(learn_one, steps=2, checkpoint_path=learn_checkpoint))
     spec.write_text(json.dumps({"work": str(work), "data": str(category), "tiny": TINY,
-                                "resume_out": str(tmp_path / "resumed")}))
+                                "resume_out": str(tmp_path / "resumed"),
+                                "learn": {"model": str(tiny_model), "images": list(map(str, learn_one.images)),
+                                          "masks": list(map(str, learn_one.masks)),
+                                          "checkpoint": str(learn_checkpoint)}}))
     code, output, seconds = _torchrun(["checks", str(spec)], tmp_path)
     print(f"torchrun, 2 processes, checks: {seconds:.1f} s")
     assert code == 0, output
@@ -311,6 +329,27 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
     assert seen[1]["save_fails"].startswith("RuntimeError: the main process (rank 0) stopped: OSError")
     assert not (work / "unused").exists()
     assert np.isfinite([h["loss"] for h in resumed if "loss" in h]).all()
+
+    learn = [s["learn"] for s in seen]
+    assert [s["resume"] for s in learn] == ["finished at step 4"] * 2
+    assert learn[0]["resumed"] == learn[1]["resumed"]  # both processes applied the same updates
+    resumed_vector = torch.tensor(learn[0]["resumed"]["vector"])
+    print("stage 1 resumed by 2 processes, vector difference:", float((resumed_vector - learned.vector).abs().max()))
+    torch.testing.assert_close(resumed_vector, learned.vector, rtol=0, atol=LEARN_VECTOR_ATOL)
+    assert learn[0]["resumed"]["loss_curve"][:2] == learned.loss_curve[:2]  # the first two: the checkpoint's
+    assert learn[0]["resumed"]["loss_curve"] == pytest.approx(learned.loss_curve, rel=LEARN_LOSS_RTOL)
+    assert learn[0]["resumed"]["processes"] == 2
+    with safe_open(str(learn_checkpoint), framework="pt") as handle:
+        assert handle.metadata()["step"] == "4"  # rank 0 wrote the resumed run's checkpoints
+    for rank in range(2):
+        assert learn[rank]["nan"].startswith("TrainingDiverged: the loss became nan at step 2; the last good "
+                                             "checkpoint"), learn[rank]
+        assert learn[rank]["cancel"] == "JobCancelled: cancelled by the user", learn[rank]
+    with safe_open(str(work / "learn-cancel.checkpoint.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["step"] == "2"
+    assert learn[0]["save_fails"] == "OSError: [Errno 28] No space left on device"
+    assert learn[1]["save_fails"].startswith("RuntimeError: the main process (rank 0) stopped: OSError")
+    assert not (work / "learn-full.checkpoint.safetensors").exists()
 
 
 def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the_main_decision(tmp_path):
@@ -344,3 +383,153 @@ def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the
     (step.folder / "done.json").parent.mkdir(parents=True)
     (step.folder / "done.json").write_text("{}")
     assert not other.decision(step)  # published before this launch: nothing to join
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from anogen.diffusion.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "sd1", "sd1", resolution=32)
+
+
+def learn_config(category: Path, **changes):
+    from anogen.diffusion.config import LearnConfig
+
+    settings = dict(images=sorted((category / "test" / "hole").glob("*.png")),
+                    masks=sorted((category / "ground_truth" / "hole").glob("*.png")), token="<hole>", steps=4,
+                    batch_size=4, seed=0)
+    settings.update(changes)
+    return LearnConfig(**settings)
+
+
+def test_the_shares_masked_losses_add_up_to_the_whole_batchs():
+    from anogen.diffusion.learn import masked_noise_loss
+
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(5, 4, 6, 6, generator=generator), torch.randn(5, 4, 6, 6, generator=generator)
+    masks = (torch.rand(5, 1, 6, 6, generator=generator) > 0.6).float()
+    for area_normalised in (False, True):
+        whole = masked_noise_loss(prediction, target, masks, area_normalised)
+        parts = [masked_noise_loss(prediction[s], target[s], masks[s], area_normalised, whole_batch_masks=masks)
+                 for s in (batch_share(5, rank, 2) for rank in range(2))]
+        torch.testing.assert_close(sum(parts), whole, rtol=1e-6, atol=0)
+    # A share whose samples all lie outside their masks adds nothing and divides by nothing of its own.
+    empty = torch.zeros_like(masks[:2])
+    assert masked_noise_loss(prediction[:2], target[:2], empty, True, whole_batch_masks=masks) == 0
+
+
+@pytest.mark.parametrize("batch_size, area_normalised", [(4, False), (3, True)])
+def test_the_shares_placeholder_gradients_add_up_to_the_whole_batchs(category, tiny_model, batch_size,
+                                                                      area_normalised):
+    """What the all-reduce of the vector's gradient gives, with the shares computed in turn
+    in one process: the gradient one process computes on the whole seeded batch (float32:
+    1e-4 of the largest component; measured ~4e-6). A wrong share or weight is off by
+    tens of percent."""
+    from anogen.diffusion import learn
+    from anogen.diffusion.embedding_file import add_placeholder_token
+    from anogen.diffusion.models import load_model
+
+    model = load_model(tiny_model, device="cpu")
+    config = learn_config(category, batch_size=batch_size, area_normalised=area_normalised)
+    resolution = learn._resolution(model, config)
+    support = learn.encode_support(model, learn.prepare_support(config, resolution), True, batch_size)
+    token_id = add_placeholder_token(model, config.token)
+    vector = torch.nn.Parameter(learn.init_vector(model, config.init_word))
+    hook = learn._PlaceholderHook(model.token_embedding_table(), token_id, vector)
+    scheduler = model.ddpm_scheduler()
+    batch = learn._draw_batch(support, config, 1, int(scheduler.config.num_train_timesteps))
+    try:
+        whole = learn._batch_loss(model, scheduler, batch, area_normalised)
+        whole.backward()
+        expected, vector.grad = vector.grad.clone(), None
+        total, gradient = 0.0, torch.zeros_like(expected)
+        for rank in range(2):
+            part = learn._batch_loss(model, scheduler, batch, area_normalised, share=batch_share(batch_size, rank, 2))
+            part.backward()
+            total, gradient, vector.grad = total + float(part.detach()), gradient + vector.grad, None
+    finally:
+        hook.remove()
+    assert total == pytest.approx(float(whole.detach()), rel=1e-6)
+    assert float((gradient - expected).abs().max() / expected.abs().max()) < 1e-4
+
+
+def test_one_process_learns_without_torch_distributed(category, tiny_model, monkeypatch):
+    import torch.distributed as dist
+
+    from anogen import parallel
+    from anogen.diffusion.learn import learn_embedding
+    from anogen.diffusion.models import load_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("one process started data-parallel learning")
+
+    monkeypatch.setattr(parallel.ProcessGroup, "start", refuse)
+    monkeypatch.setattr(dist, "init_process_group", refuse)
+    config = learn_config(category, steps=2)
+    alone = learn_embedding(load_model(tiny_model, device="cpu"), config, ranks=ProcessRanks())
+    plain = learn_embedding(load_model(tiny_model, device="cpu"), config)
+    assert torch.equal(alone.vector, plain.vector) and alone.loss_curve == plain.loss_curve
+    assert "processes" not in alone.metadata and not dist.is_initialized()
+
+
+def test_a_batch_too_small_for_the_processes_names_the_setting():
+    with pytest.raises(InputError, match=r"at least 2 \(--batch-size N\) or fewer processes"):
+        batch_share(1, 0, 2, setting="--batch-size N")
+
+
+def test_each_process_of_a_machine_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [ProcessRanks(rank, 4, rank).device(name) for rank in range(4) for name in ("auto", "cuda")] == \
+        ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert ProcessRanks(1, 2, 1).device("cuda:0") == "cuda:0"  # named: as asked
+    assert ProcessRanks(0, 1).device("cuda") == "cuda" and ProcessRanks(1, 2, 1, use_cpu=True).device("auto") == "cpu"
+
+
+def _learned(folder: Path):
+    from anogen.diffusion.embedding_file import load_embedding
+
+    return load_embedding(folder)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_learn_the_one_process_embedding(category, tiny_model, tmp_path):
+    """``torchrun --nproc_per_node 2 -m anogen learn``: both processes learn (2 samples of
+    each batch of 4), rank 0 alone writes (rank 1 fails on any write under the output
+    folder), and the loss curve and vector are the one-process run's within
+    LEARN_FIRST_LOSS_RTOL, LEARN_LOSS_RTOL and LEARN_VECTOR_ATOL."""
+    from anogen.diffusion.learn import learn_embedding
+    from anogen.diffusion.models import load_model
+
+    config = learn_config(category, steps=LEARN_STEPS)
+    one = learn_embedding(load_model(tiny_model, device="cpu"), config)
+    out = tmp_path / "two"
+    out.mkdir()
+    code, output, seconds = _torchrun(
+        ["cli", str(out), "--", "learn", "--model", str(tiny_model), "--images", *map(str, config.images),
+         "--masks", *map(str, config.masks), "--out", str(out / "hole.safetensors"), "--steps", str(LEARN_STEPS),
+         "--batch-size", "4", "--checkpoint-every", "2", "--device", "cpu", "--quiet"], tmp_path)
+    print(f"torchrun, 2 processes, learn: {seconds:.1f} s")
+    assert code == 0, output
+    assert "x 2 processes" in output and output.count("wrote ") == 1  # rank 0 alone reports
+    assert [p.name for p in out.iterdir()] == ["hole.safetensors"]  # the checkpoint gone, no temp file
+    two = _learned(out / "hole.safetensors")
+    assert two.metadata["processes"] == "2" and two.token == "<hole>"
+    for step, (mine, single) in enumerate(zip(two.loss_curve, one.loss_curve), start=1):
+        print(step, f"loss {mine:.8f} / {single:.8f}")
+    print("vector difference", float((two.vector - one.vector).abs().max()),
+          "moved", float((one.vector - init_of(tiny_model)).abs().max()))
+    assert len(two.loss_curve) == LEARN_STEPS
+    assert two.loss_curve[0] == pytest.approx(one.loss_curve[0], rel=LEARN_FIRST_LOSS_RTOL)
+    assert two.loss_curve == pytest.approx(one.loss_curve, rel=LEARN_LOSS_RTOL)
+    torch.testing.assert_close(two.vector, one.vector, rtol=0, atol=LEARN_VECTOR_ATOL)
+
+
+def init_of(model_dir: Path) -> torch.Tensor:
+    from anogen.diffusion.learn import init_vector
+    from anogen.diffusion.models import load_model
+
+    return init_vector(load_model(model_dir, device="cpu"), "defect")

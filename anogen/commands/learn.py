@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "defect (textual inversion with the masked loss). Writes EMB.safetensors in the layout "
                     "diffusers' load_textual_inversion reads, with metadata. While learning, a checkpoint "
                     "EMB.checkpoint.safetensors is kept every --checkpoint-every steps; after an interruption "
-                    "run the same command with --resume.")
+                    "run the same command with --resume. Under torchrun or accelerate launch the processes "
+                    "split each batch and learn the one embedding together; rank 0 writes.")
     parser.add_argument("--model", required=True,
                         help="diffusers folder, Hugging Face id (from the local cache) or .safetensors/.ckpt file")
     parser.add_argument("--images", type=Path, nargs="+", required=True,
@@ -131,24 +132,29 @@ def pair_support(images: list[Path], masks: list[Path]) -> tuple[list[Path], lis
 
 
 def run(args: argparse.Namespace) -> int:
-    from anogen.compute import apply_command_policy
+    from anogen.compute import apply_command_policy, threads_per_process
     from anogen.diffusion.embedding_file import save_embedding
     from anogen.diffusion.learn import check_resume_steps, learn_embedding, validate_support
     from anogen.diffusion.models import load_model
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_file
+    from anogen.runplan.ranks import ProcessRanks
 
+    # Under torchrun or accelerate launch the processes learn the embedding together; rank 0
+    # alone checks and writes the output (anogen.diffusion.learn, anogen.parallel).
+    ranks = ProcessRanks.from_environment()
     out: Path = args.out
     if out.suffix.lower() != ".safetensors":
         raise InputError(f"{out}: the embedding file must end in .safetensors")
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give a file name such as {out / 'scratch.safetensors'}")
     images, masks = pair_support(args.images, args.masks)
-    check_output_file(out, overwrite=args.overwrite, inputs=[*images, *masks], recognise=_is_anogen_embedding)
+    if ranks.is_main:
+        check_output_file(out, overwrite=args.overwrite, inputs=[*images, *masks], recognise=_is_anogen_embedding)
     token = args.token or f"<{out.stem}>"
     checkpoint = checkpoint_path_for(out)
-    if args.resume and not checkpoint.is_file():
+    if args.resume and ranks.is_main and not checkpoint.is_file():
         raise InputError(f"nothing to resume: no checkpoint at {checkpoint}")
 
     config = LearnConfig(
@@ -161,24 +167,31 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
     config = config.with_preset(args.preset)
     validate_support(config)  # fail on a bad support set before the (slow) model load
-    if args.resume:
+    if args.resume and ranks.is_main:
         step = _checkpoint_step(checkpoint)
         if step is not None:
             check_resume_steps(checkpoint, step, config.steps)
-    apply_command_policy(args, args.device)
-    model = load_model(args.model, device=args.device, precision=args.precision,
+    quiet = args.quiet or not ranks.is_main
+    if args.threads is None:
+        args.threads = threads_per_process(ranks.world)
+    device = ranks.device(args.device)  # with several processes on one machine, each its own GPU
+    apply_command_policy(args, device, quiet=quiet)
+    model = load_model(args.model, device=device, precision=args.precision,
                        allow_download=args.allow_download, config_dir=args.config_dir,
                        attention_slicing=args.attention_slicing)
     try:
-        with TqdmProgress("learn", disable=args.quiet) as progress:
-            result = learn_embedding(model, config, progress)
+        with TqdmProgress("learn", disable=quiet) as progress:
+            result = learn_embedding(model, config, progress, ranks=ranks)
     except KeyboardInterrupt:
-        if checkpoint.is_file():
+        if ranks.is_main and checkpoint.is_file():
             print(f"anogen: interrupted; continue later with the same command and --resume "
                   f"(checkpoint: {checkpoint})")
         raise
+    if not ranks.is_main:
+        return 0
     save_embedding(out, result)
     checkpoint.unlink(missing_ok=True)  # the finished embedding replaces it
-    print(f"wrote {out}: token {token}, {result.steps_done} steps, final loss {result.final_loss:.4g}, "
+    processes = f" x {ranks.world} processes" if ranks.world > 1 else ""
+    print(f"wrote {out}: token {token}, {result.steps_done} steps{processes}, final loss {result.final_loss:.4g}, "
           f"{model.family} model '{model.source}'")
     return 0

@@ -99,21 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _threads_per_process(world: int) -> int | None:
-    """The default CPU threads of each of several processes on one machine: the cores shared
-    out (torchrun sets LOCAL_WORLD_SIZE), unless ANOGEN_THREADS pins them."""
-    import os
-
-    from anogen.compute import THREADS_ENV, available_cores
-
-    if world <= 1 or os.environ.get(THREADS_ENV, "").strip():
-        return None
-    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
-    return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else world))
-
-
 def run(args: argparse.Namespace) -> int:
-    from anogen.compute import apply_command_policy
+    from anogen.compute import apply_command_policy, threads_per_process
     from anogen.detection.train import train
     from anogen.jobs import TqdmProgress
     from anogen.outputs import check_output_dir
@@ -134,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     ranks = ProcessRanks.from_environment()
     quiet = args.quiet or not ranks.is_main
     if args.threads is None:
-        args.threads = _threads_per_process(ranks.world)
+        args.threads = threads_per_process(ranks.world)
     apply_command_policy(args, args.device, quiet=quiet)
     with TqdmProgress(f"train {args.detector}", disable=quiet) as progress:
         result = train(config, progress, ranks=ranks)

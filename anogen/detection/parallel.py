@@ -1,33 +1,25 @@
 """Data-parallel detector training across the processes of ``torchrun`` or ``accelerate launch``.
 
-``torchrun --nproc_per_node N -m anogen train ...`` or ``accelerate launch --multi_gpu
---num_processes N -m anogen train ...`` start N copies of the command with ``RANK``,
-``WORLD_SIZE`` and ``LOCAL_RANK`` set (:class:`~anogen.runplan.ranks.ProcessRanks`); the
-training job (:func:`anogen.detection.train.train`) then trains one detector with all of
-them:
+The training job (:func:`anogen.detection.train.train`) trains one detector with all the
+processes of the launch, following the rules every data-parallel job of anogen follows
+(:mod:`anogen.parallel`: one global batch split into contiguous shares, the gradient of
+the whole batch, rank 0 the only writer, every process stopping at the same step). What
+detector training adds is here:
 
-* **one global batch, split.** Every process builds the step's whole batch (a batch is a
-  function of seed and step, :class:`~anogen.detection.training_data.MixedBatchSampler`,
-  and its samples share one random stream, so a share cannot be drawn alone) and keeps
-  its contiguous share (:func:`batch_share`). The union of the shares is, sample for
-  sample, the batch one process trains on; the batch size stays the config's.
-* **the gradient of the whole batch.** Each process's loss is weighted by its share
-  (:func:`share_weight`, :func:`loss_scale`: a loss that averages over the batch counts
-  ``n_r / N`` of it, one that sums counts whole) and DistributedDataParallel averages the
-  gradients, so every process applies the gradient one process computes on the whole
-  batch. BatchNorm layers normalise with the statistics of the whole batch
-  (:class:`SyncedBatchNorm2d` on the CPU, where torch's own ``SyncBatchNorm`` does not
-  run; ``torch.nn.SyncBatchNorm`` on CUDA). In float64 the gradient equals one
-  process's to ~1e-11; in float32 the order of the sums differs, and small detectors
-  amplify that rounding over the steps as they do when the thread count changes, so
-  runs agree within a tolerance (measured in tests/test_parallel_training.py and
-  docs/scale.md), not bit for bit.
-* **one writer.** Only rank 0 validates and writes checkpoints, ``history.jsonl`` and the
-  output marker; the others wait for its verdict (:meth:`DataParallel.relay`), so an
-  error there (a full disk, NaN maps) stops every process with the same error.
-* **stopping together.** A cancel on any process is agreed at the start of each step,
-  the loss (and with it a NaN) is summed over the processes before the backward pass,
-  and the number of steps is the same everywhere, so all stop at the same step.
+* **DistributedDataParallel** wraps the detector's training loss (:meth:`DataParallel.wrap`).
+  Each process's loss is weighted by its share (a loss that averages over the batch
+  counts ``n_r / N`` of it, one that sums counts whole; :func:`~anogen.parallel.loss_scale`
+  undoes DDP's averaging), so every process applies the gradient one process computes on
+  the whole batch.
+* **BatchNorm over the whole batch**: BatchNorm layers normalise with the statistics of
+  every process's samples (:class:`SyncedBatchNorm2d` on the CPU, where torch's own
+  ``SyncBatchNorm`` does not run; ``torch.nn.SyncBatchNorm`` on CUDA), on a process group
+  of their own. In float64 the gradient equals one process's to ~1e-11; in float32 the
+  order of the sums differs, and small detectors amplify that rounding over the steps as
+  they do when the thread count changes, so runs agree within a tolerance (measured in
+  tests/test_parallel_training.py and docs/scale.md), not bit for bit.
+* **rank 0 validates**: only rank 0 validates and writes checkpoints, ``history.jsonl``
+  and the output marker; the others take its verdict (:meth:`DataParallel.relay`).
 
 Why DistributedDataParallel and not Accelerate's ``Accelerator``: the loop already owns
 what ``Accelerator`` adds (device choice, the autocast policy, seeded batches, atomic
@@ -35,70 +27,35 @@ checkpoints), and what it needs besides gradient averaging (whole-batch BatchNor
 CPU, the weights of unequal shares, several optimisers for DeSTSeg's phases, rank 0's
 verdict) is below either way. ``accelerate launch`` sets the same variables as
 ``torchrun``, so both start this path; the one-process path imports neither.
-
-The process group is ``gloo`` on the CPU and ``cpu:gloo,cuda:nccl`` on GPUs (the small
-agreement messages travel on the CPU). Its timeout (:data:`TIMEOUT`) bounds how long the
-other processes wait for rank 0's validation and checkpoint writing.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from torch import nn
 
-from anogen import errors
-from anogen.errors import InputError, JobCancelled
+# The shared pieces, also importable from here (anogen.parallel is where they live).
+from anogen.parallel import (
+    TIMEOUT,
+    ProcessGroup,
+    _error_from_main,
+    backend_for,
+    batch_share,
+    can_join,
+    join_processes,
+    loss_scale,
+    process_device,
+    share_weight,
+)
 
 if TYPE_CHECKING:
     from anogen.detection.base import Detector
     from anogen.runplan.ranks import ProcessRanks
-
-#: How long a process waits in a collective (rank 0 validating and writing checkpoints).
-TIMEOUT = timedelta(hours=1)
-
-Reduction = Literal["mean", "sum"]
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-def batch_share(batch_size: int, rank: int, world: int) -> slice:
-    """The samples of a batch of ``batch_size`` that process ``rank`` of ``world`` trains on:
-    a contiguous block; the first ``batch_size % world`` processes take one sample more."""
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"rank {rank} of {world} processes")
-    if batch_size < world:
-        raise InputError(f"the batch of {batch_size} samples cannot be split over {world} processes; use a batch "
-                         f"size of at least {world} (--set batch_size=N) or fewer processes")
-    base, extra = divmod(batch_size, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (1 if rank < extra else 0))
-
-
-def share_weight(reduction: Reduction, share: int, batch_size: int) -> float:
-    """What one process's loss counts in the whole batch's: ``share / batch_size`` of it
-    when the loss is a mean over the batch's samples, all of it when it is a sum."""
-    if reduction == "mean":
-        return share / batch_size
-    if reduction == "sum":
-        return 1.0
-    raise ValueError(f"unknown batch reduction {reduction!r}")
-
-
-def loss_scale(reduction: Reduction, share: int, batch_size: int, world: int) -> float:
-    """The factor on one process's loss before the backward pass: DistributedDataParallel
-    averages the processes' gradients, so ``world`` times the share's weight gives the
-    gradient of the whole batch's loss. 1.0 for a mean over equal shares."""
-    return world * share_weight(reduction, share, batch_size)
 
 
 # --------------------------------------------------------------------------- BatchNorm over all processes
@@ -193,7 +150,7 @@ def sync_batchnorm(module: nn.Module, group: Any, *, cuda: bool) -> nn.Module:
     return module
 
 
-# --------------------------------------------------------------------------- the process group
+# --------------------------------------------------------------------------- the detector's process group
 
 
 class _LossOf(nn.Module):
@@ -211,116 +168,28 @@ class _LossOf(nn.Module):
                                            tau=tau, weak_all=weak_all)
 
 
-def _error_types() -> dict[str, type[BaseException]]:
-    found: dict[str, type[BaseException]] = {}
-    pending: list[type[BaseException]] = [errors.AnoGenError]
-    while pending:
-        cls = pending.pop()
-        found[cls.__name__] = cls
-        pending += cls.__subclasses__()
-    return found
-
-
-def _error_from_main(payload: tuple[str, str]) -> BaseException:
-    """The error rank 0 reported, raised again on another process (same class where it is
-    one of anogen's, whose constructors take the message)."""
-    name, message = payload
-    cls = _error_types().get(name)
-    if cls is None:
-        return RuntimeError(f"the main process (rank 0) stopped: {name}: {message}")
-    # The nearest class whose constructor takes just the message (ProblemListError's does not).
-    def takes_message(c: type) -> bool:
-        mro = c.__mro__
-        return Exception in mro and all("__init__" not in vars(k) for k in mro[:mro.index(Exception)])
-
-    plain = next(c for c in cls.__mro__ if takes_message(c))
-    return plain(message)
-
-
-def process_device(ranks: ProcessRanks, requested_device: str = "auto") -> torch.device:
-    """This process's device: its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``, else as asked."""
-    from anogen.device import resolve_device
-
-    name = (requested_device or "auto").lower()
-    if name in ("auto", "cuda") and not ranks.use_cpu and torch.cuda.is_available():
-        device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
-    else:
-        device = resolve_device("cpu" if ranks.use_cpu else name)
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"data-parallel training runs on CUDA GPUs or the CPU, not on '{device}'; "
-                         "use --device cpu or one process")
-    return device
-
-
-def _backend(device: torch.device) -> str:
-    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
-
-
-def can_join(env: dict[str, str] | None = None) -> bool:
-    """Whether the launcher said where the processes meet (torchrun and accelerate launch do)."""
-    env = dict(os.environ) if env is None else env
-    return all(env.get(name, "").strip() for name in ("MASTER_ADDR", "MASTER_PORT"))
-
-
-def join_processes(ranks: ProcessRanks, device: torch.device) -> bool:
-    """Start torch.distributed's default process group of the ``ranks.world`` processes
-    (every one must call this); True when this call started it, False when it was there."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        raise InputError("this torch has no torch.distributed; train with one process")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if dist.is_initialized():
-        if dist.get_world_size() != ranks.world or dist.get_rank() != ranks.rank:
-            raise RuntimeError(f"the process group is rank {dist.get_rank()} of {dist.get_world_size()}, the "
-                               f"environment says {ranks.rank} of {ranks.world}")
-        return False
-    if not can_join():
-        raise InputError(f"{ranks.world} processes but no MASTER_ADDR and MASTER_PORT in the environment: start "
-                         "them with torchrun or accelerate launch")
-    dist.init_process_group(_backend(device), rank=ranks.rank, world_size=ranks.world, timeout=TIMEOUT)
-    return True
-
-
 @dataclass
-class DataParallel:
-    """This process's place in a data-parallel training run (see the module docstring)."""
+class DataParallel(ProcessGroup):
+    """This process's place in a data-parallel detector training run (see the module
+    docstring): a :class:`~anogen.parallel.ProcessGroup` with BatchNorm's own group."""
 
-    rank: int
-    world: int
-    device: torch.device
-    bn_group: Any  # BatchNorm statistics travel on their own group, apart from the gradients
-    owns_group: bool  # this job started the process group and ends it
+    bn_group: Any = None  # BatchNorm statistics travel on their own group, apart from the gradients
 
     @classmethod
-    def start(cls, ranks: ProcessRanks, requested_device: str = "auto") -> DataParallel:
+    def start(cls, ranks: ProcessRanks, requested_device: str | torch.device = "auto") -> Self:
         """Join (or start) the process group of the ``ranks.world`` processes."""
         import torch.distributed as dist
 
-        device = process_device(ranks, requested_device)
-        owns = join_processes(ranks, device)
-        bn_group = dist.new_group(backend=_backend(device), timeout=TIMEOUT)
-        return cls(rank=ranks.rank, world=ranks.world, device=device, bn_group=bn_group, owns_group=owns)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+        joined = super().start(ranks, requested_device)
+        joined.bn_group = dist.new_group(backend=backend_for(joined.device), timeout=TIMEOUT)
+        return joined
 
     def close(self) -> None:
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            return
-        dist.destroy_process_group(self.bn_group)
-        if self.owns_group:
-            dist.destroy_process_group()
-
-    def __enter__(self) -> DataParallel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self.bn_group is not None and dist.is_initialized():
+            dist.destroy_process_group(self.bn_group)
+        super().close()
 
     # ------------------------------------------------------------------ the model
 
@@ -343,53 +212,7 @@ class DataParallel:
         return DistributedDataParallel(_LossOf(detector), device_ids=[self.device] if self.device.type == "cuda"
                                        else None, find_unused_parameters=some_unused, **no_forward_sync)
 
-    # ------------------------------------------------------------------ agreement
 
-    def _sum(self, values: Sequence[float]) -> list[float]:
-        import torch.distributed as dist
-
-        packet = torch.tensor(list(values), dtype=torch.float64)
-        dist.all_reduce(packet)
-        return packet.tolist()
-
-    def sum_losses(self, values: dict[str, float], weight: float) -> dict[str, float]:
-        """``values`` weighted and summed over the processes (same keys, same order, everywhere)."""
-        return dict(zip(values, self._sum([weight * v for v in values.values()])))
-
-    def any_cancelled(self, cancel: threading.Event | None) -> bool:
-        return self._sum([1.0 if cancel is not None and cancel.is_set() else 0.0])[0] > 0
-
-    def check_cancel(self, cancel: threading.Event | None) -> None:
-        """Raise :class:`JobCancelled` on every process when any one was cancelled."""
-        if self.any_cancelled(cancel):
-            raise JobCancelled("cancelled by the user")
-
-    def broadcast(self, value: T | None) -> T:
-        """Rank 0's ``value`` on every process (any picklable object; tensors on the CPU)."""
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[return-value]
-
-    def relay(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on rank 0 and hand every process its result; when it raises, every
-        process raises (rank 0 the error itself, the others the same class and message)."""
-        result: Any = None
-        failure: BaseException | None = None
-        if self.is_main:
-            try:
-                result = work()
-            except Exception as exc:  # noqa: BLE001 - relayed, then raised again below
-                failure = exc
-        payload = self.broadcast(("error", (type(failure).__name__, str(failure))) if failure is not None
-                                 else ("ok", result))
-        if failure is not None:
-            raise failure
-        if payload[0] == "error":
-            raise _error_from_main(payload[1])
-        return payload[1]
-
-
-__all__ = ["TIMEOUT", "DataParallel", "SyncedBatchNorm2d", "batch_share", "can_join", "join_processes",
-           "loss_scale", "process_device", "share_weight", "sum_over_processes", "sync_batchnorm"]
+__all__ = ["TIMEOUT", "DataParallel", "ProcessGroup", "SyncedBatchNorm2d", "_error_from_main", "batch_share",
+           "can_join", "join_processes", "loss_scale", "process_device", "share_weight", "sum_over_processes",
+           "sync_batchnorm"]

@@ -376,9 +376,9 @@ class _Run:
         self.share: slice | None = None
         self.model: torch.nn.Module | None = None  # the DistributedDataParallel loss (data-parallel only)
         if parallel is not None:
-            from anogen.detection.parallel import batch_share
+            from anogen.parallel import batch_share
 
-            self.share = batch_share(self.batch_size, parallel.rank, parallel.world)
+            self.share = batch_share(self.batch_size, parallel.rank, parallel.world, setting="--set batch_size=N")
             self.model = parallel.wrap(detector, [[p for group in phase.optimizer.param_groups
                                                    for p in group["params"]] for phase in phases])
 
@@ -419,7 +419,7 @@ class _Run:
     def _shared_step(self, step: int, phase: TrainingPhase, batches: BatchPrefetcher) -> None:
         """One step of data-parallel training: this process's share of the batch, the loss
         summed over the processes (all see a NaN), the gradient of the whole batch."""
-        from anogen.detection.parallel import loss_scale, share_weight
+        from anogen.parallel import loss_scale, share_weight
 
         assert self.parallel is not None and self.model is not None
         batch = batches.get(step, prefetch_next=step + 1 < self.total)

@@ -21,6 +21,19 @@ How the pieces fit:
 4. The placeholder's row is injected with a forward hook on the embedding table; the
    table itself is never written during training, so every other row stays
    bit-identical. The learned vector is written into the model's table at the end.
+
+Given ``ranks`` of several processes (``torchrun``, ``accelerate launch``), the processes
+learn the one vector together (the rules of :mod:`anogen.parallel`): every process draws
+each step's whole seeded batch and keeps its contiguous share, its loss is its share's
+part of the whole batch's loss (:func:`masked_noise_loss` with ``whole_batch_masks``: the
+shares' losses add up to the one-process loss, for the mean over all latent elements and
+for the area-normalised loss alike), and the placeholder vector's gradient is summed
+over the processes before the optimizer step, so every process applies the whole
+batch's gradient to the same vector. Only the vector is trained, so a plain all-reduce
+of its gradient does what DistributedDataParallel would. Rank 0 alone reads a resumed
+checkpoint (and hands it to the others) and writes checkpoints; a cancel or a NaN on any
+process stops all at the same step. Without ``ranks`` (or with one process) nothing of
+torch.distributed is touched.
 """
 
 from __future__ import annotations
@@ -31,8 +44,9 @@ import math
 import random
 import threading
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,6 +63,10 @@ from anogen.diffusion.embedding_file import LearnedEmbedding, add_placeholder_to
 from anogen.errors import InputError, TrainingDiverged
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.memory import check_learn_memory
+
+if TYPE_CHECKING:
+    from anogen.parallel import ProcessGroup
+    from anogen.runplan.ranks import ProcessRanks
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +214,22 @@ def encode_support(model, shots: list[SupportShot], flip: bool, batch_size: int 
 # Loss
 # ---------------------------------------------------------------------------------
 def masked_noise_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                      area_normalised: bool = False) -> torch.Tensor:
+                      area_normalised: bool = False, *, whole_batch_masks: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 6: squared error of the noise prediction, counted only inside the mask.
 
     The mean runs over every latent element (as the reference code does), so a small
     defect gives a small loss; ``area_normalised`` divides by the masked elements
     instead.
+
+    ``whole_batch_masks``: when ``prediction`` is one process's share of a batch, the loss
+    masks of the whole batch. The squared error of the share is then divided by what the
+    whole batch's loss divides by (all its latent elements, or its masked ones), so the
+    shares' losses add up to the whole batch's loss.
     """
     squared = (prediction.float() - target.float()) ** 2 * mask
+    if whole_batch_masks is not None:
+        whole = whole_batch_masks.expand(whole_batch_masks.shape[0], *squared.shape[1:])
+        return squared.sum() / (whole.sum().clamp_min(1.0) if area_normalised else whole.numel())
     if area_normalised:
         return squared.sum() / (mask.expand_as(squared).sum().clamp_min(1.0))
     return squared.mean()
@@ -242,6 +268,12 @@ class _Batch:
     timesteps: torch.Tensor
     noise: torch.Tensor
 
+    def share(self, samples: slice) -> _Batch:
+        """The batch's ``samples`` (one process's share, :func:`anogen.parallel.batch_share`)."""
+        return _Batch(self.latents[samples], self.loss_masks[samples],
+                      None if self.conditioning is None else self.conditioning[samples], self.prompts[samples],
+                      self.timesteps[samples], self.noise[samples])
+
 
 def _draw_batch(support: EncodedSupport, config: LearnConfig, step: int, num_train_timesteps: int) -> _Batch:
     generator, rng = _step_generators(config.seed, step, torch.device("cpu"))
@@ -266,7 +298,12 @@ def _token_ids(model, prompts: list[str], cache: dict[str, torch.Tensor]) -> tor
 
 
 def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
-                id_cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                id_cache: dict[str, torch.Tensor] | None = None, share: slice | None = None) -> torch.Tensor:
+    """The masked loss of ``batch``; with ``share``, that share's part of the batch's loss."""
+    whole_batch_masks = None
+    if share is not None:
+        whole_batch_masks = batch.loss_masks.to(model.device)
+        batch = batch.share(share)
     device, dtype = model.device, model.dtype
     latents = batch.latents.to(device)
     noise = batch.noise.to(device)
@@ -279,7 +316,8 @@ def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
     unet_input = noisy if batch.conditioning is None else torch.cat([noisy, batch.conditioning.to(device)], dim=1)
     text = model.encode_token_ids(_token_ids(model, batch.prompts, {} if id_cache is None else id_cache))
     prediction = model.unet(unet_input.to(dtype), timesteps, encoder_hidden_states=text.to(dtype)).sample
-    return masked_noise_loss(prediction, target, batch.loss_masks.to(device), area_normalised)
+    return masked_noise_loss(prediction, target, batch.loss_masks.to(device), area_normalised,
+                             whole_batch_masks=whole_batch_masks)
 
 
 # ---------------------------------------------------------------------------------
@@ -310,8 +348,20 @@ def _save_checkpoint(path: Path, vector: torch.Tensor, optimizer: torch.optim.Op
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
+@dataclass
+class _Checkpoint:
+    step: int
+    loss_curve: list[float]
+    tensors: dict[str, torch.Tensor]  # on the CPU
+
+
 def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.optim.Optimizer,
                      fingerprint: dict[str, Any]) -> tuple[int, list[float]]:
+    return _restore(_read_checkpoint(path, fingerprint), vector, optimizer)
+
+
+def _read_checkpoint(path: Path, fingerprint: dict[str, Any]) -> _Checkpoint:
+    """The checkpoint at ``path``, refused unless made with ``fingerprint``'s settings."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -329,6 +379,14 @@ def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.op
     if different:
         raise InputError(f"{path}: the checkpoint was made with other settings ({', '.join(different)}); "
                          "resume with the same model, support set and options, or start afresh")
+    return _Checkpoint(int(metadata["step"]), [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))],
+                       tensors)
+
+
+def _restore(checkpoint: _Checkpoint, vector: torch.nn.Parameter,
+             optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Put the checkpoint's vector and AdamW state in place; its step and loss curve."""
+    tensors = checkpoint.tensors
     with torch.no_grad():
         vector.copy_(tensors["vector"])
     if "exp_avg" in tensors:
@@ -336,7 +394,7 @@ def _load_checkpoint(path: Path, vector: torch.nn.Parameter, optimizer: torch.op
         optimizer.state[vector] = {"step": torch.tensor(float(tensors["adam_step"][0])),
                                    "exp_avg": tensors["exp_avg"].to(device),
                                    "exp_avg_sq": tensors["exp_avg_sq"].to(device)}
-    return int(metadata["step"]), [float(v) for v in json.loads(metadata.get("loss_curve", "[]"))]
+    return checkpoint.step, list(checkpoint.loss_curve)
 
 
 def check_resume_steps(checkpoint: Path, checkpoint_step: int, steps: int) -> None:
@@ -373,14 +431,29 @@ def _resolution(model, config: LearnConfig) -> int:
 
 
 def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progress,
-                    cancel: threading.Event | None = None) -> LearnResult:
+                    cancel: threading.Event | None = None, *, ranks: ProcessRanks | None = None) -> LearnResult:
     """Learn ``config.token`` from the support set; the job contract of :mod:`anogen.jobs`.
 
     On success the model knows the token (its row holds the learned vector). Raises
     :class:`~anogen.errors.JobCancelled` within one step of ``cancel`` being set, and
     :class:`~anogen.errors.TrainingDiverged` when the loss stops being finite (the last
     checkpoint, if any, is kept).
+
+    ``ranks``: this process's place among several that learn together (``torchrun``,
+    ``accelerate launch``; :meth:`ProcessRanks.from_environment`), each with its own copy
+    of the model (on its own GPU). Every process returns the same result; only rank 0
+    reads ``config.resume_from`` and writes ``config.checkpoint_path``.
     """
+    if ranks is None or ranks.world <= 1:
+        return _learn(model, config, progress, cancel, None)
+    from anogen.parallel import ProcessGroup
+
+    with ProcessGroup.start(ranks, model.device) as group:
+        return _learn(model, config, progress, cancel, group)
+
+
+def _learn(model, config: LearnConfig, progress: ProgressFn, cancel: threading.Event | None,
+           group: ProcessGroup | None) -> LearnResult:
     resolution = _resolution(model, config)
     # Before the support set is resized: a resolution that cannot fit is refused, not OOM-killed.
     check_learn_memory(model, resolution, config.batch_size, len(config.images), config.flip)
@@ -406,12 +479,29 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
 
     fingerprint = _fingerprint(model, config, shot_hashes, resolution)
     start, loss_curve = 0, list[float]()
-    if config.resume_from is not None:
-        start, loss_curve = _load_checkpoint(Path(config.resume_from), vector, optimizer, fingerprint)
-        check_resume_steps(Path(config.resume_from), start, config.steps)
+    resume_from = Path(config.resume_from) if config.resume_from is not None else None
+    if group is None:
+        if resume_from is not None:
+            start, loss_curve = _load_checkpoint(resume_from, vector, optimizer, fingerprint)
+    else:
+        # Rank 0 reads the checkpoint (whether there is one is its call) and hands it out.
+        resumed = group.relay(lambda: None if resume_from is None else (resume_from,
+                                                                        _read_checkpoint(resume_from, fingerprint)))
+        resume_from = None if resumed is None else resumed[0]
+        if resumed is not None:
+            start, loss_curve = _restore(resumed[1], vector, optimizer)
+    if resume_from is not None:
+        check_resume_steps(resume_from, start, config.steps)
         loss_curve = loss_curve[:start]
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
-    last_checkpoint: int | None = start if config.resume_from is not None else None
+    last_checkpoint: int | None = start if resume_from is not None else None
+    share = None
+    if group is not None:
+        from anogen.parallel import batch_share
+
+        share = batch_share(config.batch_size, group.rank, group.world, setting="--batch-size N")
+        log.info("learning %s with batch %d split over %d processes (this is rank %d: samples %d to %d)",
+                 config.token, config.batch_size, group.world, group.rank, share.start + 1, share.stop)
 
     table = model.token_embedding_table()
     with torch.no_grad():  # until learning ends, the token means its init word
@@ -421,21 +511,37 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
     id_cache: dict[str, torch.Tensor] = {}
     try:
         for step in range(start, config.steps):
-            check_cancel(cancel)
+            if group is None:
+                check_cancel(cancel)
+            else:
+                group.check_cancel(cancel)
             batch = _draw_batch(support, config, step, num_train_timesteps)
-            loss = _batch_loss(model, scheduler, batch, config.area_normalised, id_cache)
+            loss = _batch_loss(model, scheduler, batch, config.area_normalised, id_cache, share)
             value = float(loss.detach())
+            if group is not None:  # the whole batch's loss: every process sees a NaN
+                value = group.sum_losses({"loss": value}, 1.0)["loss"]
             if not math.isfinite(value):
                 raise TrainingDiverged(_diverged_message(step + 1, value, checkpoint_path, last_checkpoint))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if group is not None:  # the whole batch's gradient on every process
+                if vector.grad is None:
+                    vector.grad = torch.zeros_like(vector)
+                group.sum_in_place(vector.grad)
             optimizer.step()
-            if not torch.isfinite(vector.detach()).all():
+            finite = bool(torch.isfinite(vector.detach()).all())
+            if group is not None:
+                finite = not group.any_true(not finite)
+            if not finite:
                 raise TrainingDiverged(_diverged_message(step + 1, float("nan"), checkpoint_path, last_checkpoint))
             loss_curve.append(value)
             done = step + 1
             if checkpoint_path is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-                _save_checkpoint(checkpoint_path, vector, optimizer, done, loss_curve, fingerprint)
+                save = partial(_save_checkpoint, checkpoint_path, vector, optimizer, done, loss_curve, fingerprint)
+                if group is None:
+                    save()
+                else:
+                    group.relay(save)  # rank 0 writes; its error stops every process
                 last_checkpoint = done
             progress(Progress(done, config.steps, f"learning {config.token}", metrics={"loss": value}))
     finally:
@@ -454,6 +560,8 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
         "context_margin": config.context_margin, "area_normalised": config.area_normalised,
         "use_mask": config.use_mask, "final_loss": final_loss, "loss_curve": loss_curve,
     }
+    if group is not None:
+        metadata["processes"] = group.world
     return LearnResult(token=config.token, vector=learned, loss_curve=list(loss_curve), final_loss=final_loss,
                        steps_done=len(loss_curve), metadata=metadata, family=model.family,
                        model_source=model.source, init_word=config.init_word)

@@ -73,10 +73,11 @@ class ProcessRanks:
         return self.rank == 0
 
     def device(self, requested: str) -> str:
-        """``auto`` picks this process's own GPU when several processes share a machine."""
+        """``auto`` and ``cuda`` pick this process's own GPU when several processes share a
+        machine (as :func:`anogen.parallel.process_device` does)."""
         if self.use_cpu:
             return "cpu"
-        if requested != "auto" or self.world == 1:
+        if requested not in ("auto", "cuda") or self.world == 1:
             return requested
         import torch
 
@@ -125,7 +126,7 @@ class SharedTraining:
     def __init__(self, ranks: ProcessRanks, device: str) -> None:
         import uuid
 
-        from anogen.detection.parallel import join_processes, process_device
+        from anogen.parallel import join_processes, process_device
 
         self.ranks = ranks
         self.owns_group = join_processes(ranks, process_device(ranks, device))
@@ -139,7 +140,7 @@ class SharedTraining:
     def possible(ranks: ProcessRanks, env: Mapping[str, str] | None = None) -> bool:
         """Several processes that can meet (torchrun, accelerate launch; not an MPI launch
         without MASTER_ADDR/MASTER_PORT, whose training stays on the main process)."""
-        from anogen.detection.parallel import can_join
+        from anogen.parallel import can_join
 
         return ranks.world > 1 and can_join(dict(os.environ if env is None else env))
 
