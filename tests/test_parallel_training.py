@@ -353,7 +353,7 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
 
 
 def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the_main_decision(tmp_path):
-    """anogen run under a launcher: the main process's decision on each train step, named
+    """anogen run under a launcher: the main process's decision on each learn and train step, named
     with this launch's token, is what the other processes wait for (no collective while
     the main process works alone); a killed launch's decisions are never read."""
     from anogen.runplan.ranks import SharedTraining
@@ -383,6 +383,11 @@ def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the
     (step.folder / "done.json").parent.mkdir(parents=True)
     (step.folder / "done.json").write_text("{}")
     assert not other.decision(step)  # published before this launch: nothing to join
+    # Stage 1 steps are learned together the same way, their decision beside the learn step.
+    learn = Step("learn", "fabric", "hole", tmp_path / "steps" / "learn" / "fabric" / "hole", 0)
+    main.decide(learn, train=True)
+    assert [p.name for p in learn.folder.parent.iterdir()] == [".hole.train-new.json"]
+    assert other.decision(learn)
 
 
 # --------------------------------------------------------------------------- stage 1

@@ -301,8 +301,10 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_accelerate_launch_with_two_processes_generates_the_one_process_set(tmp_path, inputs):
-    """A real ``accelerate launch`` of two processes on the CPU: the generated set is, byte
-    for byte, the one of a single process, and both processes train each detector
+    """A real ``accelerate launch`` of two processes on the CPU: both processes learn the
+    embedding (data parallel), which is one process's within the tolerance of
+    tests/test_parallel_training.py (1e-5); from that embedding the generated set is, byte
+    for byte, the one of a single process; and both processes train each detector
     (data parallel), whose loss and metrics are the one-process run's within the
     tolerances of tests/test_parallel_training.py (3 % relative, 0.02).
 
@@ -313,17 +315,13 @@ def test_accelerate_launch_with_two_processes_generates_the_one_process_set(tmp_
     file is read, nothing goes online. One kind, two good images, two DDIM steps.
     """
     pytest.importorskip("accelerate")
+    from anogen.diffusion.embedding_file import load_embedding
+
     one_kind = f"""
 [[categories]]
 path = "{inputs / 'data' / 'fabric'}"
 kinds = [{{ name = "hole", shots = 1 }}]
 """
-    single = load_plan(write_plan(tmp_path / "one", inputs, categories=one_kind))
-    steps = {s.label: s for s in build_steps(single)}
-    for label in ("learn fabric/hole", "boxes fabric/hole", "generate fabric/hole", "train fabric/baseline",
-                  "evaluate fabric/baseline", "train fabric/generated", "evaluate fabric/generated"):
-        execute.run_step(single, steps[label], steps, ProcessRanks(), lambda report: None, None)
-
     plan_path = write_plan(tmp_path / "two", inputs, categories=one_kind)
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU")}
@@ -339,8 +337,28 @@ kinds = [{{ name = "hole", shots = 1 }}]
     seconds = time.perf_counter() - started
     assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-4000:]
     print(f"accelerate launch, 2 processes: {seconds:.1f} s")
-
     plan = load_plan(plan_path)
+    by_label = {s.label: s for s in build_steps(plan)}
+
+    # One process: stage 1 on its own, compared; the rest from the two processes' embedding
+    # (stage 2 is then compared byte for byte: a vector 1e-8 away may change a pixel).
+    single = load_plan(write_plan(tmp_path / "one", inputs, categories=one_kind))
+    steps = {s.label: s for s in build_steps(single)}
+    learned = steps["learn fabric/hole"]
+    execute.run_step(single, learned, steps, ProcessRanks(), lambda report: None, None)
+    shared = by_label["learn fabric/hole"]
+    assert json.loads(shared.done_path.read_text())["details"]["processes"] == 2
+    ours_vector = load_embedding(shared.folder / execute.EMBEDDING_NAME).vector
+    alone_vector = load_embedding(learned.folder / execute.EMBEDDING_NAME).vector
+    print("stage 1, two processes against one: vector difference", float((ours_vector - alone_vector).abs().max()))
+    assert float((ours_vector - alone_vector).abs().max()) <= 1e-5
+    assert not list(shared.folder.parent.glob(".*"))  # no decision, checkpoint or staging folder left
+    shutil.rmtree(learned.folder)
+    shutil.copytree(shared.folder, learned.folder)
+    for label in ("boxes fabric/hole", "generate fabric/hole", "train fabric/baseline", "evaluate fabric/baseline",
+                  "train fabric/generated", "evaluate fabric/generated"):
+        execute.run_step(single, steps[label], steps, ProcessRanks(), lambda report: None, None)
+
     step = next(s for s in build_steps(plan) if s.label == "generate fabric/hole")
     assert json.loads(step.done_path.read_text())["details"] == {"samples": 2, "processes": 2}
     assert not (step.folder.parent / ".hole.parts").exists()
@@ -357,7 +375,6 @@ kinds = [{{ name = "hole", shots = 1 }}]
     for name in files:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
 
-    by_label = {s.label: s for s in build_steps(plan)}
     for variant in ("baseline", "generated"):
         trained = json.loads(by_label[f"train fabric/{variant}"].done_path.read_text())["details"]
         alone = json.loads(steps[f"train fabric/{variant}"].done_path.read_text())["details"]

@@ -96,25 +96,42 @@ def _per_image(plan: Plan) -> tuple[int, int]:
             int(plan.generate.get("samples_per_box", SAMPLES_PER_BOX)))
 
 
+def _learn_config(ctx: StepContext) -> LearnConfig:
+    plan, kind = ctx.plan, ctx.kind
+    # Kept beside the step folder, not in the staging folder: a killed learn resumes from it.
+    checkpoint = ctx.step.folder.parent / f".{kind.name}.checkpoint.safetensors"
+    config = LearnConfig(images=list(kind.images), masks=list(kind.masks), token=f"<{kind.category}-{kind.name}>",
+                         seed=plan.seed, device=ctx.device, precision=plan.precision, **plan.learn)
+    return replace(config.with_preset(plan.preset), checkpoint_path=checkpoint,
+                   resume_from=checkpoint if checkpoint.is_file() else None)
+
+
 def run_learn(ctx: StepContext, staging: Path) -> dict[str, Any]:
     from anogen.diffusion.embedding_file import save_embedding
     from anogen.diffusion.learn import learn_embedding, validate_support
     from anogen.diffusion.models import load_model
 
     plan, kind = ctx.plan, ctx.kind
-    # Kept beside the step folder, not in the staging folder: a killed learn resumes from it.
-    checkpoint = ctx.step.folder.parent / f".{kind.name}.checkpoint.safetensors"
-    config = LearnConfig(images=list(kind.images), masks=list(kind.masks), token=f"<{kind.category}-{kind.name}>",
-                         seed=plan.seed, device=ctx.device, precision=plan.precision, **plan.learn)
-    config = replace(config.with_preset(plan.preset), checkpoint_path=checkpoint,
-                     resume_from=checkpoint if checkpoint.is_file() else None)
+    config = _learn_config(ctx)
     validate_support(config)
     model = load_model(plan.model, device=ctx.device, precision=plan.precision)
-    result = learn_embedding(model, config, ctx.progress, ctx.cancel)
+    result = learn_embedding(model, config, ctx.progress, ctx.cancel,
+                             ranks=ctx.ranks if ctx.shared is not None else None)
     result.metadata["defect_kind"] = kind.name
     save_embedding(staging / EMBEDDING_NAME, result)
     return {"final_loss": result.final_loss, "steps": result.steps_done, "token": config.token,
-            "support_images": [str(p) for p in kind.images], "checkpoint": str(checkpoint)}
+            "support_images": [str(p) for p in kind.images], "checkpoint": str(config.checkpoint_path),
+            "processes": ctx.ranks.world if ctx.shared is not None else 1}
+
+
+def learn_share(ctx: StepContext) -> None:
+    """A process other than the main one: its part of the main process's ``run_learn``
+    (it writes nothing; the main process keeps the checkpoint and publishes the embedding)."""
+    from anogen.diffusion.learn import learn_embedding
+    from anogen.diffusion.models import load_model
+
+    model = load_model(ctx.plan.model, device=ctx.device, precision=ctx.plan.precision)
+    learn_embedding(model, _learn_config(ctx), no_progress, ctx.cancel, ranks=ctx.ranks)
 
 
 def run_boxes(ctx: StepContext, staging: Path) -> dict[str, Any]:
@@ -214,6 +231,10 @@ RUNNERS: dict[str, Callable[[StepContext, Path], dict[str, Any]]] = {
     "learn": run_learn, "boxes": run_boxes, "generate": run_generate, "train": run_train,
     "evaluate": run_evaluate,
 }
+#: The stages every process of a launch runs together (data parallel, after the main
+#: process's decision: :class:`~anogen.runplan.ranks.SharedTraining`), with what the
+#: other processes run.
+SHARED_STAGES: dict[str, Callable[[StepContext], None]] = {"learn": learn_share, "train": train_share}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -250,9 +271,9 @@ def run_plan(plan: Plan, shard: Shard | None = None, *, progress_for: ProgressFa
     """Run every step of ``plan`` that ``shard`` owns and whose inputs are done.
 
     Under ``accelerate launch`` or ``torchrun`` (``ranks.world > 1``) stage 2 is shared by
-    all processes (:func:`~anogen.runplan.ranks.generate_across_ranks`), and so is each
-    detector's training (data parallel, :class:`~anogen.runplan.ranks.SharedTraining`);
-    every other step runs on the main process while the others wait.
+    all processes (:func:`~anogen.runplan.ranks.generate_across_ranks`), and so are stage 1
+    and each detector's training (data parallel, :class:`~anogen.runplan.ranks.SharedTraining`);
+    boxes and evaluations run on the main process while the others wait.
     """
     ranks = ranks or ProcessRanks.from_environment()
     shared = SharedTraining(ranks, plan.device) if SharedTraining.possible(ranks) else None
@@ -277,17 +298,17 @@ def _run_steps(plan: Plan, shard: Shard | None, ranks: ProcessRanks, shared: Sha
             continue
         if not ranks.is_main:
             if step.stage == "generate":
-                ranks.wait_until(step.ready, cancel)  # learn and boxes of a kind are on the main process
+                ranks.wait_until(step.ready, cancel)  # the kind's learn and boxes steps, published by the main process
                 generate_part = StepContext(plan, step, by_label, ranks, no_progress, cancel)
                 # Only this process's part is written (beside the step folder); the main
                 # process builds and publishes the set.
                 run_generate(generate_part, step.folder)
                 report.ran.append(step.label)
-            elif step.stage == "train" and shared is not None and shared.decision(step, cancel):
-                train_share(StepContext(plan, step, by_label, ranks, no_progress, cancel, shared))
+            elif step.stage in SHARED_STAGES and shared is not None and shared.decision(step, cancel):
+                SHARED_STAGES[step.stage](StepContext(plan, step, by_label, ranks, no_progress, cancel, shared))
                 report.ran.append(step.label)
             continue
-        together = shared if step.stage == "train" else None
+        together = shared if step.stage in SHARED_STAGES else None
         if not step.ready():
             if together is not None:
                 together.decide(step, train=False)

@@ -16,10 +16,11 @@ the number of processes.
 
 The processes meet through the shared output folder (a part is complete when its done
 marker is there), not through a collective: a barrier would time out while the main
-process spends an hour on stage 1 or an evaluation. Detector training is the exception
-(:class:`SharedTraining`): all processes train each detector together with
-torch.distributed (:mod:`anogen.detection.parallel`), and they enter its collectives
-only once the main process has written, beside the step, that it is entering them too.
+process spends an hour on boxes or an evaluation. Stage 1 and detector training are the
+exception (:class:`SharedTraining`): all processes learn each embedding and train each
+detector together with torch.distributed (:mod:`anogen.parallel`), and they enter its
+collectives only once the main process has written, beside the step, that it is entering
+them too.
 """
 
 from __future__ import annotations
@@ -109,16 +110,18 @@ def unshared_launch_warning(env: Mapping[str, str] | None = None) -> str | None:
 
 
 class SharedTraining:
-    """The processes of one launch train each detector of the plan together
-    (:mod:`anogen.detection.parallel`).
+    """The processes of one launch learn each embedding (stage 1,
+    :mod:`anogen.diffusion.learn`) and train each detector (:mod:`anogen.detection.parallel`)
+    of the plan together.
 
     Collectives need every process at the same point, but only the main process knows
-    when a train step starts (it first runs stage 1, boxes and evaluations alone, for
-    hours) and whether it starts at all (a ``+ generated`` detector waits for other
-    shards' kinds). So the main process writes its decision beside the step, named with
-    this launch's token (:meth:`decide`), right before it trains or when it skips;
-    the others poll for it (:meth:`decision`), as they poll for a kind's boxes, and
-    enter the step's collectives only when the main process is entering them too.
+    when a learn or train step starts (it proposes boxes, puts generated sets together
+    and evaluates alone, for minutes to hours) and whether it starts at all (a
+    ``+ generated`` detector waits for other shards' kinds). So the main process writes
+    its decision beside the step, named with this launch's token (:meth:`decide`), right
+    before it learns or trains, or when it skips; the others poll for it
+    (:meth:`decision`), as they poll for a kind's boxes, and enter the step's
+    collectives only when the main process is entering them too.
     The token, broadcast when the processes meet at the start of the run (all start
     together), keeps a killed launch's decisions from being read.
     """
