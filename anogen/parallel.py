@@ -58,13 +58,16 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- pure helpers
 
 
-def batch_share(batch_size: int, rank: int, world: int, *, setting: str = "") -> slice:
+def batch_share(batch_size: int, rank: int, world: int, *, setting: str = "", allow_empty: bool = False) -> slice:
     """The samples of a batch of ``batch_size`` that process ``rank`` of ``world`` trains on:
     a contiguous block; the first ``batch_size % world`` processes take one sample more.
-    ``setting``: how the user sets the batch size, for the error when it is too small."""
+
+    A batch smaller than ``world`` is refused (``setting``: how the user sets the batch
+    size, for the message), unless ``allow_empty``: then the last processes get no sample
+    (an empty slice)."""
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank {rank} of {world} processes")
-    if batch_size < world:
+    if batch_size < world and not allow_empty:
         raise InputError(f"the batch of {batch_size} samples cannot be split over {world} processes; use a batch "
                          f"size of at least {world}{f' ({setting})' if setting else ''} or fewer processes")
     base, extra = divmod(batch_size, world)

@@ -18,7 +18,8 @@ it saw to ``SPEC["work"]/rank<r>.json``:
   rank 0's error;
 * ``learn``: the same for stage 1 (``learn_embedding`` with ``ranks``): ``resume`` of a run
   one process checkpointed (SPEC["learn"]["checkpoint"]), ``nan``, ``cancel`` and
-  ``save_fails`` as above, each rank reporting its outcome (and the resumed vector).
+  ``save_fails`` as above, each rank reporting its outcome (and the resumed vector); and
+  ``one_sample``, a batch of 1, which leaves rank 1 without a sample.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def learn_checks(spec: dict, ranks) -> dict:
 
     seen["resume"] = outcome(resume)
     seen["resumed"] = resumed
+    # A batch of 1 over 2 processes: rank 1 has no sample and only keeps in step.
+    alone = learn_embedding(model, replace(config, batch_size=1, steps=2, checkpoint_path=None), ranks=ranks)
+    seen["one_sample"] = {"vector": alone.vector.tolist(), "loss_curve": alone.loss_curve}
 
     original_loss = learn_module.masked_noise_loss
     calls = {"n": 0}

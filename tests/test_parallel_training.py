@@ -301,6 +301,7 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
     learned = learn_embedding(load_model(tiny_model, device="cpu"), learn_one)
     learn_checkpoint = tmp_path / "learn.checkpoint.safetensors"
     learn_embedding(load_model(tiny_model, device="cpu"), replace(learn_one, steps=2, checkpoint_path=learn_checkpoint))
+    one_sample = learn_embedding(load_model(tiny_model, device="cpu"), replace(learn_one, steps=2, batch_size=1))
     spec.write_text(json.dumps({"work": str(work), "data": str(category), "tiny": TINY,
                                 "resume_out": str(tmp_path / "resumed"),
                                 "learn": {"model": str(tiny_model), "images": list(map(str, learn_one.images)),
@@ -350,6 +351,10 @@ def test_two_processes_apply_the_whole_batch_gradient_resume_and_stop_together(c
     assert learn[0]["save_fails"] == "OSError: [Errno 28] No space left on device"
     assert learn[1]["save_fails"].startswith("RuntimeError: the main process (rank 0) stopped: OSError")
     assert not (work / "learn-full.checkpoint.safetensors").exists()
+    assert learn[0]["one_sample"] == learn[1]["one_sample"]
+    assert learn[0]["one_sample"]["loss_curve"] == pytest.approx(one_sample.loss_curve, rel=LEARN_LOSS_RTOL)
+    torch.testing.assert_close(torch.tensor(learn[0]["one_sample"]["vector"]), one_sample.vector, rtol=0,
+                               atol=LEARN_VECTOR_ATOL)
 
 
 def test_anogen_run_trains_together_only_where_the_processes_can_meet_and_on_the_main_decision(tmp_path):
@@ -480,9 +485,13 @@ def test_one_process_learns_without_torch_distributed(category, tiny_model, monk
     assert "processes" not in alone.metadata and not dist.is_initialized()
 
 
-def test_a_batch_too_small_for_the_processes_names_the_setting():
-    with pytest.raises(InputError, match=r"at least 2 \(--batch-size N\) or fewer processes"):
-        batch_share(1, 0, 2, setting="--batch-size N")
+def test_a_batch_too_small_for_the_processes_names_the_setting_or_leaves_the_last_ones_without_samples():
+    with pytest.raises(InputError, match=r"at least 2 \(--set batch_size=N\) or fewer processes"):
+        batch_share(1, 0, 2, setting="--set batch_size=N")
+    # Stage 1 lets the processes beyond the batch keep in step without a sample.
+    assert [batch_share(3, rank, 5, allow_empty=True) for rank in range(5)] == \
+        [slice(0, 1), slice(1, 2), slice(2, 3), slice(3, 3), slice(3, 3)]
+    assert batch_share(5, 1, 2, allow_empty=True) == batch_share(5, 1, 2)
 
 
 def test_each_process_of_a_machine_takes_its_own_gpu(monkeypatch):

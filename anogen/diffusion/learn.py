@@ -499,9 +499,16 @@ def _learn(model, config: LearnConfig, progress: ProgressFn, cancel: threading.E
     if group is not None:
         from anogen.parallel import batch_share
 
-        share = batch_share(config.batch_size, group.rank, group.world, setting="--batch-size N")
-        log.info("learning %s with batch %d split over %d processes (this is rank %d: samples %d to %d)",
-                 config.token, config.batch_size, group.world, group.rank, share.start + 1, share.stop)
+        # More processes than samples (the paper's batch of 4 on 8 GPUs): the last ones
+        # draw no sample and only keep in step, rather than stop a whole `anogen run`.
+        share = batch_share(config.batch_size, group.rank, group.world, allow_empty=True)
+        if share.start == share.stop:
+            log.warning("the batch of %d samples is split over %d processes: this one (rank %d) has no sample and "
+                        "only keeps in step; launch at most %d processes to learn", config.batch_size, group.world,
+                        group.rank, config.batch_size)
+        else:
+            log.info("learning %s with batch %d split over %d processes (this is rank %d: samples %d to %d)",
+                     config.token, config.batch_size, group.world, group.rank, share.start + 1, share.stop)
 
     table = model.token_embedding_table()
     with torch.no_grad():  # until learning ends, the token means its init word
@@ -516,14 +523,16 @@ def _learn(model, config: LearnConfig, progress: ProgressFn, cancel: threading.E
             else:
                 group.check_cancel(cancel)
             batch = _draw_batch(support, config, step, num_train_timesteps)
-            loss = _batch_loss(model, scheduler, batch, config.area_normalised, id_cache, share)
-            value = float(loss.detach())
+            loss = (None if share is not None and share.start == share.stop  # no sample here
+                    else _batch_loss(model, scheduler, batch, config.area_normalised, id_cache, share))
+            value = 0.0 if loss is None else float(loss.detach())
             if group is not None:  # the whole batch's loss: every process sees a NaN
                 value = group.sum_losses({"loss": value}, 1.0)["loss"]
             if not math.isfinite(value):
                 raise TrainingDiverged(_diverged_message(step + 1, value, checkpoint_path, last_checkpoint))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss is not None:
+                loss.backward()
             if group is not None:  # the whole batch's gradient on every process
                 if vector.grad is None:
                     vector.grad = torch.zeros_like(vector)
