@@ -1,4 +1,4 @@
-"""Stage 2 and detector training across the processes of ``accelerate launch``.
+"""Stage 1, stage 2 and detector training across the processes of ``accelerate launch``.
 
 ``accelerate launch --num_processes N -m anogen run PLAN.toml`` starts N copies of the
 run, with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment (Accelerate
