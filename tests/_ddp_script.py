@@ -67,8 +67,8 @@ def gradient_errors(parallel, tiny: dict) -> dict[str, float]:
     import torch
 
     from anogen.detection.base import TrainBatch
-    from anogen.detection.parallel import batch_share, loss_scale
     from anogen.detection.registry import build_detector
+    from anogen.parallel import batch_share, loss_scale
 
     errors = {}
     previous = torch.get_default_dtype()

@@ -36,17 +36,11 @@ from torch import nn
 
 from anogen.data.demo import write_demo_dataset
 from anogen.detection.checkpoint import read_checkpoint_info
-from anogen.detection.parallel import (
-    SyncedBatchNorm2d,
-    _error_from_main,
-    batch_share,
-    loss_scale,
-    share_weight,
-    sync_batchnorm,
-)
+from anogen.detection.parallel import SyncedBatchNorm2d, sync_batchnorm
 from anogen.detection.train import train
 from anogen.detection.train_config import TrainConfig
 from anogen.errors import InputError, JobCancelled, ProblemListError
+from anogen.parallel import _error_from_main, batch_share, loss_scale, share_weight
 from anogen.runplan.ranks import ProcessRanks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,18 +39,10 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 from torch import nn
 
-# The shared pieces, also importable from here (anogen.parallel is where they live).
 from anogen.parallel import (
     TIMEOUT,
     ProcessGroup,
-    _error_from_main,
     backend_for,
-    batch_share,
-    can_join,
-    join_processes,
-    loss_scale,
-    process_device,
-    share_weight,
 )
 
 if TYPE_CHECKING:
@@ -211,8 +203,3 @@ class DataParallel(ProcessGroup):
                            else {"broadcast_buffers": False})  # torch < 2.13
         return DistributedDataParallel(_LossOf(detector), device_ids=[self.device] if self.device.type == "cuda"
                                        else None, find_unused_parameters=some_unused, **no_forward_sync)
-
-
-__all__ = ["TIMEOUT", "DataParallel", "ProcessGroup", "SyncedBatchNorm2d", "_error_from_main", "batch_share",
-           "can_join", "join_processes", "loss_scale", "process_device", "share_weight", "sum_over_processes",
-           "sync_batchnorm"]
