@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-report"),
                         help="report folder (default: demo-report); built aside and swapped in when complete")
     add_overwrite_argument(parser)
-    parser.add_argument("--quick", action="store_true", help="one category and fewer steps (about 4 minutes on 2 idle CPU cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one category and fewer steps (about 4 minutes on 2 idle CPU cores)")
     parser.add_argument("--detector", choices=DETECTORS, default="draem")
     parser.add_argument("--model", help="diffusion model to use instead of the embedded demo model")
     parser.add_argument("--seed", type=int, default=0)
