@@ -255,7 +255,8 @@ class DefectsPanel(Panel):
 
     def project_changed(self) -> None:
         self.restore_settings()
-        self.loss_plot.clear()
+        self.loss_plot.clear()  # the shown kind's curve, if any, is drawn again by _fill_kinds
+        self.learn_status.setText("")
         self._fill_kinds()
         project = self.studio.project
         self.model_edit.setText(project.model if project is not None else "")
