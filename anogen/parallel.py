@@ -125,18 +125,15 @@ def _error_from_main(payload: tuple[str, str]) -> BaseException:
 
 
 def process_device(ranks: ProcessRanks, requested_device: str | torch.device = "auto") -> torch.device:
-    """This process's device: its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``, else as
-    asked (a ``torch.device`` as it is: where a loaded model already is)."""
+    """This process's device: its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``
+    (:meth:`ProcessRanks.device`), else as asked (a ``torch.device`` as it is: where a
+    loaded model already is)."""
     from anogen.device import resolve_device
 
     if isinstance(requested_device, torch.device):
         device = requested_device
-    else:
-        name = (requested_device or "auto").lower()
-        if name in ("auto", "cuda") and not ranks.use_cpu and torch.cuda.is_available():
-            device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
-        else:
-            device = resolve_device("cpu" if ranks.use_cpu else name)
+    else:  # the rule for picking this process's GPU is ProcessRanks.device's
+        device = resolve_device(ranks.device((requested_device or "auto").lower()))
     if device.type not in ("cpu", "cuda"):
         raise InputError(f"data-parallel training runs on CUDA GPUs or the CPU, not on '{device}'; "
                          "use --device cpu or one process")

@@ -28,6 +28,7 @@ import json
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 
 def guarded_cli(out: Path, argv: list[str]) -> int:
@@ -108,12 +109,28 @@ def gradient_errors(parallel, tiny: dict) -> dict[str, float]:
     return errors
 
 
-def outcome(run) -> str:
+def outcome(run, steps_field: str = "steps") -> str:
+    """What one rank saw: the exception, or the step the run finished at."""
     try:
         result = run()
     except Exception as exc:  # noqa: BLE001 - what each rank saw is the result
         return f"{type(exc).__name__}: {exc}"
-    return f"finished at step {result.steps}"
+    return f"finished at step {getattr(result, steps_field)}"
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def cancel_on_rank_one(rank: int) -> tuple:
+    """A progress callback that cancels (only) rank 1 at step 2, and the event it sets."""
+    cancel = threading.Event()
+
+    def report(progress) -> None:
+        if rank == 1 and progress.step == 2:
+            cancel.set()
+
+    return report, cancel
 
 
 def learn_checks(spec: dict, ranks) -> dict:
@@ -132,13 +149,6 @@ def learn_checks(spec: dict, ranks) -> dict:
                          checkpoint_path=work / "learn.checkpoint.safetensors")
     seen: dict = {}
 
-    def outcome(run) -> str:
-        try:
-            result = run()
-        except Exception as exc:  # noqa: BLE001 - what each rank saw is the result
-            return f"{type(exc).__name__}: {exc}"
-        return f"finished at step {result.steps_done}"
-
     checkpoint = Path(settings["checkpoint"])
     resumed: dict = {}
 
@@ -149,7 +159,7 @@ def learn_checks(spec: dict, ranks) -> dict:
                        processes=result.metadata.get("processes"))
         return result
 
-    seen["resume"] = outcome(resume)
+    seen["resume"] = outcome(resume, "steps_done")
     seen["resumed"] = resumed
     # A batch of 1 over 2 processes: rank 1 has no sample and only keeps in step.
     alone = learn_embedding(model, replace(config, batch_size=1, steps=2, checkpoint_path=None), ranks=ranks)
@@ -163,34 +173,18 @@ def learn_checks(spec: dict, ranks) -> dict:
         loss = original_loss(*args, **kwargs)
         return loss * float("nan") if ranks.rank == 1 and calls["n"] == 2 else loss
 
-    learn_module.masked_noise_loss = nan_on_rank_one
-    try:
+    with mock.patch.object(learn_module, "masked_noise_loss", nan_on_rank_one):
         seen["nan"] = outcome(lambda: learn_embedding(model, replace(
-            config, checkpoint_path=work / "learn-nan.checkpoint.safetensors"), ranks=ranks))
-    finally:
-        learn_module.masked_noise_loss = original_loss
+            config, checkpoint_path=work / "learn-nan.checkpoint.safetensors"), ranks=ranks), "steps_done")
 
-    cancel = threading.Event()
-
-    def cancel_on_rank_one(report) -> None:
-        if ranks.rank == 1 and report.step == 2:
-            cancel.set()
-
+    report, cancel = cancel_on_rank_one(ranks.rank)
     seen["cancel"] = outcome(lambda: learn_embedding(model, replace(
-        config, checkpoint_path=work / "learn-cancel.checkpoint.safetensors"), cancel_on_rank_one, cancel,
-        ranks=ranks))
+        config, checkpoint_path=work / "learn-cancel.checkpoint.safetensors"), report, cancel, ranks=ranks),
+        "steps_done")
 
-    original_save = learn_module._save_checkpoint
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    learn_module._save_checkpoint = disk_full
-    try:
+    with mock.patch.object(learn_module, "_save_checkpoint", disk_full):
         seen["save_fails"] = outcome(lambda: learn_embedding(model, replace(
-            config, checkpoint_path=work / "learn-full.checkpoint.safetensors"), ranks=ranks))
-    finally:
-        learn_module._save_checkpoint = original_save
+            config, checkpoint_path=work / "learn-full.checkpoint.safetensors"), ranks=ranks), "steps_done")
     return seen
 
 
@@ -225,31 +219,15 @@ def checks(spec_path: Path) -> None:
             loss, parts = original(self, batch, phase, **kwargs)
             return (loss * float("nan"), parts) if ranks.rank == 1 and calls["n"] == 2 else (loss, parts)
 
-        DraemDetector.training_loss = nan_on_rank_one
-        try:
+        with mock.patch.object(DraemDetector, "training_loss", nan_on_rank_one):
             seen["nan"] = outcome(lambda: train(replace(config, out_dir=work / "nan"), ranks=ranks))
-        finally:
-            DraemDetector.training_loss = original
 
-        cancel = threading.Event()
+        report, cancel = cancel_on_rank_one(ranks.rank)
+        seen["cancel"] = outcome(lambda: train(replace(config, out_dir=work / "cancel"), report, cancel,
+                                               ranks=ranks))
 
-        def cancel_on_rank_one(report) -> None:
-            if ranks.rank == 1 and report.step == 2:
-                cancel.set()
-
-        seen["cancel"] = outcome(lambda: train(replace(config, out_dir=work / "cancel"), cancel_on_rank_one,
-                                               cancel, ranks=ranks))
-
-        original_save = train_module.save_checkpoint
-
-        def disk_full(*args, **kwargs):
-            raise OSError(28, "No space left on device")
-
-        train_module.save_checkpoint = disk_full
-        try:
+        with mock.patch.object(train_module, "save_checkpoint", disk_full):
             seen["save_fails"] = outcome(lambda: train(replace(config, out_dir=work / "full"), ranks=ranks))
-        finally:
-            train_module.save_checkpoint = original_save
 
         seen["learn"] = learn_checks(spec, ranks)  # stage 1 joins the same group
     (work / f"rank{ranks.rank}.json").write_text(json.dumps(seen, indent=1))

@@ -75,7 +75,7 @@ class ProcessRanks:
 
     def device(self, requested: str) -> str:
         """``auto`` and ``cuda`` pick this process's own GPU when several processes share a
-        machine (as :func:`anogen.parallel.process_device` does)."""
+        machine (the one rule; :func:`anogen.parallel.process_device` resolves it)."""
         if self.use_cpu:
             return "cpu"
         if requested not in ("auto", "cuda") or self.world == 1:
