@@ -153,3 +153,20 @@ def test_stage2_settings_are_kept_and_older_sets_still_read(tmp_path):
     (tmp_path / "gen" / "manifest.jsonl").write_text(json.dumps(bad) + "\n")
     with pytest.raises(InputError, match="settings"):
         read_generated_set(tmp_path / "gen")
+
+
+def test_copying_a_sample_into_another_set_keeps_all_its_provenance(tmp_path):
+    from anogen.data.generated import merge_generated_sets
+
+    settings = {"strength": 0.5, "restore_detail": True}
+    with GeneratedSetWriter(tmp_path / "part") as writer:
+        writer.add(_image(0), box=(2, 3, 12, 9), source="/data/good/000.png", seed=7, status="accepted",
+                   settings=settings, **PROVENANCE)
+    [original] = read_generated_set(tmp_path / "part")
+    [merged] = read_generated_set(merge_generated_sets([tmp_path / "part"], tmp_path / "all"))
+    assert merged.id == f"crack_{original.id}"
+    for name in ("source", "box", "defect_kind", "seed", "model", "embedding_hash", "steps", "guidance",
+                 "status", "settings"):
+        assert getattr(merged, name) == getattr(original, name), name
+    np.testing.assert_array_equal(merged.load_image(), original.load_image())
+    np.testing.assert_array_equal(merged.load_mask(), original.load_mask())

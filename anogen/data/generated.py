@@ -378,6 +378,17 @@ class GeneratedSetWriter:
         self._ids.add(sample_id)
         return sample
 
+    def add_copy(self, sample: GeneratedSample, *, id: str | None = None,
+                 source: str | os.PathLike | None = None) -> GeneratedSample:
+        """Write a sample of another set into this one: its image, box mask and every
+        provenance field, under a new ``id`` or ``source`` where given (the one place
+        that copies a sample field by field, so a new field is never dropped)."""
+        return self.add(sample.load_image(), box=sample.box, source=sample.source if source is None else source,
+                        defect_kind=sample.defect_kind, seed=sample.seed, model=sample.model,
+                        embedding_hash=sample.embedding_hash, steps=sample.steps, guidance=sample.guidance,
+                        status=sample.status, id=sample.id if id is None else id, mask=sample.load_mask(),
+                        settings=sample.settings)
+
     def commit(self) -> Path:
         """Write the manifest and move the finished set into place; returns its folder."""
         if self._closed:
@@ -443,8 +454,5 @@ def merge_generated_sets(parts: Sequence[str | os.PathLike], out: str | os.PathL
             if sample_id in used:
                 sample_id = f"{sample.defect_kind}_{index:06d}_{sample.id}"
             used.add(sample_id)
-            writer.add(sample.load_image(), box=sample.box, source=str(source), defect_kind=sample.defect_kind,
-                       seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
-                       steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample_id,
-                       mask=sample.load_mask(), settings=sample.settings)
+            writer.add_copy(sample, id=sample_id, source=str(source))
     return Path(out)

@@ -219,10 +219,7 @@ def _assemble(job, step: Step, world: int) -> int:
     samples.sort(key=lambda s: position.get(s.source, len(position)))  # stable: keeps k order per image
     with GeneratedSetWriter(job.out) as writer:
         for sample in samples:
-            writer.add(sample.load_image(), box=sample.box, source=sample.source, defect_kind=sample.defect_kind,
-                       seed=sample.seed, model=sample.model, embedding_hash=sample.embedding_hash,
-                       steps=sample.steps, guidance=sample.guidance, status=sample.status, id=sample.id,
-                       mask=sample.load_mask(), settings=sample.settings)
+            writer.add_copy(sample)
     return len(samples)
 
 
