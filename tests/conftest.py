@@ -11,6 +11,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Tiny models run fastest on one thread per process; the suite's parallelism comes from
 # pytest-xdist workers. The compute policy (anogen.compute) reads this.
 os.environ.setdefault("ANOGEN_THREADS", "1")
+# torch's current ONNX exporter (anogen's default) takes ~10 s per tiny detector, the legacy
+# one ~2 s; the ~20 exports tests make on the way to something else use the legacy one. The
+# parity tests (test_infer_export, test_runtimes) set each exporter themselves.
+os.environ.setdefault("ANOGEN_ONNX_EXPORTER", "torchscript")
 
 
 def pytest_configure(config):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from anogen.detection import export as export_module
 from anogen.detection.checkpoint import CheckpointInfo, ScoreCalibration, load_detector, save_checkpoint
-from anogen.detection.export import export_onnx, run_onnx
+from anogen.detection.export import EXPORTER_ENV, EXPORTERS, OPSET, TORCHSCRIPT, export_onnx, run_onnx
 from anogen.detection.infer import heatmap_overlay, predict
-from anogen.errors import InputError
+from anogen.errors import InputError, ModelError
 
 TINY = {
     "draem": {"image_size": 32, "batch_size": 2, "recon_base_width": 4, "disc_base_width": 4},
@@ -70,11 +72,22 @@ def test_heatmap_overlay_is_hot_where_the_map_is_high():
     assert cold[:, 2].mean() > cold[:, 0].mean() + 50  # blue elsewhere
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("kind", ["draem", "destseg"])
-def test_onnx_export_matches_torch(kind, tmp_path):
+def test_onnx_export_matches_torch(kind, exporter, tmp_path, monkeypatch):
+    """Each exporter, on its own (no fallback), reproduces torch with a dynamic batch axis."""
+    import onnx
+
+    monkeypatch.setenv(EXPORTER_ENV, exporter)
     folder = saved_detector(kind, tmp_path / kind)
     result = export_onnx(folder)
     assert result.path == folder / "model.onnx" and result.path.is_file()
+    assert result.exporter == exporter
+    graph = onnx.load(str(result.path))
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [OPSET[exporter]]
+    assert [v.name for v in graph.graph.input] == ["image"]
+    assert [v.name for v in graph.graph.output] == ["anomaly_map", "score"]
+    assert {p.key: p.value for p in graph.metadata_props}["kind"] == kind
     loaded = load_detector(folder, device="cpu")
     images = np.random.default_rng(2).random((3, 3, 32, 32)).astype(np.float32)  # another batch size
     onnx_map, onnx_score = run_onnx(result.path, images)
@@ -82,6 +95,29 @@ def test_onnx_export_matches_torch(kind, tmp_path):
     assert onnx_map.shape == (3, 1, 32, 32) and onnx_score.shape == (3,)
     assert np.abs(onnx_map - torch_map.numpy()).max() < 1e-4
     assert np.abs(onnx_score - torch_score.numpy()).max() < 1e-4
+
+
+def test_the_legacy_exporter_stands_in_when_the_current_one_is_missing_or_fails(tmp_path, monkeypatch, caplog):
+    folder = saved_detector("draem", tmp_path / "det")
+    monkeypatch.setenv(EXPORTER_ENV, "dynamo")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if onnxscript were not installed
+    with caplog.at_level("WARNING", logger=export_module.__name__):
+        result = export_onnx(folder)
+    assert result.exporter == TORCHSCRIPT and result.path.is_file()
+    assert "dynamo ONNX exporter failed (the onnxscript package is not installed)" in caplog.text
+    assert result.max_abs_diff_map < 1e-4 and result.max_abs_diff_score < 1e-4
+
+    def broken(wrapper, example):
+        raise RuntimeError("unsupported operator\nmore detail")
+
+    for name in EXPORTERS:
+        monkeypatch.setitem(export_module._EXPORT, name, broken)
+    with pytest.raises(ModelError, match="no ONNX exporter could export the detector.*unsupported operator"):
+        export_onnx(folder, tmp_path / "none.onnx")
+    assert not (tmp_path / "none.onnx").exists()
+    monkeypatch.setenv(EXPORTER_ENV, "fastest")
+    with pytest.raises(ModelError, match="ANOGEN_ONNX_EXPORTER='fastest'"):
+        export_onnx(folder, tmp_path / "none.onnx")
 
 
 def test_export_of_a_missing_detector_is_a_clear_error(tmp_path):

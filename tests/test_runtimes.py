@@ -24,7 +24,7 @@ from _data_helpers import TINY_DRAEM
 from anogen.cli import main
 from anogen.data.demo import write_demo_dataset
 from anogen.detection.checkpoint import ScoreCalibration, read_checkpoint_info
-from anogen.detection.export import OPENVINO_XML
+from anogen.detection.export import EXPORTER_ENV, EXPORTERS, OPENVINO_XML
 from anogen.detection.infer import predict
 from anogen.detection.options import RUNTIMES
 from anogen.detection.runtimes import RUNTIME_TOLERANCE, inference_model, load_exported
@@ -112,6 +112,22 @@ def test_openvino_export_carries_calibration_and_matches_torch(kind, detectors, 
                  "--overwrite"]) == 2
     one_line_error(capsys, "best")
     assert (run / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("kind", ["draem", "destseg"])
+def test_openvino_reads_the_graph_of_either_onnx_exporter(kind, exporter, detectors, tmp_path, monkeypatch):
+    """OpenVINO converts the ONNX bytes of each exporter (opset 18 or 17) and reproduces torch."""
+    from anogen.detection.export import EXPORT_TOLERANCE, export_openvino
+
+    monkeypatch.setenv(EXPORTER_ENV, exporter)
+    result = export_openvino(detectors[kind], tmp_path / "ov")
+    assert result.exporter == exporter and (tmp_path / "ov" / OPENVINO_XML).is_file()
+    assert max(result.max_abs_diff_map, result.max_abs_diff_score) <= EXPORT_TOLERANCE
+    exported = load_exported(tmp_path / "ov", threads=1)
+    images = np.random.default_rng(4).random((3, 3, 32, 32)).astype(np.float32)  # another batch size
+    anomaly_map, score = exported.run(images)
+    assert anomaly_map.shape == (3, 1, 32, 32) and score.shape == (3,)
 
 
 @pytest.mark.parametrize("kind", ["draem", "destseg"])
