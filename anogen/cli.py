@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from anogen import __version__
+from anogen.compute import prefer_sleeping_openmp_threads
 from anogen.errors import AnoGenError, JobCancelled
 
 COMMAND_MODULES = (
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
+    prefer_sleeping_openmp_threads()  # before any command loads torch
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -8,6 +8,11 @@ printed and logged.
   (``--threads`` or the app's setting) or ``ANOGEN_THREADS`` pins it (tests and CI).
   An idle laptop gains from all its cores; a machine shared with other heavy jobs
   may do better with fewer (measured in docs/benchmarks.md).
+* Waiting threads sleep: torch's OpenMP threads otherwise spin between parallel
+  regions, and on a machine where any other process is busy the spinning threads take
+  the core from the one doing the work (a 2-thread training step on 2 cores beside a
+  one-thread job: 8-10x slower spinning than sleeping, docs/benchmarks.md). The entry
+  points call :func:`prefer_sleeping_openmp_threads` before torch loads.
 * Precision on the CPU: bf16 autocast only where the CPU has native bf16 matrix
   units (AMX or AVX-512-bf16). Without them PyTorch falls back to slow kernels: on
   an AVX2-only AMD EPYC a bf16 convolution was 6-14x slower than fp32
@@ -35,6 +40,21 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "ANOGEN_THREADS"
 CPU_PRECISION_CHOICES = ("auto", "fp32", "bf16")
 THREADS_AUTOMATIC = 0  # a stored threads setting (the app's) meaning "decide for me": every core, or ANOGEN_THREADS
+OPENMP_WAIT_ENV = "OMP_WAIT_POLICY"
+
+
+def prefer_sleeping_openmp_threads() -> None:
+    """Make idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a
+    policy. The OpenMP runtime reads it once, when torch loads, so the CLI and the app call
+    this first; worker processes inherit it."""
+    if OPENMP_WAIT_ENV not in os.environ and "torch" in sys.modules:
+        log.debug("torch already loaded: OpenMP threads keep their wait policy in this process")
+    os.environ.setdefault(OPENMP_WAIT_ENV, "PASSIVE")
+
+
+def openmp_wait_policy() -> str:
+    """The OpenMP wait policy in force, for the logs: "passive", "active" or "default"."""
+    return os.environ.get(OPENMP_WAIT_ENV, "default").strip().lower() or "default"
 
 
 def available_cores() -> int:
@@ -101,7 +121,8 @@ class ComputePolicy:
 
     def to_json(self) -> dict[str, object]:
         return {"device": self.device_type, "threads": self.threads,
-                "precision": "bf16 autocast" if self.bf16_autocast else "fp32", "reason": self.reason}
+                "precision": "bf16 autocast" if self.bf16_autocast else "fp32", "reason": self.reason,
+                "openmp_wait": openmp_wait_policy()}
 
 
 def resolve_policy(device: torch.device | str, threads: int | None = None, precision: str = "auto") -> ComputePolicy:
@@ -157,7 +178,7 @@ def apply_policy(policy: ComputePolicy) -> ComputePolicy:
     import torch
 
     torch.set_num_threads(policy.threads)
-    log.info("compute: %s", policy.describe())
+    log.info("compute: %s; OpenMP wait policy %s", policy.describe(), openmp_wait_policy())
     return policy
 
 

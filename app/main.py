@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from anogen import __version__
+from anogen.compute import prefer_sleeping_openmp_threads
 
 PANELS = ("defects", "generate", "train")
 
@@ -129,6 +130,7 @@ def save_screenshot(window, out: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()  # first: a frozen app's worker processes start here
+    prefer_sleeping_openmp_threads()  # before the engine loads torch
     args = build_parser().parse_args(argv)
     if args.selftest:
         from anogen.selftest import run_selftest

@@ -8,6 +8,13 @@ thread count and precision. Prints a Markdown table with the ratios and writes J
 
     python benchmarks/bench_cpu_policy.py --json benchmarks/results/cpu_policy.json
 
+``--wait-policy`` measures instead how OpenMP's idle threads wait (``OMP_WAIT_POLICY``
+spinning vs sleeping, each in a fresh process since the runtime reads it once): every
+stage with all cores in fp32, alone and beside a one-thread busy process (another job,
+a browser, the test suite):
+
+    python benchmarks/bench_cpu_policy.py --wait-policy --json benchmarks/results/openmp_wait.json
+
 Run it on an idle machine: other heavy processes make every number meaningless.
 """
 
@@ -16,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # The detector benchmark's timer and training step (this folder is on sys.path when a
@@ -93,12 +102,74 @@ STAGES = {
 }
 
 
+# A one-thread job that keeps one core busy, standing in for whatever else the machine runs.
+BUSY_NEIGHBOUR = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(384, 384)\n"
+                  "while True:\n    a = torch.tanh(a @ a)\n")
+
+
+def time_stage_alone(name: str, repeats: int) -> float:
+    """This process's median time of ``name`` at every core in fp32 (the --one-stage child)."""
+    import torch
+
+    from anogen.compute import available_cores
+
+    torch.set_num_threads(available_cores())
+    return median_seconds(STAGES[name](), repeats)
+
+
+def time_stage_in_child(name: str, wait_policy: str, neighbour: bool, repeats: int) -> float:
+    """``wait_policy`` "spin" is libgomp's own default (spin a while, then sleep), "sleep" is PASSIVE."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if wait_policy == "sleep":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_NEIGHBOUR]) if neighbour else None
+    try:
+        out = subprocess.run([sys.executable, __file__, "--one-stage", name, "--repeats", str(repeats)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    return float(out.strip().splitlines()[-1])
+
+
+def wait_policy_table(stages: list[str], repeats: int, out: Path) -> None:
+    from anogen.compute import available_cores
+
+    cores = available_cores()
+    print(f"{cores} cores, every core in fp32, load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    for name in stages:
+        times = {f"{policy}{' + busy neighbour' if neighbour else ''}":
+                 time_stage_in_child(name, policy, neighbour, repeats)
+                 for neighbour in (False, True) for policy in ("spin", "sleep")}
+        rows.append({"stage": name, "seconds": times})
+        print(name, {k: round(v, 3) for k, v in times.items()}, flush=True)
+    print("\n| stage | spin (default), alone (s) | sleep (PASSIVE), alone (s) | spin, busy neighbour (s) "
+          "| sleep, busy neighbour (s) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        t = row["seconds"]
+        print(f"| {row['stage']} | {t['spin']:.3f} | {t['sleep']:.3f} | "
+              f"{t['spin + busy neighbour']:.3f} | {t['sleep + busy neighbour']:.3f} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cores": cores, "threads": cores, "precision": "fp32", "stages": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stages", nargs="+", default=list(STAGES))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/cpu_policy.json"))
+    parser.add_argument("--wait-policy", action="store_true", help="compare OpenMP's spinning and sleeping waits")
+    parser.add_argument("--one-stage", help=argparse.SUPPRESS)  # the child process of --wait-policy
     args = parser.parse_args()
+    if args.one_stage:
+        print(time_stage_alone(args.one_stage, args.repeats))
+        return
+    if args.wait_policy:
+        wait_policy_table(args.stages, args.repeats, args.json)
+        return
 
     import torch
 

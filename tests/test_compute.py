@@ -1,5 +1,9 @@
 """The compute policy: threads and CPU precision chosen in one place."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -143,3 +147,28 @@ def test_train_prints_the_cpu_precision_it_was_asked_for(capsys, restore_threads
     assert "bf16 autocast" in capsys.readouterr().err
     args = parser.parse_args([*base, "--cpu-precision", "fp32"])
     assert not apply_command_policy(args, "cpu").bf16_autocast
+
+
+def _wait_policy_seen_by_torch(entry: str, env: dict[str, str]) -> str:
+    """The OMP_WAIT_POLICY a process started through ``entry``'s main() hands on, and that
+    torch (imported after main() ran) was loaded under."""
+    code = (f"import os, sys\nfrom {entry} import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "import torch\nprint(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("entry", ["anogen.cli", "app.main"])
+def test_entry_points_make_openmp_threads_sleep_unless_the_user_chose(entry):
+    # Spinning OpenMP threads made a 2-thread step 8-10x slower beside one busy process.
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert _wait_policy_seen_by_torch(entry, base) == "PASSIVE"
+    assert _wait_policy_seen_by_torch(entry, {**base, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+def test_the_policy_record_names_the_openmp_wait_policy(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert resolve_policy("cpu", threads=1).to_json()["openmp_wait"] == "passive"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert resolve_policy("cpu", threads=1).to_json()["openmp_wait"] == "default"
