@@ -10,8 +10,9 @@ printed and logged.
   may do better with fewer (measured in docs/benchmarks.md).
 * Waiting threads sleep: torch's OpenMP threads otherwise spin between parallel
   regions, and on a machine where any other process is busy the spinning threads take
-  the core from the one doing the work (a 2-thread training step on 2 cores beside a
-  one-thread job: 8-10x slower spinning than sleeping, docs/benchmarks.md). The entry
+  the core from the one doing the work (2 threads on 2 cores, spinning vs sleeping:
+  1.4-2.7x slower beside a one-thread job, 8-10x beside another 2-thread one;
+  docs/benchmarks.md). The entry
   points call :func:`prefer_sleeping_openmp_threads` before torch loads.
 * Precision on the CPU: bf16 autocast only where the CPU has native bf16 matrix
   units (AMX or AVX-512-bf16). Without them PyTorch falls back to slow kernels: on

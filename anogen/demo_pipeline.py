@@ -39,7 +39,8 @@ FOREGROUND: dict[str, ForegroundMethod] = {"fabric": "all", "washer": "otsu"}
 
 @dataclass
 class DemoPlan:
-    """Sizes of one demo run. ``quick`` takes about 4 minutes on 2 idle CPU cores (3.5-4.1 min measured)."""
+    """Sizes of one demo run. On 2 idle CPU cores ``quick`` takes about 3 minutes (2.9 min
+    measured) and ``full`` 17 minutes, two thirds of it the four detectors (docs/demo.md, "Time")."""
 
     categories: tuple[str, ...]
     image_size: int
@@ -69,8 +70,8 @@ class DemoPlan:
     @classmethod
     def full(cls) -> DemoPlan:
         return cls(categories=("fabric", "washer"), image_size=256, train_good=40, test_good=12,
-                   test_per_kind=10, shots=3, learn_steps=500, learn_batch=4, generate_steps=30,
-                   guidance=5.0, generation_images=16, samples_per_image=2, detector_steps=800,
+                   test_per_kind=10, shots=3, learn_steps=150, learn_batch=4, generate_steps=20,
+                   guidance=5.0, generation_images=12, samples_per_image=2, detector_steps=160,
                    detector_overrides={"image_size": 128})
 
 

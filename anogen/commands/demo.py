@@ -14,12 +14,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="run all three stages on the embedded demo data and model",
         description="Learn an embedding per demo defect kind, generate defects on good images, train the "
-                    "detector with and without them, evaluate, and write a report folder.")
+                    "detector with and without them, evaluate, and write a report folder. Without --quick: both "
+                    "categories, about 17 minutes on 2 idle CPU cores.")
     parser.add_argument("--out", type=Path, default=Path("demo-report"),
                         help="report folder (default: demo-report); built aside and swapped in when complete")
     add_overwrite_argument(parser)
     parser.add_argument("--quick", action="store_true",
-                        help="one category and fewer steps (about 4 minutes on 2 idle CPU cores)")
+                        help="one category and fewer steps (about 3 minutes on 2 idle CPU cores)")
     parser.add_argument("--detector", choices=DETECTORS, default="draem")
     parser.add_argument("--model", help="diffusion model to use instead of the embedded demo model")
     parser.add_argument("--seed", type=int, default=0)
