@@ -53,8 +53,14 @@ def test_demo_reports_where_the_time_went_and_how_the_machine_was_used(demo_run)
     assert sum(timings.values()) <= metrics["seconds"] + 1.0
     assert metrics["compute"]["threads"] == 1  # tests pin ANOGEN_THREADS=1
     assert metrics["compute"]["precision"] in ("fp32", "bf16 autocast")
-    assert "Where the time went" in (demo_run.out / "index.md").read_text()
+    index = (demo_run.out / "index.md").read_text()
+    assert "Where the time went" in index
     assert "1 thread, " in demo_run.timing_lines()
+    # The report's total is the run's time up to the report (it once said 0.0 min).
+    total = next(line for line in index.splitlines() if line.startswith("total"))
+    value, unit = total.split()[1:3]
+    reported = float(value) * (60 if unit == "min" else 1)
+    assert abs(reported - (metrics["seconds"] - timings["report"])) <= 3.5, total  # 0.1 min rounds to 3 s
 
 
 def test_demo_measures_generated_and_real_defects_alike(demo_run):
