@@ -232,3 +232,22 @@ def test_a_learned_kind_shows_its_stage1_loss_curve_after_reopening(make_window,
     path.write_bytes(b"not safetensors")
     panel.kind_combo.setCurrentText("scratch")
     assert not panel.loss_plot.series()
+
+
+def test_the_test_image_notes_never_cover_the_heat_map_thumbnails(make_window, project, qtbot):
+    # Driven under Xvfb: the note under the gallery got one line of height for its two and
+    # was painted over the second row of thumbnails. It now sits above the gallery and claims
+    # the lines it needs.
+    window = make_window()
+    assert window.open_project(project)
+    window.show_panel("train")
+    panel = window.panels["train"]
+    assert panel.results_pane.isVisible()
+    panel.result_notes.setText("17 test images scored, most anomalous first. holdout protocol, best checkpoint: "
+                               "scored 17 of 36 test images; excluded 9 support image(s) and 10 validation "
+                               "image(s). Heat maps are not kept with the project: press Test to compute them again.")
+    qtbot.wait(100)
+    notes, gallery = panel.result_notes.geometry(), panel.gallery.geometry()
+    line = panel.result_notes.fontMetrics().height()
+    assert notes.height() >= 2 * line, notes  # all its lines, at the pane's width
+    assert notes.bottom() < gallery.top(), (notes, gallery)

@@ -25,6 +25,7 @@ from app.canvas_controller import CanvasController
 from app.engine import Job
 from app.icons import icon
 from app.studio import Studio
+from app.widgets.fitted_note import FittedNote
 
 
 class _PanelScroll(QScrollArea):
@@ -133,8 +134,10 @@ class Panel(QWidget):
         self.form.addWidget(label)
         return label
 
-    def note(self, text: str = "", warning: bool = False) -> QLabel:
-        label = QLabel(text)
+    def note(self, text: str = "", warning: bool = False, *, fitted: bool = False) -> QLabel:
+        """A muted (or, with ``warning``, red) wrapped note; ``fitted`` for one in a pane under
+        the canvas, where the layout must be told the height its lines need (FittedNote)."""
+        label = FittedNote(text) if fitted else QLabel(text)
         label.setWordWrap(True)
         if warning:
             label.setStyleSheet(f"color: {theme.colors().bad.name()};")

@@ -230,11 +230,12 @@ class GeneratePanel(Panel):
         self.compare_slider.setMaximumWidth(160)
         row.addWidget(self.compare_slider)
         pane.addLayout(row)
+        # Above the gallery: when the pane is short, the thumbnails scroll and the note stays readable.
+        self.gallery_info = self.note(fitted=True)
+        pane.addWidget(self.gallery_info)
         self.gallery = Gallery(side=120)
         self.gallery.setObjectName("sampleGallery")
         pane.addWidget(self.gallery, 1)
-        self.gallery_info = self.note()
-        pane.addWidget(self.gallery_info)
         self.heading("Review")
         self.form.addWidget(self.note("Generated samples are shown under the canvas. New ones are \"to review\": "
                                       "accept (A) or reject (X) each one there."))

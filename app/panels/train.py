@@ -247,13 +247,14 @@ class TrainPanel(Panel):
         self.heat_opacity.setValue(50)
         grid.addRow("Heat-map opacity", self.heat_opacity)
         pane.addLayout(grid)
+        # Above the gallery: when the pane is short, the thumbnails scroll and the note stays readable.
+        self.result_notes = self.note(fitted=True)
+        pane.addWidget(self.result_notes)
         self.gallery = Gallery(side=110)
         self.gallery.setObjectName("heatmapGallery")
         self.gallery.setToolTip("Test images, most anomalous first; click one to see its heat map on the canvas, "
                                 "with the true defect outlined in green")
         pane.addWidget(self.gallery, 1)
-        self.result_notes = self.note()
-        pane.addWidget(self.result_notes)
         self.form.addWidget(self.note("Test images and their heat maps are shown under the canvas."))
         self.form.addStretch(1)
         self._gt_masks: dict[Path, Path | None] = {}  # test image -> its ground-truth mask
@@ -665,7 +666,7 @@ class TrainPanel(Panel):
         n = results.metrics.get("n_images", len(results.images))
         stored = "" if store else " Heat maps are not kept with the project: press Test to compute them again."
         self.result_notes.setText(f"{n} test images scored, most anomalous first. "
-                                  + " ".join(results.notes) + stored)
+                                  + " ".join(note.rstrip(".") + "." for note in results.notes) + stored)
         if store:
             self._store_results()
 
