@@ -57,6 +57,9 @@ class DemoPlan:
     detector_steps: int
     detector_overrides: dict[str, Any] = field(default_factory=dict)
     crop: str = "auto"  # the context crop of stages 1 and 2 (anogen.diffusion.crop); "off" as in the paper
+    # The side stages 1 and 2 run the model at (None: its native side); stage 2 paints at the
+    # side stage 1 learned at, which the embedding records.
+    model_resolution: int | None = None
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -327,7 +330,7 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     token = f"<{category}-{kind}>"
     learn = LearnConfig(images=images, masks=masks, token=token, steps=plan.learn_steps,
                         batch_size=plan.learn_batch, lr=0.005, scale_lr=True, seed=config.seed,
-                        crop_to_defect=plan.crop)
+                        crop_to_defect=plan.crop, resolution=plan.model_resolution)
     with timer("learn (stage 1)"):
         learned = learn_embedding(model, learn, stages.stage(f"{category}/{kind}: learn", 60), cancel)
     learned.metadata["defect_kind"] = kind
@@ -337,7 +340,7 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
     # Stage 1 evidence: on held-out images of the same kind, the learned token should
     # explain the defect better (lower masked loss) than the init word it started from.
     heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, seed=config.seed,
-                          crop_to_defect=plan.crop)
+                          crop_to_defect=plan.crop, resolution=plan.model_resolution)
     with timer("stage-1 held-out check"):
         loss_learned = support_loss(model, heldout, learned.vector)
         loss_init = support_loss(model, heldout, init_vector(model, learn.init_word))

@@ -85,7 +85,7 @@ def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
         name, _, value = item.partition("=")
         if name not in defaults:
             raise SystemExit(f"unknown {config_type.__name__} field {name!r}")
-        kind = type(defaults[name])
+        kind = int if defaults[name] is None else type(defaults[name])  # None: an optional size
         overrides[name] = value not in ("0", "false", "") if kind is bool else kind(value)
     return overrides
 
@@ -149,7 +149,7 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
     plan_values["categories"] = tuple(plan_values["categories"])
     if name:
         current = plan_values.get(name, getattr(DemoPlan.quick(), name))
-        plan_values[name] = type(current)(value)
+        plan_values[name] = int(value) if current is None else type(current)(value)  # None: an optional size
     plan = DemoPlan(**plan_values)
     shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
     model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")

@@ -157,3 +157,34 @@ def test_cancel_within_a_step_leaves_no_folder(setup, tmp_path):
                                        device="cpu"), progress, cancel)
     assert steps == [1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_set_is_painted_at_the_resolution_its_embedding_was_learned_at(setup, tmp_path):
+    """Stage 2 paints at the scale stage 1 learned the defect at, unless told otherwise."""
+    import torch
+
+    from anogen.diffusion.embedding_file import LearnedEmbedding, save_embedding
+    from anogen.diffusion.models import load_model
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
+
+    root, model_dir, _, normals = setup
+    model = load_model(model_dir, device="cpu")
+    learned_at = 2 * model.resolution
+    vector = torch.randn(model.token_width, generator=torch.Generator().manual_seed(2))
+    embedding = save_embedding(tmp_path / "big.safetensors", LearnedEmbedding(
+        token="<big>", vector=vector, family="sd1", metadata={"resolution": str(learned_at)}))
+
+    sides: list[int] = []
+    handle = model.unet.register_forward_hook(lambda _m, args, _out: sides.append(int(args[0].shape[-1])))
+    try:
+        result = generate_set(GenerateSetConfig(model, embedding, normals, tmp_path / "set", per_image=1,
+                                                generation=GenerateConfig(steps=2)))
+        assert set(sides) == {learned_at // model.vae_scale_factor}
+        assert {s.settings["resolution"] for s in result.samples} == {learned_at}  # provenance
+
+        sides.clear()
+        generate_set(GenerateSetConfig(model, embedding, normals, tmp_path / "native", per_image=1,
+                                       generation=GenerateConfig(steps=2, resolution=model.resolution)))
+        assert set(sides) == {model.latent_size}
+    finally:
+        handle.remove()

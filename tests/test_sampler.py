@@ -245,3 +245,33 @@ def test_restored_detail_gives_back_the_source_where_the_model_kept_the_surface(
     assert error(plain) > 10  # the tiny VAE is lossy
     assert error(restored) < 0.1 * error(plain)
     np.testing.assert_array_equal(restored.image[~inside], image[~inside])
+
+
+def _latent_sides(model, run):
+    """The latent sides the UNet saw while ``run()`` ran."""
+    sides: list[int] = []
+    handle = model.unet.register_forward_hook(lambda _m, args, _out: sides.append(int(args[0].shape[-1])))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sorted(set(sides))
+
+
+def test_a_larger_resolution_paints_the_crop_on_a_finer_latent_grid(tiny):
+    """A crop larger than the model's side keeps its detail when painted at its own scale."""
+    model, token = tiny
+    image = _image(256, 256, seed=4)
+    box = Box(100, 100, 160, 150)
+    native = _latent_sides(model, lambda: generate(model, token, [GenerationRequest(image, box, 0)], FAST))
+    assert native == [model.latent_size]
+
+    results: list = []
+    larger = replace(FAST, resolution=2 * model.resolution)
+    finer = _latent_sides(model, lambda: results.extend(
+        generate(model, token, [GenerationRequest(image, box, 0)], larger)))
+    assert finer == [2 * model.latent_size]
+    _assert_only_box_changed(image, results[0].image, box)
+
+    with pytest.raises(InputError, match="resolution 60 must be a positive multiple"):
+        generate(model, token, [GenerationRequest(image, box, 0)], replace(FAST, resolution=60))

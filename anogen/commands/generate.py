@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "reference code did)")
     parser.add_argument("--context-margin", type=float, default=GenerateConfig.context_margin,
                         help="context around the box in the crop, in box sides (default %(default)s)")
+    parser.add_argument("--resolution", type=int, default=GenerateConfig.resolution,
+                        help="side the crop is painted at (default: the model's); use the one the embedding "
+                             "was learned at (`anogen learn --resolution`)")
     parser.add_argument("--batch-size", type=int, default=GenerateConfig.batch_size,
                         help="images per UNet call (default %(default)s)")
     parser.add_argument("--defect-kind", default=None,
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, strength=args.strength,
                             restore_detail=args.restore_detail, prompt=args.prompt,
                             negative_prompt=args.negative_prompt, feather=args.feather,
-                            crop=args.crop, context_margin=args.context_margin,
+                            crop=args.crop, context_margin=args.context_margin, resolution=args.resolution,
                             batch_size=args.batch_size, seed=args.seed).with_preset(args.preset)
     apply_command_policy(args, args.device)
     with TqdmProgress("generate", disable=args.quiet) as progress:

@@ -140,6 +140,9 @@ class GenerateConfig:
     feather: int = 0  # pixels of soft edge, inside the box only
     crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)
     context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin), as in stage 1
+    # The side the crop is painted at; None: the model's native one. A larger side keeps the
+    # fine texture of a crop the native side would shrink (as LearnConfig.resolution).
+    resolution: int | None = None
     auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
     batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
     vae_batch_size: int = 1  # crops per VAE call; 1 keeps the peak memory of 512 px decoding low
@@ -169,6 +172,8 @@ class GenerateConfig:
         if self.feather < GENERATE_RANGES["feather"].minimum:
             raise InputError(f"feather must be >= {GENERATE_RANGES['feather'].minimum} pixels, got {self.feather}")
         validate_crop(self.crop, self.context_margin, self.auto_crop_below)
+        if self.resolution is not None and self.resolution < 8:
+            raise InputError(f"resolution must be at least 8 pixels, got {self.resolution}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.vae_batch_size < 1:

@@ -55,6 +55,15 @@ class LearnedEmbedding:
     def token_width(self) -> int:
         return int(self.vector.shape[-1])
 
+    @property
+    def learned_resolution(self) -> int | None:
+        """The side stage 1 ran the model at; None when the file does not say (other tools)."""
+        try:
+            resolution = int(self.metadata.get("resolution", ""))
+        except ValueError:
+            return None
+        return resolution if resolution > 0 else None
+
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()

@@ -421,15 +421,6 @@ def init_vector(model, init_word: str) -> torch.Tensor:
     return table[torch.tensor(ids, device=table.device)].detach().float().mean(dim=0).cpu()
 
 
-def _resolution(model, config: LearnConfig) -> int:
-    resolution = int(config.resolution or model.resolution)
-    unet_levels = len(model.unet.config.block_out_channels) - 1
-    multiple = model.vae_scale_factor * 2 ** unet_levels
-    if resolution <= 0 or resolution % multiple:
-        raise InputError(f"resolution {resolution} must be a positive multiple of {multiple} for this model")
-    return resolution
-
-
 def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progress,
                     cancel: threading.Event | None = None, *, ranks: ProcessRanks | None = None) -> LearnResult:
     """Learn ``config.token`` from the support set; the job contract of :mod:`anogen.jobs`.
@@ -454,7 +445,7 @@ def learn_embedding(model, config: LearnConfig, progress: ProgressFn = no_progre
 
 def _learn(model, config: LearnConfig, progress: ProgressFn, cancel: threading.Event | None,
            group: ProcessGroup | None) -> LearnResult:
-    resolution = _resolution(model, config)
+    resolution = model.working_resolution(config.resolution)
     # Before the support set is resized: a resolution that cannot fit is refused, not OOM-killed.
     check_learn_memory(model, resolution, config.batch_size, len(config.images), config.flip)
     shots = prepare_support(config, resolution)
@@ -588,7 +579,7 @@ def _diverged_message(step: int, value: float, checkpoint: Path | None, last_goo
 def support_loss(model, config: LearnConfig, vector: torch.Tensor, *, samples: int = 16, seed: int = 12345) -> float:
     """The masked loss of ``vector`` as the placeholder on the support set, with fixed
     noise and timesteps: a like-for-like measure to compare vectors (before/after)."""
-    resolution = _resolution(model, config)
+    resolution = model.working_resolution(config.resolution)
     support = encode_support(model, prepare_support(config, resolution), config.flip, config.batch_size)
     token_id = add_placeholder_token(model, config.token)
     scheduler = model.ddpm_scheduler()

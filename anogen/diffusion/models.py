@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from anogen.device import resolve_device, resolve_dtype
-from anogen.errors import ModelError
+from anogen.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,19 @@ class DiffusionModel:
     @property
     def latent_size(self) -> int:
         return self.resolution // self.vae_scale_factor
+
+    def working_resolution(self, requested: int | None) -> int:
+        """The side stages 1 and 2 run the model at: ``requested``, or the native one.
+
+        The UNet and VAE are convolutional, so any multiple of the UNet's total downsampling
+        works; a larger side keeps the detail of a crop that the native side would shrink.
+        """
+        resolution = int(requested or self.resolution)
+        unet_levels = len(self.unet.config.block_out_channels) - 1
+        multiple = self.vae_scale_factor * 2 ** unet_levels
+        if resolution <= 0 or resolution % multiple:
+            raise InputError(f"resolution {resolution} must be a positive multiple of {multiple} for this model")
+        return resolution
 
     @property
     def prediction_type(self) -> str:

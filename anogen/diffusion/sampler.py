@@ -4,8 +4,9 @@ For each request (good image, box, seed) the sampler
 
 1. cuts a square crop around the box (the box plus a context margin; the whole image
    when the box is large), by the same rule stage 1 crops its support shots
-   (:mod:`anogen.diffusion.crop`), and resizes it to the model's native resolution, so
-   a 60 px box on a 2048 px image is generated at full detail;
+   (:mod:`anogen.diffusion.crop`), and resizes it to the model's native resolution (or
+   ``GenerateConfig.resolution``), so a 60 px box on a 2048 px image is generated at
+   full detail;
 2. runs the DDIM loop explicitly (diffusers' :class:`~diffusers.DDIMScheduler` does the
    step arithmetic) with classifier-free guidance:
 
@@ -336,11 +337,11 @@ def _generate_batch(
     cancel: threading.Event | None,
 ) -> list[GeneratedImage]:
     device, dtype = model.device, model.dtype
-    resolution, factor = model.resolution, model.vae_scale_factor
+    resolution, factor = model.working_resolution(config.resolution), model.vae_scale_factor
     latent_size = resolution // factor
     latent_shape = (model.latent_channels, latent_size, latent_size)
 
-    # 1. Crops at the model's resolution, the box on the latent grid, one generator each.
+    # 1. Crops at the working resolution, the box on the latent grid, one generator each.
     items: list[_Prepared] = []
     for request in requests:
         height, width = request.image.shape[:2]
@@ -584,6 +585,11 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     check_steps(config.steps, model.scheduler_config, model.source)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
+    if config.resolution is None and embedding.learned_resolution not in (None, model.resolution):
+        # Paint at the scale the defect was learned at: a token learned on 128 px crops
+        # paints a different thing on 64 px ones.
+        config = replace(config, resolution=embedding.learned_resolution)
+        log.info("painting at %d px, the resolution '%s' was learned at", config.resolution, embedding_path)
     embedding_hash = embedding.sha256 or file_sha256(embedding_path)
     kind = job.defect_kind or _embedding_kind(embedding, embedding_path)
     model_name = model.source
