@@ -134,6 +134,7 @@ class PreviewResult:
     image: np.ndarray
     box: tuple[int, int, int, int]
     seed: int
+    settings: dict[str, Any] = field(default_factory=dict)  # the stage-2 settings it was painted with
 
 
 def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
@@ -142,17 +143,18 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     from anogen.data.imageio import read_image
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerationRequest, generate
+    from anogen.diffusion.sampler import GenerationRequest, at_learned_resolution, generate
 
-    config = task.generate
-    progress(Progress(0, config.steps, "loading the model"))
+    progress(Progress(0, task.generate.steps, "loading the model"))
     model = load_model(task.model, device=task.device)
-    token = apply_embedding(model, load_embedding(task.embedding))
+    embedding = load_embedding(task.embedding)
+    token = apply_embedding(model, embedding)
+    config = at_learned_resolution(task.generate, embedding, model)  # as the generated set paints
     source = read_image(task.image)
     check_cancel(cancel)
     [result] = generate(model, token, [GenerationRequest(source, Box(*task.box), task.seed)],
                         config, progress, cancel)
-    return PreviewResult(source, result.image, task.box, task.seed)
+    return PreviewResult(source, result.image, task.box, task.seed, config.image_settings())
 
 
 @dataclass
@@ -200,7 +202,7 @@ def run_regenerate(task: RegenerateTask, progress: ProgressFn, cancel: threading
             # The manifest line says how the new image was made.
             generation = task.preview.generate
             sample.seed, sample.steps, sample.guidance = task.preview.seed, generation.steps, generation.guidance
-            sample.settings = generation.image_settings()
+            sample.settings = result.settings
             sample.status = "pending"
     write_image(task.sample_image, result.image)
     write_manifest(task.set_folder, samples)

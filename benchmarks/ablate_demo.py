@@ -17,7 +17,7 @@ exclusions, changing one factor at a time:
 * ``gen:FIELD=V[,FIELD=V]``: + generated, with the run's own embeddings and boxes'
   sizes, but stage 2 regenerated with these ``GenerateConfig`` fields changed (e.g.
   ``gen:restore_detail=1``, ``gen:strength=0.7``, ``gen:context_margin=0.25``).
-* ``plan:FIELD=V``: + generated, with stages 1 and 2 run again by the demo's own code
+* ``plan:FIELD=V[,FIELD=V]``: + generated, with stages 1 and 2 run again by the demo's own code
   on the run's data and seed, under a ``DemoPlan`` field changed (e.g. ``plan:crop=off``,
   the paper's whole-image setting); records the stage-1 held-out losses too.
 * ``plan:``: the same with no field changed, a reproducibility check of the run.
@@ -141,13 +141,13 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
     from anogen.diffusion.models import load_model
     from anogen.resources import demo_model_path
 
-    name, _, value = spec.partition("=")
     plan_fields = {f.name: f for f in dataclasses.fields(DemoPlan)}
-    if name and name not in plan_fields:
-        raise SystemExit(f"unknown DemoPlan field {name!r}")
     plan_values = dict(metrics["plan"])
     plan_values["categories"] = tuple(plan_values["categories"])
-    if name:
+    for item in filter(None, spec.split(",")):
+        name, _, value = item.partition("=")
+        if name not in plan_fields:
+            raise SystemExit(f"unknown DemoPlan field {name!r}")
         current = plan_values.get(name, getattr(DemoPlan.quick(), name))
         plan_values[name] = int(value) if current is None else type(current)(value)  # None: an optional size
     plan = DemoPlan(**plan_values)

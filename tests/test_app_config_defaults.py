@@ -44,6 +44,8 @@ def test_the_panels_start_at_the_config_defaults_and_offer_its_ranges(make_windo
     _check(defects.seed_spin, LEARN_RANGES["seed"], LearnConfig.seed)
     assert defects.crop_combo.currentText() == LearnConfig.crop_to_defect
     assert (defects.scale_lr_check.currentIndex() == 1) == LearnConfig.scale_lr
+    _check(defects.resolution_spin, LEARN_RANGES["resolution"], 0)  # 0 = the model's own: LearnConfig's None
+    assert LearnConfig.resolution is None and defects.resolution_spin.text() == "model's own"
 
     for name in ("steps", "guidance", "strength", "feather", "seed"):
         _check(getattr(generate, f"{name}_spin"), GENERATE_RANGES[name], getattr(GenerateConfig, name))
@@ -77,3 +79,30 @@ def test_run_train_resolves_the_auto_preset_on_the_job_thread(monkeypatch, tmp_p
     run_train(TrainConfig(data_dir=tmp_path, detector="draem", out_dir=Path("run"), preset="paper"),
               lambda report: None, None)
     assert seen[-1].preset == "paper" and config.preset == AUTO_PRESET  # the panel's config is left as it was
+
+
+def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window, tmp_path, monkeypatch):
+    """The demo model is 64 px; the demo fabric learns (and paints) its weave at 128 px
+    (docs/demo.md), so the demo project starts there and Learn passes it on."""
+    import threading
+
+    from anogen.demo_pipeline import DemoPlan
+    from app.main_window import build_demo_project
+
+    folder = build_demo_project(tmp_path / "demo", lambda _report: None, threading.Event())
+    window = make_window()
+    window.open_project(folder)
+    defects = window.panels["defects"]
+    assert defects.resolution_spin.value() == DemoPlan.quick().model_resolution == 128
+
+    submitted = []
+    monkeypatch.setattr(window.studio.engine, "submit", lambda name, fn, task, **kw: submitted.append(task))
+    window.studio.project.model = "some-model"  # Learn only needs a model that passed (or was never) checked
+    defects.learn()
+    [task] = submitted
+    assert task.learn.resolution == 128
+
+    defects.resolution_spin.setValue(0)  # back to "model's own"
+    defects._learn_job = None
+    defects.learn()
+    assert submitted[-1].learn.resolution is None

@@ -111,7 +111,8 @@ def test_regenerate_shows_the_new_image_and_keeps_the_sample_selected(make_windo
     new_image = np.full((96, 96, 3), 250, np.uint8)
 
     def fake_preview(task, progress, cancel):  # the diffusion model is not what this test is about
-        return PreviewResult(read_image(task.image), new_image.copy(), task.box, task.seed)
+        return PreviewResult(read_image(task.image), new_image.copy(), task.box, task.seed,
+                             task.generate.image_settings())
 
     monkeypatch.setattr(app.tasks, "run_preview", fake_preview)
     window = make_window()

@@ -188,3 +188,21 @@ def test_a_set_is_painted_at_the_resolution_its_embedding_was_learned_at(setup, 
         assert set(sides) == {model.latent_size}
     finally:
         handle.remove()
+
+    # The app's one-box preview (and its Regenerate) paints as the set does.
+    from app.tasks import PreviewTask, run_preview
+
+    seen: list[int] = []
+    original_forward = type(model.unet).forward
+
+    def spy(unet, sample, *args, **kwargs):
+        seen.append(int(sample.shape[-1]))
+        return original_forward(unet, sample, *args, **kwargs)
+
+    image = sorted(normals.iterdir())[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(model.unet), "forward", spy)
+        result = run_preview(PreviewTask(str(model_dir), embedding, image, (8, 8, 30, 30), 0,
+                                         GenerateConfig(steps=2), "cpu"), lambda _r: None, threading.Event())
+    assert set(seen) == {learned_at // model.vae_scale_factor}
+    assert result.settings["resolution"] == learned_at

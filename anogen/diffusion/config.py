@@ -98,6 +98,7 @@ LEARN_RANGES: dict[str, FieldRange[Any]] = {
     "batch_size": FieldRange(1, 64),
     "lr": FieldRange(0.0001, 1.0),
     "seed": SEED_RANGE,
+    "resolution": FieldRange(0, 2048),  # 0: the model's own (LearnConfig.resolution None)
 }
 
 #: Where the app's Steps field starts, instead of the paper's LearnConfig.steps (6000):

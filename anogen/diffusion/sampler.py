@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     from anogen.data.generated import GeneratedSample
+    from anogen.diffusion.embedding_file import LearnedEmbedding
     from anogen.diffusion.models import DiffusionModel
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,16 @@ def generate(
 
         results += _generate_batch(model, scheduler, batch, conditioning, unconditional, config, report, cancel)
     return results
+
+
+def at_learned_resolution(config: GenerateConfig, embedding: LearnedEmbedding, model: DiffusionModel) -> GenerateConfig:
+    """``config``, painting at the side ``embedding`` was learned at when ``config`` leaves
+    the side open: a token learned on 128 px crops paints another thing on 64 px ones."""
+    learned = embedding.learned_resolution
+    if config.resolution is not None or learned is None or learned == model.resolution:
+        return config
+    log.info("painting at %d px, the side '%s' was learned at", learned, embedding.token)
+    return replace(config, resolution=learned)
 
 
 def denoising_step_count(steps: int, strength: float) -> int:
@@ -585,11 +596,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     check_steps(config.steps, model.scheduler_config, model.source)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
-    if config.resolution is None and embedding.learned_resolution not in (None, model.resolution):
-        # Paint at the scale the defect was learned at: a token learned on 128 px crops
-        # paints a different thing on 64 px ones.
-        config = replace(config, resolution=embedding.learned_resolution)
-        log.info("painting at %d px, the resolution '%s' was learned at", config.resolution, embedding_path)
+    config = at_learned_resolution(config, embedding, model)
     embedding_hash = embedding.sha256 or file_sha256(embedding_path)
     kind = job.defect_kind or _embedding_kind(embedding, embedding_path)
     model_name = model.source

@@ -193,6 +193,15 @@ class DefectsPanel(Panel):
         self.crop_combo.setCurrentText(LearnConfig.crop_to_defect)
         self.crop_combo.setToolTip("Crop around the defect when it is small in its image")
         adv.addRow("Crop to defect", self.crop_combo)
+        self.resolution_spin = self.int_spin(LEARN_RANGES["resolution"], 0)
+        self.resolution_spin.setSingleStep(64)
+        self.resolution_spin.setSuffix(" px")
+        self.resolution_spin.setSpecialValueText("model's own")
+        self.resolution_spin.setToolTip("The size the defect is learned at, and later painted at. Larger than the "
+                                        "model's own keeps the fine texture of a crop the model's size would shrink "
+                                        "(the demo model learns the demo fabric at 128 px, not its own 64); each step "
+                                        "costs about (size / model size)^2 as much")
+        adv.addRow("Working size", self.resolution_spin)
         self.scale_lr_check = QComboBox()
         self.scale_lr_check.addItems(["paper (lr as given)", "reference code (lr x batch)"])
         self.scale_lr_check.setToolTip("The paper uses the learning rate as given; the reference code multiplies it "
@@ -218,6 +227,7 @@ class DefectsPanel(Panel):
 
         for key, widget in (("steps", self.steps_spin), ("lr", self.lr_spin), ("seed", self.seed_spin),
                             ("batch_size", self.batch_spin), ("crop", self.crop_combo),
+                            ("resolution", self.resolution_spin),
                             ("lr_scaling", self.scale_lr_check), ("device", self.device_combo)):
             self.persist(key, widget)
 
@@ -655,7 +665,7 @@ class DefectsPanel(Panel):
             token=kind.token, init_word=kind.init_word, steps=self.steps_spin.value(), lr=self.lr_spin.value(),
             seed=self.seed_spin.value(), batch_size=self.batch_spin.value(),
             crop_to_defect=self.crop_combo.currentText(), scale_lr=self.scale_lr_check.currentIndex() == 1,
-            device=self.device_combo.currentText())
+            resolution=self.resolution_spin.value() or None, device=self.device_combo.currentText())
         out = workspace.embeddings_dir / f"{kind.token.strip('<>')}.safetensors"
         self.loss_plot.clear()
         self.learn_status.setText(f"Learning {kind.token} from {len(shots)} masked image(s), "
