@@ -85,7 +85,10 @@ def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
         name, _, value = item.partition("=")
         if name not in defaults:
             raise SystemExit(f"unknown {config_type.__name__} field {name!r}")
-        kind = int if defaults[name] is None else type(defaults[name])  # None: an optional size
+        if defaults[name] is None:  # an optional field: a size (resolution) or a text (prompt)
+            overrides[name] = int(value) if value.isdigit() else value
+            continue
+        kind = type(defaults[name])
         overrides[name] = value not in ("0", "false", "") if kind is bool else kind(value)
     return overrides
 

@@ -438,7 +438,7 @@ def test_the_shares_placeholder_gradients_add_up_to_the_whole_batchs(category, t
 
     model = load_model(tiny_model, device="cpu")
     config = learn_config(category, batch_size=batch_size, area_normalised=area_normalised)
-    resolution = learn._resolution(model, config)
+    resolution = model.working_resolution(config.resolution)
     support = learn.encode_support(model, learn.prepare_support(config, resolution), True, batch_size)
     token_id = add_placeholder_token(model, config.token)
     vector = torch.nn.Parameter(learn.init_vector(model, config.init_word))

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="multiply the learning rate by the batch size, as the reference code did")
     parser.add_argument("--seed", type=int, default=LearnConfig.seed)
     parser.add_argument("--resolution", type=int, default=LearnConfig.resolution,
-                        help="training resolution (default: the model's)")
+                        help="side the defect is learned at, recorded in the embedding; `anogen generate` "
+                             "paints at the same side (default: the model's)")
     parser.add_argument("--crop", choices=CROP_CHOICES, default=LearnConfig.crop_to_defect,
                         help="crop around each defect with context (auto: only when the defect is small)")
     parser.add_argument("--context-margin", type=float, default=LearnConfig.context_margin,
