@@ -67,10 +67,10 @@ class DemoPlan:
         # support and validation images, and the seed-to-seed spread hid any effect.
         # Stages 1 and 2 at 128 px, not the model's 64: a stage-2 crop (3 box sides) shrunk
         # to 64 px puts the weave below one latent cell and the model paints a flat patch;
-        # at 128 px it keeps the weave, and the detector gains (docs/demo.md). 80 steps of
-        # 2 shots keep stage 1's cost at 128 px near what 120 of 4 cost at 64.
+        # at 128 px it keeps the weave, and the detector gains (docs/demo.md). 60 steps of
+        # 2 shots and 12 DDIM steps pay for the 4x pixels within the 5-minute budget.
         return cls(categories=("fabric",), image_size=128, train_good=24, test_good=16, test_per_kind=12,
-                   shots=3, learn_steps=80, learn_batch=2, generate_steps=20, guidance=5.0,
+                   shots=3, learn_steps=60, learn_batch=2, generate_steps=12, guidance=5.0,
                    generation_images=8, samples_per_image=1, detector_steps=150,
                    detector_overrides={"image_size": 64}, model_resolution=128)
 
