@@ -63,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context-margin", type=float, default=GenerateConfig.context_margin,
                         help="context around the box in the crop, in box sides (default %(default)s)")
     parser.add_argument("--resolution", type=int, default=GenerateConfig.resolution,
-                        help="side the crop is painted at (default: the model's); use the one the embedding "
-                             "was learned at (`anogen learn --resolution`)")
+                        help="side the crop is painted at (default: the side the embedding was learned at, "
+                             "`anogen learn --resolution`, else the model's)")
     parser.add_argument("--batch-size", type=int, default=GenerateConfig.batch_size,
                         help="images per UNet call (default %(default)s)")
     parser.add_argument("--defect-kind", default=None,

@@ -141,8 +141,9 @@ class GenerateConfig:
     feather: int = 0  # pixels of soft edge, inside the box only
     crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)
     context_margin: float = 1.0  # crop side = box side * (1 + 2 * margin), as in stage 1
-    # The side the crop is painted at; None: the model's native one. A larger side keeps the
-    # fine texture of a crop the native side would shrink (as LearnConfig.resolution).
+    # The side the crop is painted at; None: the side the embedding was learned at (generate_set,
+    # the app), else the model's own. A larger side keeps the fine texture of a crop the model's
+    # side would shrink (as LearnConfig.resolution).
     resolution: int | None = None
     auto_crop_below: float = 0.5  # auto crops when that side is below this share of the image side
     batch_size: int = 4  # requests per UNet call (each call runs 2x this with guidance)
