@@ -76,6 +76,16 @@ def write_oracle_set(out: Path, category: str, kinds: dict[str, int], seed: int,
     return out
 
 
+def typed_like(value: str, current: Any) -> Any:
+    """``value`` parsed as the type of ``current``; an optional field (None) takes a number
+    when it is one (a resolution), else the text (a prompt)."""
+    if current is None:
+        return int(value) if value.isdigit() else value
+    if isinstance(current, bool):
+        return value not in ("0", "false", "")
+    return type(current)(value)
+
+
 def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
     """``restore_detail=1,strength=0.7`` -> field values of the dataclass ``config_type``,
     typed like the fields' defaults."""
@@ -85,11 +95,7 @@ def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
         name, _, value = item.partition("=")
         if name not in defaults:
             raise SystemExit(f"unknown {config_type.__name__} field {name!r}")
-        if defaults[name] is None:  # an optional field: a size (resolution) or a text (prompt)
-            overrides[name] = int(value) if value.isdigit() else value
-            continue
-        kind = type(defaults[name])
-        overrides[name] = value not in ("0", "false", "") if kind is bool else kind(value)
+        overrides[name] = typed_like(value, defaults[name])
     return overrides
 
 
@@ -152,7 +158,7 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
         if name not in plan_fields:
             raise SystemExit(f"unknown DemoPlan field {name!r}")
         current = plan_values.get(name, getattr(DemoPlan.quick(), name))
-        plan_values[name] = int(value) if current is None else type(current)(value)  # None: an optional size
+        plan_values[name] = typed_like(value, current)
     plan = DemoPlan(**plan_values)
     shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
     model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
