@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 # fabric is a texture: every pixel is surface
 FOREGROUND: dict[str, ForegroundMethod] = {"fabric": "all", "washer": "otsu"}
+# What each category's images show, for stage 1's captions (LearnConfig.subject): words
+# the demo model was pretrained on (anogen.diffusion.demo_model.SURFACE_NOUNS).
+SUBJECTS: dict[str, str] = {"fabric": "fabric", "washer": "a metal washer"}
 
 
 @dataclass
@@ -61,6 +64,9 @@ class DemoPlan:
     # The side stages 1 and 2 run the model at (None: its native side); stage 2 paints at the
     # side stage 1 learned at, which the embedding records.
     model_resolution: int | None = None
+    # Stage 1's captions name the category's surface (SUBJECTS), and stage 2 paints with
+    # such a sentence; False: the paper's captions, the token alone.
+    subject_captions: bool = True
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -335,7 +341,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
 
     images, masks, heldout_images, heldout_masks = _support_paths(category_dir, kind, plan.shots)
     token = f"<{category}-{kind}>"
-    learn = LearnConfig(images=images, masks=masks, token=token, steps=plan.learn_steps,
+    subject = SUBJECTS.get(category, "") if plan.subject_captions else ""
+    learn = LearnConfig(images=images, masks=masks, token=token, subject=subject, steps=plan.learn_steps,
                         batch_size=plan.learn_batch, lr=0.005, scale_lr=True, seed=config.seed,
                         crop_to_defect=plan.crop, resolution=plan.model_resolution)
     with timer("learn (stage 1)"):
@@ -346,7 +353,7 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
 
     # Stage 1 evidence: on held-out images of the same kind, the learned token should
     # explain the defect better (lower masked loss) than the init word it started from.
-    heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, seed=config.seed,
+    heldout = LearnConfig(images=heldout_images, masks=heldout_masks, token=token, subject=subject, seed=config.seed,
                           crop_to_defect=plan.crop, resolution=plan.model_resolution)
     with timer("stage-1 held-out check"):
         loss_learned = support_loss(model, heldout, learned.vector)

@@ -81,7 +81,7 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
     """
     from anogen.data.demo import DEFECT_KINDS, write_demo_dataset
     from anogen.data.imageio import list_images
-    from anogen.demo_pipeline import DemoPlan
+    from anogen.demo_pipeline import SUBJECTS, DemoPlan
     from anogen.jobs import Progress, check_cancel
 
     folder = Path(folder)
@@ -104,8 +104,10 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
         workspace.project.model = str(model)
     workspace.project.view["panel"] = "defects"
     workspace.project.view["foreground"] = "all"  # fabric is a texture: every pixel is surface
-    # Learn (and so paint) at the size the demo measured best for this model and data.
-    workspace.project.view["settings"] = {"defects": {"resolution": DemoPlan.quick().model_resolution or 0}}
+    # Learn (and so paint) at the size the demo measured best for this model and data, and
+    # name the surface in stage 1's captions, as the demo does.
+    workspace.project.view["settings"] = {"defects": {"resolution": DemoPlan.quick().model_resolution or 0,
+                                                      "subject": SUBJECTS[DEMO_CATEGORY]}}
     workspace.save()
     progress(Progress(1, 1, "demo project ready"))
     return folder

@@ -143,13 +143,13 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     from anogen.data.imageio import read_image
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerationRequest, at_learned_resolution, generate
+    from anogen.diffusion.sampler import GenerationRequest, as_learned, generate
 
     progress(Progress(0, task.generate.steps, "loading the model"))
     model = load_model(task.model, device=task.device)
     embedding = load_embedding(task.embedding)
     token = apply_embedding(model, embedding)
-    config = at_learned_resolution(task.generate, embedding, model)  # as the generated set paints
+    config = as_learned(task.generate, embedding, model)  # as the generated set paints
     source = read_image(task.image)
     check_cancel(cancel)
     [result] = generate(model, token, [GenerationRequest(source, Box(*task.box), task.seed)],

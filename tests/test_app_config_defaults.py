@@ -46,6 +46,7 @@ def test_the_panels_start_at_the_config_defaults_and_offer_its_ranges(make_windo
     assert (defects.scale_lr_check.currentIndex() == 1) == LearnConfig.scale_lr
     _check(defects.resolution_spin, LEARN_RANGES["resolution"], 0)  # 0 = the model's own: LearnConfig's None
     assert LearnConfig.resolution is None and defects.resolution_spin.text() == "model's own"
+    assert defects.subject_edit.text() == LearnConfig.subject == ""  # the paper's captions
 
     for name in ("steps", "guidance", "strength", "feather", "seed"):
         _check(getattr(generate, f"{name}_spin"), GENERATE_RANGES[name], getattr(GenerateConfig, name))
@@ -83,10 +84,11 @@ def test_run_train_resolves_the_auto_preset_on_the_job_thread(monkeypatch, tmp_p
 
 def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window, tmp_path, monkeypatch):
     """The demo model is 64 px; the demo fabric learns (and paints) its weave at 128 px
-    (docs/demo.md), so the demo project starts there and Learn passes it on."""
+    (docs/demo.md), so the demo project starts there and Learn passes it on, with the
+    surface named in the captions as the demo names it."""
     import threading
 
-    from anogen.demo_pipeline import DemoPlan
+    from anogen.demo_pipeline import SUBJECTS, DemoPlan
     from app.main_window import build_demo_project
 
     folder = build_demo_project(tmp_path / "demo", lambda _report: None, threading.Event())
@@ -94,6 +96,7 @@ def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window,
     window.open_project(folder)
     defects = window.panels["defects"]
     assert defects.resolution_spin.value() == DemoPlan.quick().model_resolution == 128
+    assert defects.subject_edit.text() == SUBJECTS["fabric"] == "fabric"
 
     submitted = []
     monkeypatch.setattr(window.studio.engine, "submit", lambda name, fn, task, **kw: submitted.append(task))
@@ -101,8 +104,17 @@ def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window,
     defects.learn()
     [task] = submitted
     assert task.learn.resolution == 128
+    assert task.learn.subject == "fabric"
 
     defects.resolution_spin.setValue(0)  # back to "model's own"
+    defects.subject_edit.setText("  ")  # no subject: the paper's captions
+    defects.subject_edit.editingFinished.emit()
     defects._learn_job = None
     defects.learn()
     assert submitted[-1].learn.resolution is None
+    assert submitted[-1].learn.subject == ""
+
+    # what the user typed is kept with the project
+    defects.subject_edit.setText("woven fabric")
+    defects.subject_edit.editingFinished.emit()
+    assert window.studio.view_state()["settings"]["defects"]["subject"] == "woven fabric"

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "noise (default %(default)s: pure noise, the paper); lower keeps more of the surface "
                              "in the box")
     parser.add_argument("--prompt", default=GenerateConfig.prompt,
-                        help="prompt; '{}' stands for the learned token (default: the token)")
+                        help="prompt; '{}' stands for the learned token (default: the token, or for a token learned "
+                             "with --subject S, 'a photo of S with a {}')")
     parser.add_argument("--negative-prompt", default=GenerateConfig.negative_prompt,
                         help="unconditional prompt (default empty)")
     parser.add_argument("--per-image", type=int, default=PER_IMAGE, metavar="N",

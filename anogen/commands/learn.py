@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="placeholder token (default: <OUT file name>, e.g. <scratch> for scratch.safetensors)")
     parser.add_argument("--init-word", default=LearnConfig.init_word,
                         help="word(s) the embedding starts from (default: %(default)s)")
+    parser.add_argument("--subject", default=LearnConfig.subject,
+                        help="what the images show, e.g. 'woven fabric': the captions name it (\"a photo of "
+                             "woven fabric with a <token>\"), so the token learns the defect and not the surface; "
+                             "`anogen generate` paints with such a sentence (default: none, the paper's captions)")
     paper = LEARN_PRESETS["paper"]
     parser.add_argument("--preset", choices=tuple(LEARN_PRESETS), default="default",
                         help=f"paper: the reference code's setup ({paper['steps']} steps, lr {paper['lr']} x batch "
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"nothing to resume: no checkpoint at {checkpoint}")
 
     config = LearnConfig(
-        images=images, masks=masks, token=token, init_word=args.init_word, steps=args.steps,
+        images=images, masks=masks, token=token, init_word=args.init_word, subject=args.subject, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, scale_lr=args.scale_lr, seed=args.seed,
         resolution=args.resolution, crop_to_defect=args.crop, context_margin=args.context_margin,
         area_normalised=args.area_normalised, use_mask=not args.no_mask, flip=not args.no_flip,

@@ -4,6 +4,12 @@ Textual inversion trains the placeholder token inside varied sentences so that t
 learned vector means "this defect" rather than "this exact sentence". The reference
 code drew from a list of about 80 photo captions; these are our own, in the same
 spirit: short, neutral descriptions of a photograph with ``{}`` where the token goes.
+
+With a *subject* (what the images show, e.g. "woven fabric"), the captions name it and
+the token is only the defect on it ("a photo of woven fabric with a <hole>"). Without
+one, the token has to carry the surface as well, and a small model can map it onto
+another object it knows (the demo model's "hole" token painted the metal washer's
+hole); stage 2 then paints with the same kind of sentence (:func:`generation_prompt`).
 """
 
 from __future__ import annotations
@@ -50,16 +56,41 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "{}",
 )
 
+# {subject} is the user's phrase as given ("woven fabric", "a metal washer").
+SUBJECT_TEMPLATES: tuple[str, ...] = (
+    "a photo of {subject} with a {token}",
+    "a close-up photo of {subject} with a {token}",
+    "a detailed photo of {subject} with a {token}",
+    "an inspection photo of {subject} with a {token}",
+    "a top view of {subject} with a {token}",
+    "a picture of {subject} with a {token}",
+    "{subject} with a {token}",
+    "a photo of a {token} on {subject}",
+    "a close-up photo of a {token} on {subject}",
+    "a {token} on {subject}",
+)
+
 
 def caption_words() -> list[str]:
     """Every word used by the templates (for building offline test vocabularies)."""
     words: set[str] = set()
-    for template in CAPTION_TEMPLATES:
-        for word in template.replace("{}", " ").replace("-", " - ").split():
+    for template in CAPTION_TEMPLATES + SUBJECT_TEMPLATES:
+        for word in template.format(" ", token=" ", subject=" ").replace("-", " - ").split():
             words.add(word)
     return sorted(words)
 
 
-def sample_caption(token: str, rng: random.Random) -> str:
-    """One caption with ``token`` in it, drawn with ``rng`` (seeded by the caller)."""
+def sample_caption(token: str, rng: random.Random, subject: str = "") -> str:
+    """One caption with ``token`` in it (and ``subject``, when given), drawn with ``rng``
+    (seeded by the caller)."""
+    if subject.strip():
+        return rng.choice(SUBJECT_TEMPLATES).format(token=token, subject=subject.strip())
     return rng.choice(CAPTION_TEMPLATES).format(token)
+
+
+def generation_prompt(subject: str) -> str | None:
+    """Stage 2's prompt for a token learned with ``subject`` ("{}" marks the token), the
+    first caption of stage 1; None without a subject (the token alone, the paper's)."""
+    if not subject.strip():
+        return None
+    return SUBJECT_TEMPLATES[0].format(token="{}", subject=subject.strip())

@@ -43,6 +43,9 @@ class LearnConfig:
     masks: list[Path]
     token: str = "<defect>"
     init_word: str = "defect"
+    # What the support images show ("woven fabric"); the captions then name it, so the token
+    # learns the defect, not the surface (anogen.diffusion.captions). "": the paper's captions.
+    subject: str = ""
     steps: int = 6000
     batch_size: int = 4
     lr: float = 0.005
@@ -136,7 +139,9 @@ class GenerateConfig:
     # Put back the good image's fine texture the VAE round trip loses, where the model kept
     # the surface (anogen.diffusion.detail). Off in the paper, whose SD VAE keeps the texture.
     restore_detail: bool = False
-    prompt: str | None = None  # None: just the token; "{}" in a prompt is replaced by the token
+    # "{}" in a prompt is replaced by the token. None: the token alone, or for a token learned
+    # with a subject, a sentence that names it (anogen.diffusion.captions.generation_prompt).
+    prompt: str | None = None
     negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance
     feather: int = 0  # pixels of soft edge, inside the box only
     crop: str = "auto"  # "auto" | "on" | "off" (off: the whole image, as the reference code did)

@@ -64,6 +64,11 @@ class LearnedEmbedding:
             return None
         return resolution if resolution > 0 else None
 
+    @property
+    def subject(self) -> str:
+        """What stage 1's captions named besides the token ("" when none did)."""
+        return self.metadata.get("subject", "")
+
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()

@@ -284,7 +284,7 @@ def _draw_batch(support: EncodedSupport, config: LearnConfig, step: int, num_tra
     latents = support.latents[indices]
     timesteps = torch.randint(0, num_train_timesteps, (config.batch_size,), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
-    prompts = [sample_caption(config.token, rng) for _ in range(config.batch_size)]
+    prompts = [sample_caption(config.token, rng, config.subject) for _ in range(config.batch_size)]
     conditioning = None if support.inpaint_conditioning is None else support.inpaint_conditioning[indices]
     return _Batch(latents, support.loss_masks[indices], conditioning, prompts, timesteps, noise)
 
@@ -325,12 +325,16 @@ def _batch_loss(model, scheduler, batch: _Batch, area_normalised: bool,
 # ---------------------------------------------------------------------------------
 def _fingerprint(model, config: LearnConfig, shot_hashes: list[dict[str, Any]], resolution: int) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that resumes it."""
-    return {"family": model.family, "model": model.source, "token_width": model.token_width,
-            "token": config.token, "init_word": config.init_word, "batch_size": config.batch_size,
-            "lr": config.effective_lr, "weight_decay": config.weight_decay, "seed": config.seed,
-            "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
-            "context_margin": config.context_margin, "area_normalised": config.area_normalised,
-            "use_mask": config.use_mask, "shots": [h["image_sha256"] + h["mask_sha256"] for h in shot_hashes]}
+    fingerprint = {"family": model.family, "model": model.source, "token_width": model.token_width,
+                   "token": config.token, "init_word": config.init_word, "batch_size": config.batch_size,
+                   "lr": config.effective_lr, "weight_decay": config.weight_decay, "seed": config.seed,
+                   "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,
+                   "context_margin": config.context_margin, "area_normalised": config.area_normalised,
+                   "use_mask": config.use_mask,
+                   "shots": [h["image_sha256"] + h["mask_sha256"] for h in shot_hashes]}
+    if config.subject:  # only when set: checkpoints written before subjects existed still resume
+        fingerprint["subject"] = config.subject
+    return fingerprint
 
 
 def _save_checkpoint(path: Path, vector: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,
@@ -553,7 +557,7 @@ def _learn(model, config: LearnConfig, progress: ProgressFn, cancel: threading.E
     final_loss = float(np.mean(loss_curve[-50:])) if loss_curve else float("nan")
     metadata = {
         "family": model.family, "model": model.source, "token_width": model.token_width,
-        "token": config.token, "init_word": config.init_word, "shots": shot_hashes,
+        "token": config.token, "init_word": config.init_word, "subject": config.subject, "shots": shot_hashes,
         "steps": config.steps, "lr": config.effective_lr, "base_lr": config.lr, "scale_lr": config.scale_lr,
         "batch_size": config.batch_size, "weight_decay": config.weight_decay, "seed": config.seed,
         "resolution": resolution, "flip": config.flip, "crop_to_defect": config.crop_to_defect,

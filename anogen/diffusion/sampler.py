@@ -48,6 +48,7 @@ import torch
 
 from anogen.data.box import Box
 from anogen.data.boxes import BoxPlacement, BoxSizeRange
+from anogen.diffusion.captions import generation_prompt
 from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.detail import restore_detail
@@ -315,14 +316,19 @@ def generate(
     return results
 
 
-def at_learned_resolution(config: GenerateConfig, embedding: LearnedEmbedding, model: DiffusionModel) -> GenerateConfig:
-    """``config``, painting at the side ``embedding`` was learned at when ``config`` leaves
-    the side open: a token learned on 128 px crops paints another thing on 64 px ones."""
+def as_learned(config: GenerateConfig, embedding: LearnedEmbedding, model: DiffusionModel) -> GenerateConfig:
+    """``config``, painting the way ``embedding`` was learned where ``config`` leaves it open:
+    at the side stage 1 ran at (a token learned on 128 px crops paints another thing on 64 px
+    ones) and, for a token learned with a subject, with a sentence that names it."""
     learned = embedding.learned_resolution
-    if config.resolution is not None or learned is None or learned == model.resolution:
-        return config
-    log.info("painting at %d px, the side '%s' was learned at", learned, embedding.token)
-    return replace(config, resolution=learned)
+    if config.resolution is None and learned is not None and learned != model.resolution:
+        log.info("painting at %d px, the side '%s' was learned at", learned, embedding.token)
+        config = replace(config, resolution=learned)
+    prompt = generation_prompt(embedding.subject)
+    if config.prompt is None and prompt is not None:
+        log.info("painting '%s' with the prompt %r, as it was learned", embedding.token, prompt)
+        config = replace(config, prompt=prompt)
+    return config
 
 
 def denoising_step_count(steps: int, strength: float) -> int:
@@ -596,7 +602,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     check_steps(config.steps, model.scheduler_config, model.source)
     embedding = load_embedding(embedding_path)
     token = apply_embedding(model, embedding)
-    config = at_learned_resolution(config, embedding, model)
+    config = as_learned(config, embedding, model)
     embedding_hash = embedding.sha256 or file_sha256(embedding_path)
     kind = job.defect_kind or _embedding_kind(embedding, embedding_path)
     model_name = model.source

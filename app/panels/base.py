@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFrame,
     QLabel,
+    QLineEdit,
     QScrollArea,
     QSpinBox,
     QVBoxLayout,
@@ -150,7 +151,7 @@ class Panel(QWidget):
 
     # ------------------------------------------------------------------ settings kept per project
     def persist(self, key: str, widget: QWidget) -> None:
-        """Keep ``widget``'s value (a spin box's number, a combo box's text) in the project,
+        """Keep ``widget``'s value (a spin box's number, a combo box's or a line's text) in the project,
         under ``view.settings.<panel>.<key>``, and put it back when the project is reopened."""
         self._persisted[key] = widget
         self._defaults[key] = self._value(widget)
@@ -160,6 +161,8 @@ class Panel(QWidget):
             widget.currentIndexChanged.connect(lambda _i: self._store_settings())
         elif isinstance(widget, QCheckBox):
             widget.toggled.connect(lambda _on: self._store_settings())
+        elif isinstance(widget, QLineEdit):
+            widget.editingFinished.connect(self._store_settings)
         else:
             raise TypeError(f"cannot keep a {type(widget).__name__} in the project")
 
@@ -187,6 +190,8 @@ class Panel(QWidget):
             return widget.currentText()
         if isinstance(widget, QCheckBox):
             return widget.isChecked()
+        if isinstance(widget, QLineEdit):
+            return widget.text().strip()
         raise TypeError(f"cannot keep a {type(widget).__name__} in the project")  # persist() refused it
 
     def restore_settings(self) -> None:
@@ -204,6 +209,8 @@ class Panel(QWidget):
                     widget.setCurrentIndex(widget.findText(value))
                 elif isinstance(widget, QCheckBox) and isinstance(value, bool):
                     widget.setChecked(value)
+                elif isinstance(widget, QLineEdit) and isinstance(value, str):
+                    widget.setText(value)
         finally:
             self._restoring = False
 

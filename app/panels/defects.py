@@ -180,6 +180,14 @@ class DefectsPanel(Panel):
         grid.addRow("Learning rate", self.lr_spin)
         self.seed_spin = self.int_spin(LEARN_RANGES["seed"], LearnConfig.seed)
         grid.addRow("Seed", self.seed_spin)
+        self.subject_edit = QLineEdit(LearnConfig.subject)
+        self.subject_edit.setObjectName("subjectEdit")
+        self.subject_edit.setPlaceholderText("e.g. woven fabric (optional)")
+        self.subject_edit.setToolTip("What your photos show, in the model's words. Learn then practises on "
+                                     "sentences like \"a photo of woven fabric with a <defect>\", so the defect "
+                                     "is learned apart from the surface, and Generate paints with the same kind "
+                                     "of sentence. Empty: the paper's captions, the defect alone")
+        grid.addRow("Subject", self.subject_edit)
         self.form.addLayout(grid)
         advanced = QWidget()
         adv = QFormLayout(advanced)
@@ -226,6 +234,7 @@ class DefectsPanel(Panel):
         self.form.addStretch(1)
 
         for key, widget in (("steps", self.steps_spin), ("lr", self.lr_spin), ("seed", self.seed_spin),
+                            ("subject", self.subject_edit),
                             ("batch_size", self.batch_spin), ("crop", self.crop_combo),
                             ("resolution", self.resolution_spin),
                             ("lr_scaling", self.scale_lr_check), ("device", self.device_combo)):
@@ -662,7 +671,8 @@ class DefectsPanel(Panel):
         config = LearnConfig(
             images=[workspace.resolve(s.image) for s in shots],
             masks=[workspace.resolve(s.mask) for s in shots],
-            token=kind.token, init_word=kind.init_word, steps=self.steps_spin.value(), lr=self.lr_spin.value(),
+            token=kind.token, init_word=kind.init_word, subject=self.subject_edit.text().strip(),
+            steps=self.steps_spin.value(), lr=self.lr_spin.value(),
             seed=self.seed_spin.value(), batch_size=self.batch_spin.value(),
             crop_to_defect=self.crop_combo.currentText(), scale_lr=self.scale_lr_check.currentIndex() == 1,
             resolution=self.resolution_spin.value() or None, device=self.device_combo.currentText())
