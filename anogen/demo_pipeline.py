@@ -64,9 +64,10 @@ class DemoPlan:
     # The side stages 1 and 2 run the model at (None: its native side); stage 2 paints at the
     # side stage 1 learned at, which the embedding records.
     model_resolution: int | None = None
-    # Stage 1's captions name the category's surface (SUBJECTS), and stage 2 paints with
-    # such a sentence; False: the paper's captions, the token alone.
-    subject_captions: bool = True
+    # True: stage 1's captions name the category's surface (SUBJECTS) and stage 2 paints with
+    # such a sentence. Off: the patches look more like the cloth, but the detector trained on
+    # them lost to the baseline in 3 of 3 seeds (docs/demo.md, "Naming the surface").
+    subject_captions: bool = False
 
     @classmethod
     def quick(cls) -> DemoPlan:

@@ -104,10 +104,12 @@ def build_demo_project(folder: Path, progress, cancel: threading.Event) -> Path:
         workspace.project.model = str(model)
     workspace.project.view["panel"] = "defects"
     workspace.project.view["foreground"] = "all"  # fabric is a texture: every pixel is surface
-    # Learn (and so paint) at the size the demo measured best for this model and data, and
-    # name the surface in stage 1's captions, as the demo does.
-    workspace.project.view["settings"] = {"defects": {"resolution": DemoPlan.quick().model_resolution or 0,
-                                                      "subject": SUBJECTS[DEMO_CATEGORY]}}
+    # Learn (and so paint) at the size the demo measured best for this model and data, with
+    # the demo's captions.
+    plan = DemoPlan.quick()
+    workspace.project.view["settings"] = {"defects": {
+        "resolution": plan.model_resolution or 0,
+        "subject": SUBJECTS[DEMO_CATEGORY] if plan.subject_captions else ""}}
     workspace.save()
     progress(Progress(1, 1, "demo project ready"))
     return folder

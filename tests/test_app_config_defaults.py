@@ -85,7 +85,7 @@ def test_run_train_resolves_the_auto_preset_on_the_job_thread(monkeypatch, tmp_p
 def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window, tmp_path, monkeypatch):
     """The demo model is 64 px; the demo fabric learns (and paints) its weave at 128 px
     (docs/demo.md), so the demo project starts there and Learn passes it on, with the
-    surface named in the captions as the demo names it."""
+    demo's captions."""
     import threading
 
     from anogen.demo_pipeline import SUBJECTS, DemoPlan
@@ -96,7 +96,7 @@ def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window,
     window.open_project(folder)
     defects = window.panels["defects"]
     assert defects.resolution_spin.value() == DemoPlan.quick().model_resolution == 128
-    assert defects.subject_edit.text() == SUBJECTS["fabric"] == "fabric"
+    assert defects.subject_edit.text() == (SUBJECTS["fabric"] if DemoPlan.quick().subject_captions else "")
 
     submitted = []
     monkeypatch.setattr(window.studio.engine, "submit", lambda name, fn, task, **kw: submitted.append(task))
@@ -104,17 +104,13 @@ def test_the_demo_project_learns_at_the_size_the_demo_measured_best(make_window,
     defects.learn()
     [task] = submitted
     assert task.learn.resolution == 128
-    assert task.learn.subject == "fabric"
+    assert task.learn.subject == defects.subject_edit.text()
 
     defects.resolution_spin.setValue(0)  # back to "model's own"
-    defects.subject_edit.setText("  ")  # no subject: the paper's captions
+    defects.subject_edit.setText(" woven fabric ")  # the captions name what the photos show
     defects.subject_edit.editingFinished.emit()
     defects._learn_job = None
     defects.learn()
     assert submitted[-1].learn.resolution is None
-    assert submitted[-1].learn.subject == ""
-
-    # what the user typed is kept with the project
-    defects.subject_edit.setText("woven fabric")
-    defects.subject_edit.editingFinished.emit()
-    assert window.studio.view_state()["settings"]["defects"]["subject"] == "woven fabric"
+    assert submitted[-1].learn.subject == "woven fabric"
+    assert window.studio.view_state()["settings"]["defects"]["subject"] == "woven fabric"  # kept with the project
