@@ -68,6 +68,9 @@ class DemoPlan:
     # such a sentence. Off: the patches look more like the cloth, but the detector trained on
     # them lost to the baseline in 3 of 3 seeds (docs/demo.md, "Naming the surface").
     subject_captions: bool = False
+    # True: stage 2 paints the outline of one of the kind's support masks in each box
+    # (anogen.diffusion.shapes), not the whole box.
+    defect_shapes: bool = False
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -362,7 +365,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
         loss_learned = support_loss(model, heldout, learned.vector)
         loss_init = support_loss(model, heldout, init_vector(model, learn.init_word))
 
-    size_range = size_range_from_masks([read_mask(p) for p in masks])
+    support_masks = [read_mask(p) for p in masks]
+    size_range = size_range_from_masks(support_masks)
     normals = list_images(category_dir / "train" / "good")[: plan.generation_images]
     with timer("generate (stage 2)"):
         generated = generate_set(GenerateSetConfig(
@@ -370,7 +374,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
             per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
             placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside"), defect_kind=kind,
             generation=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed,
-                                      batch_size=4, crop=plan.crop)),
+                                      batch_size=4, crop=plan.crop),
+            shapes=support_masks if plan.defect_shapes else None),
             stages.stage(f"{category}/{kind}: generate", 40), cancel)
     from anogen.demo_realism import generated_realism, real_realism
 

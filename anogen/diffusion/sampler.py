@@ -52,6 +52,7 @@ from anogen.diffusion.captions import generation_prompt
 from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.detail import restore_detail
+from anogen.diffusion.shapes import defect_outlines, fit_outline
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
@@ -68,11 +69,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GenerationRequest:
-    """One image to generate: a good image (RGB uint8), a box on it and a seed."""
+    """One image to generate: a good image (RGB uint8), a box on it and a seed. With a
+    ``shape`` (bool, the image's height and width), only the box pixels inside it are
+    painted: a defect's own outline instead of the whole box."""
 
     image: np.ndarray
     box: Box
     seed: int
+    shape: np.ndarray | None = None
 
 
 @dataclass
@@ -107,17 +111,20 @@ def _latent_box(box: Box, crop: Box, resolution: int, factor: int) -> tuple[int,
     return max(0, x0), max(0, y0), min(latent, max(x1, x0 + 1)), min(latent, max(y1, y0 + 1))
 
 
-def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: int, factor: int) -> np.ndarray:
+def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: int, factor: int,
+                 shape: np.ndarray | None = None) -> np.ndarray:
     """The latent cells a box touches in the resized crop, bool ``(latent, latent)``. An
-    axis-aligned box is its rectangle rounded outward; a rotated box every cell that holds
-    one of its pixels, so the painted area always covers the box mask."""
+    axis-aligned box is its rectangle rounded outward; a rotated box (or the part of a box
+    inside ``shape``) every cell that holds one of its pixels, so the painted area always
+    covers it."""
     latent = resolution // factor
     cells = np.zeros((latent, latent), dtype=bool)
-    if not box.is_rotated:
+    if not box.is_rotated and shape is None:
         x0, y0, x1, y1 = _latent_box(box, crop, resolution, factor)
         cells[y0:y1, x0:x1] = True
         return cells
-    pixels = box.to_mask(*image_shape)[crop.y0:crop.y1, crop.x0:crop.x1].astype(np.float32)
+    inside = box.to_mask(*image_shape) if shape is None else box.to_mask(*image_shape) & shape.astype(bool)
+    pixels = inside[crop.y0:crop.y1, crop.x0:crop.x1].astype(np.float32)
     resized = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA) > 0
     return np.asarray(resized.reshape(latent, factor, latent, factor).any(axis=(1, 3)))
 
@@ -139,12 +146,18 @@ def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
     return np.clip(np.minimum(dy, dx) / (feather + 1), 0.0, 1.0)[:, :, None]
 
 
-def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box, feather: int = 0) -> np.ndarray:
+def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box, feather: int = 0,
+              painted: np.ndarray | None = None) -> np.ndarray:
     """Paste the generated pixels of ``box`` into a copy of ``source``. Outside the box the
-    result is ``source`` exactly; ``generated_crop`` covers ``crop`` at the source scale."""
+    result is ``source`` exactly; ``generated_crop`` covers ``crop`` at the source scale.
+    ``painted`` (bool, the size of ``crop``) limits the pasted pixels further: the region
+    a shaped request was painted in."""
     result = source.copy()
-    if box.is_rotated:
-        return _composite_rotated(result, source, generated_crop, crop, box, feather)
+    if box.is_rotated or painted is not None:
+        inside = box.to_mask(*source.shape[:2])
+        if painted is not None:  # the box lies inside its crop
+            inside[crop.y0:crop.y1, crop.x0:crop.x1] &= painted
+        return _composite_masked(result, source, generated_crop, crop, box.bounds, inside, feather)
     inner = generated_crop[box.y0 - crop.y0:box.y1 - crop.y0, box.x0 - crop.x0:box.x1 - crop.x0]
     if feather <= 0:
         result[box.y0:box.y1, box.x0:box.x1] = inner
@@ -156,11 +169,11 @@ def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Bo
     return result
 
 
-def _composite_rotated(result: np.ndarray, source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box,
-                       feather: int) -> np.ndarray:
-    """:func:`composite` for a rotated box: only the pixels of its mask change."""
-    area = box.bounds
-    inside = box.to_mask(*source.shape[:2])[area.y0:area.y1, area.x0:area.x1]
+def _composite_masked(result: np.ndarray, source: np.ndarray, generated_crop: np.ndarray, crop: Box, area: Box,
+                      mask: np.ndarray, feather: int) -> np.ndarray:
+    """:func:`composite` for a rotated box or a shaped request: only the pixels of ``mask``
+    (bool, the source's size, zero outside ``area``) change."""
+    inside = mask[area.y0:area.y1, area.x0:area.x1]
     inner = generated_crop[area.y0 - crop.y0:area.y1 - crop.y0, area.x0 - crop.x0:area.x1 - crop.x0]
     if feather <= 0:
         weights = inside[:, :, None].astype(np.float32)
@@ -199,6 +212,13 @@ def _check_request(index: int, request: GenerationRequest) -> None:
     if not isinstance(request.box, Box):
         raise InputError(f"request {index}: box must be a Box, got {request.box!r}")
     request.box.validate(image.shape[0], image.shape[1], what=f"request {index}")
+    shape = request.shape
+    if shape is not None:
+        if not isinstance(shape, np.ndarray) or shape.shape != image.shape[:2]:
+            raise InputError(f"request {index}: the shape must be a mask of the image's size {image.shape[:2]}, "
+                             f"got {getattr(shape, 'shape', type(shape).__name__)}")
+        if not (shape.astype(bool) & request.box.to_mask(*image.shape[:2])).any():
+            raise InputError(f"request {index}: the shape has no pixel inside the box")
     if not isinstance(request.seed, (int, np.integer)) or isinstance(request.seed, bool):
         raise InputError(f"request {index}: seed must be an integer, got {request.seed!r}")
 
@@ -366,7 +386,7 @@ def _generate_batch(
                               context_margin=config.context_margin, auto_below=config.auto_crop_below)
         region = request.image[crop.y0:crop.y1, crop.x0:crop.x1]
         items.append(_Prepared(request, crop, _to_resolution(region, resolution),
-                               _latent_mask(request.box, crop, (height, width), resolution, factor),
+                               _latent_mask(request.box, crop, (height, width), resolution, factor, request.shape),
                                torch.Generator("cpu").manual_seed(int(request.seed))))
     count = len(items)
     mask = torch.zeros((count, 1, latent_size, latent_size), device=device, dtype=dtype)
@@ -449,10 +469,16 @@ def _generate_batch(
             reconstructed_crop = _resize(reconstructed[index], item.crop.width, item.crop.height)
             cell = factor * item.crop.width / resolution  # one latent cell, in source pixels
             generated_crop = restore_detail(source_crop, generated_crop, reconstructed_crop, smoothing=cell)
-        image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather)
+        painted = None if item.request.shape is None else _painted_pixels(item.latent_mask, item.crop)
+        image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather, painted)
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
+
+
+def _painted_pixels(latent_mask: np.ndarray, crop: Box) -> np.ndarray:
+    """The crop's pixels under the painted latent cells, bool ``(crop height, crop width)``."""
+    return cv2.resize(latent_mask.astype(np.uint8), (crop.width, crop.height), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:
@@ -537,6 +563,9 @@ class GenerateSetConfig:
     precision: str = "auto"
     allow_download: bool = False
     limit: int | None = None
+    # Masks of real defects whose outlines are painted in the boxes, one drawn per sample
+    # (anogen.diffusion.shapes); None: the whole box, the paper's.
+    shapes: Sequence[np.ndarray] | None = None
 
 
 def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
@@ -574,6 +603,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
         paths = [Path(p) for p in normals]
     if limit is not None:
         paths = paths[:max(0, limit)]
+    outlines = None if job.shapes is None else defect_outlines(job.shapes)
     given = read_boxes_file(boxes) if isinstance(boxes, (str, os.PathLike)) else boxes
     if given is not None:
         listed = [p for p in paths if p.name in given and given[p.name]]
@@ -639,7 +669,8 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                 writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
                            guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}",
-                           settings=config.image_settings())
+                           settings={**config.image_settings(), "shape": "box" if request.shape is None else
+                                     "defect outline"})
             done_batches += 1
             pending.clear()
 
@@ -658,7 +689,9 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                     raise InputError(f"{path}: {exc}") from None
             for k in range(per_image):
                 seed = sample_seed(config.seed, path.name, k)
-                pending.append((path, k, GenerationRequest(image, image_boxes[k % len(image_boxes)], seed)))
+                box = image_boxes[k % len(image_boxes)]
+                shape = None if outlines is None else _draw_shape(outlines, box, height, width, seed)
+                pending.append((path, k, GenerationRequest(image, box, seed, shape)))
                 if len(pending) == config.batch_size:
                     flush()
         if pending:
@@ -669,6 +702,14 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                              f"({', '.join(unchanged[:3])}...); nothing was written")
         samples = list(writer.samples)
     return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
+
+
+def _draw_shape(outlines: list[np.ndarray], box: Box, height: int, width: int, seed: int) -> np.ndarray | None:
+    """One of ``outlines`` fitted to ``box``, drawn with the sample's seed; None (the whole
+    box) when nothing of it lies inside a rotated box."""
+    rng = np.random.default_rng(seed)
+    shape = fit_outline(outlines[int(rng.integers(len(outlines)))], box, height, width, rng)
+    return shape if (shape & box.to_mask(height, width)).any() else None
 
 
 def _box_unchanged(source: np.ndarray, output: GeneratedImage) -> bool:
