@@ -147,16 +147,16 @@ def feather_weights(height: int, width: int, feather: int) -> np.ndarray:
 
 
 def composite(source: np.ndarray, generated_crop: np.ndarray, crop: Box, box: Box, feather: int = 0,
-              painted: np.ndarray | None = None) -> np.ndarray:
+              shape: np.ndarray | None = None) -> np.ndarray:
     """Paste the generated pixels of ``box`` into a copy of ``source``. Outside the box the
     result is ``source`` exactly; ``generated_crop`` covers ``crop`` at the source scale.
-    ``painted`` (bool, the size of ``crop``) limits the pasted pixels further: the region
-    a shaped request was painted in."""
+    With a ``shape`` (bool, the source's size) only the box pixels inside it change: the
+    model paints whole latent cells, the outline keeps the defect's own edge."""
     result = source.copy()
-    if box.is_rotated or painted is not None:
+    if box.is_rotated or shape is not None:
         inside = box.to_mask(*source.shape[:2])
-        if painted is not None:  # the box lies inside its crop
-            inside[crop.y0:crop.y1, crop.x0:crop.x1] &= painted
+        if shape is not None:
+            inside &= shape.astype(bool)
         return _composite_masked(result, source, generated_crop, crop, box.bounds, inside, feather)
     inner = generated_crop[box.y0 - crop.y0:box.y1 - crop.y0, box.x0 - crop.x0:box.x1 - crop.x0]
     if feather <= 0:
@@ -469,16 +469,11 @@ def _generate_batch(
             reconstructed_crop = _resize(reconstructed[index], item.crop.width, item.crop.height)
             cell = factor * item.crop.width / resolution  # one latent cell, in source pixels
             generated_crop = restore_detail(source_crop, generated_crop, reconstructed_crop, smoothing=cell)
-        painted = None if item.request.shape is None else _painted_pixels(item.latent_mask, item.crop)
-        image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather, painted)
+        image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather,
+                          item.request.shape)
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
-
-
-def _painted_pixels(latent_mask: np.ndarray, crop: Box) -> np.ndarray:
-    """The crop's pixels under the painted latent cells, bool ``(crop height, crop width)``."""
-    return cv2.resize(latent_mask.astype(np.uint8), (crop.width, crop.height), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _check_finite(pixels: torch.Tensor, items: Sequence[_Prepared]) -> None:
