@@ -77,6 +77,32 @@ def test_generate_writes_a_complete_set(setup, capsys):
             assert (sample.load_mask() == box.to_mask(*good.shape[:2])).all()
 
 
+def test_shapes_paint_a_real_defect_outline_in_each_box(setup, tmp_path, capsys):
+    from anogen.data.imageio import write_mask
+
+    root, model, embedding, normals = setup
+    masks = tmp_path / "masks"
+    scratch = np.zeros((64, 64), bool)
+    scratch[8:40, 20:22] = True  # a thin vertical scratch
+    write_mask(masks / "scratch_mask.png", scratch)
+    base = ["generate", "--model", str(model), "--embedding", str(embedding), "--normals", str(normals),
+            "--steps", "2", "--per-image", "2", "--device", "cpu", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "set"), "--shapes", str(masks)]) == 0
+    samples = read_generated_set(tmp_path / "set")
+    assert samples and all(s.settings["shape"] == "defect outline" for s in samples)
+    for sample in samples:
+        box = Box(*sample.box)
+        changed = (sample.load_image() != read_image(sample.source)).any(axis=2)
+        assert changed.any() and not changed[~box.to_mask(64, 64)].any()
+        assert changed[box.y0:box.y1, box.x0:box.x1].mean() < 0.8  # a scratch, not the whole box
+        assert (sample.load_mask() == box.to_mask(64, 64)).all()  # the label is still the box
+
+    write_mask(masks / "empty_mask.png", np.zeros((64, 64), bool))
+    assert main(base + ["--out", str(tmp_path / "bad"), "--shapes", str(masks)]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def _by_source(samples):
     groups = {}
     for sample in samples:

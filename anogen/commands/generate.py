@@ -55,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--kind", metavar="CATEGORY/KIND", help="reference box size of an MVTec AD kind")
     add_placement_arguments(parser)
     parser.add_argument("--rule", choices=("iou", "inside"), default="inside")
+    parser.add_argument("--shapes", type=Path, nargs="+", default=None, metavar="MASK",
+                        help="masks of real defects (files, or one folder), e.g. the masks stage 1 learned from: "
+                             "each sample paints the outline of one of them, fitted to its box, instead of the "
+                             "whole box (the label stays the box)")
     parser.add_argument("--feather", type=int, default=GenerateConfig.feather, metavar="PX",
                         help="soft edge inside the box, in pixels (default %(default)s)")
     parser.add_argument("--crop", choices=CROP_CHOICES, default=GenerateConfig.crop,
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from anogen.commands.placement_args import placement_from_args
     from anogen.compute import apply_command_policy
     from anogen.data.boxes import BoxSizeRange, reference_size_range
+    from anogen.data.imageio import read_mask
     from anogen.diffusion.sampler import GenerateSetConfig, generate_set
     from anogen.errors import InputError
     from anogen.jobs import TqdmProgress
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "generate", overwrite=args.overwrite,
                      recognise=has_files("manifest.jsonl", "images"),
                      inputs=[args.normals, args.embedding, args.boxes, args.region, args.prior_from,
-                             model_path if model_path.exists() else None])
+                             *(args.shapes or []), model_path if model_path.exists() else None])
     size_range = None
     if args.size is not None:
         size_range = BoxSizeRange.from_sequence(args.size)
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         size_range = reference_size_range(category, kind)
         if size_range is None:
             raise InputError(f"no reference box size for {args.kind!r} (see `anogen boxes --help`)")
+    shapes = None if args.shapes is None else [read_mask(path) for path in _mask_files(args.shapes)]
     config = GenerateConfig(steps=args.steps, guidance=args.guidance, eta=args.eta, strength=args.strength,
                             restore_detail=args.restore_detail, prompt=args.prompt,
                             negative_prompt=args.negative_prompt, feather=args.feather,
@@ -114,8 +120,20 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, embedding=args.embedding, normals=args.normals, out=args.out, per_image=args.per_image,
             samples_per_box=args.samples_per_box, boxes=args.boxes, size_range=size_range,
             placement=placement_from_args(args, args.kind), generation=config, defect_kind=args.defect_kind,
-            device=args.device, precision=args.precision, allow_download=args.allow_download, limit=args.limit),
+            device=args.device, precision=args.precision, allow_download=args.allow_download, limit=args.limit,
+            shapes=shapes),
             progress)
     mark_output_dir(result.out, "generate")
     print(f"{len(result.samples)} images with token {result.token} -> {result.out}")
     return 0
+
+
+def _mask_files(paths: list[Path]) -> list[Path]:
+    """``--shapes``: the given mask files, or the images of one given folder."""
+    from anogen.data.imageio import list_images
+    from anogen.errors import InputError
+
+    files = list_images(paths[0]) if len(paths) == 1 and paths[0].is_dir() else paths
+    if not files:
+        raise InputError(f"{paths[0]}: no mask images for --shapes")
+    return files

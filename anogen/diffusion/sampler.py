@@ -664,8 +664,8 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                 writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
                            guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}",
-                           settings={**config.image_settings(), "shape": "box" if request.shape is None else
-                                     "defect outline"})
+                           settings={**config.image_settings(),
+                                     **({} if request.shape is None else {"shape": "defect outline"})})
             done_batches += 1
             pending.clear()
 

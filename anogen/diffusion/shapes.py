@@ -3,7 +3,7 @@
 A box says where a defect goes, but a real defect covers only part of its box (the demo's
 holes about 45 %, its scratches 30 %), and a model told to paint the whole box fills it.
 Given the masks of real defects (the support shots), each sample draws one outline, flipped
-at random and stretched to its box, and stage 2 paints only those pixels
+at random and fitted into its box, and stage 2 paints only those pixels
 (:attr:`anogen.diffusion.sampler.GenerationRequest.shape`). The sample's label stays the
 box, so the detector's weak supervision is the same as without shapes.
 """
@@ -31,17 +31,25 @@ def defect_outlines(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def fit_outline(outline: np.ndarray, box: Box, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """``outline`` flipped at random and stretched over ``box``'s bounds, as a bool mask of
-    the image's size (a rotated box keeps the part inside it)."""
+    """``outline`` flipped at random, turned to lie along ``box``'s longer side and scaled
+    (keeping its proportions) to fit in the box at a random place, as a bool mask of the
+    image's size; a rotated box keeps the part inside it."""
     if rng.random() < 0.5:
         outline = outline[:, ::-1]
     if rng.random() < 0.5:
         outline = outline[::-1, :]
     area = box.bounds.clip(height, width)
-    stretched = cv2.resize(outline.astype(np.float32), (area.width, area.height), interpolation=cv2.INTER_AREA)
+    if (outline.shape[1] > outline.shape[0]) != (area.width > area.height):
+        outline = outline.T  # a long scratch lies along a long box, not across it
+    scale = min(area.width / outline.shape[1], area.height / outline.shape[0])
+    fitted_w = min(area.width, max(1, round(outline.shape[1] * scale)))
+    fitted_h = min(area.height, max(1, round(outline.shape[0] * scale)))
+    # INTER_AREA then > 0: a thin scratch keeps every pixel it touches when it shrinks.
+    fitted = cv2.resize(outline.astype(np.float32), (fitted_w, fitted_h), interpolation=cv2.INTER_AREA) > 0
+    x0 = area.x0 + int(rng.integers(area.width - fitted_w + 1))
+    y0 = area.y0 + int(rng.integers(area.height - fitted_h + 1))
     shape = np.zeros((height, width), dtype=bool)
-    # A thin scratch must not vanish when its outline shrinks: keep every pixel it touches.
-    shape[area.y0:area.y1, area.x0:area.x1] = stretched > 0
+    shape[y0:y0 + fitted_h, x0:x0 + fitted_w] = fitted
     if box.is_rotated:
         shape &= box.to_mask(height, width)
     return shape
