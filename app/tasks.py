@@ -126,6 +126,7 @@ class PreviewTask:
     seed: int
     generate: GenerateConfig
     device: str = "auto"
+    shapes: list[Path] | None = None  # defect masks whose outlines are painted (anogen.diffusion.shapes)
 
 
 @dataclass
@@ -140,10 +141,11 @@ class PreviewResult:
 def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
     """Generate one sample in one box, sending intermediate previews while it denoises."""
     from anogen.data.box import Box
-    from anogen.data.imageio import read_image
+    from anogen.data.imageio import read_image, read_mask
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerationRequest, as_learned, generate
+    from anogen.diffusion.shapes import defect_outlines, draw_shape
 
     progress(Progress(0, task.generate.steps, "loading the model"))
     model = load_model(task.model, device=task.device)
@@ -151,9 +153,13 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     token = apply_embedding(model, embedding)
     config = as_learned(task.generate, embedding, model)  # as the generated set paints
     source = read_image(task.image)
+    box = Box(*task.box)
+    shape = None
+    if task.shapes:  # the outline the generated set would draw for this seed
+        outlines = defect_outlines([read_mask(path) for path in task.shapes])
+        shape = draw_shape(outlines, box, source.shape[0], source.shape[1], task.seed)
     check_cancel(cancel)
-    [result] = generate(model, token, [GenerationRequest(source, Box(*task.box), task.seed)],
-                        config, progress, cancel)
+    [result] = generate(model, token, [GenerationRequest(source, box, task.seed, shape)], config, progress, cancel)
     return PreviewResult(source, result.image, task.box, task.seed, config.image_settings())
 
 
@@ -170,15 +176,19 @@ class GenerateTask:
     size_range: Any = None  # anogen.data.boxes.BoxSizeRange
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     device: str = "auto"
+    shapes: list[Path] | None = None  # defect masks whose outlines are painted (anogen.diffusion.shapes)
 
 
 def run_generate(task: GenerateTask, progress: ProgressFn, cancel: threading.Event) -> Path:
+    from anogen.data.imageio import read_mask
     from anogen.diffusion.sampler import GenerateSetConfig, generate_set
 
+    shapes = [read_mask(path) for path in task.shapes] if task.shapes else None
     generate_set(GenerateSetConfig(model=task.model, embedding=task.embedding, normals=task.normals, out=task.out,
                                    per_image=task.per_image, samples_per_box=task.samples_per_box, boxes=task.boxes,
                                    size_range=task.size_range, generation=task.generate,
-                                   defect_kind=task.defect_kind, device=task.device), progress, cancel)
+                                   defect_kind=task.defect_kind, device=task.device, shapes=shapes),
+                 progress, cancel)
     return task.out
 
 

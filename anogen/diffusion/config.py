@@ -201,6 +201,10 @@ GENERATE_RANGES: dict[str, FieldRange[Any]] = {
     "seed": SEED_RANGE,
 }
 
+#: Whether stage 2 paints the outline of a real defect (one of the kind's support masks,
+#: :mod:`anogen.diffusion.shapes`) in each box rather than the whole box; the paper fills the box.
+DEFECT_OUTLINES = False
+
 #: How many samples :func:`anogen.diffusion.sampler.generate_set` makes per good image, and
 #: how many of them share one proposed box: the paper's 2 boxes x 2 samples.
 PER_IMAGE = 4

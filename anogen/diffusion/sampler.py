@@ -52,7 +52,7 @@ from anogen.diffusion.captions import generation_prompt
 from anogen.diffusion.config import PER_IMAGE, SAMPLES_PER_BOX, GenerateConfig
 from anogen.diffusion.crop import context_window
 from anogen.diffusion.detail import restore_detail
-from anogen.diffusion.shapes import defect_outlines, fit_outline
+from anogen.diffusion.shapes import defect_outlines, draw_shape
 from anogen.errors import InputError, ModelError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 
@@ -685,7 +685,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
             for k in range(per_image):
                 seed = sample_seed(config.seed, path.name, k)
                 box = image_boxes[k % len(image_boxes)]
-                shape = None if outlines is None else _draw_shape(outlines, box, height, width, seed)
+                shape = None if outlines is None else draw_shape(outlines, box, height, width, seed)
                 pending.append((path, k, GenerationRequest(image, box, seed, shape)))
                 if len(pending) == config.batch_size:
                     flush()
@@ -697,14 +697,6 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                              f"({', '.join(unchanged[:3])}...); nothing was written")
         samples = list(writer.samples)
     return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
-
-
-def _draw_shape(outlines: list[np.ndarray], box: Box, height: int, width: int, seed: int) -> np.ndarray | None:
-    """One of ``outlines`` fitted to ``box``, drawn with the sample's seed; None (the whole
-    box) when nothing of it lies inside a rotated box."""
-    rng = np.random.default_rng(seed)
-    shape = fit_outline(outlines[int(rng.integers(len(outlines)))], box, height, width, rng)
-    return shape if (shape & box.to_mask(height, width)).any() else None
 
 
 def _box_unchanged(source: np.ndarray, output: GeneratedImage) -> bool:

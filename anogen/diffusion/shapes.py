@@ -53,3 +53,12 @@ def fit_outline(outline: np.ndarray, box: Box, height: int, width: int, rng: np.
     if box.is_rotated:
         shape &= box.to_mask(height, width)
     return shape
+
+
+def draw_shape(outlines: Sequence[np.ndarray], box: Box, height: int, width: int, seed: int) -> np.ndarray | None:
+    """One of ``outlines`` fitted to ``box``, drawn with a sample's ``seed`` (the same seed
+    draws the same shape, so a preview or a regenerated sample matches its set); None (the
+    whole box) when nothing of it lies inside a rotated box."""
+    rng = np.random.default_rng(seed)
+    shape = fit_outline(outlines[int(rng.integers(len(outlines)))], box, height, width, rng)
+    return shape if (shape & box.to_mask(height, width)).any() else None

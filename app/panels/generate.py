@@ -29,6 +29,7 @@ from anogen.data.imageio import read_image, read_mask
 from anogen.diffusion.config import (
     BOXES_PER_IMAGE,
     BOXES_PER_IMAGE_RANGE,
+    DEFECT_OUTLINES,
     GENERATE_RANGES,
     SAMPLES_PER_BOX,
     SAMPLES_PER_BOX_RANGE,
@@ -179,6 +180,13 @@ class GeneratePanel(Panel):
         self.restore_detail_check.setToolTip("Put back the fine texture the model's VAE loses, wherever the model "
                                              "did not paint a defect (helps small models and large crops)")
         adv.addRow("", self.restore_detail_check)
+        self.outlines_check = QCheckBox("Paint defect outlines")
+        self.outlines_check.setObjectName("outlinesCheck")
+        self.outlines_check.setChecked(DEFECT_OUTLINES)
+        self.outlines_check.setToolTip("Paint each defect in the outline of one of this kind's masked support "
+                                       "images, fitted into its box, instead of filling the whole box: a scratch "
+                                       "stays a thin line. The training label is still the box")
+        adv.addRow("", self.outlines_check)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
         self.crop_combo.setCurrentText(GenerateConfig.crop)
@@ -254,6 +262,7 @@ class GeneratePanel(Panel):
                             ("per_box", self.per_box_spin), ("images", self.images_spin),
                             ("boxes_per_image", self.boxes_per_image), ("feather", self.feather_spin),
                             ("strength", self.strength_spin), ("restore_detail", self.restore_detail_check),
+                            ("outlines", self.outlines_check),
                             ("crop", self.crop_combo), ("device", self.device_combo), ("review", self.review_combo)):
             self.persist(key, widget)
 
@@ -480,7 +489,15 @@ class GeneratePanel(Panel):
             return None
         every = max(1, self.steps_spin.value() // 10)  # about ten intermediate previews
         return PreviewTask(project.model, self.studio.resolve(kind.embedding), self.studio.resolve(image_rel),
-                           box, seed, self._generate_config(every), self.device_combo.currentText())
+                           box, seed, self._generate_config(every), self.device_combo.currentText(),
+                           self._outline_masks(kind))
+
+    def _outline_masks(self, kind) -> list[Path] | None:
+        """The masks whose outlines stage 2 paints: the kind's masked support images, when
+        the panel asks for outlines (None: whole boxes)."""
+        if not self.outlines_check.isChecked():
+            return None
+        return [self.studio.resolve(shot.mask) for shot in kind.support if shot.mask] or None
 
     def preview(self) -> Job | None:
         """Generate one sample in the selected (or first) box of the selected good image."""
@@ -555,7 +572,7 @@ class GeneratePanel(Panel):
         task = GenerateTask(project.model, workspace.resolve(kind.embedding), normals, out, kind.name,
                             per_image=per_image, samples_per_box=per_box,
                             boxes=boxes, size_range=self._size_range(), generate=self._generate_config(),
-                            device=self.device_combo.currentText())
+                            device=self.device_combo.currentText(), shapes=self._outline_masks(kind))
         self.status.setText(f"Generating {per_image * len(normals)} samples on {len(normals)} image(s), "
                             f"{per_box} per box…" + (f" {note}" if note else ""))
 
