@@ -18,7 +18,9 @@ For each request (good image, box, seed) the sampler
 
 3. decodes the latent, resizes it back to the crop and composites it in pixel space:
    outside the box the output is the input image, bit for bit; inside, the generated
-   pixels (optionally blended over a feathered edge that stays inside the box).
+   pixels (optionally blended over a feathered edge that stays inside the box), or only
+   those inside a request's defect outline (:mod:`anogen.diffusion.shapes`), whose latent
+   cells alone are painted.
 
 Many requests share one UNet call (batch x 2 with guidance); every request has its own
 random generator, so a seed gives the same image whatever else is in the batch.
