@@ -95,7 +95,9 @@ def test_shapes_paint_a_real_defect_outline_in_each_box(setup, tmp_path, capsys)
         changed = (sample.load_image() != read_image(sample.source)).any(axis=2)
         assert changed.any() and not changed[~box.to_mask(64, 64)].any()
         assert changed[box.y0:box.y1, box.x0:box.x1].mean() < 0.8  # a scratch, not the whole box
-        assert (sample.load_mask() == box.to_mask(64, 64)).all()  # the label is still the box
+        mask = sample.load_mask()  # the label: the painted outline, inside the box
+        assert not (changed & ~mask).any() and not (mask & ~box.to_mask(64, 64)).any()
+        assert mask.sum() < box.to_mask(64, 64).sum()
 
     write_mask(masks / "empty_mask.png", np.zeros((64, 64), bool))
     assert main(base + ["--out", str(tmp_path / "bad"), "--shapes", str(masks)]) == 2

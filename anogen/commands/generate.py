@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shapes", type=Path, nargs="+", default=None, metavar="MASK",
                         help="masks of real defects (files, or one folder), e.g. the masks stage 1 learned from: "
                              "each sample paints the outline of one of them, fitted to its box, instead of the "
-                             "whole box (the label stays the box)")
+                             "whole box; the sample's mask is then that outline")
     parser.add_argument("--feather", type=int, default=GenerateConfig.feather, metavar="PX",
                         help="soft edge inside the box, in pixels (default %(default)s)")
     parser.add_argument("--crop", choices=CROP_CHOICES, default=GenerateConfig.crop,

@@ -118,7 +118,8 @@ class GeneratedSample:
         return read_image(self.image_path)
 
     def load_mask(self) -> np.ndarray:
-        """The box mask, bool (H, W)."""
+        """Where the sample is defective, bool (H, W): its box, or the defect outline painted
+        in it."""
         return read_mask(self.mask_path)
 
 

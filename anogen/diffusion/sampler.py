@@ -662,7 +662,7 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                                 path.name, k)
                     unchanged.append(f"{path.name}#{k}")
                     continue
-                mask = output.box.to_mask(*output.image.shape[:2]) if output.box.is_rotated else None
+                mask = _label_mask(request, output)
                 writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
                            seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
                            guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}",
@@ -699,6 +699,15 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                              f"({', '.join(unchanged[:3])}...); nothing was written")
         samples = list(writer.samples)
     return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
+
+
+def _label_mask(request: GenerationRequest, output: GeneratedImage) -> np.ndarray | None:
+    """What a sample marks as defective: the painted outline when the request had one (the
+    sampler knows exactly which pixels it painted), else the box (None: its rectangle)."""
+    height, width = output.image.shape[:2]
+    if request.shape is not None:
+        return request.shape.astype(bool) & output.box.to_mask(height, width)
+    return output.box.to_mask(height, width) if output.box.is_rotated else None
 
 
 def _box_unchanged(source: np.ndarray, output: GeneratedImage) -> bool:

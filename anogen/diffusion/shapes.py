@@ -4,8 +4,9 @@ A box says where a defect goes, but a real defect covers only part of its box (t
 holes about 45 %, its scratches 30 %), and a model told to paint the whole box fills it.
 Given the masks of real defects (the support shots), each sample draws one outline, flipped
 at random and fitted into its box, and stage 2 paints only those pixels
-(:attr:`anogen.diffusion.sampler.GenerationRequest.shape`). The sample's label stays the
-box, so the detector's weak supervision is the same as without shapes.
+(:attr:`anogen.diffusion.sampler.GenerationRequest.shape`). The sample's mask is then that
+outline, not the box: the sampler knows exactly which pixels it painted, so the detector
+is told where the defect is instead of a box that is mostly good surface.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ class GeneratePanel(Panel):
         self.outlines_check.setChecked(DEFECT_OUTLINES)
         self.outlines_check.setToolTip("Paint each defect in the outline of one of this kind's masked support "
                                        "images, fitted into its box, instead of filling the whole box: a scratch "
-                                       "stays a thin line. The training label is still the box")
+                                       "stays a thin line, and the sample's mask is the outline, not the box")
         adv.addRow("", self.outlines_check)
         self.crop_combo = QComboBox()
         self.crop_combo.addItems(CROP_CHOICES)
