@@ -66,10 +66,12 @@ class DemoPlan:
     model_resolution: int | None = None
     # True: stage 1's captions name the category's surface (SUBJECTS) and stage 2 paints with
     # such a sentence. Off: the patches look more like the cloth, but the detector trained on
-    # them lost to the baseline in 3 of 3 seeds (docs/demo.md, "Naming the surface").
+    # them lost to the baseline in 3 of 3 seeds (docs/demo.md, "Why the patches turn grey").
     subject_captions: bool = False
     # True: stage 2 paints the outline of one of the kind's support masks in each box
-    # (anogen.diffusion.shapes), not the whole box.
+    # (anogen.diffusion.shapes), not the whole box. Off: the outlines match the real defects'
+    # share of their boxes, but the detector lost on both seeds tried (docs/demo.md,
+    # "Defect outlines").
     defect_shapes: bool = False
 
     @classmethod

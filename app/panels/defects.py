@@ -187,11 +187,11 @@ class DefectsPanel(Panel):
                                      "sentences like \"a photo of woven fabric with a <defect>\", so the defect "
                                      "is learned apart from the surface, and Generate paints with the same kind "
                                      "of sentence. Empty: the paper's captions, the defect alone")
-        grid.addRow("Subject", self.subject_edit)
         self.form.addLayout(grid)
         advanced = QWidget()
         adv = QFormLayout(advanced)
         adv.setContentsMargins(12, 0, 0, 0)
+        adv.addRow("Subject", self.subject_edit)
         self.batch_spin = self.int_spin(LEARN_RANGES["batch_size"], LearnConfig.batch_size)
         self.batch_spin.setToolTip("Photos looked at per step: more is steadier but each step is slower and needs "
                                    "more memory")
