@@ -43,8 +43,9 @@ SUBJECTS: dict[str, str] = {"fabric": "fabric", "washer": "a metal washer"}
 @dataclass
 class DemoPlan:
     """Sizes of one demo run. On 2 idle CPU cores ``quick`` takes about 3 minutes (2.9 min
-    measured at 64 px; the 128 px plan took 0.85x that plan's time back to back) and ``full``
-    17 minutes, two thirds of it the four detectors (docs/demo.md, "Time")."""
+    measured at 64 px; the 128 px plan took 0.85x that plan's time back to back); ``full``
+    took 36 minutes at 1 thread beside another job, two thirds of it the four detectors
+    (docs/demo.md, "Time")."""
 
     categories: tuple[str, ...]
     image_size: int
