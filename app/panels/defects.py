@@ -180,6 +180,10 @@ class DefectsPanel(Panel):
         grid.addRow("Learning rate", self.lr_spin)
         self.seed_spin = self.int_spin(LEARN_RANGES["seed"], LearnConfig.seed)
         grid.addRow("Seed", self.seed_spin)
+        self.form.addLayout(grid)
+        advanced = QWidget()
+        adv = QFormLayout(advanced)
+        adv.setContentsMargins(12, 0, 0, 0)
         self.subject_edit = QLineEdit(LearnConfig.subject)
         self.subject_edit.setObjectName("subjectEdit")
         self.subject_edit.setPlaceholderText("e.g. woven fabric (optional)")
@@ -187,10 +191,6 @@ class DefectsPanel(Panel):
                                      "sentences like \"a photo of woven fabric with a <defect>\", so the defect "
                                      "is learned apart from the surface, and Generate paints with the same kind "
                                      "of sentence. Empty: the paper's captions, the defect alone")
-        self.form.addLayout(grid)
-        advanced = QWidget()
-        adv = QFormLayout(advanced)
-        adv.setContentsMargins(12, 0, 0, 0)
         adv.addRow("Subject", self.subject_edit)
         self.batch_spin = self.int_spin(LEARN_RANGES["batch_size"], LearnConfig.batch_size)
         self.batch_spin.setToolTip("Photos looked at per step: more is steadier but each step is slower and needs "
