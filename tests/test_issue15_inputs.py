@@ -111,9 +111,9 @@ def test_a_sample_whose_box_did_not_change_is_never_written(diffusion, tmp_path,
     real = sampler.composite
     calls = {"n": 0}
 
-    def sometimes_unchanged(source, generated_crop, crop, box, feather=0):
+    def sometimes_unchanged(source, generated_crop, crop, box, feather=0, shape=None):
         calls["n"] += 1
-        return source.copy() if calls["n"] % 2 else real(source, generated_crop, crop, box, feather)
+        return source.copy() if calls["n"] % 2 else real(source, generated_crop, crop, box, feather, shape)
 
     monkeypatch.setattr(sampler, "composite", sometimes_unchanged)
     out = tmp_path / "set"

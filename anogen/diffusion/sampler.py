@@ -472,7 +472,7 @@ def _generate_batch(
             cell = factor * item.crop.width / resolution  # one latent cell, in source pixels
             generated_crop = restore_detail(source_crop, generated_crop, reconstructed_crop, smoothing=cell)
         image = composite(item.request.image, generated_crop, item.crop, item.request.box, config.feather,
-                          item.request.shape)
+                          shape=item.request.shape)
         results.append(GeneratedImage(image=image, box=item.request.box, seed=int(item.request.seed),
                                       crop=item.crop))
     return results
