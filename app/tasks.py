@@ -136,6 +136,7 @@ class PreviewResult:
     box: tuple[int, int, int, int]
     seed: int
     settings: dict[str, Any] = field(default_factory=dict)  # the stage-2 settings it was painted with
+    mask: np.ndarray | None = None  # the painted defect outline when there was one (None: the box)
 
 
 def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
@@ -144,7 +145,7 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
     from anogen.data.imageio import read_image, read_mask
     from anogen.diffusion.embedding_file import apply_embedding, load_embedding
     from anogen.diffusion.models import load_model
-    from anogen.diffusion.sampler import GenerationRequest, as_learned, generate
+    from anogen.diffusion.sampler import GenerationRequest, as_learned, generate, label_mask, sample_settings
     from anogen.diffusion.shapes import defect_outlines, draw_shape
 
     progress(Progress(0, task.generate.steps, "loading the model"))
@@ -159,8 +160,10 @@ def run_preview(task: PreviewTask, progress: ProgressFn, cancel: threading.Event
         outlines = defect_outlines([read_mask(path) for path in task.shapes])
         shape = draw_shape(outlines, box, source.shape[0], source.shape[1], task.seed)
     check_cancel(cancel)
-    [result] = generate(model, token, [GenerationRequest(source, box, task.seed, shape)], config, progress, cancel)
-    return PreviewResult(source, result.image, task.box, task.seed, config.image_settings())
+    request = GenerationRequest(source, box, task.seed, shape)
+    [result] = generate(model, token, [request], config, progress, cancel)
+    return PreviewResult(source, result.image, task.box, task.seed, sample_settings(config, request),
+                         label_mask(request, result))
 
 
 @dataclass
@@ -201,14 +204,20 @@ class RegenerateTask:
 
 def run_regenerate(task: RegenerateTask, progress: ProgressFn, cancel: threading.Event) -> PreviewResult:
     """Generate the sample again with a new seed and replace its image and manifest line."""
+    from anogen.data.box import Box
     from anogen.data.generated import read_generated_set, write_manifest
-    from anogen.data.imageio import write_image
+    from anogen.data.imageio import write_image, write_mask
 
     result = run_preview(task.preview, progress, cancel)
     check_cancel(cancel)
     samples = read_generated_set(task.set_folder)
     for sample in samples:
         if sample.image_path.resolve() == task.sample_image.resolve():
+            # Its mask follows the new image: the new outline, or the box again after one.
+            if result.mask is not None:
+                write_mask(sample.mask_path, result.mask)
+            elif "shape" in sample.settings:
+                write_mask(sample.mask_path, Box(*result.box).to_mask(*result.image.shape[:2]))
             # The manifest line says how the new image was made.
             generation = task.preview.generate
             sample.seed, sample.steps, sample.guidance = task.preview.seed, generation.steps, generation.guidance

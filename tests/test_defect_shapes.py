@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,36 @@ def test_a_generated_set_paints_outlines_drawn_from_the_given_masks(tiny, tmp_pa
         changed = (sample.load_image() != read_image(sample.source)).any(axis=2)
         assert changed.any() and not changed[:y0].any() and not changed[y1:].any()
         assert changed[y0:y1, x0:x1].mean() < 0.9  # part of its box, as a scratch covers
+
+
+def test_a_regenerated_sample_gets_the_mask_of_its_new_outline(tiny, tmp_path) -> None:
+    """The app's Regenerate draws a new outline with the new seed; the sample's mask follows."""
+    import threading
+
+    from anogen.data.imageio import read_mask, write_mask
+    from anogen.diffusion.sampler import GenerateSetConfig, generate_set
+    from app.tasks import PreviewTask, RegenerateTask, run_regenerate
+
+    model, embedding, root = tiny
+    generate_set(GenerateSetConfig(model, embedding, root / "good", tmp_path / "set", per_image=1,
+                                   generation=GenerateConfig(steps=1, crop="off"), shapes=[_scratch_mask()]))
+    write_mask(tmp_path / "scratch_mask.png", _scratch_mask())
+    [sample, *_] = read_generated_set(tmp_path / "set")
+    before = read_mask(sample.mask_path)
+
+    def regenerate(seed: int, shapes):
+        preview = PreviewTask(str(root / "model"), embedding, Path(sample.source), tuple(sample.box), seed,
+                              GenerateConfig(steps=1, crop="off"), "cpu", shapes)
+        result = run_regenerate(RegenerateTask(preview, tmp_path / "set", sample.image_path), lambda _r: None,
+                                threading.Event())
+        return result, read_generated_set(tmp_path / "set")[0]
+
+    result, again = regenerate(sample.seed + 1, [tmp_path / "scratch_mask.png"])
+    mask = read_mask(again.mask_path)
+    box = Box(*again.box).to_mask(*mask.shape)
+    assert (mask == result.mask).all() and not (mask & ~box).any() and mask.sum() < box.sum()
+    assert not (mask == before).all()  # a new seed, a new outline
+    assert again.settings["shape"] == "defect outline"
+
+    _, whole = regenerate(sample.seed + 2, None)  # outlines switched off: the whole box again
+    assert (read_mask(whole.mask_path) == box).all() and "shape" not in whole.settings

@@ -662,12 +662,10 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
                                 path.name, k)
                     unchanged.append(f"{path.name}#{k}")
                     continue
-                mask = _label_mask(request, output)
-                writer.add(output.image, box=output.box.bounds.to_list(), mask=mask, source=str(path), defect_kind=kind,
-                           seed=output.seed, model=model_name, embedding_hash=embedding_hash, steps=config.steps,
-                           guidance=config.guidance, id=f"{_safe_id(path.stem)}_{k:02d}",
-                           settings={**config.image_settings(),
-                                     **({} if request.shape is None else {"shape": "defect outline"})})
+                writer.add(output.image, box=output.box.bounds.to_list(), mask=label_mask(request, output),
+                           source=str(path), defect_kind=kind, seed=output.seed, model=model_name,
+                           embedding_hash=embedding_hash, steps=config.steps, guidance=config.guidance,
+                           id=f"{_safe_id(path.stem)}_{k:02d}", settings=sample_settings(config, request))
             done_batches += 1
             pending.clear()
 
@@ -701,7 +699,13 @@ def generate_set(job: GenerateSetConfig, progress: ProgressFn | None = None,
     return GenerateSetResult(out=Path(out), samples=samples, token=token, embedding_hash=embedding_hash)
 
 
-def _label_mask(request: GenerationRequest, output: GeneratedImage) -> np.ndarray | None:
+def sample_settings(config: GenerateConfig, request: GenerationRequest) -> dict[str, object]:
+    """A sample's provenance in its set: the settings that shaped it, and whether it was
+    painted in a defect outline."""
+    return {**config.image_settings(), **({} if request.shape is None else {"shape": "defect outline"})}
+
+
+def label_mask(request: GenerationRequest, output: GeneratedImage) -> np.ndarray | None:
     """What a sample marks as defective: the painted outline when the request had one (the
     sampler knows exactly which pixels it painted), else the box (None: its rectangle)."""
     height, width = output.image.shape[:2]
