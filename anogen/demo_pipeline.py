@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
 from anogen.compute import apply_policy, resolve_policy
+from anogen.diffusion.config import DEFECT_OUTLINES
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
 from anogen.outputs import mark_output_dir
@@ -73,7 +74,7 @@ class DemoPlan:
     # (anogen.diffusion.shapes), not the whole box. Off: the outlines match the real defects'
     # share of their boxes, but the detector lost on both seeds tried (docs/demo.md,
     # "Defect outlines").
-    defect_shapes: bool = False
+    defect_shapes: bool = DEFECT_OUTLINES
 
     @classmethod
     def quick(cls) -> DemoPlan:
