@@ -125,7 +125,9 @@ def _latent_mask(box: Box, crop: Box, image_shape: tuple[int, int], resolution: 
         x0, y0, x1, y1 = _latent_box(box, crop, resolution, factor)
         cells[y0:y1, x0:x1] = True
         return cells
-    inside = box.to_mask(*image_shape) if shape is None else box.to_mask(*image_shape) & shape.astype(bool)
+    inside = box.to_mask(*image_shape)
+    if shape is not None:
+        inside &= shape.astype(bool)
     pixels = inside[crop.y0:crop.y1, crop.x0:crop.x1].astype(np.float32)
     resized = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA) > 0
     return np.asarray(resized.reshape(latent, factor, latent, factor).any(axis=(1, 3)))
