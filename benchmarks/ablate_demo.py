@@ -21,6 +21,8 @@ exclusions, changing one factor at a time:
   on the run's data and seed, under a ``DemoPlan`` field changed (e.g. ``plan:crop=off``,
   the paper's whole-image setting); records the stage-1 held-out losses too.
 * ``plan:``: the same with no field changed, a reproducibility check of the run.
+* ``--model PATH``: the ``gen:``, ``plan:`` and ``mask:`` variants paint with this
+  diffusion model instead of the run's (e.g. a demo model trained further).
 * ``mask:dilated``: as ``plan:``, but stage 1's loss mask made as the project made it
   before it matched the reference code (an antialiased bilinear resize to the latent
   grid, then > 0, which dilates it: issue 11, item 4). Measures what that fix changed.
@@ -111,20 +113,27 @@ def train_overrides(spec: str) -> dict[str, Any]:
     return config_overrides(spec, TrainConfig)
 
 
-def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides: dict[str, Any], out: Path) -> Path:
+def diffusion_model(metrics: dict[str, Any], override: Path | None):
+    """The model stages 1 and 2 of a variant run on: ``override``, else the run's own."""
+    from anogen.diffusion.models import load_model
+    from anogen.resources import demo_model_path
+
+    return load_model(str(override or metrics.get("model") or demo_model_path()), device="cpu")
+
+
+def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides: dict[str, Any], out: Path,
+                   model_path: Path | None = None) -> Path:
     """The run's stage 2 again, from its own embeddings and settings, with ``overrides``."""
     from anogen.data.boxes import BoxPlacement, size_range_from_masks
     from anogen.data.generated import merge_generated_sets
     from anogen.data.imageio import list_images, read_mask
     from anogen.demo_pipeline import FOREGROUND, _support_paths
     from anogen.diffusion.config import GenerateConfig
-    from anogen.diffusion.models import load_model
     from anogen.diffusion.sampler import GenerateSetConfig, generate_set
-    from anogen.resources import demo_model_path
 
     plan = metrics["plan"]
     data_dir = run / "data" / category
-    model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
+    model = diffusion_model(metrics, model_path)
     kind_sets = []
     for kind, entry in metrics["categories"][category]["kinds"].items():
         _, masks, _, _ = _support_paths(data_dir, kind, int(plan["shots"]))
@@ -142,13 +151,12 @@ def regenerate_set(run: Path, metrics: dict[str, Any], category: str, overrides:
     return merge_generated_sets(kind_sets, out / "all")
 
 
-def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, out: Path) -> tuple[Path, dict]:
+def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, out: Path,
+                model_path: Path | None = None) -> tuple[Path, dict]:
     """Stages 1 and 2 of the run again, by :mod:`anogen.demo_pipeline`, with a plan field
     changed; returns the merged generated set and each kind's stage-1 and realism numbers."""
     from anogen.data.generated import merge_generated_sets
     from anogen.demo_pipeline import DemoConfig, DemoPlan, _learn_and_generate, _StageProgress, _StageTimer
-    from anogen.diffusion.models import load_model
-    from anogen.resources import demo_model_path
 
     plan_fields = {f.name: f for f in dataclasses.fields(DemoPlan)}
     plan_values = dict(metrics["plan"])
@@ -161,7 +169,7 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
         plan_values[name] = typed_like(value, current)
     plan = DemoPlan(**plan_values)
     shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
-    model = load_model(metrics.get("model") or str(demo_model_path()), device="cpu")
+    model = diffusion_model(metrics, model_path)
     config = DemoConfig(out=out, quick=True, seed=int(metrics["seed"]), device="cpu", plan=plan)
     kinds = [_learn_and_generate(model, run / "data" / category, category, kind, plan, config, out,
                                  _StageProgress(lambda _report: None, 100), _StageTimer(), None)
@@ -222,7 +230,7 @@ def train_and_evaluate(run: Path, metrics: dict[str, Any], category: str, genera
     return evaluate(data_dir, out, exclude=support, device="cpu").to_json()
 
 
-def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
+def run_variant(run: Path, variant: str, work: Path, model_path: Path | None = None) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     result: dict[str, Any] = {"run": str(run), "seed": metrics["seed"], "variant": variant, "categories": {}}
     for category, entry in metrics["categories"].items():
@@ -241,7 +249,8 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
             arms["with_generated"] = train_and_evaluate(run, metrics, category, generated, where / "generated",
                                                         overrides=train_overrides(variant.removeprefix("train:")))
         elif variant.startswith("gen:"):
-            regenerated = regenerate_set(run, metrics, category, generation_overrides(variant[4:]), where / "set")
+            regenerated = regenerate_set(run, metrics, category, generation_overrides(variant[4:]), where / "set",
+                                         model_path)
             arms["regenerated"] = train_and_evaluate(run, metrics, category, regenerated, where / "generated")
             from anogen.demo_realism import generated_realism
 
@@ -250,7 +259,7 @@ def run_variant(run: Path, variant: str, work: Path) -> dict[str, Any]:
         elif variant.startswith("plan:") or variant == "mask:dilated":
             spec = variant[5:] if variant.startswith("plan:") else ""
             with dilated_loss_masks() if variant == "mask:dilated" else contextlib.nullcontext():
-                relearned, details = relearn_set(run, metrics, category, spec, where / "relearned")
+                relearned, details = relearn_set(run, metrics, category, spec, where / "relearned", model_path)
             arms["relearned"] = train_and_evaluate(run, metrics, category, relearned, where / "generated")
             result.setdefault("kinds", {})[category] = details
         else:
@@ -300,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["oracle"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="the diffusion model for gen:/plan:/mask: variants (default: each run's own)")
     args = parser.parse_args(argv)
     from anogen.compute import apply_policy, resolve_policy
 
@@ -309,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.runs:
             target = args.out / f"{run.name}-{variant}.json"
             if not target.is_file():  # resumable: a finished pair is kept
-                result = run_variant(run, variant, args.out / "work" / run.name / variant)
+                result = run_variant(run, variant, args.out / "work" / run.name / variant, args.model)
+                if args.model:
+                    result["model"] = str(args.model)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(result, indent=2), encoding="utf-8")
             results.append(json.loads(target.read_text(encoding="utf-8")))

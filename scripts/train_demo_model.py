@@ -59,6 +59,10 @@ class TrainConfig:
     bf16: bool = False  # autocast; pays only on CPUs with AMX/AVX-512-bf16 (or CUDA)
     renders: int = 1000  # demo renders (256 px) the training crops come from
     crops_per_render: int = 6
+    # The crop side as a share of the 256 px render (resized to the model's 64 px). The
+    # first model used (0.25, 1.0); stage 2 at a 128 px working size shows the model the
+    # weave 2-4x larger, which (0.125, 0.5) covers (docs/demo-model.md).
+    crop_scale: tuple[float, float] = (0.25, 1.0)
     held_out: int = 256
     # VAE
     vae_batch: int = 16
@@ -142,13 +146,20 @@ def _load_data(cfg: TrainConfig, resolution: int) -> dict[str, Any]:
     from anogen.diffusion.demo_model import render_pretraining_samples
 
     cache = cfg.work / "data.npz"
+    recipe = {"seed": cfg.seed, "renders": cfg.renders, "crops_per_render": cfg.crops_per_render,
+              "held_out": cfg.held_out, "resolution": resolution, "crop_scale": list(cfg.crop_scale)}
+    recipe_file = cfg.work / "data.json"
     if cache.exists():
+        if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
+            raise SystemExit(f"{cache} was rendered with {recipe_file.read_text()}, not {recipe}: "
+                             "use another --work folder")
         data = np.load(cache)
         return {k: data[k] for k in data.files} | {"captions": json.loads((cfg.work / "captions.json").read_text())}
     started = time.perf_counter()
     train = render_pretraining_samples(cfg.seed, cfg.renders * cfg.crops_per_render, resolution=resolution,
-                                       crops_per_render=cfg.crops_per_render)
-    held = render_pretraining_samples(cfg.seed + 10_000, cfg.held_out, resolution=resolution, crops_per_render=2)
+                                       crops_per_render=cfg.crops_per_render, crop_scale=cfg.crop_scale)
+    held = render_pretraining_samples(cfg.seed + 10_000, cfg.held_out, resolution=resolution, crops_per_render=2,
+                                      crop_scale=cfg.crop_scale)
 
     def masks(samples) -> np.ndarray:
         empty = np.zeros((resolution, resolution), bool)
@@ -160,6 +171,7 @@ def _load_data(cfg: TrainConfig, resolution: int) -> dict[str, Any]:
     os.replace(cache.with_suffix(".partial.npz"), cache)
     captions = {"train": [s.caption for s in train], "held": [s.caption for s in held]}
     (cfg.work / "captions.json").write_text(json.dumps(captions))
+    recipe_file.write_text(json.dumps(recipe))
     log.info("rendered %d training crops (+%d held out) in %.1f s", len(train), len(held),
              time.perf_counter() - started)
     return data | {"captions": captions}
@@ -374,7 +386,17 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
         return torch.cat(means), torch.cat(stds)
 
     latent_mean, latent_std = encode(images)
-    scaling_factor = float(1.0 / latent_mean.std())
+    # Unit-variance latents for the UNet. The scale is fixed once per run (kept in the
+    # work folder for --resume); a run continuing a published model keeps that model's
+    # scale, which its UNet learned with, even when the training crops changed.
+    scale_file = cfg.work / "latent_scale.json"
+    if scale_file.exists():
+        scaling_factor = float(json.loads(scale_file.read_text())["scaling_factor"])
+    elif cfg.init_from is not None:
+        scaling_factor = float(json.loads((cfg.init_from / "training.json").read_text())["vae"]["scaling_factor"])
+    else:
+        scaling_factor = float(1.0 / latent_mean.std())
+    scale_file.write_text(json.dumps({"scaling_factor": scaling_factor}))
     vae.register_to_config(scaling_factor=scaling_factor)
     held_mean, _ = encode(held_images)
     vae_psnr_final = vae_psnr()
@@ -432,6 +454,9 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
         ema_text.load_state_dict(text_encoder.state_dict())
         unet_state = _published_state(published, "unet")
         unet_state.done, unet_state.stop_reason = False, ""  # "published before convergence": go on
+        # The held-out crops may differ from the published run's (other renders or crop
+        # scale): the plateau rule starts over on this run's own held-out numbers.
+        unet_state.best, unet_state.best_step = float("nan"), unet_state.step
         log.info("unet: initialised from %s at step %d", cfg.init_from, unet_state.step)
 
     def save_unet() -> None:
@@ -568,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-max-steps", type=int, default=TrainConfig.vae_max_steps)
     parser.add_argument("--unet-max-steps", type=int, default=TrainConfig.unet_max_steps)
     parser.add_argument("--unet-batch", type=int, default=TrainConfig.unet_batch)
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=TrainConfig.crop_scale, metavar=("MIN", "MAX"),
+                        help="training crop side as a share of the 256 px render (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop this session after so many minutes (checkpointed; continue with --resume)")
     args = parser.parse_args(argv)
@@ -575,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(out=args.out, work=args.work, seed=args.seed, device=args.device, threads=args.threads,
                       bf16=args.bf16, renders=args.renders, vae_max_steps=args.vae_max_steps,
                       unet_max_steps=args.unet_max_steps, unet_batch=args.unet_batch, max_minutes=args.max_minutes,
-                      init_from=args.init_from)
+                      init_from=args.init_from, crop_scale=tuple(args.crop_scale))
     try:
         report = train(cfg, resume=args.resume or args.publish, publish_only=args.publish)
     except OutOfTime as stop:

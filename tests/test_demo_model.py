@@ -149,3 +149,19 @@ def test_pretraining_samples_are_deterministic_and_captioned() -> None:
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
     assert {s.category for s in first} == {"fabric", "washer"}
     assert all(s.image.shape == (32, 32, 3) for s in first)
+
+
+def test_closer_pretraining_crops_show_blemishes_larger() -> None:
+    """``crop_scale`` picks how much of a render a crop covers: closer crops show a
+    blemish over more of the model's canvas (the scale stage 2 paints at 128 px)."""
+
+    def blemish_share(crop_scale: tuple[float, float]) -> float:
+        samples = render_pretraining_samples(5, 48, resolution=32, render_size=128, crops_per_render=2,
+                                             blemish_fraction=1.0, crop_scale=crop_scale)
+        shares = [s.mask.mean() for s in samples if s.mask is not None and s.mask.any()]
+        assert len(shares) >= 24
+        return float(np.mean(shares))
+
+    assert blemish_share((0.125, 0.5)) > 2 * blemish_share((0.25, 1.0))
+    with pytest.raises(ValueError, match="crop_scale"):
+        render_pretraining_samples(0, 2, crop_scale=(0.5, 0.25))

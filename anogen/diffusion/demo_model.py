@@ -261,13 +261,18 @@ def _crop_box(rng: np.random.Generator, size: int, side: int, focus: np.ndarray 
 
 
 def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, render_size: int = 256,
-                               crops_per_render: int = 4, blemish_fraction: float = 0.6) -> list[PretrainingSample]:
+                               crops_per_render: int = 4, blemish_fraction: float = 0.6,
+                               crop_scale: tuple[float, float] = (0.25, 1.0)) -> list[PretrainingSample]:
     """Crops of good and blemished demo renders, resized to ``resolution``, with captions.
 
-    Each render at ``render_size`` yields several crops of random scale (a quarter of the
-    image up to all of it), which is what stage 2's crop-and-paste path feeds the model.
-    Crops of blemished renders contain the blemish.
+    Each render at ``render_size`` yields several crops of random scale (``crop_scale``:
+    the shortest and longest crop side as a share of the render's; by default a quarter
+    of the image up to all of it), which is what stage 2's crop-and-paste path feeds the
+    model. Crops of blemished renders contain the blemish.
     """
+    low, high = crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE30]))
     text_rng = random.Random(seed)
     samples: list[PretrainingSample] = []
@@ -286,7 +291,7 @@ def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, r
             image, foreground = render_good(category, render_rng, render_size)
             mask = foreground if category == "washer" else None
         for _ in range(crops_per_render):
-            side = int(render_size * rng.uniform(0.25, 1.0))
+            side = max(8, int(render_size * rng.uniform(low, high)))
             x0, y0 = _crop_box(rng, render_size, side, mask)
             crop = image[y0:y0 + side, x0:x0 + side]
             crop_mask = mask[y0:y0 + side, x0:x0 + side] if blemishes and mask is not None else None
