@@ -31,9 +31,10 @@ PROMPTS = ("a photo of fabric", "a photo of a metal washer", "a photo of fabric 
            "a photo of a metal washer with a blemish")
 
 
-def held_out_crops(count: int, seed: int = 50_000, size: int = 64,
-                   good_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """64 px crops of demo *dataset* images (good and every defect kind) and their masks."""
+def held_out_crops(count: int, seed: int = 50_000, size: int = 64, good_only: bool = False,
+                   crop_scale: tuple[float, float] = (0.25, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """64 px crops of demo *dataset* images (good and every defect kind) and their masks;
+    a crop's side is a ``crop_scale`` share of the 256 px image's."""
     import cv2
 
     from anogen.data.demo import sample_rng
@@ -51,7 +52,7 @@ def held_out_crops(count: int, seed: int = 50_000, size: int = 64,
                     mask = np.zeros(image.shape[:2], bool)
                 else:
                     image, mask = render_defect(category, kind, sample, 256)
-                side = int(rng.integers(64, 257))
+                side = int(rng.integers(round(256 * crop_scale[0]), round(256 * crop_scale[1]) + 1))
                 if mask.any():  # crop around the defect so its pixels are measured
                     ys, xs = np.nonzero(mask)
                     cy, cx = int(np.median(ys)), int(np.median(xs))
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--grid", type=Path, default=None, help="PNG of crops, reconstructions and samples")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/demo_model.json"))
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=(0.25, 1.0), metavar=("MIN", "MAX"),
+                        help="real crops' side as a share of the 256 px image (0.125 0.5: stage 2's scale at a "
+                             "128 px working size)")
     args = parser.parse_args(argv)
 
     import os
@@ -173,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     from anogen.quality import sliced_wasserstein
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    crops, masks = held_out_crops(args.crops)
+    scale = tuple(args.crop_scale)
+    crops, masks = held_out_crops(args.crops, crop_scale=scale)
     # Real good crops for the distance: one set vs the samples, a disjoint one for the floor.
     good = [i for i in range(len(crops)) if not masks[i].any()]
-    real_good, _ = held_out_crops(2 * args.samples, seed=60_000, good_only=True)
+    real_good, _ = held_out_crops(2 * args.samples, seed=60_000, good_only=True, crop_scale=scale)
     floor_a, floor_b = real_good[:args.samples], real_good[args.samples:]
     floor = sliced_wasserstein(floor_a, floor_b)
-    results: dict[str, Any] = {"real_vs_real_swd_x1000": {"mean": floor.mean, "per_level": floor.per_level},
+    results: dict[str, Any] = {"crop_scale": list(scale),
+                               "real_vs_real_swd_x1000": {"mean": floor.mean, "per_level": floor.per_level},
                                "held_out_crops": len(crops), "good_crops": len(good)}
     results["model"] = measure(args.model, crops, masks, floor_a, args.samples, args.steps, args.guidance, args.grid)
     if args.baseline:
