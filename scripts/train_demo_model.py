@@ -598,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop this session after so many minutes (checkpointed; continue with --resume)")
     args = parser.parse_args(argv)
+    low, high = args.crop_scale
+    if not 0 < low <= high <= 1:
+        parser.error(f"--crop-scale needs 0 < MIN <= MAX <= 1, got {low} {high}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = TrainConfig(out=args.out, work=args.work, seed=args.seed, device=args.device, threads=args.threads,
                       bf16=args.bf16, renders=args.renders, vae_max_steps=args.vae_max_steps,
