@@ -63,6 +63,9 @@ class TrainConfig:
     # first model used (0.25, 1.0); stage 2 at a 128 px working size shows the model the
     # weave 2-4x larger, which (0.125, 0.5) covers (docs/demo-model.md).
     crop_scale: tuple[float, float] = (0.25, 1.0)
+    # Captions say how each blemish looks ("a dark streak", "blue spots"): without it a
+    # caption names a blemish of either polarity and the model paints their grey average.
+    tone_captions: bool = False
     held_out: int = 256
     # VAE
     vae_batch: int = 16
@@ -81,6 +84,9 @@ class TrainConfig:
     caption_dropout: float = 0.1  # empty prompt, for classifier-free guidance
     full_mask_fraction: float = 0.1  # fill the whole crop: plain text-to-image
     min_snr_gamma: float = 5.0
+    # Extra loss weight on the latent cells of a blemish (0: none). A blemish covers a few
+    # cells of its box, so an unweighted loss lets the model paint the surface's mean.
+    blemish_weight: float = 0.0
     unet_max_steps: int = 30000
     unet_eval_every: int = 250
     unet_patience: int = 4  # evaluations without a relative gain of unet_min_gain before the LR drops
@@ -148,6 +154,8 @@ def _load_data(cfg: TrainConfig, resolution: int) -> dict[str, Any]:
     cache = cfg.work / "data.npz"
     recipe = {"seed": cfg.seed, "renders": cfg.renders, "crops_per_render": cfg.crops_per_render,
               "held_out": cfg.held_out, "resolution": resolution, "crop_scale": list(cfg.crop_scale)}
+    if cfg.tone_captions:  # absent otherwise, so older work folders keep their recipe
+        recipe["tone_captions"] = True
     recipe_file = cfg.work / "data.json"
     if cache.exists():
         if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
@@ -157,9 +165,10 @@ def _load_data(cfg: TrainConfig, resolution: int) -> dict[str, Any]:
         return {k: data[k] for k in data.files} | {"captions": json.loads((cfg.work / "captions.json").read_text())}
     started = time.perf_counter()
     train = render_pretraining_samples(cfg.seed, cfg.renders * cfg.crops_per_render, resolution=resolution,
-                                       crops_per_render=cfg.crops_per_render, crop_scale=cfg.crop_scale)
+                                       crops_per_render=cfg.crops_per_render, crop_scale=cfg.crop_scale,
+                                       tones=cfg.tone_captions)
     held = render_pretraining_samples(cfg.seed + 10_000, cfg.held_out, resolution=resolution, crops_per_render=2,
-                                      crop_scale=cfg.crop_scale)
+                                      crop_scale=cfg.crop_scale, tones=cfg.tone_captions)
 
     def masks(samples) -> np.ndarray:
         empty = np.zeros((resolution, resolution), bool)
@@ -421,6 +430,9 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
     token_ids = tokens(data["captions"]["train"])
     held_ids = tokens(data["captions"]["held"])
     empty_ids = tokens([""])
+    # The latent cells a blemish touches, for blemish_weight.
+    blemish_cells = F.adaptive_max_pool2d(torch.from_numpy(data["masks"]).float()[:, None],
+                                          data["masks"].shape[-1] // factor)
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -485,7 +497,10 @@ def train(cfg: TrainConfig, resume: bool, publish_only: bool = False) -> dict:
             pred = unet(model_input, timesteps.to(device), text_encoder(ids.to(device))[0]).sample
         # Min-SNR weighting: faster, steadier convergence for epsilon prediction.
         weight = (torch.clamp(snr[timesteps], max=cfg.min_snr_gamma) / snr[timesteps]).to(device)
-        loss = (weight * (pred.float() - noise.to(device)).pow(2).mean(dim=(1, 2, 3))).mean()
+        squared = (pred.float() - noise.to(device)).pow(2)
+        if cfg.blemish_weight:
+            squared = squared * (1.0 + cfg.blemish_weight * blemish_cells[index].to(device))
+        loss = (weight * squared.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -595,17 +610,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unet-batch", type=int, default=TrainConfig.unet_batch)
     parser.add_argument("--crop-scale", type=float, nargs=2, default=TrainConfig.crop_scale, metavar=("MIN", "MAX"),
                         help="training crop side as a share of the 256 px render (default: %(default)s)")
+    parser.add_argument("--tone-captions", action="store_true",
+                        help="captions say how each blemish looks ('a dark streak'); a new --work folder")
+    parser.add_argument("--blemish-weight", type=float, default=TrainConfig.blemish_weight,
+                        help="extra loss weight on a blemish's latent cells (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop this session after so many minutes (checkpointed; continue with --resume)")
     args = parser.parse_args(argv)
     low, high = args.crop_scale
     if not 0 < low <= high <= 1:
         parser.error(f"--crop-scale needs 0 < MIN <= MAX <= 1, got {low} {high}")
+    if not (math.isfinite(args.blemish_weight) and args.blemish_weight >= 0):
+        parser.error(f"--blemish-weight must be a number >= 0, got {args.blemish_weight}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = TrainConfig(out=args.out, work=args.work, seed=args.seed, device=args.device, threads=args.threads,
                       bf16=args.bf16, renders=args.renders, vae_max_steps=args.vae_max_steps,
                       unet_max_steps=args.unet_max_steps, unet_batch=args.unet_batch, max_minutes=args.max_minutes,
-                      init_from=args.init_from, crop_scale=tuple(args.crop_scale))
+                      init_from=args.init_from, crop_scale=tuple(args.crop_scale), tone_captions=args.tone_captions,
+                      blemish_weight=args.blemish_weight)
     try:
         report = train(cfg, resume=args.resume or args.publish, publish_only=args.publish)
     except OutOfTime as stop:

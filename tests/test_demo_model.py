@@ -14,6 +14,7 @@ from anogen.data.demo import render_defect, render_good
 from anogen.diffusion.demo_model import (
     FORBIDDEN_WORDS,
     SURFACE_NOUNS,
+    blemish_tone,
     build_tokenizer,
     caption_vocabulary,
     pretraining_caption,
@@ -149,6 +150,39 @@ def test_pretraining_samples_are_deterministic_and_captioned() -> None:
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
     assert {s.category for s in first} == {"fabric", "washer"}
     assert all(s.image.shape == (32, 32, 3) for s in first)
+
+
+def test_blemish_tone_says_how_a_blemish_differs_from_its_surround() -> None:
+    surface = np.full((48, 48, 3), (150, 140, 120), np.uint8)
+    mask = np.zeros((48, 48), bool)
+    mask[20:28, 18:30] = True
+
+    def painted(colour) -> np.ndarray:
+        image = surface.copy()
+        image[mask] = colour
+        return image
+
+    assert blemish_tone(painted((60, 56, 48)), mask) == "dark"
+    assert blemish_tone(painted((225, 215, 195)), mask) == "light"
+    assert blemish_tone(painted((110, 120, 200)), mask) == "blue"
+    assert blemish_tone(painted((150, 140, 120)), mask) is None  # no visible difference
+    assert blemish_tone(surface, np.zeros_like(mask)) is None
+
+
+def test_tone_captions_name_how_each_blemish_looks() -> None:
+    """With ``tones`` a blemished crop's caption carries a tone word that
+    :func:`blemish_tone` measured on that crop; good crops and the images are unchanged."""
+    plain = render_pretraining_samples(7, 64, resolution=32, render_size=128, crops_per_render=2)
+    toned = render_pretraining_samples(7, 64, resolution=32, render_size=128, crops_per_render=2, tones=True)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, toned))
+    tone_words = {"dark", "light", "red", "brown", "yellow", "green", "blue"}
+    with_tone = [s for s in toned if set(s.caption.split()) & tone_words]
+    assert len(with_tone) >= 16
+    assert all(s.mask is not None for s in with_tone)
+    assert all(a.caption == b.caption for a, b in zip(plain, toned) if a.mask is None)
+    assert {w for s in with_tone for w in s.caption.split()} & {"dark", "light"} == {"dark", "light"}
+    vocabulary = set(caption_vocabulary())
+    assert all(set(s.caption.replace("-", " ").split()) <= vocabulary for s in toned)  # known words only
 
 
 def test_closer_pretraining_crops_show_blemishes_larger() -> None:

@@ -122,8 +122,12 @@ def _plural(phrase: str) -> bool:
     return phrase.endswith("s") and not phrase.endswith("ss")
 
 
-def pretraining_caption(category: str, blemishes: Iterable[str], rng: random.Random) -> str:
-    """A caption for one pretraining image: names the surface/part and at most a generic flaw."""
+def pretraining_caption(category: str, blemishes: Iterable[str], rng: random.Random,
+                        tone: str | None = None) -> str:
+    """A caption for one pretraining image: names the surface/part and at most a generic flaw.
+
+    ``tone`` (:func:`blemish_tone`, e.g. "dark", "light", "blue") is put before the flaw,
+    so the text says what the blemish looks like, not only that there is one."""
     noun = rng.choice(SURFACE_NOUNS[category])
     blemishes = list(blemishes)
     if not blemishes:
@@ -133,6 +137,8 @@ def pretraining_caption(category: str, blemishes: Iterable[str], rng: random.Ran
         flaw = rng.choice(BLEMISH_WORDS[rng.choice(blemishes)])
     else:
         flaw = rng.choice(GENERIC_FLAWS)
+    if tone:
+        flaw = f"{tone} {flaw.removeprefix('dark ')}"
     template = rng.choice(FLAW_TEMPLATES)
     article = "" if _plural(flaw) else _article(flaw)
     caption = template.format(a=_article(noun), noun=noun, b=article, flaw=flaw)
@@ -237,6 +243,39 @@ def build_scheduler():
     return sd_scheduler()  # Stable Diffusion 1.x's training schedule and DDIM settings
 
 
+# Hue (OpenCV's 0-180 scale) of the colour words a tone may use, for blemishes whose
+# colour, not only their brightness, differs from the surface around them.
+_HUE_WORDS = ((10, "red"), (22, "brown"), (38, "yellow"), (85, "green"), (135, "blue"), (180, "red"))
+
+
+def blemish_tone(image: np.ndarray, mask: np.ndarray) -> str | None:
+    """How a blemish differs from the surface around it, as one word of the tokenizer's
+    vocabulary: a colour ("blue", "brown", ...) when its colour shifts, else "dark" or
+    "light"; None when it hardly differs (or the mask is too small to tell).
+
+    The pretraining blemishes come in both polarities (a spot is dark or light), so a
+    caption that only says "spots" teaches the model their average, a grey patch."""
+    mask = mask.astype(bool)
+    if mask.sum() < 2:
+        return None
+    around = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2).astype(bool) & ~mask
+    if around.sum() < 4:
+        return None
+    inside, outside = image[mask].astype(np.float32).mean(0), image[around].astype(np.float32).mean(0)
+    shift = inside - outside
+    chroma = shift - shift.mean()
+    if np.abs(chroma).max() > 25:
+        pixel = np.clip(inside, 0, 255).astype(np.uint8)[None, None]
+        hue = int(cv2.cvtColor(pixel, cv2.COLOR_RGB2HSV)[0, 0, 0])
+        return next(word for limit, word in _HUE_WORDS if hue <= limit)
+    brightness = float(inside.mean() + 1) / float(outside.mean() + 1)
+    if brightness < 0.8:
+        return "dark"
+    if brightness > 1.25:
+        return "light"
+    return None
+
+
 # --------------------------------------------------------------------------- training data
 
 @dataclass
@@ -262,13 +301,15 @@ def _crop_box(rng: np.random.Generator, size: int, side: int, focus: np.ndarray 
 
 def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, render_size: int = 256,
                                crops_per_render: int = 4, blemish_fraction: float = 0.6,
-                               crop_scale: tuple[float, float] = (0.25, 1.0)) -> list[PretrainingSample]:
+                               crop_scale: tuple[float, float] = (0.25, 1.0),
+                               tones: bool = False) -> list[PretrainingSample]:
     """Crops of good and blemished demo renders, resized to ``resolution``, with captions.
 
     Each render at ``render_size`` yields several crops of random scale (``crop_scale``:
     the shortest and longest crop side as a share of the render's; by default a quarter
     of the image up to all of it), which is what stage 2's crop-and-paste path feeds the
-    model. Crops of blemished renders contain the blemish.
+    model. Crops of blemished renders contain the blemish. ``tones``: captions say how
+    the blemish looks in the crop (:func:`blemish_tone`).
     """
     low, high = crop_scale
     if not 0 < low <= high <= 1:
@@ -295,6 +336,7 @@ def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, r
             x0, y0 = _crop_box(rng, render_size, side, mask)
             crop = image[y0:y0 + side, x0:x0 + side]
             crop_mask = mask[y0:y0 + side, x0:x0 + side] if blemishes and mask is not None else None
+            tone = blemish_tone(crop, crop_mask) if tones and crop_mask is not None else None
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
                 crop_mask = None if crop_mask is None else crop_mask[:, ::-1]
@@ -302,6 +344,6 @@ def render_pretraining_samples(seed: int, count: int, *, resolution: int = 64, r
             if crop_mask is not None:
                 crop_mask = cv2.resize(np.ascontiguousarray(crop_mask, dtype=np.uint8), (resolution, resolution),
                                        interpolation=cv2.INTER_AREA) > 0
-            samples.append(PretrainingSample(crop, pretraining_caption(category, blemishes, text_rng), category,
+            samples.append(PretrainingSample(crop, pretraining_caption(category, blemishes, text_rng, tone), category,
                                              blemishes, crop_mask))
     return samples[:count]
