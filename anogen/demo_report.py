@@ -34,16 +34,18 @@ def _tile(image: np.ndarray, size: int = TILE) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
 
 
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
+def label_tile(tile: np.ndarray, text: str, max_chars: int = 22) -> np.ndarray:
+    """The tile with ``text`` on a black strip along its top."""
     tile = tile.copy()
     cv2.rectangle(tile, (0, 0), (tile.shape[1], 14), (0, 0, 0), -1)
-    cv2.putText(tile, text[:22], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(tile, text[:max_chars], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
     return tile
 
 
-def _grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 4) -> np.ndarray:
+def tile_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 4) -> np.ndarray:
+    """Rows of equal-sized tiles on white, short rows padded with blank tiles."""
     width = max(len(r) for r in rows)
-    blank = np.full((TILE, TILE, 3), 255, np.uint8)
+    blank = np.full_like(rows[0][0], 255)
     lines = [np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
                              for t in list(r) + [blank] * (width - len(r))], axis=1) for r in rows]
     return np.concatenate(lines, axis=0)
@@ -64,9 +66,9 @@ def _support_figure(result: CategoryResult) -> np.ndarray:
         for path in kind.support_images:
             image = read_image(path)
             mask = read_mask(_mask_path(Path(path)))
-            row += [_label(_tile(image), f"{kind.kind}"), _label(_tile(_mask_overlay(image, mask)), "mask")]
+            row += [label_tile(_tile(image), f"{kind.kind}"), label_tile(_tile(_mask_overlay(image, mask)), "mask")]
         rows.append(row)
-    return _grid(rows)
+    return tile_grid(rows)
 
 
 def _mask_path(image_path: Path) -> Path:
@@ -81,15 +83,15 @@ def _generated_figure(result: CategoryResult, out: Path, per_kind: int = 4) -> n
     samples = read_generated_set(out / result.generated_dir)
     rows = []
     for kind in result.kinds:
-        real = [_label(_tile(read_image(p)), f"real {kind.kind}") for p in kind.support_images[:2]]
+        real = [label_tile(_tile(read_image(p)), f"real {kind.kind}") for p in kind.support_images[:2]]
         generated = []
         for sample in [s for s in samples if s.defect_kind == kind.kind][:per_kind]:
             image = sample.load_image().copy()
             x0, y0, x1, y1 = sample.box
             cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
-            generated.append(_label(_tile(image), f"generated {kind.kind}"))
+            generated.append(label_tile(_tile(image), f"generated {kind.kind}"))
         rows.append(real + generated)
-    return _grid(rows)
+    return tile_grid(rows)
 
 
 def _stage1_figure(result: CategoryResult) -> np.ndarray:
@@ -125,13 +127,14 @@ def _heatmap_figure(result: CategoryResult, data_root: Path, out: Path, count: i
     for name in ("baseline", "generated"):
         loaded = load_detector(out / "detectors" / result.category / name, device="cpu")
         predictions = predict(loaded, images)
-        rows.append([_label(_tile(heatmap_overlay(image, p.anomaly_map)), f"{name[:4]} {r.defect_kind} {p.score:.2f}")
+        rows.append([label_tile(_tile(heatmap_overlay(image, p.anomaly_map)),
+                                f"{name[:4]} {r.defect_kind} {p.score:.2f}")
                      for image, p, r in zip(images, predictions, chosen)])
     truth = []
     for image, record in zip(images, chosen):
         mask = read_mask(record.mask_path) if record.mask_path else np.zeros(image.shape[:2], bool)
-        truth.append(_label(_tile(_mask_overlay(image, mask)), f"truth {record.defect_kind}"))
-    return _grid([truth] + rows)
+        truth.append(label_tile(_tile(_mask_overlay(image, mask)), f"truth {record.defect_kind}"))
+    return tile_grid([truth] + rows)
 
 
 def _realism_table(result: CategoryResult) -> str:

@@ -36,16 +36,10 @@ def closeup(image: np.ndarray, box: tuple[int, int, int, int], size: int = TILE)
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def label(tile: np.ndarray, text: str) -> np.ndarray:
-    tile = tile.copy()
-    cv2.rectangle(tile, (0, 0), (tile.shape[1], 14), (0, 0, 0), -1)
-    cv2.putText(tile, text[:28], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    return tile
-
-
 def main(argv: list[str] | None = None) -> int:
     from anogen.data.generated import read_generated_set
     from anogen.data.imageio import write_image
+    from anogen.demo_report import label_tile, tile_grid
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", help="LABEL=FOLDER of a generated set (manifest.jsonl)")
@@ -63,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         row = []
         for kind in kinds:
             for sample in [s for s in samples if s.defect_kind == kind][:args.per_kind]:
-                row.append(label(closeup(sample.load_image(), sample.box), f"{name}: {kind}"))
-        rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], axis=1))
-    width = max(r.shape[1] for r in rows)
-    grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+                row.append(label_tile(closeup(sample.load_image(), sample.box), f"{name}: {kind}", max_chars=28))
+        rows.append(row)
+    grid = tile_grid(rows, pad=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_image(args.out, grid)
     print(f"wrote {args.out} ({len(rows)} rows)")
