@@ -344,6 +344,39 @@ def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project
     assert opacity.value() != start
 
 
+def test_a_scroll_under_way_does_not_change_the_focused_field_it_passes(make_window, project, qtbot):
+    from app.widgets.wheel_guard import SCROLL_GESTURE_S, WheelGuard
+
+    window = make_window()
+    window.open_project(project)
+    window.activateWindow()
+    window.show_panel("defects")
+    panel = window.panels["defects"]
+    window.resize(window.width(), 420)  # short enough that the panel scrolls
+    qtbot.waitUntil(lambda: panel.scroll_area.verticalScrollBar().maximum() > 0, timeout=3000)
+    [guard] = panel.findChildren(WheelGuard)
+    now = [100.0]
+    guard.clock = lambda: now[0]
+    lr = panel.lr_spin
+    lr.setFocus()  # the user has just typed a learning rate
+    qtbot.waitUntil(lr.hasFocus, timeout=2000)
+    typed = lr.value()
+    bar = panel.scroll_area.verticalScrollBar()
+    bar.setValue(0)
+
+    _wheel(panel.scroll_area.viewport(), steps=-1)  # scrolling the panel from its background...
+    scrolled = bar.value()
+    assert scrolled > 0
+    now[0] += 0.1
+    _wheel(lr, steps=-1)  # ...until the field slides under the pointer
+    assert lr.value() == typed
+    assert bar.value() > scrolled, "the panel keeps scrolling"
+
+    now[0] += SCROLL_GESTURE_S + 0.1  # a pause, then a deliberate turn on the focused field
+    _wheel(lr, steps=1)
+    assert lr.value() != typed
+
+
 # ---------------------------------------------------------------- bug 14
 def test_first_eta_follows_the_steady_pace_not_the_warm_up():
     from anogen.jobs import Progress
