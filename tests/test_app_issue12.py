@@ -313,12 +313,16 @@ def _wheel(widget, steps: int = -3) -> None:
     QApplication.sendEvent(widget, event)
 
 
-def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project, qtbot):
+def _window_on_panel(make_window, project, name: str):
     window = make_window()
     window.open_project(project)
-    window.activateWindow()
-    window.show_panel("train")
-    train = window.panels["train"]
+    window.activateWindow()  # focus (for the focused-widget rules) needs an active window
+    window.show_panel(name)
+    return window, window.panels[name]
+
+
+def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project, qtbot):
+    window, train = _window_on_panel(make_window, project, "train")
     threshold = train.threshold_slider
     before = threshold.value()
     _wheel(threshold)  # the threshold sits in the test-images pane under the canvas
@@ -347,11 +351,7 @@ def test_scrolling_the_panel_over_a_slider_does_not_move_it(make_window, project
 def test_a_scroll_under_way_does_not_change_the_focused_field_it_passes(make_window, project, qtbot):
     from app.widgets.wheel_guard import SCROLL_GESTURE_S, WheelGuard
 
-    window = make_window()
-    window.open_project(project)
-    window.activateWindow()
-    window.show_panel("defects")
-    panel = window.panels["defects"]
+    window, panel = _window_on_panel(make_window, project, "defects")
     window.resize(window.width(), 420)  # short enough that the panel scrolls
     qtbot.waitUntil(lambda: panel.scroll_area.verticalScrollBar().maximum() > 0, timeout=3000)
     [guard] = panel.findChildren(WheelGuard)
