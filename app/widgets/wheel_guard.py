@@ -84,6 +84,6 @@ def guard_wheel(root: QWidget, guard: WheelGuard | None = None) -> WheelGuard:
             # WheelFocus would let the first wheel turn focus the widget and then change it.
             widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
             widget.installEventFilter(guard)
-        elif isinstance(widget, QAbstractScrollArea) and not isinstance(widget, GUARDED):
+        elif isinstance(widget, QAbstractScrollArea):
             widget.viewport().installEventFilter(guard)
     return guard
