@@ -45,7 +45,7 @@ def label_tile(tile: np.ndarray, text: str, max_chars: int = 22) -> np.ndarray:
 def tile_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 4) -> np.ndarray:
     """Rows of equal-sized tiles on white, short rows padded with blank tiles."""
     width = max(len(r) for r in rows)
-    blank = np.full_like(rows[0][0], 255)
+    blank = np.full_like(next(t for r in rows for t in r), 255)  # the first row may be empty
     lines = [np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
                              for t in list(r) + [blank] * (width - len(r))], axis=1) for r in rows]
     return np.concatenate(lines, axis=0)

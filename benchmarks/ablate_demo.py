@@ -83,6 +83,8 @@ def typed_like(value: str, current: Any) -> Any:
     when it is one (a resolution), else the text (a prompt)."""
     if current is None:
         return int(value) if value.isdigit() else value
+    if isinstance(current, tuple):
+        return tuple(filter(None, value.split("+")))  # categories=fabric+washer
     if isinstance(current, bool):
         return value not in ("0", "false", "")
     return type(current)(value)
@@ -99,6 +101,21 @@ def config_overrides(spec: str, config_type: type) -> dict[str, Any]:
             raise SystemExit(f"unknown {config_type.__name__} field {name!r}")
         overrides[name] = typed_like(value, defaults[name])
     return overrides
+
+
+def plan_with(spec: str, plan: Any) -> Any:
+    """``plan`` (a ``DemoPlan``) with the fields of ``spec`` changed, e.g.
+    ``detector_steps=320,categories=washer`` (several categories joined by ``+``)."""
+    from anogen.demo_pipeline import DemoPlan
+
+    names = {f.name for f in dataclasses.fields(DemoPlan)}
+    changes: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise SystemExit(f"unknown DemoPlan field {name!r}")
+        changes[name] = typed_like(value, getattr(plan, name))
+    return dataclasses.replace(plan, **changes)
 
 
 def generation_overrides(spec: str) -> dict[str, Any]:
@@ -158,16 +175,9 @@ def relearn_set(run: Path, metrics: dict[str, Any], category: str, spec: str, ou
     from anogen.data.generated import merge_generated_sets
     from anogen.demo_pipeline import DemoConfig, DemoPlan, _learn_and_generate, _StageProgress, _StageTimer
 
-    plan_fields = {f.name: f for f in dataclasses.fields(DemoPlan)}
     plan_values = dict(metrics["plan"])
     plan_values["categories"] = tuple(plan_values["categories"])
-    for item in filter(None, spec.split(",")):
-        name, _, value = item.partition("=")
-        if name not in plan_fields:
-            raise SystemExit(f"unknown DemoPlan field {name!r}")
-        current = plan_values.get(name, getattr(DemoPlan.quick(), name))
-        plan_values[name] = typed_like(value, current)
-    plan = DemoPlan(**plan_values)
+    plan = plan_with(spec, DemoPlan(**plan_values))
     shutil.rmtree(out, ignore_errors=True)  # this script's own work folder: a stopped run starts over
     model = diffusion_model(metrics, model_path)
     config = DemoConfig(out=out, quick=True, seed=int(metrics["seed"]), device="cpu", plan=plan)

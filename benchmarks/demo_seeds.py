@@ -12,6 +12,7 @@ the support images and the detector's initialisation, so the two are paired):
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --quick --out build/demo-seeds
     python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --quick --out build/demo-seeds --summary-only
+    python benchmarks/demo_seeds.py --seeds 0 4 --plan detector_steps=320,categories=washer --out build/w2x
 
 Writes ``summary.json`` and ``summary.md`` into ``--out``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +33,12 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro")
 ARMS = ("baseline", "with_generated")
 
 
-def run_seed(out: Path, seed: int, quick: bool, threads: int | None, model: str | None) -> None:
+def run_seed(out: Path, seed: int, quick: bool, threads: int | None, model: str | None, plan: str = "") -> None:
     if (out / "metrics.json").is_file():
         return  # finished earlier
+    if plan:
+        run_seed_with_plan(out, seed, quick, threads, model, plan)
+        return
     argv = [sys.executable, "-m", "anogen", "demo", "--seed", str(seed), "--out", str(out)]
     argv += ["--quick"] if quick else []
     argv += ["--threads", str(threads)] if threads else []
@@ -42,6 +47,22 @@ def run_seed(out: Path, seed: int, quick: bool, threads: int | None, model: str 
         argv.append("--overwrite")  # our own unfinished run
     print("+", " ".join(argv), flush=True)
     subprocess.run(argv, check=True)
+
+
+def run_seed_with_plan(out: Path, seed: int, quick: bool, threads: int | None, model: str | None,
+                       plan: str) -> None:
+    """The demo in this process, its plan (quick or full) with the fields of ``plan`` changed
+    (``detector_steps=320,categories=washer``): the CLI has no such option, on purpose."""
+    from ablate_demo import plan_with
+
+    from anogen.demo_pipeline import DemoConfig, run_demo
+
+    config = DemoConfig(out=out, quick=quick, model=model, seed=seed, threads=threads)
+    config.plan = plan_with(plan, config.resolved_plan())
+    if out.exists():
+        shutil.rmtree(out)  # our own unfinished run (no metrics.json)
+    print(f"+ demo seed {seed}, plan changed: {plan}", flush=True)
+    print(run_demo(config).table(), flush=True)
 
 
 def bootstrap_ci(differences: np.ndarray, rounds: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -101,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default=None, help="a diffusion model other than the embedded demo model")
+    parser.add_argument("--plan", default="", help="demo plan fields changed, e.g. detector_steps=320,categories=washer")
     parser.add_argument("--summary-only", action="store_true", help="summarise the finished runs; run nothing")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         folder = args.out / f"seed-{seed}"
         if not args.summary_only:
-            run_seed(folder, seed, args.quick, args.threads, args.model)
+            run_seed(folder, seed, args.quick, args.threads, args.model, args.plan)
         if (folder / "metrics.json").is_file():
             runs[seed] = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     if not runs:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from anogen.demo_pipeline import DemoConfig, DemoPlan, run_demo
+from anogen.demo_report import tile_grid
 from anogen.diffusion.tiny import build_tiny_model
 
 
@@ -71,3 +73,12 @@ def test_demo_measures_generated_and_real_defects_alike(demo_run):
         assert 0.0 < real["changed_fraction"] <= 1.0  # real defects change their box visibly
         assert real["sharpness_ratio"] > 0.0
         assert 0.0 <= generated["changed_fraction"] <= 1.0
+
+
+def test_a_figure_grid_pads_short_rows_even_when_the_first_is_empty():
+    # A kind with no accepted samples leaves its row empty; the figure must still draw.
+    tile = np.zeros((8, 8, 3), np.uint8)
+    grid = tile_grid([[], [tile, tile], [tile]], pad=1)
+    assert grid.shape == (3 * 10, 2 * 10, 3)
+    assert (grid[:10] == 255).all()  # the empty row is blank
+    assert (grid[21:29, 11:19] == 255).all() and (grid[21:29, 1:9] == 0).all()  # the short row is padded
