@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default=None, help="a diffusion model other than the embedded demo model")
-    parser.add_argument("--plan", default="", help="demo plan fields changed, e.g. detector_steps=320,categories=washer")
+    parser.add_argument("--plan", default="", help="plan fields changed: detector_steps=320,categories=washer")
     parser.add_argument("--summary-only", action="store_true", help="summarise the finished runs; run nothing")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
