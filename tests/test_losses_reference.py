@@ -114,3 +114,31 @@ def test_binary_focal_matches_destseg_focal_loss(rng):
     ours = binary_focal_loss(torch.from_numpy(p), torch.from_numpy(t), gamma=4.0).double().numpy()
     # binary_focal_loss computes in float32 (as the reference casts with .float()).
     np.testing.assert_allclose(ours, reference_binary_focal(p, t, 4.0), rtol=1e-5, atol=1e-7)
+
+
+def test_training_losses_stay_fp32_inside_the_cpus_bf16_autocast():
+    # On a CPU with native bf16, training runs the networks under bf16 autocast. SSIM computed
+    # in bf16 read 0.0 for a near match and DRAEM's loss went NaN at step 1 of the full demo.
+    from anogen.detection.destseg.loss import head_loss
+    from anogen.detection.draem.loss import draem_loss
+
+    generator = torch.Generator().manual_seed(3)
+    clean = torch.rand(2, 3, 32, 32, generator=generator)
+    # The networks' outputs arrive in bf16; the losses must treat them as fp32 numbers.
+    reconstruction = (clean + 0.01 * torch.randn(clean.shape, generator=generator)).clamp(0, 1).bfloat16()
+    probabilities = torch.softmax(4 * torch.randn(2, 2, 32, 32, generator=generator), dim=1).bfloat16()
+    mask = (torch.rand(2, 1, 32, 32, generator=generator) > 0.8).float()
+    weak = torch.tensor([True, False])
+    expected_total, expected = draem_loss(reconstruction.float(), clean, probabilities.float(), mask, weak, tau=0.9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, parts = draem_loss(reconstruction, clean, probabilities, mask, weak, tau=0.9)
+    assert total.dtype == torch.float32
+    assert expected["ssim"] > 1e-4  # a near match, not a perfect one
+    for name, value in expected.items():
+        assert parts[name] == pytest.approx(value, rel=1e-5), name
+
+    probability = probabilities[:, 1:2]
+    expected_head, _ = head_loss(probability.float(), mask, weak, tau=0.9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        head, _ = head_loss(probability, mask, weak, tau=0.9)
+    assert head.dtype == torch.float32 and float(head) == pytest.approx(float(expected_head), rel=1e-5)

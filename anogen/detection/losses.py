@@ -3,12 +3,42 @@
 Segmentation losses return a per-pixel map (``reduction="none"`` in torch terms) so the
 weak box filter (:mod:`anogen.detection.weak`) can drop pixels before averaging;
 reconstruction and distillation losses return a scalar because they are never masked.
+
+Losses run in fp32 even inside the CPU's bf16 autocast (:func:`in_fp32`): bf16 keeps 8 bits
+of mantissa, so SSIM's variance terms cancel to nothing (the loss read 0.0 for a near
+match) or go negative, and DRAEM's training loss became NaN at step 1 on a CPU with native bf16.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 import torch.nn.functional as F
+
+LossFn = TypeVar("LossFn", bound=Callable[..., Any])
+
+
+def _as_fp32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_fp32(v) for v in value)
+    return value
+
+
+def in_fp32(loss: LossFn) -> LossFn:
+    """``loss`` with its tensor arguments (and lists of them) cast to fp32 and autocast off:
+    the networks may run in bf16, their losses may not."""
+
+    @functools.wraps(loss)
+    def full_precision(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast("cpu", enabled=False):
+            return loss(*_as_fp32(args), **{k: _as_fp32(v) for k, v in kwargs.items()})
+
+    return full_precision  # type: ignore[return-value]
 
 
 def softmax_focal_loss(probabilities: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,

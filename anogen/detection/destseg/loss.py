@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from anogen.detection.losses import binary_focal_loss, cosine_distillation_loss, l1_loss
+from anogen.detection.losses import binary_focal_loss, cosine_distillation_loss, in_fp32, l1_loss
 from anogen.detection.weak import apply_keep, keep_mask
 
 
+@in_fp32
 def student_loss(student_features: list[torch.Tensor],
                  teacher_features: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     loss = cosine_distillation_loss(student_features, teacher_features)
@@ -28,6 +29,7 @@ def mask_at(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Ten
     return (resized >= 0.5).float()
 
 
+@in_fp32
 def head_loss(probability: torch.Tensor, mask: torch.Tensor, weak: torch.Tensor, *, tau: float,
               weak_all: bool = False, focal_gamma: float = 4.0) -> tuple[torch.Tensor, dict[str, float]]:
     """``probability`` (B,1,h,w) sigmoid of the head at 1/4 resolution; ``mask`` (B,1,H,W)."""

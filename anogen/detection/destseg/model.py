@@ -84,7 +84,7 @@ class DestsegDetector(Detector):
             F.interpolate(-l2_normalize(t) * l2_normalize(s), size=level1, mode="bilinear", align_corners=False)
             for t, s in zip(teacher_features, student_features)
         ], dim=1)
-        return torch.sigmoid(self.segmentation(disagreement))
+        return torch.sigmoid(self.segmentation(disagreement).float())  # fp32 under bf16 autocast
 
     def segmentation_probability(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised image -> anomaly probability (B,1,H/4,W/4)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from anogen.detection.losses import l2_loss, softmax_focal_loss, ssim_loss
+from anogen.detection.losses import in_fp32, l2_loss, softmax_focal_loss, ssim_loss
 from anogen.detection.weak import apply_keep, keep_mask
 
 
+@in_fp32
 def draem_loss(reconstruction: torch.Tensor, clean: torch.Tensor, probabilities: torch.Tensor,
                mask: torch.Tensor, weak: torch.Tensor, *, tau: float, weak_all: bool = False,
                focal_gamma: float = 2.0) -> tuple[torch.Tensor, dict[str, float]]:

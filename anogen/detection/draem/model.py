@@ -37,7 +37,7 @@ class DraemDetector(Detector):
         reconstruction = self.reconstructive(image)
         # Channel order (reconstruction, image) as in the reference.
         logits = self.discriminative(torch.cat((reconstruction, image), dim=1))
-        return reconstruction, torch.softmax(logits, dim=1)
+        return reconstruction, torch.softmax(logits.float(), dim=1)  # fp32 under bf16 autocast: no 0 or 1
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         _, probabilities = self.segment(image)
