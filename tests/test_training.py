@@ -291,3 +291,19 @@ def test_without_labelled_anomalies_validation_uses_held_out_good_images(tmp_pat
     held_out = info.provenance["validation_images"]
     assert info.provenance["train_images"] == 5 - len(held_out) // 2
     assert any(name.endswith("+synthetic") for name in held_out)  # each good image plus a synthetic anomaly
+
+
+def test_the_best_checkpoint_is_the_one_that_localises_not_a_lucky_early_one():
+    from anogen.detection.train import selection_score
+    from anogen.metrics import MetricsReport
+
+    # Validations of one full-demo washer detector (10 images): at step 48 image AUROC was
+    # lucky and nothing was localised yet; at step 160 it localised. The old score (image
+    # AUROC and pixel AP alone) kept step 48, which scored pixel AUROC 0.53 on the test set.
+    early = MetricsReport(image_auroc=0.917, image_ap=0.96, pixel_auroc=0.710, pixel_ap=0.002, pixel_aupro=0.325)
+    trained = MetricsReport(image_auroc=0.708, image_ap=0.81, pixel_auroc=0.960, pixel_ap=0.029, pixel_aupro=0.851)
+    assert selection_score(trained) > selection_score(early)
+    # Without pixel ground truth (image labels only) the image AUROC still decides.
+    image_only = [MetricsReport(image_auroc=a, image_ap=a) for a in (0.6, 0.8)]
+    assert selection_score(image_only[1]) > selection_score(image_only[0])
+    assert math.isfinite(selection_score(image_only[0]))
