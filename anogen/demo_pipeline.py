@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from anogen.atomic import atomic_write_json, atomic_write_text, staged_directory
 from anogen.compute import apply_policy, resolve_policy
+from anogen.data.boxes import BoxPlacement
 from anogen.diffusion.config import DEFECT_OUTLINES
 from anogen.errors import InputError
 from anogen.jobs import Progress, ProgressFn, check_cancel, no_progress
@@ -75,6 +76,8 @@ class DemoPlan:
     # share of their boxes, but the detector lost on both seeds tried (docs/demo.md,
     # "Defect outlines").
     defect_shapes: bool = DEFECT_OUTLINES
+    # The share of each box that must lie on the part's foreground (the paper's code: 0.75).
+    box_min_inside: float = BoxPlacement.min_inside
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -342,7 +345,7 @@ def _support_paths(category_dir: Path, kind: str, shots: int) -> tuple[list[Path
 
 def _learn_and_generate(model, category_dir: Path, category: str, kind: str, plan: DemoPlan, config: DemoConfig,
                         out: Path, stages: _StageProgress, timer: _StageTimer, cancel) -> KindResult:
-    from anogen.data.boxes import BoxPlacement, size_range_from_masks
+    from anogen.data.boxes import size_range_from_masks
     from anogen.data.imageio import list_images, read_mask
     from anogen.diffusion.config import GenerateConfig, LearnConfig
     from anogen.diffusion.embedding_file import save_embedding
@@ -376,7 +379,8 @@ def _learn_and_generate(model, category_dir: Path, category: str, kind: str, pla
         generated = generate_set(GenerateSetConfig(
             model=model, embedding=embedding_path, normals=normals, out=out / "generated" / category / kind,
             per_image=plan.samples_per_image, samples_per_box=1, size_range=size_range,
-            placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside"), defect_kind=kind,
+            placement=BoxPlacement(foreground=FOREGROUND.get(category, "grabcut"), rule="inside",
+                                   min_inside=plan.box_min_inside), defect_kind=kind,
             generation=GenerateConfig(steps=plan.generate_steps, guidance=plan.guidance, seed=config.seed,
                                       batch_size=4, crop=plan.crop),
             shapes=support_masks if plan.defect_shapes else None),
