@@ -286,10 +286,11 @@ def selection_score(report: MetricsReport) -> float:
     AUROC, pixel AP and AUPRO (an undefined one counts 0, the same at every step).
 
     A validation set holds a handful of images. Image AUROC alone moves in steps of 1/24 on
-    ten of them, and pixel AP is near 0 early on, so a score of just those two crowned the
-    an early validation (step 16 or 48 of 160) in 3 of 12 detectors of three full-demo runs,
+    ten of them, and pixel AP is near 0 early on, so a score of just those two crowned an
+    early validation (step 16 or 48 of 160) in 3 of 12 detectors of three full-demo runs,
     detectors that had not yet learned to localise anything; the pixel-level metrics, pooled
-    over every pixel, rise steadily as a detector learns (docs/demo.md, "Which checkpoint").
+    over every pixel, rise steadily as a detector learns (docs/demo.md, "A CPU with native
+    bf16, and which checkpoint").
     """
     values = (report.image_auroc, report.pixel_auroc, report.pixel_ap, report.pixel_aupro)
     return float(np.mean([_finite(v) for v in values]))
