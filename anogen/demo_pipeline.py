@@ -78,6 +78,9 @@ class DemoPlan:
     defect_shapes: bool = DEFECT_OUTLINES
     # The share of each box that must lie on the part's foreground (the paper's code: 0.75).
     box_min_inside: float = BoxPlacement.min_inside
+    # CPU precision of detector training (anogen.compute): "auto" autocasts to bf16 where the
+    # CPU has native bf16; "fp32" or "bf16" force one, to compare them.
+    detector_precision: str = "auto"
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -295,7 +298,7 @@ def _run_demo_in(out: Path, config: DemoConfig, progress: ProgressFn,
     check_cancel(cancel)
     with timer("load model"):
         model = load_model(model_source, device=config.device)
-    policy = apply_policy(resolve_policy(model.device, config.threads))
+    policy = apply_policy(resolve_policy(model.device, config.threads, plan.detector_precision))
 
     results = []
     for category in plan.categories:
@@ -410,7 +413,7 @@ def _train_and_evaluate(category_dir: Path, generated_dir: Path | None, support:
                                    generated_dir=generated_dir, preset="quick",
                                    overrides=dict(plan.detector_overrides), steps=plan.detector_steps,
                                    seed=config.seed, device=config.device, exclude=[Path(p) for p in support],
-                                   overwrite=True),
+                                   cpu_precision=plan.detector_precision, overwrite=True),
                        progress, cancel)
     check_cancel(cancel)
     with timer("evaluate detectors"):
